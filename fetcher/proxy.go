@@ -1,0 +1,106 @@
+package fetcher
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"unicode"
+
+	"github.com/piraeus-go/piraeus/artifact"
+)
+
+// ProxyFetcher fetches from an upstream GOPROXY server over HTTP(S).
+type ProxyFetcher struct {
+	base   *url.URL
+	name   string // host only: safe for logs and client messages
+	client *http.Client
+}
+
+// NewProxyFetcher returns a fetcher for the GOPROXY at rawURL. A nil client
+// means http.DefaultClient.
+func NewProxyFetcher(rawURL string, client *http.Client) (*ProxyFetcher, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("invalid proxy URL %q: %v", rawURL, err)
+	}
+	if (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return nil, fmt.Errorf("invalid proxy URL %q: want http:// or https:// with a host", rawURL)
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("invalid proxy URL %q: no query or fragment allowed", rawURL)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	u.RawPath = ""
+	if client == nil {
+		client = http.DefaultClient
+	}
+	return &ProxyFetcher{base: u, name: u.Host, client: client}, nil
+}
+
+// Name is the upstream's host, for logs.
+func (p *ProxyFetcher) Name() string { return p.name }
+
+func (p *ProxyFetcher) Fetch(ctx context.Context, a artifact.Artifact) (*Response, error) {
+	u := *p.base
+	u.Path += "/" + a.Path()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, &Error{Status: http.StatusBadGateway, Msg: "building upstream request failed", Source: p.name, Err: err}
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return nil, TransportError(ctx, p.name, err)
+	}
+	if resp.StatusCode == http.StatusOK {
+		return &Response{Body: resp.Body, Size: resp.ContentLength, Source: p.name}, nil
+	}
+	defer resp.Body.Close()
+	reason := firstLine(resp.Body)
+	switch resp.StatusCode {
+	case http.StatusNotFound, http.StatusGone:
+		if reason == "" {
+			reason = "not found"
+		}
+		return nil, &Error{Status: resp.StatusCode, Msg: reason, Source: p.name}
+	}
+	return nil, &Error{
+		Status: http.StatusBadGateway,
+		Msg:    fmt.Sprintf("upstream %s answered %d", p.name, resp.StatusCode),
+		Source: p.name,
+		Err:    errors.New(reason),
+	}
+}
+
+// TransportError classifies a failed request: a deadline is a 504, anything
+// else a 502. The URL inside err stays out of the client message.
+func TransportError(ctx context.Context, source string, err error) *Error {
+	if errors.Is(err, context.DeadlineExceeded) || ctx.Err() == context.DeadlineExceeded {
+		return &Error{Status: http.StatusGatewayTimeout, Msg: "upstream " + source + " timed out", Source: source, Err: err}
+	}
+	return &Error{Status: http.StatusBadGateway, Msg: "upstream " + source + " unreachable", Source: source, Err: err}
+}
+
+// firstLine returns the first line of an error body, bounded and stripped
+// of control characters, the way the go command shows such bodies.
+func firstLine(r io.Reader) string {
+	sc := bufio.NewScanner(io.LimitReader(r, 4096))
+	sc.Buffer(make([]byte, 0, 512), 4096)
+	if !sc.Scan() {
+		return ""
+	}
+	line := strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, sc.Text())
+	if len(line) > 200 {
+		line = line[:200]
+	}
+	return strings.TrimSpace(line)
+}

@@ -1,0 +1,196 @@
+// Package goproxy is the protocol core: it answers GOPROXY requests from the
+// cache tiers, collapses concurrent misses into one fetch, checks what it
+// fetched and writes it through the tiers. It is a plain http.Handler and
+// knows nothing about Caddy.
+package goproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/piraeus-go/piraeus/artifact"
+	"github.com/piraeus-go/piraeus/cachetier"
+	"github.com/piraeus-go/piraeus/fetcher"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultListTTL      = time.Minute
+	DefaultNotFoundTTL  = 30 * time.Second
+	DefaultFetchTimeout = 5 * time.Minute
+)
+
+// Config configures a Proxy.
+type Config struct {
+	Fetcher fetcher.Fetcher
+	Tiers   *cachetier.Tiered
+
+	// ListTTL is how long list and @latest answers (and .info version
+	// queries) are served without asking upstream again.
+	ListTTL time.Duration
+	// NotFoundTTL is how long a 404/410 from upstream is remembered.
+	NotFoundTTL time.Duration
+	// FetchTimeout bounds one upstream fetch, body included.
+	FetchTimeout time.Duration
+
+	Logger *zap.Logger
+}
+
+// Proxy serves the GOPROXY protocol.
+type Proxy struct {
+	cfg      Config
+	log      *zap.Logger
+	flights  singleflight.Group
+	notFound *ristretto.Cache[string, *fetcher.Error]
+}
+
+// New returns a Proxy; call Close when done with it.
+func New(cfg Config) (*Proxy, error) {
+	if cfg.Fetcher == nil || cfg.Tiers == nil {
+		return nil, errors.New("goproxy: Fetcher and Tiers are required")
+	}
+	if cfg.ListTTL <= 0 {
+		cfg.ListTTL = DefaultListTTL
+	}
+	if cfg.NotFoundTTL <= 0 {
+		cfg.NotFoundTTL = DefaultNotFoundTTL
+	}
+	if cfg.FetchTimeout <= 0 {
+		cfg.FetchTimeout = DefaultFetchTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	nf, err := ristretto.NewCache(&ristretto.Config[string, *fetcher.Error]{
+		NumCounters:        1e5,
+		MaxCost:            1e4, // entries
+		BufferItems:        64,
+		IgnoreInternalCost: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("goproxy: %w", err)
+	}
+	p := &Proxy{cfg: cfg, log: cfg.Logger, notFound: nf}
+	if d := cfg.Tiers.Disk(); d.OnCorrupt == nil {
+		d.OnCorrupt = func(key string, err error) {
+			p.log.Error("corrupt cache file removed; it will be fetched again", zap.String("key", key), zap.Error(err))
+		}
+	}
+	if cfg.Tiers.OnError == nil {
+		cfg.Tiers.OnError = func(tier, op, key string, err error) {
+			p.log.Warn("cache tier failed", zap.String("tier", tier), zap.String("op", op), zap.String("key", key), zap.Error(err))
+		}
+	}
+	return p, nil
+}
+
+// Close releases the proxy's own resources; the tiers belong to the caller.
+func (p *Proxy) Close() error {
+	p.notFound.Close()
+	return nil
+}
+
+// ServeHTTP answers GET and HEAD for the GOPROXY protocol paths.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		writeError(w, http.StatusMethodNotAllowed, "method "+strconv.Quote(r.Method)+" not allowed: use GET or HEAD", 0)
+		return
+	}
+	a, err := artifact.Parse(strings.TrimPrefix(r.URL.EscapedPath(), "/"))
+	if err != nil {
+		var ae *artifact.Error
+		errors.As(err, &ae)
+		writeError(w, ae.Status, ae.Msg, 0)
+		return
+	}
+	obj, stale, err := p.Get(r.Context(), a)
+	if err != nil {
+		if r.Context().Err() != nil {
+			return // the client is gone; nobody reads an answer
+		}
+		var fe *fetcher.Error
+		if errors.As(err, &fe) {
+			var maxAge time.Duration
+			if fetcher.IsNotFound(fe) {
+				maxAge = p.cfg.NotFoundTTL
+			}
+			writeError(w, fe.Status, fe.Msg, maxAge)
+			return
+		}
+		p.log.Error("serving artifact failed", zap.Stringer("artifact", a), zap.Error(err))
+		writeError(w, http.StatusInternalServerError, "internal error", 0)
+		return
+	}
+	defer obj.Close()
+	h := w.Header()
+	h.Set("Content-Type", a.Kind.ContentType())
+	h.Set("ETag", obj.ETag())
+	switch {
+	case a.Immutable():
+		h.Set("Cache-Control", "public, max-age=31536000, immutable")
+	case stale:
+		h.Set("Cache-Control", "no-cache")
+	default:
+		h.Set("Cache-Control", "public, max-age="+strconv.Itoa(int(p.cfg.ListTTL/time.Second)))
+	}
+	http.ServeContent(w, r, "", time.Time{}, obj.Reader())
+}
+
+// Get returns the artifact from the cache or, on a miss, from upstream.
+// stale is true when an expired list or @latest answer is served because
+// upstream failed. The caller closes the object.
+func (p *Proxy) Get(ctx context.Context, a artifact.Artifact) (obj *cachetier.Object, stale bool, err error) {
+	key := a.Path()
+	var old *cachetier.Object
+	if obj, err := p.cfg.Tiers.Get(ctx, key); err == nil {
+		if obj.Fresh(time.Now()) {
+			return obj, false, nil
+		}
+		old = obj
+	}
+	if fe, ok := p.notFound.Get(key); ok {
+		old.Close()
+		return nil, false, fe
+	}
+	obj, err = p.collapse(ctx, a)
+	if err == nil {
+		old.Close()
+		return obj, false, nil
+	}
+	if old != nil && !fetcher.IsNotFound(err) && ctx.Err() == nil {
+		p.log.Warn("upstream failed; serving stale copy", zap.Stringer("artifact", a), zap.Error(err))
+		return old, true, nil
+	}
+	old.Close()
+	return nil, false, err
+}
+
+// Purge removes one artifact from every tier and forgets a cached not-found.
+func (p *Proxy) Purge(ctx context.Context, a artifact.Artifact) error {
+	p.notFound.Del(a.Path())
+	return p.cfg.Tiers.Delete(ctx, a.Path())
+}
+
+func writeError(w http.ResponseWriter, status int, msg string, maxAge time.Duration) {
+	h := w.Header()
+	h.Del("ETag")
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	if maxAge > 0 {
+		h.Set("Cache-Control", "public, max-age="+strconv.Itoa(int(maxAge/time.Second)))
+	} else {
+		h.Set("Cache-Control", "no-store")
+	}
+	w.WriteHeader(status)
+	fmt.Fprintln(w, msg)
+}
