@@ -1,0 +1,158 @@
+package caddymodule
+
+import (
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+
+	"github.com/piraeus-go/piraeus/fetcher"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("goproxy", parseCaddyfile)
+	httpcaddyfile.RegisterDirectiveOrder("goproxy", httpcaddyfile.Before, "file_server")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Handler)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
+//
+//	goproxy [<upstream list>] {
+//		upstream      <list>          # GOPROXY syntax: https://a,https://b|direct
+//		cache {
+//			memory            <size>|off
+//			memory_max_object <size>
+//			disk              <dir>
+//		}
+//		list_ttl      <duration>
+//		not_found_ttl <duration>
+//		fetch_timeout <duration>
+//	}
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive name
+	if d.NextArg() {
+		if err := h.setUpstream(d); err != nil {
+			return err
+		}
+	}
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "upstream":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if h.Upstream != "" {
+				return d.Err("upstream given twice")
+			}
+			if err := h.setUpstream(d); err != nil {
+				return err
+			}
+			if d.NextArg() {
+				return d.Errf("upstream takes one GOPROXY-style list (no spaces), e.g. https://proxy.golang.org,direct")
+			}
+		case "cache":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if err := h.unmarshalCache(d); err != nil {
+				return err
+			}
+		case "list_ttl":
+			if err := parseDuration(d, &h.ListTTL); err != nil {
+				return err
+			}
+		case "not_found_ttl":
+			if err := parseDuration(d, &h.NotFoundTTL); err != nil {
+				return err
+			}
+		case "fetch_timeout":
+			if err := parseDuration(d, &h.FetchTimeout); err != nil {
+				return err
+			}
+		default:
+			return d.Errf("unknown goproxy subdirective %q", d.Val())
+		}
+	}
+	return nil
+}
+
+func (h *Handler) setUpstream(d *caddyfile.Dispenser) error {
+	if _, err := fetcher.ParseList(d.Val(), nil); err != nil {
+		return d.Errf("upstream %q: %v", d.Val(), err)
+	}
+	h.Upstream = d.Val()
+	return nil
+}
+
+func (h *Handler) unmarshalCache(d *caddyfile.Dispenser) error {
+	if h.Cache == nil {
+		h.Cache = new(CacheConfig)
+	}
+	c := h.Cache
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "memory":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if d.Val() == "off" {
+				c.MemoryOff = true
+			} else if err := parseSize(d, &c.Memory); err != nil {
+				return err
+			}
+		case "memory_max_object":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if err := parseSize(d, &c.MemoryMaxObject); err != nil {
+				return err
+			}
+		case "disk":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			c.Disk = d.Val()
+		default:
+			return d.Errf("unknown cache subdirective %q", d.Val())
+		}
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	}
+	return nil
+}
+
+func parseSize(d *caddyfile.Dispenser, dst *int64) error {
+	n, err := humanize.ParseBytes(d.Val())
+	if err != nil || n == 0 || n > 1<<50 {
+		return d.Errf("invalid size %q: want e.g. 256MiB", d.Val())
+	}
+	*dst = int64(n)
+	return nil
+}
+
+func parseDuration(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	dur, err := caddy.ParseDuration(d.Val())
+	if err != nil || dur <= 0 {
+		return d.Errf("invalid duration %q: want e.g. 1m", d.Val())
+	}
+	*dst = caddy.Duration(dur)
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

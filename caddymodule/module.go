@@ -1,0 +1,164 @@
+// Package caddymodule registers the GOPROXY handler with Caddy as
+// http.handlers.goproxy and the goproxy Caddyfile directive. It holds the
+// Caddy glue only; the protocol lives in package goproxy.
+package caddymodule
+
+import (
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/piraeus-go/piraeus/cachetier"
+	"github.com/piraeus-go/piraeus/fetcher"
+	"github.com/piraeus-go/piraeus/goproxy"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Defaults for an empty configuration.
+const (
+	DefaultUpstream        = "https://proxy.golang.org"
+	DefaultMemory          = 128 << 20
+	DefaultMemoryMaxObject = 8 << 20
+)
+
+// Handler is a Go module proxy (GOPROXY protocol) with a tiered cache.
+type Handler struct {
+	// Upstream is a GOPROXY-style list of sources: proxy URLs, "direct"
+	// and "off", separated by ',' (fall through on 404/410) or '|' (fall
+	// through on any error). Default: https://proxy.golang.org.
+	Upstream string `json:"upstream,omitempty"`
+
+	// Cache configures the tiers.
+	Cache *CacheConfig `json:"cache,omitempty"`
+
+	// ListTTL is how long list and @latest answers stay fresh. Default 1m.
+	ListTTL caddy.Duration `json:"list_ttl,omitempty"`
+	// NotFoundTTL is how long an upstream 404/410 is remembered. Default 30s.
+	NotFoundTTL caddy.Duration `json:"not_found_ttl,omitempty"`
+	// FetchTimeout bounds one upstream fetch. Default 5m.
+	FetchTimeout caddy.Duration `json:"fetch_timeout,omitempty"`
+
+	proxy  *goproxy.Proxy
+	tiers  *cachetier.Tiered
+	logger *zap.Logger
+}
+
+// CacheConfig configures the cache tiers.
+type CacheConfig struct {
+	// Memory is the memory tier's budget in bytes. Default 128MiB.
+	Memory int64 `json:"memory,omitempty"`
+	// MemoryOff disables the memory tier.
+	MemoryOff bool `json:"memory_off,omitempty"`
+	// MemoryMaxObject is the largest object kept in memory. Default 8MiB.
+	MemoryMaxObject int64 `json:"memory_max_object,omitempty"`
+	// Disk is the disk tier's directory. Default: goproxy under Caddy's
+	// data directory.
+	Disk string `json:"disk,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.goproxy",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision opens the tiers and builds the fetcher chain.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	upstream := h.Upstream
+	if upstream == "" {
+		upstream = DefaultUpstream
+	}
+	chain, err := fetcher.ParseList(upstream, fetcher.NewHTTPClient())
+	if err != nil {
+		return fmt.Errorf("goproxy: upstream: %w", err)
+	}
+	cc := CacheConfig{}
+	if h.Cache != nil {
+		cc = *h.Cache
+	}
+	if cc.Disk == "" {
+		cc.Disk = filepath.Join(caddy.AppDataDir(), "goproxy")
+	}
+	disk, err := cachetier.NewDiskTier(cc.Disk)
+	if err != nil {
+		return fmt.Errorf("goproxy: %w", err)
+	}
+	var upper []cachetier.Tier
+	if !cc.MemoryOff {
+		if cc.Memory == 0 {
+			cc.Memory = DefaultMemory
+		}
+		if cc.MemoryMaxObject == 0 {
+			cc.MemoryMaxObject = DefaultMemoryMaxObject
+		}
+		mem, err := cachetier.NewMemoryTier(cc.Memory, cc.MemoryMaxObject)
+		if err != nil {
+			return fmt.Errorf("goproxy: %w", err)
+		}
+		upper = append(upper, mem)
+	}
+	h.tiers = cachetier.NewTiered(disk, upper...)
+	h.proxy, err = goproxy.New(goproxy.Config{
+		Fetcher:      chain,
+		Tiers:        h.tiers,
+		ListTTL:      time.Duration(h.ListTTL),
+		NotFoundTTL:  time.Duration(h.NotFoundTTL),
+		FetchTimeout: time.Duration(h.FetchTimeout),
+		Logger:       h.logger,
+	})
+	if err != nil {
+		h.tiers.Close()
+		return err
+	}
+	h.logger.Info("goproxy ready", zap.String("upstream", upstream), zap.String("disk", disk.Root()),
+		zap.Int64("memory", cc.Memory), zap.Bool("memory_off", cc.MemoryOff))
+	return nil
+}
+
+// Validate checks settings that Provision does not already reject.
+func (h *Handler) Validate() error {
+	if h.ListTTL < 0 || h.NotFoundTTL < 0 || h.FetchTimeout < 0 {
+		return fmt.Errorf("goproxy: durations must not be negative")
+	}
+	if c := h.Cache; c != nil && (c.Memory < 0 || c.MemoryMaxObject < 0) {
+		return fmt.Errorf("goproxy: cache sizes must not be negative")
+	}
+	return nil
+}
+
+// ServeHTTP answers every request it is routed; the GOPROXY protocol owns
+// its whole path space, so nothing is passed to next.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	h.proxy.ServeHTTP(w, r)
+	return nil
+}
+
+// Cleanup releases the tiers when the config is unloaded.
+func (h *Handler) Cleanup() error {
+	if h.proxy != nil {
+		h.proxy.Close()
+	}
+	if h.tiers != nil {
+		return h.tiers.Close()
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

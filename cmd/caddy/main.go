@@ -1,0 +1,15 @@
+// Command caddy is Caddy with the standard modules and Piraeus, for
+// `make run` without xcaddy.
+package main
+
+import (
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	_ "github.com/piraeus-go/piraeus/caddymodule"
+)
+
+func main() {
+	caddycmd.Main()
+}
