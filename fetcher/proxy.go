@@ -46,7 +46,10 @@ func NewProxyFetcher(rawURL string, client *http.Client) (*ProxyFetcher, error) 
 func (p *ProxyFetcher) Name() string { return p.name }
 
 func (p *ProxyFetcher) Fetch(ctx context.Context, a artifact.Artifact) (*Response, error) {
+	// Escaped module paths are valid URL path text ('!' included); setting
+	// RawPath keeps them byte for byte instead of percent-encoding '!'.
 	u := *p.base
+	u.RawPath = p.base.EscapedPath() + "/" + a.Path()
 	u.Path += "/" + a.Path()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {

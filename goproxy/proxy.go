@@ -106,7 +106,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, "method "+strconv.Quote(r.Method)+" not allowed: use GET or HEAD", 0)
 		return
 	}
-	a, err := artifact.Parse(strings.TrimPrefix(r.URL.EscapedPath(), "/"))
+	if strings.Contains(strings.ToLower(r.URL.RawPath), "%2f") {
+		writeError(w, http.StatusBadRequest, "encoded slash in request path", 0)
+		return
+	}
+	a, err := artifact.Parse(strings.TrimPrefix(r.URL.Path, "/"))
 	if err != nil {
 		var ae *artifact.Error
 		errors.As(err, &ae)
