@@ -1,0 +1,134 @@
+package caddymodule
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+
+	"github.com/piraeus-go/piraeus/internal/testenv"
+)
+
+var (
+	hello = testenv.Module{Path: "example.com/hello", Version: "v1.0.0", Files: map[string]string{
+		"hello.go": "package hello\n\nfunc Greet() string { return \"hello from piraeus\" }\n",
+	}}
+	hello11 = testenv.Module{Path: "example.com/hello", Version: "v1.1.0", Files: map[string]string{
+		"hello.go": "package hello\n\nfunc Greet() string { return \"hello again\" }\n",
+	}}
+	thing = testenv.Module{Path: "github.com/Azure/Go-Thing", Version: "v0.3.0", Files: map[string]string{
+		"thing.go": "package thing\n\nconst Name = \"Thing\"\n",
+	}}
+)
+
+// adminPort is this test binary's Caddy admin port: caddytest runs one
+// Caddy per process, and packages tested in parallel must not share one.
+var adminPort = sync.OnceValue(func() int { return freePort(nil) })
+
+func freePort(t testing.TB) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		if t != nil {
+			t.Fatal(err)
+		}
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startCaddy loads a Caddyfile site block serving goproxy on a loopback
+// port through Caddy's test harness and returns the site's base URL.
+func startCaddy(t *testing.T, goproxyBlock string) string {
+	t.Helper()
+	port := freePort(t)
+	config := fmt.Sprintf(`{
+	admin localhost:%d
+	skip_install_trust
+	persist_config off
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	%s
+}
+`, adminPort(), port, goproxyBlock)
+	tester := caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort()})
+	tester.InitServer(config, "caddyfile")
+	if t.Failed() {
+		t.FailNow()
+	}
+	return fmt.Sprintf("http://127.0.0.1:%d", port)
+}
+
+func TestGoCommandThroughCaddy(t *testing.T) {
+	up := testenv.NewUpstream(t, hello, hello11, thing)
+	disk := t.TempDir()
+	base := startCaddy(t, fmt.Sprintf("goproxy %s {\n\t\tcache {\n\t\t\tmemory 32MiB\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, disk))
+
+	prog := t.TempDir()
+	writeFile(t, filepath.Join(prog, "go.mod"), "module example.com/prog\n\ngo 1.21\n\nrequire (\n\texample.com/hello v1.0.0\n\tgithub.com/Azure/Go-Thing v0.3.0\n)\n")
+	writeFile(t, filepath.Join(prog, "main.go"), `package main
+
+import (
+	"fmt"
+
+	thing "github.com/Azure/Go-Thing"
+	"example.com/hello"
+)
+
+func main() { fmt.Println(hello.Greet(), thing.Name) }
+`)
+	env := testenv.GoEnv(t, base)
+	out := testenv.RunGo(t, prog, env, "mod", "download", "-json", "example.com/hello@v1.0.0", "github.com/Azure/Go-Thing@v0.3.0")
+	if strings.Contains(out, `"Error"`) {
+		t.Fatalf("go mod download reported an error:\n%s", out)
+	}
+	testenv.RunGo(t, prog, env, "build", "-mod=mod", "-o", filepath.Join(prog, "prog"), ".")
+	run, err := exec.Command(filepath.Join(prog, "prog")).Output()
+	if err != nil || string(run) != "hello from piraeus Thing\n" {
+		t.Fatalf("built program printed %q (%v)", run, err)
+	}
+	// list, @latest and a branch query go through the proxy as well.
+	if out := testenv.RunGo(t, prog, env, "list", "-m", "-versions", "example.com/hello"); !strings.Contains(out, "v1.0.0 v1.1.0") {
+		t.Errorf("go list -m -versions: %q", out)
+	}
+	if out := testenv.RunGo(t, prog, env, "list", "-m", "example.com/hello@latest"); strings.TrimSpace(out) != "example.com/hello v1.1.0" {
+		t.Errorf("go list -m @latest: %q", out)
+	}
+	if out := testenv.RunGo(t, prog, env, "mod", "download", "-json", "example.com/hello@main"); !strings.Contains(out, `"Version": "v1.1.0"`) {
+		t.Errorf("go mod download @main: %s", out)
+	}
+	for _, kind := range []string{"info", "mod", "zip"} {
+		if n := up.Requests(testenv.EscapedPath(thing.Path, thing.Version, kind)); n != 1 {
+			t.Errorf("upstream asked %d times for the %s of %s; want 1", n, kind, thing.Path)
+		}
+	}
+
+	// A second client with an empty module cache is served from the cache
+	// alone: upstream gets no request for the immutable artifacts.
+	before := up.Total()
+	env2 := testenv.GoEnv(t, base)
+	testenv.RunGo(t, prog, env2, "mod", "download", "example.com/hello@v1.0.0", "github.com/Azure/Go-Thing@v0.3.0")
+	if n := up.Total() - before; n != 0 {
+		t.Errorf("second download asked upstream %d times: %v", n, up.Paths()[before:])
+	}
+
+	// An unknown version is a clean error that the go command shows.
+	out, err = testenv.TryGo(t, prog, env2, "mod", "download", "example.com/hello@v1.9.9")
+	if err == nil || !strings.Contains(out, "unknown revision v1.9.9") {
+		t.Errorf("downloading an unknown version: err %v, output %q", err, out)
+	}
+}
+
+func writeFile(t *testing.T, p, content string) {
+	t.Helper()
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
