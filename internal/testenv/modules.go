@@ -90,29 +90,37 @@ func WriteBigZip(t testing.TB, dir string, m Module, size int64) string {
 	t.Helper()
 	p := filepath.Join(dir, strings.ReplaceAll(m.Path, "/", "_")+"@"+m.Version+".zip")
 	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zw := zip.NewWriter(f)
-	prefix := m.Path + "@" + m.Version + "/"
-	w, err := zw.CreateHeader(&zip.FileHeader{Name: prefix + "go.mod", Method: zip.Deflate})
 	if err == nil {
-		_, err = w.Write(m.Mod())
-	}
-	if err == nil {
-		w, err = zw.CreateHeader(&zip.FileHeader{Name: prefix + "data.bin", Method: zip.Store})
-	}
-	if err == nil {
-		_, err = io.CopyN(w, newNoise(), size)
-	}
-	if err == nil {
-		err = zw.Close()
+		err = WriteNoiseZip(f, m, size)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
 	}
 	if err != nil {
 		t.Fatalf("writing big zip: %v", err)
 	}
 	return p
+}
+
+// WriteNoiseZip writes a valid module zip for m holding its go.mod and
+// size bytes of incompressible data.
+func WriteNoiseZip(w io.Writer, m Module, size int64) error {
+	zw := zip.NewWriter(w)
+	prefix := m.Path + "@" + m.Version + "/"
+	fw, err := zw.CreateHeader(&zip.FileHeader{Name: prefix + "go.mod", Method: zip.Deflate})
+	if err == nil {
+		_, err = fw.Write(m.Mod())
+	}
+	if err == nil {
+		fw, err = zw.CreateHeader(&zip.FileHeader{Name: prefix + "data.bin", Method: zip.Store})
+	}
+	if err == nil {
+		_, err = io.CopyN(fw, newNoise(), size)
+	}
+	if err == nil {
+		err = zw.Close()
+	}
+	return err
 }
 
 // noise is a cheap deterministic incompressible byte stream (xorshift).

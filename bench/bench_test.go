@@ -1,0 +1,86 @@
+// Package bench measures Piraeus: Go benchmarks of the cache-hit path here,
+// and a loopback load test against Caddy's own file_server in ./loadtest.
+package bench
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/piraeus-go/piraeus/cachetier"
+	"github.com/piraeus-go/piraeus/fetcher"
+	"github.com/piraeus-go/piraeus/goproxy"
+	"github.com/piraeus-go/piraeus/internal/testenv"
+)
+
+var mod = testenv.Module{Path: "example.com/bench", Version: "v1.0.0"}
+
+// discard is a ResponseWriter that keeps nothing, so the benchmark
+// measures the handler rather than a recorder.
+type discard struct {
+	h      http.Header
+	status int
+	n      int64
+}
+
+func (d *discard) Header() http.Header { return d.h }
+func (d *discard) WriteHeader(s int)   { d.status = s }
+func (d *discard) Write(p []byte) (int, error) {
+	d.n += int64(len(p))
+	return len(p), nil
+}
+
+func BenchmarkHit(b *testing.B) {
+	up := testenv.NewUpstream(b)
+	up.AddBigZip(mod, testenv.WriteBigZip(b, b.TempDir(), mod, 5<<20))
+	for _, tier := range []string{"memory", "disk"} {
+		for _, kind := range []string{"info", "mod", "zip"} {
+			b.Run(tier+"/"+kind, func(b *testing.B) {
+				p := newProxy(b, up.URL, tier == "memory")
+				req := httptest.NewRequest("GET", "/"+testenv.EscapedPath(mod.Path, mod.Version, kind), nil)
+				w := &discard{h: http.Header{}}
+				p.ServeHTTP(w, req) // warm
+				if w.status != 0 && w.status != 200 {
+					b.Fatalf("warming: status %d", w.status)
+				}
+				b.SetBytes(w.n)
+				b.ReportAllocs()
+				for b.Loop() {
+					clear(w.h)
+					w.status, w.n = 0, 0
+					p.ServeHTTP(w, req)
+					if w.status != 0 && w.status != 200 {
+						b.Fatalf("status %d", w.status)
+					}
+				}
+			})
+		}
+	}
+}
+
+func newProxy(b *testing.B, upstream string, memory bool) *goproxy.Proxy {
+	b.Helper()
+	chain, err := fetcher.ParseList(upstream, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	disk, err := cachetier.NewDiskTier(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	var upper []cachetier.Tier
+	if memory {
+		mem, err := cachetier.NewMemoryTier(128<<20, 8<<20)
+		if err != nil {
+			b.Fatal(err)
+		}
+		upper = append(upper, mem)
+	}
+	tiers := cachetier.NewTiered(disk, upper...)
+	p, err := goproxy.New(goproxy.Config{Fetcher: chain, Tiers: tiers})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { p.Close(); tiers.Close() })
+	return p
+}
