@@ -1,6 +1,8 @@
 package caddymodule
 
 import (
+	"strconv"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
@@ -121,6 +123,24 @@ func (h *Handler) unmarshalCache(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			c.Disk = d.Val()
+		case "redis":
+			if c.Redis != nil {
+				return d.Err("redis given twice")
+			}
+			c.Redis = new(RedisConfig)
+			if d.NextArg() {
+				c.Redis.URL = d.Val()
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if err := unmarshalRedis(d, c.Redis); err != nil {
+				return err
+			}
+			if c.Redis.URL == "" && len(c.Redis.Addrs) == 0 {
+				return d.Err("redis needs a URL or an addrs line")
+			}
+			continue // the block ended at its closing brace
 		default:
 			return d.Errf("unknown cache subdirective %q", d.Val())
 		}
@@ -156,3 +176,68 @@ func parseDuration(d *caddyfile.Dispenser, dst *caddy.Duration) error {
 }
 
 var _ caddyfile.Unmarshaler = (*Handler)(nil)
+
+// unmarshalRedis reads an optional block:
+//
+//	redis [<url>] {
+//		addrs       <host:port>...
+//		master_name <name>
+//		username    <user>
+//		password    <password>
+//		db          <n>
+//		tls
+//		max_object  <size>
+//		key_prefix  <prefix>
+//		timeout     <duration>
+//	}
+func unmarshalRedis(d *caddyfile.Dispenser, r *RedisConfig) error {
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		key := d.Val()
+		switch key {
+		case "addrs":
+			r.Addrs = append(r.Addrs, d.RemainingArgs()...)
+			if len(r.Addrs) == 0 {
+				return d.ArgErr()
+			}
+			if r.URL != "" {
+				return d.Err("redis: give a URL or addrs, not both")
+			}
+			continue
+		case "tls":
+			r.TLS = true
+		case "max_object":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if err := parseSize(d, &r.MaxObject); err != nil {
+				return err
+			}
+		case "timeout":
+			if err := parseDuration(d, &r.Timeout); err != nil {
+				return err
+			}
+			continue
+		case "db":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(d.Val())
+			if err != nil || n < 0 {
+				return d.Errf("invalid redis db %q", d.Val())
+			}
+			r.DB = n
+		case "master_name", "username", "password", "key_prefix":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			dst := map[string]*string{"master_name": &r.MasterName, "username": &r.Username, "password": &r.Password, "key_prefix": &r.KeyPrefix}[key]
+			*dst = d.Val()
+		default:
+			return d.Errf("unknown redis subdirective %q", key)
+		}
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	}
+	return nil
+}

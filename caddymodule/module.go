@@ -62,6 +62,29 @@ type CacheConfig struct {
 	// Disk is the disk tier's directory. Default: goproxy under Caddy's
 	// data directory.
 	Disk string `json:"disk,omitempty"`
+	// Redis, if set, adds a Redis tier between memory and disk, shared by
+	// every node that uses the same Redis and key prefix, and collapses
+	// fetches across those nodes with a Redis lock.
+	Redis *RedisConfig `json:"redis,omitempty"`
+}
+
+// RedisConfig configures the Redis tier. Give a URL, or addresses: one for
+// a single node, several for Cluster, or Sentinel addresses with a master
+// name. Placeholders such as {env.REDIS_PASSWORD} are replaced.
+type RedisConfig struct {
+	URL        string   `json:"url,omitempty"`
+	Addrs      []string `json:"addrs,omitempty"`
+	MasterName string   `json:"master_name,omitempty"`
+	Username   string   `json:"username,omitempty"`
+	Password   string   `json:"password,omitempty"`
+	DB         int      `json:"db,omitempty"`
+	TLS        bool     `json:"tls,omitempty"`
+	// MaxObject is the largest object stored in Redis. Default 8MiB.
+	MaxObject int64 `json:"max_object,omitempty"`
+	// KeyPrefix namespaces the keys. Default "piraeus:".
+	KeyPrefix string `json:"key_prefix,omitempty"`
+	// Timeout bounds one Redis operation. Default 1s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -108,8 +131,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		upper = append(upper, mem)
 	}
+	var locker goproxy.Locker
+	if cc.Redis != nil {
+		rt, err := newRedisTier(cc.Redis, h.logger)
+		if err != nil {
+			closeAll(upper)
+			return fmt.Errorf("goproxy: %w", err)
+		}
+		upper = append(upper, rt)
+		locker = rt
+	}
 	h.tiers = cachetier.NewTiered(disk, upper...)
 	h.proxy, err = goproxy.New(goproxy.Config{
+		Locker:       locker,
 		Fetcher:      chain,
 		Tiers:        h.tiers,
 		ListTTL:      time.Duration(h.ListTTL),
@@ -122,8 +156,42 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.logger.Info("goproxy ready", zap.String("upstream", upstream), zap.String("disk", disk.Root()),
-		zap.Int64("memory", cc.Memory), zap.Bool("memory_off", cc.MemoryOff))
+		zap.Int64("memory", cc.Memory), zap.Bool("memory_off", cc.MemoryOff), zap.Bool("redis", cc.Redis != nil))
 	return nil
+}
+
+func newRedisTier(c *RedisConfig, logger *zap.Logger) (*cachetier.RedisTier, error) {
+	repl := caddy.NewReplacer()
+	addrs := make([]string, len(c.Addrs))
+	for i, a := range c.Addrs {
+		addrs[i] = repl.ReplaceKnown(a, "")
+	}
+	rt, err := cachetier.NewRedisTier(cachetier.RedisConfig{
+		URL:        repl.ReplaceKnown(c.URL, ""),
+		Addrs:      addrs,
+		MasterName: repl.ReplaceKnown(c.MasterName, ""),
+		Username:   repl.ReplaceKnown(c.Username, ""),
+		Password:   repl.ReplaceKnown(c.Password, ""),
+		DB:         c.DB,
+		TLS:        c.TLS,
+		MaxObject:  c.MaxObject,
+		KeyPrefix:  c.KeyPrefix,
+		Timeout:    time.Duration(c.Timeout),
+		Logger:     logger.Named("redis"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	rt.OnCorrupt = func(key string, err error) {
+		logger.Error("corrupt redis value removed; it will be fetched again", zap.String("key", key), zap.Error(err))
+	}
+	return rt, nil
+}
+
+func closeAll(tiers []cachetier.Tier) {
+	for _, t := range tiers {
+		t.Close()
+	}
 }
 
 // Validate checks settings that Provision does not already reject.
@@ -133,6 +201,14 @@ func (h *Handler) Validate() error {
 	}
 	if c := h.Cache; c != nil && (c.Memory < 0 || c.MemoryMaxObject < 0) {
 		return fmt.Errorf("goproxy: cache sizes must not be negative")
+	}
+	if r := h.Cache; r != nil && r.Redis != nil {
+		if (r.Redis.URL == "") == (len(r.Redis.Addrs) == 0) {
+			return fmt.Errorf("goproxy: redis needs a url or addrs, not both")
+		}
+		if r.Redis.MaxObject < 0 || r.Redis.DB < 0 || r.Redis.Timeout < 0 {
+			return fmt.Errorf("goproxy: redis max_object, db and timeout must not be negative")
+		}
 	}
 	return nil
 }

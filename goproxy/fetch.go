@@ -32,6 +32,30 @@ type fetched struct {
 	obj *cachetier.Object // shared, in-memory; nil when on disk only
 }
 
+func (f *fetched) size() int64 {
+	if f.obj == nil {
+		return 0
+	}
+	return f.obj.Size
+}
+
+// cached returns a usable cached copy of a as a fetch result.
+func (p *Proxy) cached(ctx context.Context, a artifact.Artifact) (*fetched, bool) {
+	obj, err := p.cfg.Tiers.Get(ctx, a.Path())
+	if err != nil {
+		return nil, false
+	}
+	if !obj.Fresh(time.Now()) {
+		obj.Close()
+		return nil, false
+	}
+	if _, inMemory := obj.Bytes(); inMemory {
+		return &fetched{obj: obj}, true
+	}
+	obj.Close() // on disk: each waiter opens its own handle
+	return &fetched{}, true
+}
+
 // maxUncached bounds what is served from memory when the disk tier could
 // not store a fetch.
 const maxUncached = 32 << 20
@@ -72,6 +96,8 @@ func (p *Proxy) fetch(a artifact.Artifact) (*fetched, error) {
 		zap.String("upstream", source), zap.Duration("duration", time.Since(start)), zap.Int64("bytes", size),
 	}
 	switch {
+	case err == nil && source == "peer":
+		p.log.Debug("fetched by another node", fields...)
 	case err == nil:
 		p.log.Info("upstream fetch", append(fields, zap.String("outcome", "ok"))...)
 	case fetcher.IsNotFound(err):
@@ -84,6 +110,23 @@ func (p *Proxy) fetch(a artifact.Artifact) (*fetched, error) {
 }
 
 func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact) (f *fetched, source string, size int64, err error) {
+	if p.cfg.Locker != nil {
+		unlock, err := p.cfg.Locker.Lock(ctx, a.Path())
+		switch {
+		case err == nil:
+			defer unlock()
+			// Another node may have stored it while this one waited.
+			if f, ok := p.cached(ctx, a); ok {
+				return f, "peer", f.size(), nil
+			}
+		case ctx.Err() != nil:
+			return nil, "peer", 0, &fetcher.Error{Status: http.StatusGatewayTimeout, Msg: "timed out waiting for another node's fetch", Source: "lock", Err: err}
+		case errors.Is(err, cachetier.ErrUnavailable):
+			// The tier already warned once that Redis is down.
+		default:
+			p.log.Warn("cross-node lock unavailable; fetching without it", zap.Stringer("artifact", a), zap.Error(err))
+		}
+	}
 	resp, err := p.cfg.Fetcher.Fetch(ctx, a)
 	if err != nil {
 		var fe *fetcher.Error

@@ -39,10 +39,21 @@ type Config struct {
 	ListTTL time.Duration
 	// NotFoundTTL is how long a 404/410 from upstream is remembered.
 	NotFoundTTL time.Duration
-	// FetchTimeout bounds one upstream fetch, body included.
+	// FetchTimeout bounds one upstream fetch, body included, and the wait
+	// for another node's fetch of the same artifact.
 	FetchTimeout time.Duration
 
+	// Locker, if set, collapses fetches across nodes that share a tier:
+	// a node fetches only while it holds the artifact's lock, and a node
+	// that waited for the lock first looks in the tiers again.
+	Locker Locker
+
 	Logger *zap.Logger
+}
+
+// Locker is a lock shared by several nodes, such as cachetier.RedisTier's.
+type Locker interface {
+	Lock(ctx context.Context, key string) (unlock func(), err error)
 }
 
 // Proxy serves the GOPROXY protocol.

@@ -40,12 +40,15 @@ type env struct {
 }
 
 type options struct {
-	upstream    string // GOPROXY list; "" means the fixture upstream
-	memory      bool
-	listTTL     time.Duration
-	timeout     time.Duration
-	diskRoot    string
-	maxInMemory int64
+	upstream     string // GOPROXY list; "" means the fixture upstream
+	memory       bool
+	listTTL      time.Duration
+	timeout      time.Duration
+	diskRoot     string
+	maxInMemory  int64
+	redis        *testenv.Redis // shared tier and cross-node lock
+	redisMax     int64
+	redisTimeout time.Duration
 }
 
 func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
@@ -75,8 +78,17 @@ func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 		}
 		upper = append(upper, mem)
 	}
+	var locker Locker
+	if o.redis != nil {
+		rt, err := cachetier.NewRedisTier(cachetier.RedisConfig{URL: o.redis.URL(), MaxObject: o.redisMax, Timeout: o.redisTimeout, KeyPrefix: t.Name() + ":", Logger: zaptest.NewLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		upper = append(upper, rt)
+		locker = rt
+	}
 	tiers := cachetier.NewTiered(disk, upper...)
-	p, err := New(Config{Fetcher: chain, Tiers: tiers, ListTTL: o.listTTL, FetchTimeout: o.timeout, Logger: zaptest.NewLogger(t)})
+	p, err := New(Config{Fetcher: chain, Tiers: tiers, ListTTL: o.listTTL, FetchTimeout: o.timeout, Locker: locker, Logger: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

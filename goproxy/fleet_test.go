@@ -1,0 +1,186 @@
+package goproxy
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/piraeus-go/piraeus/internal/testenv"
+)
+
+// fleet is several proxies, each with its own memory and disk, sharing one
+// real Redis, as Caddy edges behind a load balancer would.
+func fleet(t *testing.T, up *testenv.Upstream, n int, o options) []*env {
+	t.Helper()
+	nodes := make([]*env, n)
+	for i := range nodes {
+		nodes[i] = newEnv(t, up, o)
+	}
+	return nodes
+}
+
+// hammer sends each path to the nodes round-robin, all at once, and
+// returns the errors: a failed request, a non-200 or wrong bytes.
+func hammer(nodes []*env, paths []string, want map[string][]byte, copies int) []error {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	i := 0
+	for _, p := range paths {
+		for range copies {
+			node := nodes[i%len(nodes)]
+			i++
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				err := getCheck(node.srv.URL+"/"+p, want[p])
+				if err != nil {
+					mu.Lock()
+					errs = append(errs, fmt.Errorf("%s: %w", p, err))
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	return errs
+}
+
+func getCheck(url string, want []byte) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != 200 || (want != nil && !bytes.Equal(body, want)) {
+		return fmt.Errorf("status %d, %d bytes: %q", resp.StatusCode, len(body), body[:min(len(body), 100)])
+	}
+	return nil
+}
+
+func TestFleetCollapse(t *testing.T) {
+	r := testenv.StartRedis(t)
+	up := testenv.NewUpstream(t, modA, modUp)
+	up.SetDelay(300 * time.Millisecond)
+	nodes := fleet(t, up, 3, options{memory: true, redis: r})
+	want := map[string][]byte{
+		path(modA, "zip"):  modA.Zip(t),
+		path(modA, "info"): modA.Info(),
+		path(modUp, "mod"): modUp.Mod(),
+	}
+	var paths []string
+	for p := range want {
+		paths = append(paths, p)
+	}
+	// 100 concurrent cold requests per artifact, spread over three nodes.
+	for _, err := range hammer(nodes, paths, want, 100) {
+		t.Error(err)
+	}
+	for _, p := range paths {
+		if n := up.Requests(p); n != 1 {
+			t.Errorf("%s: %d upstream requests from three nodes; want 1", p, n)
+		}
+	}
+	// The shared tier holds what one node fetched, namespaced by prefix
+	// and layout version.
+	key := t.Name() + ":v1:obj:" + path(modA, "info")
+	if reply, err := r.Do("EXISTS", key); err != nil || reply != ":1" {
+		t.Errorf("EXISTS %s = %q, %v", key, reply, err)
+	}
+}
+
+func TestFleetLargeObjectsStayOutOfRedis(t *testing.T) {
+	r := testenv.StartRedis(t)
+	up := testenv.NewUpstream(t, modA)
+	nodes := fleet(t, up, 2, options{redis: r, redisMax: 64})
+	p := path(modA, "zip")
+	for _, n := range nodes {
+		n.get(p, 200)
+	}
+	if reply, _ := r.Do("EXISTS", t.Name()+":v1:obj:"+p); reply != ":0" {
+		t.Errorf("a zip larger than max_object is in redis: EXISTS = %s", reply)
+	}
+	// Too large for the shared tier: the second node fetches it itself.
+	if n := up.Requests(p); n != 2 {
+		t.Errorf("upstream requests %d; want one per node", n)
+	}
+}
+
+func TestFleetSurvivesRedisFailure(t *testing.T) {
+	r := testenv.StartRedis(t)
+	mods := make([]testenv.Module, 60)
+	for i := range mods {
+		mods[i] = testenv.Module{Path: "example.com/m", Version: fmt.Sprintf("v1.0.%d", i)}
+	}
+	up := testenv.NewUpstream(t, mods...)
+	nodes := fleet(t, up, 3, options{memory: true, redis: r, redisTimeout: 200 * time.Millisecond})
+	want := map[string][]byte{}
+	paths := func(from, to int) []string {
+		var ps []string
+		for _, m := range mods[from:to] {
+			for _, k := range []string{"info", "mod"} {
+				ps = append(ps, path(m, k))
+				want[path(m, k)] = map[string][]byte{"info": m.Info(), "mod": m.Mod()}[k]
+			}
+		}
+		return ps
+	}
+	check := func(phase string, ps []string) {
+		t.Helper()
+		for _, err := range hammer(nodes, ps, want, 3) {
+			t.Errorf("%s: %v", phase, err)
+		}
+	}
+	check("redis up", paths(0, 15))
+
+	r.Stop() // killed: connections are refused
+	check("redis killed", append(paths(0, 15), paths(15, 30)...))
+
+	r.Start() // back, empty (a restart or a flush loses everything)
+	check("redis restarted", paths(30, 40))
+	// The tier is used again once the breaker lets a probe through.
+	recovered := false
+	for i := 40; i < 60 && !recovered; i++ {
+		p := path(mods[i], "info")
+		nodes[0].get(p, 200)
+		reply, _ := r.Do("EXISTS", t.Name()+":v1:obj:"+p)
+		recovered = reply == ":1"
+		if !recovered {
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	if !recovered {
+		t.Error("redis tier not used again after redis came back")
+	}
+}
+
+func TestFleetSurvivesSlowRedis(t *testing.T) {
+	r := testenv.StartRedis(t)
+	up := testenv.NewUpstream(t, modA, modA11)
+	nodes := fleet(t, up, 2, options{memory: true, redis: r, redisTimeout: 100 * time.Millisecond})
+	nodes[0].get(path(modA, "info"), 200)
+	// A stopped process accepts connections but never answers: every
+	// operation runs into its timeout until the breaker opens.
+	if err := r.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Signal(syscall.SIGCONT)
+	start := time.Now()
+	want := map[string][]byte{path(modA, "mod"): modA.Mod(), path(modA11, "info"): modA11.Info(), path(modA, "info"): modA.Info()}
+	for _, err := range hammer(nodes, []string{path(modA, "mod"), path(modA11, "info"), path(modA, "info")}, want, 4) {
+		t.Error(err)
+	}
+	// Bounded: a handful of 100ms timeouts, not a hang.
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("requests with a hung redis took %v", d)
+	}
+}
