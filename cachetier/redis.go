@@ -391,6 +391,7 @@ func (b *breaker) failure(err error) {
 	b.open, b.cooldown = true, breakerMinCooldown
 	b.openUntil, b.tripped = now.Add(b.cooldown), now
 }
+
 var (
 	_ Tier        = (*RedisTier)(nil)
 	_ bytesPutter = (*RedisTier)(nil)
