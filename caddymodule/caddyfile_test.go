@@ -32,6 +32,41 @@ func TestAdaptShorthandAndMemoryOff(t *testing.T) {
 	}
 }
 
+func TestAdaptRedis(t *testing.T) {
+	got := adapt(t, `:8080 {
+	goproxy {
+		cache {
+			redis redis://127.0.0.1:6379/2
+		}
+	}
+	goproxy /other/* {
+		cache {
+			memory 64MiB
+			redis {
+				addrs 10.0.0.1:26379 10.0.0.2:26379
+				master_name mymaster
+				password secret
+				db 3
+				tls
+				max_object 4MiB
+				key_prefix edge-eu:
+				timeout 500ms
+			}
+			disk /tmp/x
+		}
+	}
+}
+`)
+	for _, want := range []string{
+		`"redis":{"url":"redis://127.0.0.1:6379/2"}`,
+		`"redis":{"addrs":["10.0.0.1:26379","10.0.0.2:26379"],"db":3,"key_prefix":"edge-eu:","master_name":"mymaster","max_object":4194304,"password":"secret","timeout":500000000,"tls":true}`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("adapted config lacks %s:\n%s", want, got)
+		}
+	}
+}
+
 func adapt(t *testing.T, caddyfile string) string {
 	t.Helper()
 	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), map[string]any{"filename": "Caddyfile"})
@@ -57,6 +92,11 @@ func TestBadCaddyfile(t *testing.T) {
 		{"goproxy {\n\t\tcache {\n\t\t\tdisk\n\t\t}\n\t}", "Caddyfile:4"},
 		{"goproxy {\n\t\tcache {\n\t\t\tredis_typo x\n\t\t}\n\t}", "Caddyfile:4"},
 		{"goproxy https://a extra", "Caddyfile:2"},
+		{"goproxy {\n\t\tcache {\n\t\t\tredis {\n\t\t\t\tdb x\n\t\t\t}\n\t\t}\n\t}", "Caddyfile:5"},
+		{"goproxy {\n\t\tcache {\n\t\t\tredis {\n\t\t\t\tmax_object\n\t\t\t}\n\t\t}\n\t}", "Caddyfile:5"},
+		{"goproxy {\n\t\tcache {\n\t\t\tredis {\n\t\t\t\tbogus\n\t\t\t}\n\t\t}\n\t}", "Caddyfile:5"},
+		{"goproxy {\n\t\tcache {\n\t\t\tredis {\n\t\t\t}\n\t\t}\n\t}", "Caddyfile:5"},
+		{"goproxy {\n\t\tcache {\n\t\t\tredis redis://a {\n\t\t\t\taddrs b:1\n\t\t\t}\n\t\t}\n\t}", "Caddyfile:5"},
 	}
 	for _, tt := range tests {
 		caddyfile := ":8080 {\n\t" + tt.body + "\n}\n"

@@ -1,0 +1,86 @@
+package caddymodule
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+
+	"github.com/piraeus-go/piraeus/internal/testenv"
+)
+
+// Three Caddy servers (sites on their own ports, each with its own memory
+// and disk tiers) share one real Redis: a module fetched by one is a hit
+// for all, with one upstream request in total.
+func TestFleetThroughCaddy(t *testing.T) {
+	r := testenv.StartRedis(t)
+	up := testenv.NewUpstream(t, hello, thing)
+	up.SetDelay(200 * time.Millisecond)
+	ports := []int{freePort(t), freePort(t), freePort(t)}
+	var sites strings.Builder
+	for _, port := range ports {
+		fmt.Fprintf(&sites, `http://127.0.0.1:%d {
+	bind 127.0.0.1
+	goproxy %s {
+		cache {
+			memory 16MiB
+			disk %s
+			redis %s {
+				key_prefix fleet-test:
+			}
+		}
+	}
+}
+`, port, up.URL, t.TempDir(), r.URL())
+	}
+	config := fmt.Sprintf("{\n\tadmin localhost:%d\n\tskip_install_trust\n\tpersist_config off\n}\n%s", adminPort(), sites.String())
+	caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort()}).InitServer(config, "caddyfile")
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	// Three go commands, one per edge, with empty module caches, plus 100
+	// concurrent plain requests spread over the edges.
+	var wg sync.WaitGroup
+	for _, port := range ports {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			env := testenv.GoEnv(t, fmt.Sprintf("http://127.0.0.1:%d", port))
+			if out, err := testenv.TryGo(t, t.TempDir(), env, "mod", "download", "example.com/hello@v1.0.0", "github.com/Azure/Go-Thing@v0.3.0"); err != nil {
+				t.Errorf("go mod download via :%d: %v\n%s", port, err, out)
+			}
+		}()
+	}
+	zip := testenv.EscapedPath(thing.Path, thing.Version, "zip")
+	for i := range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/%s", ports[i%3], zip))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			n, _ := io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || n == 0 {
+				t.Errorf("GET %s: %d, %d bytes", zip, resp.StatusCode, n)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, m := range []testenv.Module{hello, thing} {
+		for _, kind := range []string{"info", "mod", "zip"} {
+			p := testenv.EscapedPath(m.Path, m.Version, kind)
+			if n := up.Requests(p); n != 1 {
+				t.Errorf("%s: %d upstream requests from three edges; want 1", p, n)
+			}
+		}
+	}
+}
