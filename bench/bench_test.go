@@ -30,13 +30,16 @@ func (d *discard) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// BenchmarkHit serves cache hits from each tier alone: memory, redis (a
+// real redis-server on loopback, memory tier off) and disk.
 func BenchmarkHit(b *testing.B) {
 	up := testenv.NewUpstream(b)
 	up.AddBigZip(mod, testenv.WriteBigZip(b, b.TempDir(), mod, 5<<20))
-	for _, tier := range []string{"memory", "disk"} {
+	r := testenv.StartRedis(b)
+	for _, tier := range []string{"memory", "redis", "disk"} {
 		for _, kind := range []string{"info", "mod", "zip"} {
 			b.Run(tier+"/"+kind, func(b *testing.B) {
-				p := newProxy(b, up.URL, tier == "memory")
+				p := newProxy(b, up.URL, tier, r)
 				req := httptest.NewRequest("GET", "/"+testenv.EscapedPath(mod.Path, mod.Version, kind), nil)
 				w := &discard{h: http.Header{}}
 				p.ServeHTTP(w, req) // warm
@@ -58,7 +61,7 @@ func BenchmarkHit(b *testing.B) {
 	}
 }
 
-func newProxy(b *testing.B, upstream string, memory bool) *goproxy.Proxy {
+func newProxy(b *testing.B, upstream, tier string, r *testenv.Redis) *goproxy.Proxy {
 	b.Helper()
 	chain, err := fetcher.ParseList(upstream, nil)
 	if err != nil {
@@ -69,12 +72,19 @@ func newProxy(b *testing.B, upstream string, memory bool) *goproxy.Proxy {
 		b.Fatal(err)
 	}
 	var upper []cachetier.Tier
-	if memory {
+	switch tier {
+	case "memory":
 		mem, err := cachetier.NewMemoryTier(128<<20, 8<<20)
 		if err != nil {
 			b.Fatal(err)
 		}
 		upper = append(upper, mem)
+	case "redis":
+		rt, err := cachetier.NewRedisTier(cachetier.RedisConfig{URL: r.URL(), KeyPrefix: b.Name() + ":"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		upper = append(upper, rt)
 	}
 	tiers := cachetier.NewTiered(disk, upper...)
 	p, err := goproxy.New(goproxy.Config{Fetcher: chain, Tiers: tiers})
