@@ -149,3 +149,27 @@ func (t *Tiered) StoreUpper(ctx context.Context, key string, meta Meta, data []b
 		}
 	}
 }
+
+// StoreBytes writes small content through every tier, disk included.
+func (t *Tiered) StoreBytes(ctx context.Context, key string, meta Meta, data []byte) error {
+	if err := t.disk.Put(ctx, key, meta, bytes.NewReader(data)); err != nil {
+		return fmt.Errorf("storing %s: %w", key, err)
+	}
+	t.StoreUpper(ctx, key, meta, data)
+	return nil
+}
+
+// GetBytes reads a small object whole; it is for callers, such as the
+// checksum database client, that need content rather than a reader.
+func (t *Tiered) GetBytes(ctx context.Context, key string) ([]byte, Meta, error) {
+	obj, err := t.Get(ctx, key)
+	if err != nil {
+		return nil, Meta{}, err
+	}
+	defer obj.Close()
+	if data, ok := obj.Bytes(); ok {
+		return data, obj.Meta, nil
+	}
+	data, err := io.ReadAll(obj.Reader())
+	return data, obj.Meta, err
+}

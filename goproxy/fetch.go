@@ -184,6 +184,9 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact) (f *fetc
 	if err := checkContent(a, small, spool.Name()); err != nil {
 		return nil, source, meta.Size, invalid(source, a, err.Error())
 	}
+	if err := p.verify(ctx, a, small, spool.Name()); err != nil {
+		return nil, source, meta.Size, err
+	}
 	data, err := p.cfg.Tiers.Store(ctx, a.Path(), meta, spool)
 	if err != nil {
 		p.log.Error("storing fetched artifact failed; serving it uncached", zap.Stringer("artifact", a), zap.Error(err))

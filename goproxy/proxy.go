@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/ristretto/v2"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/piraeus-go/piraeus/artifact"
 	"github.com/piraeus-go/piraeus/cachetier"
+	"github.com/piraeus-go/piraeus/checksumdb"
 	"github.com/piraeus-go/piraeus/fetcher"
 )
 
@@ -43,6 +45,15 @@ type Config struct {
 	// for another node's fetch of the same artifact.
 	FetchTimeout time.Duration
 
+	// SumDBs are the checksum databases proxied under /sumdb/<name>/.
+	SumDBs []*checksumdb.DB
+	// Verifier, if set, must vouch for every fetched .mod and .zip of a
+	// module not matched by NoVerify before it is stored or served.
+	Verifier *checksumdb.DB
+	// NoVerify lists module path patterns (GONOSUMDB syntax) that are not
+	// checked against the Verifier.
+	NoVerify string
+
 	// Locker, if set, collapses fetches across nodes that share a tier:
 	// a node fetches only while it holds the artifact's lock, and a node
 	// that waited for the lock first looks in the tiers again.
@@ -62,7 +73,13 @@ type Proxy struct {
 	log      *zap.Logger
 	flights  singleflight.Group
 	notFound *ristretto.Cache[string, *fetcher.Error]
+	sumdbs   map[string]*checksumdb.DB
+
+	verifyFailures atomic.Int64
 }
+
+// VerifyFailures counts fetched modules rejected by the checksum database.
+func (p *Proxy) VerifyFailures() int64 { return p.verifyFailures.Load() }
 
 // New returns a Proxy; call Close when done with it.
 func New(cfg Config) (*Proxy, error) {
@@ -90,7 +107,10 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("goproxy: %w", err)
 	}
-	p := &Proxy{cfg: cfg, log: cfg.Logger, notFound: nf}
+	p := &Proxy{cfg: cfg, log: cfg.Logger, notFound: nf, sumdbs: map[string]*checksumdb.DB{}}
+	for _, db := range cfg.SumDBs {
+		p.sumdbs[db.Name()] = db
+	}
 	if d := cfg.Tiers.Disk(); d.OnCorrupt == nil {
 		d.OnCorrupt = func(key string, err error) {
 			p.log.Error("corrupt cache file removed; it will be fetched again", zap.String("key", key), zap.Error(err))
@@ -117,6 +137,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, "method "+strconv.Quote(r.Method)+" not allowed: use GET or HEAD", 0)
 		return
 	}
+	if rest, ok := strings.CutPrefix(r.URL.Path, "/sumdb/"); ok {
+		p.serveSumDB(w, r, rest)
+		return
+	}
 	if strings.Contains(strings.ToLower(r.URL.RawPath), "%2f") {
 		writeError(w, http.StatusBadRequest, "encoded slash in request path", 0)
 		return
@@ -130,20 +154,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	obj, stale, err := p.Get(r.Context(), a)
 	if err != nil {
-		if r.Context().Err() != nil {
-			return // the client is gone; nobody reads an answer
-		}
-		var fe *fetcher.Error
-		if errors.As(err, &fe) {
-			var maxAge time.Duration
-			if fetcher.IsNotFound(fe) {
-				maxAge = p.cfg.NotFoundTTL
-			}
-			writeError(w, fe.Status, fe.Msg, maxAge)
-			return
-		}
-		p.log.Error("serving artifact failed", zap.Stringer("artifact", a), zap.Error(err))
-		writeError(w, http.StatusInternalServerError, "internal error", 0)
+		p.writeFetchError(w, r, err, a)
 		return
 	}
 	defer obj.Close()
@@ -159,6 +170,23 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.Set("Cache-Control", "public, max-age="+strconv.Itoa(int(p.cfg.ListTTL/time.Second)))
 	}
 	http.ServeContent(w, r, "", time.Time{}, obj.Reader())
+}
+
+func (p *Proxy) writeFetchError(w http.ResponseWriter, r *http.Request, err error, a artifact.Artifact) {
+	if r.Context().Err() != nil {
+		return // the client is gone; nobody reads an answer
+	}
+	var fe *fetcher.Error
+	if errors.As(err, &fe) {
+		var maxAge time.Duration
+		if fetcher.IsNotFound(fe) {
+			maxAge = p.cfg.NotFoundTTL
+		}
+		writeError(w, fe.Status, fe.Msg, maxAge)
+		return
+	}
+	p.log.Error("serving request failed", zap.String("path", r.URL.Path), zap.Error(err))
+	writeError(w, http.StatusInternalServerError, "internal error", 0)
 }
 
 // Get returns the artifact from the cache or, on a miss, from upstream.

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/piraeus-go/piraeus/cachetier"
+	"github.com/piraeus-go/piraeus/checksumdb"
 	"github.com/piraeus-go/piraeus/fetcher"
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
@@ -49,6 +50,8 @@ type options struct {
 	redis        *testenv.Redis // shared tier and cross-node lock
 	redisMax     int64
 	redisTimeout time.Duration
+	sumdb        *testenv.SumDB // verify against and proxy this database
+	noVerify     string
 }
 
 func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
@@ -88,7 +91,15 @@ func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 		locker = rt
 	}
 	tiers := cachetier.NewTiered(disk, upper...)
-	p, err := New(Config{Fetcher: chain, Tiers: tiers, ListTTL: o.listTTL, FetchTimeout: o.timeout, Locker: locker, Logger: zaptest.NewLogger(t)})
+	cfg := Config{Fetcher: chain, Tiers: tiers, ListTTL: o.listTTL, FetchTimeout: o.timeout, Locker: locker, Logger: zaptest.NewLogger(t), NoVerify: o.noVerify}
+	if o.sumdb != nil {
+		db, err := checksumdb.New(checksumdb.Config{NameOrKey: o.sumdb.VKey, URL: o.sumdb.URL, Tiers: tiers, Logger: zaptest.NewLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.SumDBs, cfg.Verifier = []*checksumdb.DB{db}, db
+	}
+	p, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,204 @@
+package goproxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/mod/module"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/piraeus-go/piraeus/artifact"
+	"github.com/piraeus-go/piraeus/cachetier"
+	"github.com/piraeus-go/piraeus/checksumdb"
+	"github.com/piraeus-go/piraeus/fetcher"
+)
+
+// serveSumDB answers /sumdb/<name>/{supported,latest,lookup/...,tile/...}
+// so that the go command can reach its checksum database through the proxy.
+// Lookups and tiles are served once the sumdb client has verified them;
+// the signed tree is checked against the database's key.
+func (p *Proxy) serveSumDB(w http.ResponseWriter, r *http.Request, rest string) {
+	name, sub, _ := strings.Cut(rest, "/")
+	db := p.sumdbs[name]
+	if db == nil {
+		writeError(w, http.StatusNotFound, "unknown checksum database "+quoteShort(name), 0)
+		return
+	}
+	ctx := r.Context()
+	if !db.Supported(ctx) {
+		writeError(w, http.StatusNotFound, "checksum database "+name+" is not proxied here", 0)
+		return
+	}
+	var (
+		data      []byte
+		err       error
+		immutable bool
+		ctype     = "text/plain; charset=utf-8"
+	)
+	switch {
+	case sub == "supported":
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		w.WriteHeader(http.StatusOK)
+		return
+	case sub == "latest":
+		data, err = p.sumdbLatest(ctx, db)
+	case strings.HasPrefix(sub, "lookup/"):
+		mv := strings.TrimPrefix(sub, "lookup/")
+		escMod, escVer, _ := strings.Cut(mv, "@")
+		mod, errM := module.UnescapePath(escMod)
+		ver, errV := module.UnescapeVersion(escVer)
+		if errM != nil || errV != nil || module.CanonicalVersion(ver) != ver || module.Check(mod, ver) != nil {
+			writeError(w, http.StatusBadRequest, "invalid lookup "+quoteShort(mv)+": want <escaped module>@<canonical version>", 0)
+			return
+		}
+		data, err = p.collapseBytes(ctx, "sumdb/"+name+"/"+sub, func(ctx context.Context) ([]byte, error) {
+			return db.Lookup(ctx, mod, ver, mv)
+		})
+		immutable = true
+	case strings.HasPrefix(sub, "tile/"):
+		t, perr := tlog.ParseTilePath(sub)
+		if perr != nil || t.Path() != sub {
+			writeError(w, http.StatusBadRequest, "invalid tile path "+quoteShort(sub), 0)
+			return
+		}
+		ctype = "application/octet-stream"
+		if cached, _, cerr := p.cfg.Tiers.GetBytes(ctx, db.CacheKey(sub)); cerr == nil {
+			data, immutable = cached, true // verified by the sumdb client
+			break
+		}
+		// Not verified here yet: passed through, not cached; the go
+		// command checks every tile it reads against the signed tree.
+		data, err = p.collapseBytes(ctx, "sumdb/"+name+"/"+sub, func(ctx context.Context) ([]byte, error) {
+			return db.Remote(ctx, "/"+sub)
+		})
+	default:
+		writeError(w, http.StatusNotFound, "unknown checksum database path "+quoteShort(sub), 0)
+		return
+	}
+	if err != nil {
+		p.writeFetchError(w, r, err, artifact.Artifact{})
+		return
+	}
+	meta := cachetier.MetaFor(data, time.Time{})
+	h := w.Header()
+	h.Set("Content-Type", ctype)
+	h.Set("ETag", meta.ETag())
+	switch {
+	case immutable:
+		h.Set("Cache-Control", "public, max-age=31536000, immutable")
+	case sub == "latest":
+		h.Set("Cache-Control", "public, max-age=60")
+	default:
+		h.Set("Cache-Control", "no-store")
+	}
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data))
+}
+
+// sumdbLatest serves the database's signed tree head, kept for ListTTL
+// and served stale when the database cannot be reached.
+func (p *Proxy) sumdbLatest(ctx context.Context, db *checksumdb.DB) ([]byte, error) {
+	key := db.CacheKey("latest")
+	stale, meta, err := p.cfg.Tiers.GetBytes(ctx, key)
+	if err == nil && meta.Fresh(time.Now()) {
+		return stale, nil
+	}
+	data, err := p.collapseBytes(ctx, key, func(ctx context.Context) ([]byte, error) {
+		data, err := db.Remote(ctx, "/latest")
+		if err != nil {
+			return nil, err
+		}
+		if err := db.CheckSigned(data); err != nil {
+			return nil, &fetcher.Error{Status: http.StatusBadGateway, Msg: "checksum database " + db.Name() + " sent a tree that fails its signature", Source: db.Name(), Err: err}
+		}
+		if err := p.cfg.Tiers.StoreBytes(ctx, key, cachetier.MetaFor(data, time.Now().Add(p.cfg.ListTTL)), data); err != nil {
+			p.log.Warn("caching checksum database tree failed", zap.Error(err))
+		}
+		return data, nil
+	})
+	if err != nil && stale != nil && !fetcher.IsNotFound(err) {
+		p.log.Warn("checksum database unreachable; serving stale tree", zap.String("sumdb", db.Name()), zap.Error(err))
+		return stale, nil
+	}
+	return data, err
+}
+
+// collapseBytes runs fn once for concurrent callers with the same key,
+// detached from any one caller and bounded by FetchTimeout.
+func (p *Proxy) collapseBytes(ctx context.Context, key string, fn func(context.Context) ([]byte, error)) ([]byte, error) {
+	ch := p.flights.DoChan(key, func() (any, error) {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.FetchTimeout)
+		defer cancel()
+		return fn(fctx)
+	})
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.([]byte), nil
+	}
+}
+
+// verifier returns the checksum database that must vouch for a fetched
+// .mod or .zip, or nil when none applies.
+func (p *Proxy) verifier(ctx context.Context, a artifact.Artifact) *checksumdb.DB {
+	if p.cfg.Verifier == nil || !a.Immutable() || (a.Kind != artifact.Mod && a.Kind != artifact.Zip) {
+		return nil
+	}
+	if p.cfg.NoVerify != "" && module.MatchPrefixPatterns(p.cfg.NoVerify, a.Module) {
+		return nil
+	}
+	if !p.cfg.Verifier.Supported(ctx) {
+		return nil
+	}
+	return p.cfg.Verifier
+}
+
+// verify checks a fetched .mod (data) or .zip (zipFile) before it is stored.
+func (p *Proxy) verify(ctx context.Context, a artifact.Artifact, data []byte, zipFile string) error {
+	db := p.verifier(ctx, a)
+	if db == nil {
+		return nil
+	}
+	var err error
+	if a.Kind == artifact.Mod {
+		err = db.VerifyMod(a.Module, a.Version, data)
+	} else {
+		err = db.VerifyZip(a.Module, a.Version, zipFile)
+	}
+	if err == nil {
+		return nil
+	}
+	var mm *checksumdb.MismatchError
+	if errors.As(err, &mm) {
+		p.verifyFailures.Add(1)
+		p.log.Error("checksum mismatch: not caching or serving", zap.String("module", a.Module), zap.String("version", a.Version),
+			zap.Stringer("kind", a.Kind), zap.String("got", mm.Got), zap.String("want", mm.Want), zap.String("sumdb", db.Name()))
+		return &fetcher.Error{Status: http.StatusBadGateway, Msg: "SECURITY ERROR: " + mm.Error(), Source: db.Name(), Err: err}
+	}
+	var fe *fetcher.Error
+	if errors.As(err, &fe) {
+		return fe
+	}
+	return &fetcher.Error{Status: http.StatusBadGateway, Msg: "verifying against checksum database " + db.Name() + " failed", Source: db.Name(), Err: err}
+}
+
+func quoteShort(s string) string {
+	if len(s) > 80 {
+		s = s[:80] + "..."
+	}
+	return `"` + strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f || r == '"' {
+			return '?'
+		}
+		return r
+	}, s) + `"`
+}
+

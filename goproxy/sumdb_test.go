@@ -1,0 +1,154 @@
+package goproxy
+
+import (
+	"bytes"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/piraeus-go/piraeus/internal/testenv"
+)
+
+const sumdbName = "sum.piraeus.test"
+
+func TestSumDBVerifiesAndServes(t *testing.T) {
+	db := testenv.NewSumDB(t, sumdbName, modA, modUp)
+	up := testenv.NewUpstream(t, modA, modUp)
+	e := newEnv(t, up, options{memory: true, sumdb: db})
+	_, body := e.get(path(modA, "zip"), 200)
+	if !bytes.Equal(body, modA.Zip(t)) {
+		t.Fatal("zip differs")
+	}
+	e.get(path(modA, "mod"), 200)
+	e.get(path(modUp, "mod"), 200)
+
+	// The protocol paths of the database, as the go command uses them.
+	resp, _ := e.do("GET", "sumdb/"+sumdbName+"/supported")
+	if resp.StatusCode != 200 {
+		t.Errorf("supported: %d", resp.StatusCode)
+	}
+	_, latest := e.get("sumdb/"+sumdbName+"/latest", 200)
+	if !strings.HasPrefix(string(latest), "go.sum database tree\n") {
+		t.Errorf("latest: %q", latest)
+	}
+	resp, lookup := e.get("sumdb/"+sumdbName+"/lookup/example.com/a@v1.0.0", 200)
+	if !strings.Contains(string(lookup), "example.com/a v1.0.0 h1:") || resp.Header.Get("Cache-Control") != "public, max-age=31536000, immutable" {
+		t.Errorf("lookup: %q %q", lookup, resp.Header.Get("Cache-Control"))
+	}
+	e.get("sumdb/"+sumdbName+"/lookup/github.com/!azure/!go-!thing@v0.3.0-!r!c1", 200)
+	e.get("sumdb/"+sumdbName+"/tile/8/0/000.p/2", 200)
+	e.get("sumdb/"+sumdbName+"/lookup/example.com/unknown@v1.0.0", 404)
+	e.get("sumdb/sum.golang.org/latest", 404)
+	e.get("sumdb/"+sumdbName+"/lookup/example.com/a@v1.0", 400)
+	e.get("sumdb/"+sumdbName+"/lookup/../../x@v1.0.0", 400)
+	e.get("sumdb/"+sumdbName+"/tile/8/0/../../../x", 400)
+	e.get("sumdb/"+sumdbName+"/bogus", 404)
+
+	// Lookups answered before are served from the cache.
+	before := db.Requests()
+	e.get("sumdb/"+sumdbName+"/lookup/example.com/a@v1.0.0", 200)
+	if n := db.Requests() - before; n != 0 {
+		t.Errorf("a verified lookup went to the database again (%d requests)", n)
+	}
+}
+
+func TestGoCommandWithSumDBThroughProxy(t *testing.T) {
+	db := testenv.NewSumDB(t, sumdbName, modA, modUp)
+	up := testenv.NewUpstream(t, modA, modUp)
+	e := newEnv(t, up, options{memory: true, sumdb: db})
+	env := append(testenv.GoEnv(t, e.srv.URL), "GOSUMDB="+db.VKey, "GONOSUMDB=", "GONOSUMCHECK=", "GOPRIVATE=")
+	// The database's name does not resolve: every check goes through the proxy.
+	out := testenv.RunGo(t, t.TempDir(), env, "mod", "download", "-json", "example.com/a@v1.0.0", "github.com/Azure/Go-Thing@v0.3.0-RC1")
+	if strings.Contains(out, `"Error"`) {
+		t.Fatalf("go mod download: %s", out)
+	}
+	// A module the database does not know fails verification in the go
+	// command, as it would against sum.golang.org.
+	up.Add(modA11)
+	out, err := testenv.TryGo(t, t.TempDir(), env, "mod", "download", "example.com/a@v1.1.0")
+	if err == nil {
+		t.Fatalf("module unknown to the checksum database downloaded: %s", out)
+	}
+}
+
+func TestSumDBRejectsTampering(t *testing.T) {
+	evilZip := testenv.Module{Path: modA.Path, Version: modA.Version, Files: map[string]string{"a.go": "package a\n\nfunc init() { panic(\"pwned\") }\n"}}
+	tests := []struct {
+		name, path string
+		handler    http.HandlerFunc
+	}{
+		{"zip", path(modA, "zip"), func(w http.ResponseWriter, r *http.Request) { w.Write(evilZip.Zip(t)) }},
+		{"go.mod", path(modA, "mod"), func(w http.ResponseWriter, r *http.Request) {
+			w.Write([]byte("module example.com/a\n\nrequire example.com/evil v1.0.0\n"))
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			db := testenv.NewSumDB(t, sumdbName, modA)
+			up := testenv.NewUpstream(t, modA)
+			up.Override(tt.path, tt.handler)
+			e := newEnv(t, up, options{memory: true, sumdb: db})
+			for range 2 {
+				resp, body := e.do("GET", tt.path)
+				if resp.StatusCode != 502 || !strings.Contains(string(body), "checksum mismatch") {
+					t.Fatalf("tampered %s: %d %q; want 502 checksum mismatch", tt.name, resp.StatusCode, body)
+				}
+			}
+			if n := e.proxy.VerifyFailures(); n != 2 {
+				t.Errorf("verification failures counted: %d; want 2", n)
+			}
+			assertNotCached(t, e, tt.path)
+			// The genuine module is accepted once upstream serves it.
+			up.Override(tt.path, nil)
+			e.get(tt.path, 200)
+		})
+	}
+}
+
+func TestSumDBVerifyOffPattern(t *testing.T) {
+	db := testenv.NewSumDB(t, sumdbName) // knows nothing
+	private := testenv.Module{Path: "corp.example/internal/x", Version: "v1.0.0"}
+	up := testenv.NewUpstream(t, private, modA)
+	e := newEnv(t, up, options{sumdb: db, noVerify: "*.example/internal"})
+	e.get(path(private, "zip"), 200)
+	e.get(path(private, "mod"), 200)
+	if n := db.Requests(); n != 0 {
+		t.Errorf("a module matched by verify off was looked up in the database (%d requests)", n)
+	}
+	// Others are still verified: the database has no record of them.
+	resp, body := e.do("GET", path(modA, "mod"))
+	if resp.StatusCode != 502 {
+		t.Errorf("unverifiable module: %d %q; want 502", resp.StatusCode, body)
+	}
+}
+
+func TestSumDBRejectsTamperedTiles(t *testing.T) {
+	db := testenv.NewSumDB(t, sumdbName, modA, modA11)
+	db.TamperTiles(true)
+	up := testenv.NewUpstream(t, modA, modA11)
+	e := newEnv(t, up, options{memory: true, sumdb: db})
+	for _, m := range []testenv.Module{modA, modA11} {
+		resp, body := e.do("GET", path(m, "mod"))
+		if resp.StatusCode != 502 {
+			t.Fatalf("module verified with a tampered tile: %d %q", resp.StatusCode, body)
+		}
+		assertNotCached(t, e, path(m, "mod"))
+	}
+	// No tile was cached: only verified tiles are.
+	filepath.WalkDir(e.diskRoot, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.Contains(p, "/tile/") {
+			t.Errorf("tile cached: %s", p)
+		}
+		return nil
+	})
+	// Tampered tiles are passed through uncached to clients, which reject
+	// them; once the database is healthy, verification succeeds.
+	db.TamperTiles(false)
+	e.get(path(modA, "mod"), 200)
+	if _, err := os.Stat(e.diskRoot); err != nil {
+		t.Fatal(err)
+	}
+}
