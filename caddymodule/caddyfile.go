@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"net/url"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
@@ -8,7 +9,9 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
+	"golang.org/x/mod/sumdb/note"
 
+	"github.com/piraeus-go/piraeus/checksumdb"
 	"github.com/piraeus-go/piraeus/fetcher"
 )
 
@@ -32,6 +35,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			memory_max_object <size>
 //			disk              <dir>
 //		}
+//		sumdb         <name or verifier key> [<url>] | off   # repeatable
+//		verify off    <module path patterns>
 //		list_ttl      <duration>
 //		not_found_ttl <duration>
 //		fetch_timeout <duration>
@@ -76,6 +81,36 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := parseDuration(d, &h.NotFoundTTL); err != nil {
 				return err
 			}
+		case "sumdb":
+			args := d.RemainingArgs()
+			switch {
+			case len(args) == 1 && args[0] == "off":
+				h.SumDBOff = true
+			case len(args) == 1 || len(args) == 2:
+				if _, ok := checksumdb.KnownKeys[args[0]]; !ok {
+					if _, err := note.NewVerifier(args[0]); err != nil {
+						return d.Errf("sumdb %q: not a known checksum database name or a verifier key", args[0])
+					}
+				}
+				c := SumDBConfig{Name: args[0]}
+				if len(args) == 2 {
+					if u, err := url.Parse(args[1]); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+						return d.Errf("sumdb %s: invalid URL %q", args[0], args[1])
+					}
+					c.URL = args[1]
+				}
+				h.SumDBs = append(h.SumDBs, c)
+			default:
+				return d.ArgErr()
+			}
+			continue
+		case "verify":
+			args := d.RemainingArgs()
+			if len(args) < 2 || args[0] != "off" {
+				return d.Err("want: verify off <module path patterns>")
+			}
+			h.NoVerify = append(h.NoVerify, args[1:]...)
+			continue
 		case "fetch_timeout":
 			if err := parseDuration(d, &h.FetchTimeout); err != nil {
 				return err

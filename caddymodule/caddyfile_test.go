@@ -67,6 +67,29 @@ func TestAdaptRedis(t *testing.T) {
 	}
 }
 
+func TestAdaptSumDB(t *testing.T) {
+	got := adapt(t, `:8080 {
+	goproxy {
+		sumdb sum.golang.org
+		sumdb sum.example.com+c617a8e9+Af5xwt8s2ozfOXiK1+l+4sOKffD61CCwUQMZ8Y7d1dJl https://sum.example.com
+		verify off github.com/acme/* *.corp.example
+	}
+	goproxy /b/* {
+		sumdb off
+	}
+}
+`)
+	for _, want := range []string{
+		`"sumdbs":[{"name":"sum.golang.org"},{"name":"sum.example.com+c617a8e9+Af5xwt8s2ozfOXiK1+l+4sOKffD61CCwUQMZ8Y7d1dJl","url":"https://sum.example.com"}]`,
+		`"no_verify":["github.com/acme/*","*.corp.example"]`,
+		`"sumdb_off":true`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("adapted config lacks %s:\n%s", want, got)
+		}
+	}
+}
+
 func adapt(t *testing.T, caddyfile string) string {
 	t.Helper()
 	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), map[string]any{"filename": "Caddyfile"})
@@ -92,6 +115,11 @@ func TestBadCaddyfile(t *testing.T) {
 		{"goproxy {\n\t\tcache {\n\t\t\tdisk\n\t\t}\n\t}", "Caddyfile:4"},
 		{"goproxy {\n\t\tcache {\n\t\t\tredis_typo x\n\t\t}\n\t}", "Caddyfile:4"},
 		{"goproxy https://a extra", "Caddyfile:2"},
+		{"goproxy {\n\t\tsumdb sum.nobody.example\n\t}", "Caddyfile:3"},
+		{"goproxy {\n\t\tsumdb sum.golang.org ftp://x\n\t}", "Caddyfile:3"},
+		{"goproxy {\n\t\tsumdb\n\t}", "Caddyfile:3"},
+		{"goproxy {\n\t\tverify off\n\t}", "Caddyfile:3"},
+		{"goproxy {\n\t\tverify on x\n\t}", "Caddyfile:3"},
 		{"goproxy {\n\t\tcache {\n\t\t\tredis {\n\t\t\t\tdb x\n\t\t\t}\n\t\t}\n\t}", "Caddyfile:5"},
 		{"goproxy {\n\t\tcache {\n\t\t\tredis {\n\t\t\t\tmax_object\n\t\t\t}\n\t\t}\n\t}", "Caddyfile:5"},
 		{"goproxy {\n\t\tcache {\n\t\t\tredis {\n\t\t\t\tbogus\n\t\t\t}\n\t\t}\n\t}", "Caddyfile:5"},

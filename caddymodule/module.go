@@ -7,13 +7,16 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/piraeus-go/piraeus/cachetier"
+	"github.com/piraeus-go/piraeus/checksumdb"
 	"github.com/piraeus-go/piraeus/fetcher"
 	"github.com/piraeus-go/piraeus/goproxy"
 )
@@ -46,9 +49,28 @@ type Handler struct {
 	// FetchTimeout bounds one upstream fetch. Default 5m.
 	FetchTimeout caddy.Duration `json:"fetch_timeout,omitempty"`
 
+	// SumDBs are the checksum databases proxied under /sumdb/<name>/; the
+	// first one also verifies every fetched .mod and .zip. Default:
+	// sum.golang.org through the first upstream proxy, when it supports it.
+	SumDBs []SumDBConfig `json:"sumdbs,omitempty"`
+	// SumDBOff turns the default checksum database off.
+	SumDBOff bool `json:"sumdb_off,omitempty"`
+	// NoVerify lists module path patterns (GONOSUMDB syntax) that are not
+	// checked against the checksum database.
+	NoVerify []string `json:"no_verify,omitempty"`
+
 	proxy  *goproxy.Proxy
 	tiers  *cachetier.Tiered
 	logger *zap.Logger
+}
+
+// SumDBConfig names a checksum database and where to reach it.
+type SumDBConfig struct {
+	// Name is a known database name (sum.golang.org) or a verifier key.
+	Name string `json:"name"`
+	// URL serves the database. Default: the first upstream proxy's
+	// /sumdb/<name>, or https://<name> when the first upstream is direct.
+	URL string `json:"url,omitempty"`
 }
 
 // CacheConfig configures the cache tiers.
@@ -142,7 +164,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		locker = rt
 	}
 	h.tiers = cachetier.NewTiered(disk, upper...)
+	sumdbs, err := h.sumDBs(chain)
+	if err != nil {
+		h.tiers.Close()
+		return err
+	}
+	var verifier *checksumdb.DB
+	if len(sumdbs) > 0 {
+		verifier = sumdbs[0]
+	}
 	h.proxy, err = goproxy.New(goproxy.Config{
+		SumDBs:       sumdbs,
+		Verifier:     verifier,
+		NoVerify:     strings.Join(h.NoVerify, ","),
 		Locker:       locker,
 		Fetcher:      chain,
 		Tiers:        h.tiers,
@@ -158,6 +192,47 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger.Info("goproxy ready", zap.String("upstream", upstream), zap.String("disk", disk.Root()),
 		zap.Int64("memory", cc.Memory), zap.Bool("memory_off", cc.MemoryOff), zap.Bool("redis", cc.Redis != nil))
 	return nil
+}
+
+// sumDBs opens the configured checksum databases, or the default one.
+func (h *Handler) sumDBs(chain *fetcher.Chain) ([]*checksumdb.DB, error) {
+	configs := h.SumDBs
+	if len(configs) == 0 && !h.SumDBOff {
+		if chain.FirstProxyURL() == "" {
+			return nil, nil
+		}
+		configs = []SumDBConfig{{Name: "sum.golang.org"}}
+	}
+	var dbs []*checksumdb.DB
+	for _, c := range configs {
+		url, probe := c.URL, false
+		if url == "" {
+			// Like the go command: through the first proxy if it
+			// supports the database, else straight to it.
+			name := c.Name
+			if v, err := note.NewVerifier(c.Name); err == nil {
+				name = v.Name()
+			}
+			if base := chain.FirstProxyURL(); base != "" {
+				url, probe = strings.TrimSuffix(base, "/")+"/sumdb/"+name, true
+			} else {
+				url = "https://" + name
+			}
+		}
+		db, err := checksumdb.New(checksumdb.Config{
+			NameOrKey: c.Name,
+			URL:       url,
+			Probe:     probe,
+			Client:    fetcher.NewHTTPClient(),
+			Tiers:     h.tiers,
+			Logger:    h.logger.Named("sumdb"),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("goproxy: %w", err)
+		}
+		dbs = append(dbs, db)
+	}
+	return dbs, nil
 }
 
 func newRedisTier(c *RedisConfig, logger *zap.Logger) (*cachetier.RedisTier, error) {

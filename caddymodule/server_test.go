@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -130,5 +131,19 @@ func writeFile(t *testing.T, p, content string) {
 	t.Helper()
 	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestGoCommandVerifiedThroughCaddy(t *testing.T) {
+	db := testenv.NewSumDB(t, "sum.piraeus.test", hello, thing)
+	up := testenv.NewUpstream(t, hello, thing)
+	evil := testenv.Module{Path: thing.Path, Version: thing.Version, Files: map[string]string{"thing.go": "package thing\n\nconst Name = \"Evil\"\n"}}
+	up.Override(testenv.EscapedPath(thing.Path, thing.Version, "zip"), func(w http.ResponseWriter, r *http.Request) { w.Write(evil.Zip(t)) })
+	base := startCaddy(t, fmt.Sprintf("goproxy %s {\n\t\tsumdb %s %s\n\t\tcache {\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, db.VKey, db.URL, t.TempDir()))
+	env := append(testenv.GoEnv(t, base), "GOSUMDB="+db.VKey)
+	testenv.RunGo(t, t.TempDir(), env, "mod", "download", "example.com/hello@v1.0.0")
+	out, err := testenv.TryGo(t, t.TempDir(), env, "mod", "download", "github.com/Azure/Go-Thing@v0.3.0")
+	if err == nil || !strings.Contains(out, "checksum mismatch") {
+		t.Fatalf("tampered zip: err %v, output %q; want the proxy's checksum mismatch", err, out)
 	}
 }

@@ -62,6 +62,15 @@ func ParseList(list string, client *http.Client) (*Chain, error) {
 	return c, nil
 }
 
+// FirstProxyURL is the URL of the chain's first entry when that entry is
+// an upstream proxy, or "" when it is direct or off.
+func (c *Chain) FirstProxyURL() string {
+	if pf, ok := c.entries[0].f.(*ProxyFetcher); ok {
+		return pf.base.String()
+	}
+	return ""
+}
+
 // Len is the number of sources in the chain.
 func (c *Chain) Len() int { return len(c.entries) }
 

@@ -201,4 +201,3 @@ func quoteShort(s string) string {
 		return r
 	}, s) + `"`
 }
-
