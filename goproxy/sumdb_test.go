@@ -59,12 +59,17 @@ func TestGoCommandWithSumDBThroughProxy(t *testing.T) {
 	db := testenv.NewSumDB(t, sumdbName, modA, modUp)
 	up := testenv.NewUpstream(t, modA, modUp)
 	e := newEnv(t, up, options{memory: true, sumdb: db})
-	env := append(testenv.GoEnv(t, e.srv.URL), "GOSUMDB="+db.VKey, "GONOSUMDB=", "GONOSUMCHECK=", "GOPRIVATE=")
-	// The database's name does not resolve: every check goes through the proxy.
-	out := testenv.RunGo(t, t.TempDir(), env, "mod", "download", "-json", "example.com/a@v1.0.0", "github.com/Azure/Go-Thing@v0.3.0-RC1")
-	if strings.Contains(out, `"Error"`) {
-		t.Fatalf("go mod download: %s", out)
+	// The database's name does not resolve: every check goes through the
+	// proxy, whether the go command finds it through GOPROXY's /sumdb/ or
+	// is given its URL.
+	for _, gosumdb := range []string{db.VKey, db.VKey + " " + e.srv.URL + "/sumdb/" + sumdbName} {
+		env := append(testenv.GoEnv(t, e.srv.URL), "GOSUMDB="+gosumdb)
+		out := testenv.RunGo(t, t.TempDir(), env, "mod", "download", "-json", "example.com/a@v1.0.0", "github.com/Azure/Go-Thing@v0.3.0-RC1")
+		if strings.Contains(out, `"Error"`) {
+			t.Fatalf("go mod download with GOSUMDB=%q: %s", gosumdb, out)
+		}
 	}
+	env := append(testenv.GoEnv(t, e.srv.URL), "GOSUMDB="+db.VKey)
 	// A module the database does not know fails verification in the go
 	// command, as it would against sum.golang.org.
 	up.Add(modA11)
