@@ -63,7 +63,7 @@ func BenchmarkHit(b *testing.B) {
 
 func newProxy(b *testing.B, upstream, tier string, r *testenv.Redis) *goproxy.Proxy {
 	b.Helper()
-	chain, err := fetcher.ParseList(upstream, nil)
+	chain, err := fetcher.ParseList(upstream, nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

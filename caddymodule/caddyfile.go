@@ -123,7 +123,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 }
 
 func (h *Handler) setUpstream(d *caddyfile.Dispenser) error {
-	if _, err := fetcher.ParseList(d.Val(), nil); err != nil {
+	if _, err := fetcher.ParseList(d.Val(), nil, nil); err != nil {
 		return d.Errf("upstream %q: %v", d.Val(), err)
 	}
 	h.Upstream = d.Val()

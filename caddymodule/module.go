@@ -124,7 +124,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if upstream == "" {
 		upstream = DefaultUpstream
 	}
-	chain, err := fetcher.ParseList(upstream, fetcher.NewHTTPClient())
+	chain, err := fetcher.ParseList(upstream, fetcher.NewHTTPClient(), nil)
 	if err != nil {
 		return fmt.Errorf("goproxy: upstream: %w", err)
 	}

@@ -24,7 +24,9 @@ type chainEntry struct {
 
 // ParseList parses a GOPROXY-style list: URLs, "direct" and "off",
 // separated by ',' or '|'. As in the go command, "off" ends the list.
-func ParseList(list string, client *http.Client) (*Chain, error) {
+// direct serves the "direct" entries; nil means a DirectFetcher with
+// default settings.
+func ParseList(list string, client *http.Client, direct Fetcher) (*Chain, error) {
 	c := &Chain{}
 	for list = strings.TrimSpace(list); list != ""; {
 		var elem string
@@ -44,7 +46,14 @@ func ParseList(list string, client *http.Client) (*Chain, error) {
 			c.entries = append(c.entries, chainEntry{f: Off{}})
 			return c, nil
 		case "direct":
-			f = Direct{}
+			if direct == nil {
+				d, err := NewDirectFetcher(DirectConfig{})
+				if err != nil {
+					return nil, err
+				}
+				direct = d
+			}
+			f = direct
 		case "noproxy":
 			return nil, fmt.Errorf("upstream %q is not supported: use direct", elem)
 		default:

@@ -11,13 +11,13 @@ func TestParseList(t *testing.T) {
 		"direct": 1,
 	}
 	for list, n := range good {
-		c, err := ParseList(list, nil)
+		c, err := ParseList(list, nil, nil)
 		if err != nil || c.Len() != n {
 			t.Errorf("ParseList(%q) = %v entries, %v; want %d", list, c, err, n)
 		}
 	}
 	for _, list := range []string{"", ",", "https://a,,https://b", "ftp://a", "https://", "noproxy", "https://a?x=1", "example.com"} {
-		if _, err := ParseList(list, nil); err == nil {
+		if _, err := ParseList(list, nil, nil); err == nil {
 			t.Errorf("ParseList(%q) accepted", list)
 		}
 	}

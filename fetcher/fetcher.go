@@ -58,11 +58,3 @@ type Off struct{}
 func (Off) Fetch(context.Context, artifact.Artifact) (*Response, error) {
 	return nil, &Error{Status: http.StatusNotFound, Msg: "not cached, and fetching is off", Source: "off"}
 }
-
-// Direct stands for the GOPROXY-list entry "direct" until VCS fetching is
-// built: it answers 501 so a client learns why instead of seeing a 404.
-type Direct struct{}
-
-func (Direct) Fetch(context.Context, artifact.Artifact) (*Response, error) {
-	return nil, &Error{Status: http.StatusNotImplemented, Msg: "fetching direct from version control is not supported yet", Source: "direct"}
-}

@@ -50,6 +50,8 @@ type options struct {
 	redis        *testenv.Redis // shared tier and cross-node lock
 	redisMax     int64
 	redisTimeout time.Duration
+	direct       *fetcher.DirectConfig
+	private      string
 	sumdb        *testenv.SumDB // verify against and proxy this database
 	noVerify     string
 }
@@ -62,9 +64,21 @@ func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 	if o.diskRoot == "" {
 		o.diskRoot = t.TempDir()
 	}
-	chain, err := fetcher.ParseList(o.upstream, nil)
+	var direct *fetcher.DirectFetcher
+	if o.direct != nil {
+		d, err := fetcher.NewDirectFetcher(*o.direct)
+		if err != nil {
+			t.Fatal(err)
+		}
+		direct = d
+	}
+	chain, err := fetcher.ParseList(o.upstream, nil, direct)
 	if err != nil {
 		t.Fatal(err)
+	}
+	var source fetcher.Fetcher = chain
+	if o.private != "" {
+		source = &fetcher.Router{Patterns: o.private, Private: direct, Public: chain}
 	}
 	disk, err := cachetier.NewDiskTier(o.diskRoot)
 	if err != nil {
@@ -91,7 +105,7 @@ func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 		locker = rt
 	}
 	tiers := cachetier.NewTiered(disk, upper...)
-	cfg := Config{Fetcher: chain, Tiers: tiers, ListTTL: o.listTTL, FetchTimeout: o.timeout, Locker: locker, Logger: zaptest.NewLogger(t), NoVerify: o.noVerify}
+	cfg := Config{Fetcher: source, Tiers: tiers, ListTTL: o.listTTL, FetchTimeout: o.timeout, Locker: locker, Logger: zaptest.NewLogger(t), NoVerify: o.noVerify}
 	if o.sumdb != nil {
 		db, err := checksumdb.New(checksumdb.Config{NameOrKey: o.sumdb.VKey, URL: o.sumdb.URL, Tiers: tiers, Logger: zaptest.NewLogger(t)})
 		if err != nil {
@@ -311,8 +325,9 @@ func TestChain(t *testing.T) {
 		{"first answer wins", "A,B", 0, 200, false},
 		{"off answers 404", "off", 0, 404, false},
 		{"off ends the list", "A,off,B", 404, 404, false},
-		{"direct is not implemented", "A,direct", 404, 501, false},
-		{"pipe then comma", "A|direct,B", 500, 501, false},
+		{"comma falls through to direct on 404", "A,direct", 404, 503, false},
+		{"comma does not reach direct on 500", "A,direct", 500, 502, false},
+		{"pipe then comma", "A|direct,B", 500, 503, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -320,7 +335,9 @@ func TestChain(t *testing.T) {
 			b := testenv.NewUpstream(t, modA)
 			a.SetFailure(tt.failA)
 			list := strings.NewReplacer("A", a.URL, "B", b.URL).Replace(tt.list)
-			e := newEnv(t, nil, options{upstream: list})
+			// direct runs a go command that does not exist: a 503 shows
+			// that the chain reached it.
+			e := newEnv(t, nil, options{upstream: list, direct: &fetcher.DirectConfig{GoBinary: "/nonexistent/go"}})
 			resp, body := e.do("GET", path(modA, "mod"))
 			if resp.StatusCode != tt.status {
 				t.Fatalf("status %d (%q); want %d", resp.StatusCode, body, tt.status)
