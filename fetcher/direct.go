@@ -28,6 +28,7 @@ type DirectConfig struct {
 	Env       []string      // extra KEY=VALUE for the go command and git
 	Netrc     string        // contents of a netrc file (credentials)
 	GitConfig string        // path of a git config file (e.g. url.insteadOf rules)
+	TempDir   string        // where sandboxes are made; default os.TempDir()
 }
 
 // DirectFetcher fetches from version control by running the go command
@@ -67,7 +68,7 @@ func (d *DirectFetcher) Fetch(ctx context.Context, a artifact.Artifact) (*Respon
 		return nil, TransportError(ctx, "direct", ctx.Err())
 	}
 	release := func() { <-d.slots }
-	tmp, err := os.MkdirTemp("", "piraeus-direct-")
+	tmp, err := os.MkdirTemp(d.cfg.TempDir, "piraeus-direct-")
 	if err != nil {
 		release()
 		return nil, &Error{Status: http.StatusServiceUnavailable, Msg: "direct fetch could not start", Source: "direct", Err: err}
@@ -230,6 +231,10 @@ func (d *DirectFetcher) run(ctx context.Context, tmp string, out *goOutput, args
 var (
 	urlCredentials = regexp.MustCompile(`://[^/@\s]+@`)
 	authFailure    = regexp.MustCompile(`(?i)(authentication failed|terminal prompts disabled|could not read (username|password)|permission denied|401|403 forbidden|repository not found|access denied)`)
+	// The go command says only this when every protocol it tried for a
+	// repository failed, which is how a missing credential shows up for
+	// paths with a .git qualifier.
+	noProtocol = regexp.MustCompile(`no secure protocol found for repository`)
 	timeoutText    = regexp.MustCompile(`(?i)(timed out|deadline exceeded)`)
 )
 
@@ -243,6 +248,8 @@ func vcsError(msg string) *Error {
 	switch {
 	case authFailure.MatchString(msg):
 		return &Error{Status: http.StatusNotFound, Msg: "not found: repository requires authentication or does not exist", Source: "direct", Err: errors.New(msg)}
+	case noProtocol.MatchString(msg):
+		return &Error{Status: http.StatusNotFound, Msg: "not found: repository does not exist, requires authentication, or cannot be reached", Source: "direct", Err: errors.New(msg)}
 	case timeoutText.MatchString(msg):
 		return &Error{Status: http.StatusGatewayTimeout, Msg: "fetching from version control timed out", Source: "direct", Err: errors.New(msg)}
 	}

@@ -53,6 +53,10 @@ type Config struct {
 	// NoVerify lists module path patterns (GONOSUMDB syntax) that are not
 	// checked against the Verifier.
 	NoVerify string
+	// Private lists module path patterns (GOPRIVATE syntax) that are never
+	// looked up in a checksum database, not even when a client asks.
+	// Route their fetches with fetcher.Router.
+	Private string
 
 	// Locker, if set, collapses fetches across nodes that share a tier:
 	// a node fetches only while it holds the artifact's lock, and a node

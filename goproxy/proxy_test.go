@@ -105,7 +105,7 @@ func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 		locker = rt
 	}
 	tiers := cachetier.NewTiered(disk, upper...)
-	cfg := Config{Fetcher: source, Tiers: tiers, ListTTL: o.listTTL, FetchTimeout: o.timeout, Locker: locker, Logger: zaptest.NewLogger(t), NoVerify: o.noVerify}
+	cfg := Config{Private: o.private, Fetcher: source, Tiers: tiers, ListTTL: o.listTTL, FetchTimeout: o.timeout, Locker: locker, Logger: zaptest.NewLogger(t), NoVerify: o.noVerify}
 	if o.sumdb != nil {
 		db, err := checksumdb.New(checksumdb.Config{NameOrKey: o.sumdb.VKey, URL: o.sumdb.URL, Tiers: tiers, Logger: zaptest.NewLogger(t)})
 		if err != nil {

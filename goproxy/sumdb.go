@@ -56,6 +56,10 @@ func (p *Proxy) serveSumDB(w http.ResponseWriter, r *http.Request, rest string) 
 			writeError(w, http.StatusBadRequest, "invalid lookup "+quoteShort(mv)+": want <escaped module>@<canonical version>", 0)
 			return
 		}
+		if p.private(mod) {
+			writeError(w, http.StatusNotFound, "private module: not in any checksum database", 0)
+			return
+		}
 		data, err = p.collapseBytes(ctx, "sumdb/"+name+"/"+sub, func(ctx context.Context) ([]byte, error) {
 			return db.Lookup(ctx, mod, ver, mv)
 		})
@@ -152,7 +156,7 @@ func (p *Proxy) verifier(ctx context.Context, a artifact.Artifact) *checksumdb.D
 	if p.cfg.Verifier == nil || !a.Immutable() || (a.Kind != artifact.Mod && a.Kind != artifact.Zip) {
 		return nil
 	}
-	if p.cfg.NoVerify != "" && module.MatchPrefixPatterns(p.cfg.NoVerify, a.Module) {
+	if p.private(a.Module) || p.cfg.NoVerify != "" && module.MatchPrefixPatterns(p.cfg.NoVerify, a.Module) {
 		return nil
 	}
 	if !p.cfg.Verifier.Supported(ctx) {
@@ -188,6 +192,10 @@ func (p *Proxy) verify(ctx context.Context, a artifact.Artifact, data []byte, zi
 		return fe
 	}
 	return &fetcher.Error{Status: http.StatusBadGateway, Msg: "verifying against checksum database " + db.Name() + " failed", Source: db.Name(), Err: err}
+}
+
+func (p *Proxy) private(mod string) bool {
+	return p.cfg.Private != "" && module.MatchPrefixPatterns(p.cfg.Private, mod)
 }
 
 func quoteShort(s string) string {
