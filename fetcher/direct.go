@@ -234,8 +234,8 @@ var (
 	// The go command says only this when every protocol it tried for a
 	// repository failed, which is how a missing credential shows up for
 	// paths with a .git qualifier.
-	noProtocol = regexp.MustCompile(`no secure protocol found for repository`)
-	timeoutText    = regexp.MustCompile(`(?i)(timed out|deadline exceeded)`)
+	noProtocol  = regexp.MustCompile(`no secure protocol found for repository`)
+	timeoutText = regexp.MustCompile(`(?i)(timed out|deadline exceeded)`)
 )
 
 // vcsError turns the go command's message into a client-safe answer: 404

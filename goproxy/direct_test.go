@@ -50,7 +50,6 @@ func newGitFixture(t *testing.T) *gitFixture {
 	return f
 }
 
-
 func TestDirect(t *testing.T) {
 	f := newGitFixture(t)
 	up := testenv.NewUpstream(t, modA) // the public proxy
