@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"net/url"
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -35,6 +36,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			memory_max_object <size>
 //			disk              <dir>
 //		}
+//		private       <module path patterns>          # GOPRIVATE syntax
+//		private_upstream <list>                       # default: direct
+//		direct { ... }                                # see unmarshalDirect
 //		sumdb         <name or verifier key> [<url>] | off   # repeatable
 //		verify off    <module path patterns>
 //		list_ttl      <duration>
@@ -81,6 +85,34 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := parseDuration(d, &h.NotFoundTTL); err != nil {
 				return err
 			}
+		case "private":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			for _, a := range args {
+				h.Private = append(h.Private, strings.Split(a, ",")...)
+			}
+			continue
+		case "private_upstream":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if _, err := fetcher.ParseList(d.Val(), nil, nil); err != nil {
+				return d.Errf("private_upstream %q: %v", d.Val(), err)
+			}
+			h.PrivateUpstream = d.Val()
+		case "direct":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if h.Direct == nil {
+				h.Direct = new(DirectConfig)
+			}
+			if err := unmarshalDirect(d, h.Direct); err != nil {
+				return err
+			}
+			continue
 		case "sumdb":
 			args := d.RemainingArgs()
 			switch {
@@ -272,6 +304,59 @@ func unmarshalRedis(d *caddyfile.Dispenser, r *RedisConfig) error {
 		}
 		if d.NextArg() {
 			return d.ArgErr()
+		}
+	}
+	return nil
+}
+
+// unmarshalDirect reads:
+//
+//	direct {
+//		workers     <n>
+//		timeout     <duration>
+//		go_binary   <path>
+//		env         <key> <value>               # repeatable
+//		netrc       <file>
+//		credentials <host> <login> <password>   # repeatable; {env.X} works
+//		git_config  <file>
+//	}
+func unmarshalDirect(d *caddyfile.Dispenser, c *DirectConfig) error {
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		key := d.Val()
+		args := d.RemainingArgs()
+		want := map[string]int{"workers": 1, "timeout": 1, "go_binary": 1, "env": 2, "netrc": 1, "credentials": 3, "git_config": 1}[key]
+		if want == 0 {
+			return d.Errf("unknown direct subdirective %q", key)
+		}
+		if len(args) != want {
+			return d.ArgErr()
+		}
+		switch key {
+		case "workers":
+			n, err := strconv.Atoi(args[0])
+			if err != nil || n < 1 || n > 1024 {
+				return d.Errf("invalid workers %q", args[0])
+			}
+			c.Workers = n
+		case "timeout":
+			dur, err := caddy.ParseDuration(args[0])
+			if err != nil || dur <= 0 {
+				return d.Errf("invalid duration %q: want e.g. 10m", args[0])
+			}
+			c.Timeout = caddy.Duration(dur)
+		case "go_binary":
+			c.GoBinary = args[0]
+		case "env":
+			if c.Env == nil {
+				c.Env = map[string]string{}
+			}
+			c.Env[args[0]] = args[1]
+		case "netrc":
+			c.Netrc = args[0]
+		case "credentials":
+			c.Credentials = append(c.Credentials, Credential{Host: args[0], Login: args[1], Password: args[2]})
+		case "git_config":
+			c.GitConfig = args[0]
 		}
 	}
 	return nil

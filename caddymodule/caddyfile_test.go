@@ -90,6 +90,34 @@ func TestAdaptSumDB(t *testing.T) {
 	}
 }
 
+func TestAdaptPrivate(t *testing.T) {
+	got := adapt(t, `:8080 {
+	goproxy https://proxy.golang.org,direct {
+		private github.com/acme/*,*.corp.example gitlab.example.com/team
+		private_upstream https://athens.corp.example|direct
+		direct {
+			workers 8
+			timeout 2m
+			go_binary /usr/local/go/bin/go
+			env GOFLAGS -mod=mod
+			netrc /etc/piraeus/netrc
+			credentials github.com x-access-token {env.GITHUB_TOKEN}
+			git_config /etc/piraeus/gitconfig
+		}
+	}
+}
+`)
+	for _, want := range []string{
+		`"private":["github.com/acme/*","*.corp.example","gitlab.example.com/team"]`,
+		`"private_upstream":"https://athens.corp.example|direct"`,
+		`"direct":{"credentials":[{"host":"github.com","login":"x-access-token","password":"{env.GITHUB_TOKEN}"}],"env":{"GOFLAGS":"-mod=mod"},"git_config":"/etc/piraeus/gitconfig","go_binary":"/usr/local/go/bin/go","netrc":"/etc/piraeus/netrc","timeout":120000000000,"workers":8}`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("adapted config lacks %s:\n%s", want, got)
+		}
+	}
+}
+
 func adapt(t *testing.T, caddyfile string) string {
 	t.Helper()
 	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), map[string]any{"filename": "Caddyfile"})
@@ -116,6 +144,11 @@ func TestBadCaddyfile(t *testing.T) {
 		{"goproxy {\n\t\tcache {\n\t\t\tredis_typo x\n\t\t}\n\t}", "Caddyfile:4"},
 		{"goproxy https://a extra", "Caddyfile:2"},
 		{"goproxy {\n\t\tsumdb sum.nobody.example\n\t}", "Caddyfile:3"},
+		{"goproxy {\n\t\tprivate\n\t}", "Caddyfile:3"},
+		{"goproxy {\n\t\tprivate_upstream ftp://x\n\t}", "Caddyfile:3"},
+		{"goproxy {\n\t\tdirect {\n\t\t\tworkers lots\n\t\t}\n\t}", "Caddyfile:4"},
+		{"goproxy {\n\t\tdirect {\n\t\t\tcredentials host user\n\t\t}\n\t}", "Caddyfile:4"},
+		{"goproxy {\n\t\tdirect {\n\t\t\tbogus\n\t\t}\n\t}", "Caddyfile:4"},
 		{"goproxy {\n\t\tsumdb sum.golang.org ftp://x\n\t}", "Caddyfile:3"},
 		{"goproxy {\n\t\tsumdb\n\t}", "Caddyfile:3"},
 		{"goproxy {\n\t\tverify off\n\t}", "Caddyfile:3"},

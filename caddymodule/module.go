@@ -6,6 +6,7 @@ package caddymodule
 import (
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -49,6 +50,16 @@ type Handler struct {
 	// FetchTimeout bounds one upstream fetch. Default 5m.
 	FetchTimeout caddy.Duration `json:"fetch_timeout,omitempty"`
 
+	// Private lists module path patterns (GOPRIVATE syntax, e.g.
+	// github.com/acme/*) fetched only through PrivateUpstream, and never
+	// sent to public upstreams or checksum databases.
+	Private []string `json:"private,omitempty"`
+	// PrivateUpstream is a GOPROXY-style list for private modules. Default:
+	// direct.
+	PrivateUpstream string `json:"private_upstream,omitempty"`
+	// Direct configures fetching from version control ("direct").
+	Direct *DirectConfig `json:"direct,omitempty"`
+
 	// SumDBs are the checksum databases proxied under /sumdb/<name>/; the
 	// first one also verifies every fetched .mod and .zip. Default:
 	// sum.golang.org through the first upstream proxy, when it supports it.
@@ -62,6 +73,34 @@ type Handler struct {
 	proxy  *goproxy.Proxy
 	tiers  *cachetier.Tiered
 	logger *zap.Logger
+}
+
+// DirectConfig configures fetching from version control with the go
+// command. Placeholders such as {env.GIT_TOKEN} are replaced in
+// credentials, env values and file names.
+type DirectConfig struct {
+	// Workers bounds concurrent go commands. Default 4.
+	Workers int `json:"workers,omitempty"`
+	// Timeout bounds one go command. Default 10m.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+	// GoBinary is the go command. Default: go on PATH.
+	GoBinary string `json:"go_binary,omitempty"`
+	// Env adds environment variables for the go command and git.
+	Env map[string]string `json:"env,omitempty"`
+	// Netrc is a netrc file with credentials for private repositories.
+	Netrc string `json:"netrc,omitempty"`
+	// Credentials are netrc entries given inline.
+	Credentials []Credential `json:"credentials,omitempty"`
+	// GitConfig is a git config file (url.<base>.insteadOf, credential
+	// helpers) used instead of the user's.
+	GitConfig string `json:"git_config,omitempty"`
+}
+
+// Credential is one netrc machine entry.
+type Credential struct {
+	Host     string `json:"host"`
+	Login    string `json:"login"`
+	Password string `json:"password"`
 }
 
 // SumDBConfig names a checksum database and where to reach it.
@@ -124,9 +163,27 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if upstream == "" {
 		upstream = DefaultUpstream
 	}
-	chain, err := fetcher.ParseList(upstream, fetcher.NewHTTPClient(), nil)
+	direct, err := h.directFetcher()
+	if err != nil {
+		return err
+	}
+	client := fetcher.NewHTTPClient()
+	chain, err := fetcher.ParseList(upstream, client, direct)
 	if err != nil {
 		return fmt.Errorf("goproxy: upstream: %w", err)
+	}
+	var source fetcher.Fetcher = chain
+	private := strings.Join(h.Private, ",")
+	if private != "" {
+		list := h.PrivateUpstream
+		if list == "" {
+			list = "direct"
+		}
+		privateChain, err := fetcher.ParseList(list, client, direct)
+		if err != nil {
+			return fmt.Errorf("goproxy: private_upstream: %w", err)
+		}
+		source = &fetcher.Router{Patterns: private, Private: privateChain, Public: chain}
 	}
 	cc := CacheConfig{}
 	if h.Cache != nil {
@@ -174,11 +231,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		verifier = sumdbs[0]
 	}
 	h.proxy, err = goproxy.New(goproxy.Config{
+		Fetcher:      source,
+		Private:      private,
 		SumDBs:       sumdbs,
 		Verifier:     verifier,
 		NoVerify:     strings.Join(h.NoVerify, ","),
 		Locker:       locker,
-		Fetcher:      chain,
 		Tiers:        h.tiers,
 		ListTTL:      time.Duration(h.ListTTL),
 		NotFoundTTL:  time.Duration(h.NotFoundTTL),
@@ -192,6 +250,45 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger.Info("goproxy ready", zap.String("upstream", upstream), zap.String("disk", disk.Root()),
 		zap.Int64("memory", cc.Memory), zap.Bool("memory_off", cc.MemoryOff), zap.Bool("redis", cc.Redis != nil))
 	return nil
+}
+
+// directFetcher builds the fetcher for "direct" entries, with placeholders
+// in credentials replaced now so that they never sit in the config.
+func (h *Handler) directFetcher() (*fetcher.DirectFetcher, error) {
+	c := h.Direct
+	if c == nil {
+		c = new(DirectConfig)
+	}
+	repl := caddy.NewReplacer()
+	var netrc strings.Builder
+	if c.Netrc != "" {
+		data, err := os.ReadFile(repl.ReplaceKnown(c.Netrc, ""))
+		if err != nil {
+			return nil, fmt.Errorf("goproxy: direct netrc: %w", err)
+		}
+		netrc.Write(data)
+		netrc.WriteString("\n")
+	}
+	for _, cr := range c.Credentials {
+		fmt.Fprintf(&netrc, "machine %s login %s password %s\n",
+			repl.ReplaceKnown(cr.Host, ""), repl.ReplaceKnown(cr.Login, ""), repl.ReplaceKnown(cr.Password, ""))
+	}
+	var env []string
+	for k, v := range c.Env {
+		env = append(env, k+"="+repl.ReplaceKnown(v, ""))
+	}
+	d, err := fetcher.NewDirectFetcher(fetcher.DirectConfig{
+		Workers:   c.Workers,
+		Timeout:   time.Duration(c.Timeout),
+		GoBinary:  repl.ReplaceKnown(c.GoBinary, ""),
+		Env:       env,
+		Netrc:     netrc.String(),
+		GitConfig: repl.ReplaceKnown(c.GitConfig, ""),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("goproxy: %w", err)
+	}
+	return d, nil
 }
 
 // sumDBs opens the configured checksum databases, or the default one.
