@@ -123,6 +123,27 @@ func TestDirect(t *testing.T) {
 	}
 }
 
+// upstream "<proxy>,direct": the proxy answers 404 for a module only
+// version control has, and direct serves it.
+func TestDirectAfterProxyNotFound(t *testing.T) {
+	f := newGitFixture(t)
+	up := testenv.NewUpstream(t, modA)
+	e := newEnv(t, up, options{upstream: up.URL + ",direct", direct: &fetcher.DirectConfig{GitConfig: f.git.GitConfig}})
+	e.get(path(modA, "zip"), 200)
+	_, mod := e.get(f.hello.Path+"/@v/v1.1.0.mod", 200)
+	if !strings.HasPrefix(string(mod), "module "+f.hello.Path) {
+		t.Errorf("go.mod %q", mod)
+	}
+	if n := up.Requests(f.hello.Path + "/@v/v1.1.0.mod"); n != 1 {
+		t.Errorf("the proxy was asked %d times; want 1 (then direct)", n)
+	}
+	if n := len(f.git.Paths()); n == 0 {
+		t.Error("the git server was never asked")
+	}
+	// Both say no: the answer is a 404.
+	e.get(testenv.GitHost+"/nowhere.git/@v/v1.0.0.info", 404)
+}
+
 func TestDirectAuthFailureAndTimeout(t *testing.T) {
 	f := newGitFixture(t)
 	tmp := t.TempDir()

@@ -142,8 +142,19 @@ func TestFleetSurvivesRedisFailure(t *testing.T) {
 	}
 	check("redis up", paths(0, 15))
 
-	r.Stop() // killed: connections are refused
-	check("redis killed", append(paths(0, 15), paths(15, 30)...))
+	// Killed while requests are in flight (upstream answers slowly, so
+	// fetches, lock waits and tier writes are under way), then refused.
+	up.SetDelay(100 * time.Millisecond)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		check("redis killed mid-run", append(paths(0, 15), paths(15, 25)...))
+	}()
+	time.Sleep(50 * time.Millisecond)
+	r.Stop()
+	<-done
+	up.SetDelay(0)
+	check("redis down", paths(25, 30))
 
 	r.Start() // back, empty (a restart or a flush loses everything)
 	check("redis restarted", paths(30, 40))
