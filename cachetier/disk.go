@@ -23,7 +23,6 @@ const (
 	headerSize  = 128
 	headerMagic = "PIRAEUS\x01"
 	maxVerified = 1 << 16
-	staleSpool  = time.Hour
 )
 
 // DiskTier stores objects as files under a root directory:
@@ -77,16 +76,45 @@ func (d *DiskTier) MaxObject() int64 { return 1<<63 - 1 }
 // Root is the directory the tier was opened on.
 func (d *DiskTier) Root() string { return d.root }
 
+// removeStaleSpools removes temp files that no live process holds: every
+// temp file is flock'ed by its writer, so one whose lock can be taken was
+// left by a process that died (kill -9, power loss) in mid-write.
 func (d *DiskTier) removeStaleSpools() {
 	entries, err := os.ReadDir(d.tmp)
 	if err != nil {
 		return
 	}
 	for _, e := range entries {
-		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > staleSpool {
-			os.Remove(filepath.Join(d.tmp, e.Name()))
+		p := filepath.Join(d.tmp, e.Name())
+		f, err := os.Open(p)
+		if err != nil {
+			continue
+		}
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+			os.Remove(p)
+		}
+		f.Close()
+	}
+}
+
+// createTemp makes a locked temp file in the tier's tmp directory,
+// recreating the directory if someone removed it.
+func (d *DiskTier) createTemp(pattern string) (*os.File, error) {
+	f, err := os.CreateTemp(d.tmp, pattern)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = os.MkdirAll(d.tmp, 0o755); err == nil {
+			f, err = os.CreateTemp(d.tmp, pattern)
 		}
 	}
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, err
+	}
+	return f, nil
 }
 
 // path maps a key to its file, refusing anything that could leave the root.
@@ -183,7 +211,7 @@ func (d *DiskTier) Put(_ context.Context, key string, meta Meta, r io.Reader) (e
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(d.tmp, "put-*")
+	f, err := d.createTemp("put-*")
 	if err != nil {
 		return fmt.Errorf("disk tier: %w", err)
 	}
@@ -237,9 +265,19 @@ func (d *DiskTier) Close() error { return nil }
 // NewSpool creates a temp file in the tier's own directory, so a fetch can
 // be streamed to disk once while it is hashed.
 func (d *DiskTier) NewSpool() (*Spool, error) {
-	f, err := os.CreateTemp(d.tmp, "fetch-*")
+	f, err := d.createTemp("fetch-*")
 	if err != nil {
 		return nil, fmt.Errorf("disk tier: %w", err)
+	}
+	return &Spool{f: f, h: sha256.New()}, nil
+}
+
+// NewTempSpool makes a spool in the system's temp directory, for when the
+// disk tier cannot take one (full, read-only).
+func NewTempSpool() (*Spool, error) {
+	f, err := os.CreateTemp("", "piraeus-fetch-*")
+	if err != nil {
+		return nil, err
 	}
 	return &Spool{f: f, h: sha256.New()}, nil
 }

@@ -89,8 +89,16 @@ func (t *Tiered) put(ctx context.Context, tier Tier, key string, meta Meta, data
 	}
 }
 
-// NewSpool starts a temp file in the disk tier for a fetch.
-func (t *Tiered) NewSpool() (*Spool, error) { return t.disk.NewSpool() }
+// NewSpool starts a temp file for a fetch: in the disk tier, or in the
+// system's temp directory when the disk tier cannot take it.
+func (t *Tiered) NewSpool() (*Spool, error) {
+	s, err := t.disk.NewSpool()
+	if err != nil {
+		t.report(t.disk, "spool", "", err)
+		return NewTempSpool()
+	}
+	return s, nil
+}
 
 // Store writes a checked spool through all tiers. It returns the content
 // when it is small enough for a faster tier, so callers can serve it without

@@ -160,21 +160,12 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact) (f *fetc
 		return &fetched{obj: cachetier.NewBytesObject(meta, data)}, source, meta.Size, nil
 	}
 
-	spool, err := p.cfg.Tiers.NewSpool()
+	spool, err := p.spool(ctx, a, resp)
 	if err != nil {
-		return nil, source, 0, &fetcher.Error{Status: http.StatusServiceUnavailable, Msg: "cache storage unavailable", Source: "cache", Err: err}
+		return nil, source, 0, err
 	}
 	defer spool.Close()
-	if err := spool.Fill(resp.Body, a.Kind.MaxSize()); err != nil {
-		if errors.Is(err, cachetier.ErrTooLarge) {
-			return nil, source, 0, invalid(source, a, err.Error())
-		}
-		return nil, source, 0, bodyError(ctx, source, err)
-	}
 	meta := spool.Meta(expires)
-	if resp.Size >= 0 && meta.Size != resp.Size {
-		return nil, source, meta.Size, invalid(source, a, fmt.Sprintf("body is %d bytes, Content-Length said %d", meta.Size, resp.Size))
-	}
 	var small []byte
 	if a.Kind != artifact.Zip {
 		if small, err = io.ReadAll(spool.Reader()); err != nil {
@@ -201,6 +192,47 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact) (f *fetc
 		return &fetched{}, source, meta.Size, nil
 	}
 	return &fetched{obj: cachetier.NewBytesObject(meta, data)}, source, meta.Size, nil
+}
+
+// spool streams the body of resp into a temp file. When the disk tier
+// fails under it (full, read-only, removed), the artifact is fetched once
+// more into the system's temp directory, so the client still gets its
+// answer, uncached.
+func (p *Proxy) spool(ctx context.Context, a artifact.Artifact, resp *fetcher.Response) (*cachetier.Spool, error) {
+	spool, err := p.cfg.Tiers.NewSpool()
+	if err != nil {
+		return nil, &fetcher.Error{Status: http.StatusServiceUnavailable, Msg: "cache storage unavailable", Source: "cache", Err: err}
+	}
+	err = spool.Fill(resp.Body, a.Kind.MaxSize())
+	if errors.Is(err, cachetier.ErrStorage) {
+		spool.Close()
+		p.log.Error("cache storage failed while fetching; fetching again into a temp file", zap.Stringer("artifact", a), zap.Error(err))
+		resp.Body.Close()
+		if resp, err = p.cfg.Fetcher.Fetch(ctx, a); err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		if spool, err = cachetier.NewTempSpool(); err != nil {
+			return nil, &fetcher.Error{Status: http.StatusServiceUnavailable, Msg: "cache storage unavailable", Source: "cache", Err: err}
+		}
+		err = spool.Fill(resp.Body, a.Kind.MaxSize())
+	}
+	if err == nil {
+		if resp.Size >= 0 && spool.Size() != resp.Size {
+			err = invalid(resp.Source, a, fmt.Sprintf("body is %d bytes, Content-Length said %d", spool.Size(), resp.Size))
+		}
+	} else if errors.Is(err, cachetier.ErrTooLarge) {
+		err = invalid(resp.Source, a, err.Error())
+	} else if errors.Is(err, cachetier.ErrStorage) {
+		err = &fetcher.Error{Status: http.StatusServiceUnavailable, Msg: "cache storage failed; retry", Source: "cache", Err: err}
+	} else {
+		err = bodyError(ctx, resp.Source, err)
+	}
+	if err != nil {
+		spool.Close()
+		return nil, err
+	}
+	return spool, nil
 }
 
 // checkContent rejects an upstream answer that cannot be what was asked

@@ -1,0 +1,176 @@
+package goproxy
+
+import (
+	"archive/zip"
+	"bytes"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/piraeus-go/piraeus/internal/testenv"
+)
+
+// overLimitZip is a well-formed zip whose directory claims more content
+// than x/mod allows in a module.
+func overLimitZip(t *testing.T) []byte {
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	w, err := zw.CreateRaw(&zip.FileHeader{Name: "example.com/a@v1.0.0/huge.bin", Method: zip.Store, UncompressedSize64: 600 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(nil)
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func TestUpstreamFaults(t *testing.T) {
+	zipBytes := modA.Zip(t)
+	tests := []struct {
+		name, path string
+		status     int
+		handler    http.HandlerFunc
+	}{
+		{"500", path(modA, "info"), 502, func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "boom", 500)
+		}},
+		{"reset mid-body", path(modA, "zip"), 502, func(w http.ResponseWriter, r *http.Request) {
+			conn, buf, err := w.(http.Hijacker).Hijack()
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(buf, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(zipBytes))
+			buf.Write(zipBytes[:len(zipBytes)/2])
+			buf.Flush()
+			conn.(interface{ SetLinger(int) error }).SetLinger(0) // RST, not FIN
+			conn.Close()
+		}},
+		{"truncated zip", path(modA, "zip"), 502, func(w http.ResponseWriter, r *http.Request) {
+			w.Write(zipBytes[:len(zipBytes)-30])
+		}},
+		{"zip over the x/mod limits", path(modA, "zip"), 502, func(w http.ResponseWriter, r *http.Request) {
+			w.Write(overLimitZip(t))
+		}},
+		{"endless trickle", path(modA, "zip"), 504, func(w http.ResponseWriter, r *http.Request) {
+			for i := 0; i < 1000 && r.Context().Err() == nil; i++ { // bounded: 10 s at most
+				w.Write([]byte("PK"))
+				w.(http.Flusher).Flush()
+				time.Sleep(10 * time.Millisecond)
+			}
+		}},
+		{"slow headers", path(modA, "mod"), 504, func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-r.Context().Done():
+			case <-time.After(5 * time.Second):
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := testenv.NewUpstream(t, modA)
+			up.Override(tt.path, tt.handler)
+			e := newEnv(t, up, options{memory: true, timeout: 300 * time.Millisecond})
+			resp, body := e.do("GET", tt.path)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d (%q); want %d", resp.StatusCode, body, tt.status)
+			}
+			assertNotCached(t, e, tt.path)
+			up.Override(tt.path, nil)
+			e.get(tt.path, 200)
+		})
+	}
+}
+
+// mountTmpfs mounts a small tmpfs on dir; disk-full and read-only faults
+// are real file systems, which needs root (CI runs as root).
+func mountTmpfs(t *testing.T, dir string, size string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs to fill or freeze the disk tier needs root; CI runs these as root")
+	}
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
+		t.Fatalf("mount tmpfs on %s: %v", dir, err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+}
+
+func TestDiskFull(t *testing.T) {
+	root := t.TempDir()
+	mountTmpfs(t, root, "96k")
+	big := testenv.Module{Path: "example.com/big", Version: "v1.0.0"}
+	up := testenv.NewUpstream(t, modA)
+	up.AddBigZip(big, testenv.WriteBigZip(t, t.TempDir(), big, 256<<10))
+	e := newEnv(t, up, options{diskRoot: root})
+	want, _ := os.ReadFile(testenv.WriteBigZip(t, t.TempDir(), big, 256<<10))
+	// Larger than the whole file system: served, not cached.
+	for range 2 {
+		_, body := e.get(path(big, "zip"), 200)
+		if !bytes.Equal(body, want) {
+			t.Fatal("wrong bytes with a full disk")
+		}
+	}
+	assertNotCached(t, e, path(big, "zip"))
+	// Small artifacts still fit and are cached.
+	e.get(path(modA, "mod"), 200)
+	// Recovery: the file system is replaced by the real, roomy directory.
+	if err := syscall.Unmount(root, 0); err != nil {
+		t.Fatal(err)
+	}
+	before := up.Requests(path(big, "zip"))
+	e.get(path(big, "zip"), 200)
+	e.get(path(big, "zip"), 200)
+	if n := up.Requests(path(big, "zip")) - before; n != 1 {
+		t.Errorf("after recovery the zip was fetched %d times; want 1 (then cached)", n)
+	}
+}
+
+func TestDiskReadOnly(t *testing.T) {
+	root := t.TempDir()
+	mountTmpfs(t, root, "1m")
+	up := testenv.NewUpstream(t, modA)
+	e := newEnv(t, up, options{diskRoot: root})
+	e.get(path(modA, "info"), 200)
+	if err := syscall.Mount("", root, "", syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"mod", "zip", "mod"} {
+		e.get(path(modA, k), 200)
+	}
+	e.get(path(modA, "info"), 200) // still readable
+	if n := up.Requests(path(modA, "mod")); n != 2 {
+		t.Errorf("mod fetched %d times on a read-only disk; want 2 (never cached)", n)
+	}
+	if err := syscall.Mount("", root, "", syscall.MS_REMOUNT, ""); err != nil {
+		t.Fatal(err)
+	}
+	e.get(path(modA, "mod"), 200)
+	e.get(path(modA, "mod"), 200)
+	if n := up.Requests(path(modA, "mod")); n != 3 {
+		t.Errorf("mod fetched %d times after the disk came back; want 3", n)
+	}
+}
+
+func TestDiskDirectoryRemoved(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "cache")
+	up := testenv.NewUpstream(t, modA)
+	e := newEnv(t, up, options{diskRoot: root})
+	e.get(path(modA, "info"), 200)
+	if err := os.RemoveAll(root); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"info", "zip", "zip"} {
+		e.get(path(modA, k), 200)
+	}
+	if n := up.Requests(path(modA, "zip")); n != 1 {
+		t.Errorf("zip fetched %d times; want 1: the tier rebuilds its directories", n)
+	}
+	if _, err := os.Stat(filepath.Join(root, "v1", path(modA, "zip"))); err != nil {
+		t.Errorf("zip not on disk after the directory came back: %v", err)
+	}
+}
