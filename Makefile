@@ -1,7 +1,7 @@
 GO ?= go
 export GOTOOLCHAIN ?= local
 
-.PHONY: build run test bench fmt vet clean
+.PHONY: build run test bench fuzz soak fmt vet clean
 
 build:
 	$(GO) build -o bin/caddy ./cmd/caddy
@@ -16,6 +16,13 @@ test:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./bench/
 	$(GO) run ./bench/loadtest
+
+# Fuzz the request-path parser and the Caddyfile parser for a fixed time
+# each, starting from the seed corpora in testdata/fuzz.
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./artifact
+	$(GO) test -run '^$$' -fuzz '^FuzzUnmarshalCaddyfile$$' -fuzztime $(FUZZTIME) ./caddymodule
 
 fmt:
 	gofmt -l -w .

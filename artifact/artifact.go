@@ -67,6 +67,11 @@ func (k Kind) MaxSize() int64 {
 // shorter; the bound keeps hostile paths away from parsers and file names.
 const MaxPathLen = 1024
 
+// maxVersionLen bounds an escaped version: real ones, pseudo-versions
+// included, are far shorter, and a cache file name must stay well under
+// the usual 255-byte limit.
+const maxVersionLen = 128
+
 // Artifact is one validated GOPROXY request.
 type Artifact struct {
 	Kind    Kind
@@ -179,7 +184,7 @@ func Parse(p string) (Artifact, error) {
 		return Artifact{}, &Error{Status: 404, Msg: "unknown artifact " + quote(rest) + ": want list, <version>.info, .mod or .zip"}
 	}
 	a.escVersion = rest[:dot]
-	if a.escVersion == "" || strings.Contains(a.escVersion, "/") {
+	if a.escVersion == "" || strings.Contains(a.escVersion, "/") || len(a.escVersion) > maxVersionLen {
 		return Artifact{}, badRequest("invalid version %s", quote(a.escVersion))
 	}
 	v, err := module.UnescapeVersion(a.escVersion)
@@ -198,7 +203,7 @@ func Parse(p string) (Artifact, error) {
 		// for .mod and .zip only by canonical version.
 		return Artifact{}, badRequest("version %s is not canonical (want %s)", quote(v), quote(module.CanonicalVersion(v)))
 	}
-	if len(v) > 128 || strings.HasPrefix(v, ".") || strings.Contains(v, "..") {
+	if strings.HasPrefix(v, ".") || strings.Contains(v, "..") {
 		return Artifact{}, badRequest("invalid version query %s", quote(v))
 	}
 	return a, nil
