@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -91,12 +92,16 @@ func New(cfg Config) (*DB, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
+	u, err := url.Parse(cfg.URL)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return nil, fmt.Errorf("checksum database %s: invalid URL %q", v.Name(), cfg.URL)
+	}
 	d := &DB{
 		name:    v.Name(),
 		key:     key,
 		base:    strings.TrimSuffix(cfg.URL, "/"),
 		probe:   cfg.Probe,
-		http:    cfg.Client,
+		http:    fetcher.SameHostClient(cfg.Client, u.Scheme, u.Host),
 		tiers:   cfg.Tiers,
 		timeout: cfg.Timeout,
 		log:     cfg.Logger,

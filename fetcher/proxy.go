@@ -39,7 +39,7 @@ func NewProxyFetcher(rawURL string, client *http.Client) (*ProxyFetcher, error) 
 	if client == nil {
 		client = http.DefaultClient
 	}
-	return &ProxyFetcher{base: u, name: u.Host, client: client}, nil
+	return &ProxyFetcher{base: u, name: u.Host, client: SameHostClient(client, u.Scheme, u.Host)}, nil
 }
 
 // Name is the upstream's host, for logs.
@@ -82,6 +82,9 @@ func (p *ProxyFetcher) Fetch(ctx context.Context, a artifact.Artifact) (*Respons
 // TransportError classifies a failed request: a deadline is a 504, anything
 // else a 502. The URL inside err stays out of the client message.
 func TransportError(ctx context.Context, source string, err error) *Error {
+	if errors.Is(err, ErrRedirectRefused) {
+		return &Error{Status: http.StatusBadGateway, Msg: "upstream " + source + " redirected to another host; refused", Source: source, Err: err}
+	}
 	if errors.Is(err, context.DeadlineExceeded) || ctx.Err() == context.DeadlineExceeded {
 		return &Error{Status: http.StatusGatewayTimeout, Msg: "upstream " + source + " timed out", Source: source, Err: err}
 	}

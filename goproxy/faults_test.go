@@ -174,3 +174,24 @@ func TestDiskDirectoryRemoved(t *testing.T) {
 		t.Errorf("zip not on disk after the directory came back: %v", err)
 	}
 }
+
+func TestUpstreamRedirects(t *testing.T) {
+	other := testenv.NewUpstream(t, modA) // another host (port)
+	up := testenv.NewUpstream(t, modA)
+	up.Override(path(modA, "zip"), func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+"/"+path(modA, "zip"), http.StatusFound)
+	})
+	up.Override(path(modA, "mod"), func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/"+path(modA, "mod")+"x", http.StatusFound) // same host
+	})
+	up.Override(path(modA, "mod")+"x", func(w http.ResponseWriter, r *http.Request) { w.Write(modA.Mod()) })
+	e := newEnv(t, up, options{})
+	resp, body := e.do("GET", path(modA, "zip"))
+	if resp.StatusCode != 502 || !bytes.Contains(body, []byte("redirected to another host")) {
+		t.Errorf("cross-host redirect: %d %q", resp.StatusCode, body)
+	}
+	if other.Total() != 0 {
+		t.Error("the proxy followed a redirect to a host it was not configured for")
+	}
+	e.get(path(modA, "mod"), 200)
+}
