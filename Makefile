@@ -13,9 +13,15 @@ test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
 
-bench:
+bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./bench/
 	$(GO) run ./bench/loadtest
+	$(GO) run ./bench/soak -d $(SOAKTIME)
+
+# A bounded soak: bin/caddy under 256 clients with upstream faults injected.
+SOAKTIME ?= 60s
+soak: build
+	$(GO) run ./bench/soak -d $(SOAKTIME)
 
 # Fuzz the request-path parser and the Caddyfile parser for a fixed time
 # each, starting from the seed corpora in testdata/fuzz.
