@@ -73,22 +73,23 @@ func (p *ProxyFetcher) Fetch(ctx context.Context, a artifact.Artifact) (*Respons
 	}
 	return nil, &Error{
 		Status: http.StatusBadGateway,
-		Msg:    fmt.Sprintf("upstream %s answered %d", p.name, resp.StatusCode),
+		Msg:    fmt.Sprintf("upstream answered %d", resp.StatusCode),
 		Source: p.name,
 		Err:    errors.New(reason),
 	}
 }
 
 // TransportError classifies a failed request: a deadline is a 504, anything
-// else a 502. The URL inside err stays out of the client message.
+// else a 502. Client messages never name the upstream (it may be an
+// internal host); Source and Err, for the log, do.
 func TransportError(ctx context.Context, source string, err error) *Error {
 	if errors.Is(err, ErrRedirectRefused) {
-		return &Error{Status: http.StatusBadGateway, Msg: "upstream " + source + " redirected to another host; refused", Source: source, Err: err}
+		return &Error{Status: http.StatusBadGateway, Msg: "upstream redirected to another host; refused", Source: source, Err: err}
 	}
 	if errors.Is(err, context.DeadlineExceeded) || ctx.Err() == context.DeadlineExceeded {
-		return &Error{Status: http.StatusGatewayTimeout, Msg: "upstream " + source + " timed out", Source: source, Err: err}
+		return &Error{Status: http.StatusGatewayTimeout, Msg: "upstream timed out", Source: source, Err: err}
 	}
-	return &Error{Status: http.StatusBadGateway, Msg: "upstream " + source + " unreachable", Source: source, Err: err}
+	return &Error{Status: http.StatusBadGateway, Msg: "upstream unreachable", Source: source, Err: err}
 }
 
 // firstLine returns the first line of an error body, bounded and stripped

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -194,4 +195,32 @@ func TestUpstreamRedirects(t *testing.T) {
 		t.Error("the proxy followed a redirect to a host it was not configured for")
 	}
 	e.get(path(modA, "mod"), 200)
+}
+
+// Error answers never echo the upstream's credentials, host or path.
+func TestErrorsDoNotLeakUpstream(t *testing.T) {
+	up := testenv.NewUpstream(t, modA)
+	u := strings.Replace(up.URL, "http://", "http://piraeus:hunter2@", 1) + "/internal-prefix"
+	dead := "http://piraeus:hunter2@127.0.0.1:1/internal-prefix"
+	for _, tt := range []struct {
+		upstream string
+		fail     int
+		delay    time.Duration
+	}{
+		{u, 500, 0}, {u, 403, 0}, {u, 404, 0}, {u, 0, time.Second}, {dead, 0, 0},
+	} {
+		up.SetFailure(tt.fail)
+		up.SetDelay(tt.delay)
+		e := newEnv(t, up, options{upstream: tt.upstream, timeout: 200 * time.Millisecond})
+		resp, body := e.do("GET", path(modA, "mod"))
+		if resp.StatusCode < 400 {
+			t.Errorf("%s with failure %d: status %d", tt.upstream, tt.fail, resp.StatusCode)
+		}
+		for _, secret := range []string{"hunter2", "piraeus:", "internal-prefix", "127.0.0.1"} {
+			if strings.Contains(string(body), secret) {
+				t.Errorf("error body %q leaks %q", body, secret)
+			}
+		}
+	}
+	up.SetDelay(0)
 }

@@ -286,7 +286,7 @@ func checkContent(a artifact.Artifact, data []byte, zipFile string) error {
 }
 
 func invalid(source string, a artifact.Artifact, reason string) *fetcher.Error {
-	msg := fmt.Sprintf("upstream %s sent an invalid %s for %s: %s", source, a.Kind, a.Module, reason)
+	msg := fmt.Sprintf("upstream sent an invalid %s for %s: %s", a.Kind, a.Module, reason)
 	if len(msg) > 300 {
 		msg = msg[:300]
 	}
@@ -296,7 +296,7 @@ func invalid(source string, a artifact.Artifact, reason string) *fetcher.Error {
 func bodyError(ctx context.Context, source string, err error) *fetcher.Error {
 	fe := fetcher.TransportError(ctx, source, err)
 	if fe.Status == http.StatusBadGateway {
-		fe.Msg = "upstream " + source + " broke off the download"
+		fe.Msg = "upstream broke off the download"
 	}
 	return fe
 }
