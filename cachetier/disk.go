@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -37,6 +38,8 @@ type DiskTier struct {
 
 	mu       sync.Mutex
 	verified map[string]fileID // path -> identity whose content hash was checked
+
+	nObjects, nBytes atomic.Int64 // occupancy, counted at open and kept up to date
 }
 
 type fileID struct {
@@ -67,7 +70,39 @@ func NewDiskTier(root string) (*DiskTier, error) {
 		}
 	}
 	d.removeStaleSpools()
+	go d.count()
 	return d, nil
+}
+
+// count walks the objects once to learn the occupancy; Put and Delete keep
+// it current from then on.
+func (d *DiskTier) count() {
+	filepath.WalkDir(d.objects, func(_ string, e fs.DirEntry, err error) error {
+		if err == nil && e.Type().IsRegular() {
+			if info, err := e.Info(); err == nil {
+				d.nObjects.Add(1)
+				d.nBytes.Add(info.Size())
+			}
+		}
+		return nil
+	})
+}
+
+// Usage is the number of objects on disk and their size in bytes.
+func (d *DiskTier) Usage() (objects, bytes int64) { return d.nObjects.Load(), d.nBytes.Load() }
+
+// removeFile removes an object file and takes it out of the occupancy.
+func (d *DiskTier) removeFile(p string) error {
+	info, err := os.Lstat(p)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil {
+		return err
+	}
+	d.nObjects.Add(-1)
+	d.nBytes.Add(-info.Size())
+	return nil
 }
 
 func (d *DiskTier) Name() string     { return "disk" }
@@ -200,7 +235,7 @@ func (d *DiskTier) forget(p string) {
 
 func (d *DiskTier) corrupt(key, p string, err error) {
 	d.forget(p)
-	os.Remove(p)
+	d.removeFile(p)
 	if d.OnCorrupt != nil {
 		d.OnCorrupt(key, err)
 	}
@@ -239,9 +274,16 @@ func (d *DiskTier) Put(_ context.Context, key string, meta Meta, r io.Reader) (e
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return fmt.Errorf("disk tier: %w", err)
 	}
+	old, statErr := os.Lstat(p)
 	if err := os.Rename(f.Name(), p); err != nil {
 		return fmt.Errorf("disk tier: %w", err)
 	}
+	if statErr == nil {
+		d.nObjects.Add(-1)
+		d.nBytes.Add(-old.Size())
+	}
+	d.nObjects.Add(1)
+	d.nBytes.Add(fi.Size())
 	// The content was hashed while it was fetched; this file needs no
 	// second hashing on its first read.
 	d.remember(p, identity(fi))
@@ -254,7 +296,7 @@ func (d *DiskTier) Delete(_ context.Context, key string) error {
 		return err
 	}
 	d.forget(p)
-	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := d.removeFile(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("disk tier: %w", err)
 	}
 	return nil

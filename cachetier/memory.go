@@ -86,6 +86,11 @@ func (m *MemoryTier) PutBytes(key string, meta Meta, data []byte) error {
 	return nil
 }
 
+// Usage is the part of the budget in use, in bytes.
+func (m *MemoryTier) Usage() (objects, bytes int64) {
+	return -1, m.cache.MaxCost() - m.cache.RemainingCost()
+}
+
 // Wait blocks until buffered writes are applied; tests use it to observe
 // a Put deterministically.
 func (m *MemoryTier) Wait() { m.cache.Wait() }

@@ -97,3 +97,9 @@ type Tier interface {
 type bytesPutter interface {
 	PutBytes(key string, meta Meta, data []byte) error
 }
+
+// UsageReporter is implemented by tiers that know how much they hold;
+// objects is -1 when unknown.
+type UsageReporter interface {
+	Usage() (objects, bytes int64)
+}

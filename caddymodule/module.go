@@ -230,7 +230,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if len(sumdbs) > 0 {
 		verifier = sumdbs[0]
 	}
+	metrics, err := goproxy.NewMetrics(ctx.GetMetricsRegistry())
+	if err == nil {
+		err = goproxy.RegisterTierUsage(ctx.GetMetricsRegistry(), h.tiers.Tiers(), disk.Root())
+	}
+	if err != nil {
+		h.tiers.Close()
+		return fmt.Errorf("goproxy: metrics: %w", err)
+	}
 	h.proxy, err = goproxy.New(goproxy.Config{
+		Metrics:      metrics,
 		Fetcher:      source,
 		Private:      private,
 		SumDBs:       sumdbs,

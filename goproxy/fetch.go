@@ -63,12 +63,19 @@ const maxUncached = 32 << 20
 // collapse joins or starts the one fetch for a.
 func (p *Proxy) collapse(ctx context.Context, a artifact.Artifact) (*cachetier.Object, error) {
 	key := a.Path()
-	ch := p.flights.DoChan(key, func() (any, error) { return p.fetch(a) })
+	leader := false // set only by the caller whose function runs
+	ch := p.flights.DoChan(key, func() (any, error) {
+		leader = true
+		return p.fetch(a)
+	})
 	var res singleflight.Result
 	select {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case res = <-ch:
+		if !leader {
+			p.cfg.Metrics.waiter()
+		}
 	}
 	if res.Err != nil {
 		return nil, res.Err
@@ -98,13 +105,17 @@ func (p *Proxy) fetch(a artifact.Artifact) (*fetched, error) {
 	switch {
 	case err == nil && source == "peer":
 		p.log.Debug("fetched by another node", fields...)
+		p.cfg.Metrics.fetch(a, source, "peer", time.Since(start))
 	case err == nil:
 		p.log.Info("upstream fetch", append(fields, zap.String("outcome", "ok"))...)
+		p.cfg.Metrics.fetch(a, source, "ok", time.Since(start))
 	case fetcher.IsNotFound(err):
 		p.notFound.SetWithTTL(a.Path(), asFetchError(err), 1, p.cfg.NotFoundTTL)
 		p.log.Info("upstream fetch", append(fields, zap.String("outcome", "not_found"))...)
+		p.cfg.Metrics.fetch(a, source, "not_found", time.Since(start))
 	default:
 		p.log.Warn("upstream fetch", append(fields, zap.String("outcome", "error"), zap.Error(err))...)
+		p.cfg.Metrics.fetch(a, source, "error", time.Since(start))
 	}
 	return f, err
 }

@@ -58,6 +58,9 @@ type Config struct {
 	// Route their fetches with fetcher.Router.
 	Private string
 
+	// Metrics, if set, receives the proxy's counters (see NewMetrics).
+	Metrics *Metrics
+
 	// Locker, if set, collapses fetches across nodes that share a tier:
 	// a node fetches only while it holds the artifact's lock, and a node
 	// that waited for the lock first looks in the tiers again.
@@ -139,6 +142,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		writeError(w, http.StatusMethodNotAllowed, "method "+strconv.Quote(r.Method)+" not allowed: use GET or HEAD", 0)
+		p.cfg.Metrics.request("invalid", "method_not_allowed")
 		return
 	}
 	if rest, ok := strings.CutPrefix(r.URL.Path, "/sumdb/"); ok {
@@ -147,6 +151,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if strings.Contains(strings.ToLower(r.URL.RawPath), "%2f") {
 		writeError(w, http.StatusBadRequest, "encoded slash in request path", 0)
+		p.cfg.Metrics.request("invalid", "bad_request")
 		return
 	}
 	a, err := artifact.Parse(strings.TrimPrefix(r.URL.Path, "/"))
@@ -154,31 +159,54 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		var ae *artifact.Error
 		errors.As(err, &ae)
 		writeError(w, ae.Status, ae.Msg, 0)
+		p.cfg.Metrics.request("invalid", resultOf(ae.Status))
 		return
 	}
 	obj, stale, err := p.Get(r.Context(), a)
 	if err != nil {
-		p.writeFetchError(w, r, err, a)
+		p.cfg.Metrics.request(a.Kind.String(), p.writeFetchError(w, r, err))
 		return
 	}
 	defer obj.Close()
 	h := w.Header()
 	h.Set("Content-Type", a.Kind.ContentType())
 	h.Set("ETag", obj.ETag())
+	result := "ok"
 	switch {
 	case a.Immutable():
 		h.Set("Cache-Control", "public, max-age=31536000, immutable")
 	case stale:
 		h.Set("Cache-Control", "no-cache")
+		result = "stale"
 	default:
 		h.Set("Cache-Control", "public, max-age="+strconv.Itoa(int(p.cfg.ListTTL/time.Second)))
 	}
-	http.ServeContent(w, r, "", time.Time{}, obj.Reader())
+	p.cfg.Metrics.request(a.Kind.String(), result)
+	if p.cfg.Metrics == nil {
+		http.ServeContent(w, r, "", time.Time{}, obj.Reader())
+		return
+	}
+	cw := &countingWriter{ResponseWriter: w}
+	http.ServeContent(cw, r, "", time.Time{}, obj.Reader())
+	p.cfg.Metrics.served(a, cw.n)
 }
 
-func (p *Proxy) writeFetchError(w http.ResponseWriter, r *http.Request, err error, a artifact.Artifact) {
+// countingWriter counts body bytes for the served-bytes metric.
+type countingWriter struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(b)
+	c.n += int64(n)
+	return n, err
+}
+
+// writeFetchError answers a failed lookup and returns its metrics result.
+func (p *Proxy) writeFetchError(w http.ResponseWriter, r *http.Request, err error) string {
 	if r.Context().Err() != nil {
-		return // the client is gone; nobody reads an answer
+		return "canceled" // the client is gone; nobody reads an answer
 	}
 	var fe *fetcher.Error
 	if errors.As(err, &fe) {
@@ -187,10 +215,23 @@ func (p *Proxy) writeFetchError(w http.ResponseWriter, r *http.Request, err erro
 			maxAge = p.cfg.NotFoundTTL
 		}
 		writeError(w, fe.Status, fe.Msg, maxAge)
-		return
+		return resultOf(fe.Status)
 	}
 	p.log.Error("serving request failed", zap.String("path", r.URL.Path), zap.Error(err))
 	writeError(w, http.StatusInternalServerError, "internal error", 0)
+	return "error"
+}
+
+func resultOf(status int) string {
+	switch {
+	case status == http.StatusNotFound || status == http.StatusGone:
+		return "not_found"
+	case status == http.StatusBadRequest:
+		return "bad_request"
+	case status < 400:
+		return "ok"
+	}
+	return "error"
 }
 
 // Get returns the artifact from the cache or, on a miss, from upstream.
@@ -201,10 +242,12 @@ func (p *Proxy) Get(ctx context.Context, a artifact.Artifact) (obj *cachetier.Ob
 	var old *cachetier.Object
 	if obj, err := p.cfg.Tiers.Get(ctx, key); err == nil {
 		if obj.Fresh(time.Now()) {
+			p.cfg.Metrics.hit(obj.Tier)
 			return obj, false, nil
 		}
 		old = obj
 	}
+	p.cfg.Metrics.miss(a)
 	if fe, ok := p.notFound.Get(key); ok {
 		old.Close()
 		return nil, false, fe

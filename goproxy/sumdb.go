@@ -85,9 +85,10 @@ func (p *Proxy) serveSumDB(w http.ResponseWriter, r *http.Request, rest string) 
 		return
 	}
 	if err != nil {
-		p.writeFetchError(w, r, err, artifact.Artifact{})
+		p.cfg.Metrics.request("sumdb", p.writeFetchError(w, r, err))
 		return
 	}
+	p.cfg.Metrics.request("sumdb", "ok")
 	meta := cachetier.MetaFor(data, time.Time{})
 	h := w.Header()
 	h.Set("Content-Type", ctype)
@@ -183,6 +184,7 @@ func (p *Proxy) verify(ctx context.Context, a artifact.Artifact, data []byte, zi
 	var mm *checksumdb.MismatchError
 	if errors.As(err, &mm) {
 		p.verifyFailures.Add(1)
+		p.cfg.Metrics.verifyFailure()
 		p.log.Error("checksum mismatch: not caching or serving", zap.String("module", a.Module), zap.String("version", a.Version),
 			zap.Stringer("kind", a.Kind), zap.String("got", mm.Got), zap.String("want", mm.Want), zap.String("sumdb", db.Name()))
 		return &fetcher.Error{Status: http.StatusBadGateway, Msg: "SECURITY ERROR: " + mm.Error(), Source: db.Name(), Err: err}
