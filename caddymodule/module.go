@@ -4,6 +4,7 @@
 package caddymodule
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -70,9 +71,10 @@ type Handler struct {
 	// checked against the checksum database.
 	NoVerify []string `json:"no_verify,omitempty"`
 
-	proxy  *goproxy.Proxy
-	tiers  *cachetier.Tiered
-	logger *zap.Logger
+	proxy   *goproxy.Proxy
+	tiers   *cachetier.Tiered
+	poolKey string
+	logger  *zap.Logger
 }
 
 // DirectConfig configures fetching from version control with the go
@@ -192,11 +194,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if cc.Disk == "" {
 		cc.Disk = filepath.Join(caddy.AppDataDir(), "goproxy")
 	}
-	disk, err := cachetier.NewDiskTier(cc.Disk)
-	if err != nil {
-		return fmt.Errorf("goproxy: %w", err)
-	}
-	var upper []cachetier.Tier
 	if !cc.MemoryOff {
 		if cc.Memory == 0 {
 			cc.Memory = DefaultMemory
@@ -204,26 +201,30 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if cc.MemoryMaxObject == 0 {
 			cc.MemoryMaxObject = DefaultMemoryMaxObject
 		}
-		mem, err := cachetier.NewMemoryTier(cc.Memory, cc.MemoryMaxObject)
-		if err != nil {
-			return fmt.Errorf("goproxy: %w", err)
-		}
-		upper = append(upper, mem)
 	}
+	// The tiers outlive this config: a reload with the same cache settings
+	// gets the same open tiers (warm memory, live Redis connections), and
+	// requests still in flight on the old config keep working.
+	keyJSON, err := json.Marshal(cc)
+	if err != nil {
+		return fmt.Errorf("goproxy: %w", err)
+	}
+	h.poolKey = string(keyJSON)
+	val, _, err := tierPool.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
+		return openTiers(cc, h.logger)
+	})
+	if err != nil {
+		return fmt.Errorf("goproxy: %w", err)
+	}
+	shared := val.(*sharedTiers)
+	h.tiers = shared.tiers
+	disk := shared.tiers.Disk()
 	var locker goproxy.Locker
-	if cc.Redis != nil {
-		rt, err := newRedisTier(cc.Redis, h.logger)
-		if err != nil {
-			closeAll(upper)
-			return fmt.Errorf("goproxy: %w", err)
-		}
-		upper = append(upper, rt)
-		locker = rt
+	if shared.redis != nil {
+		locker = shared.redis
 	}
-	h.tiers = cachetier.NewTiered(disk, upper...)
 	sumdbs, err := h.sumDBs(chain)
 	if err != nil {
-		h.tiers.Close()
 		return err
 	}
 	var verifier *checksumdb.DB
@@ -235,7 +236,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		err = goproxy.RegisterTierUsage(ctx.GetMetricsRegistry(), h.tiers.Tiers(), disk.Root())
 	}
 	if err != nil {
-		h.tiers.Close()
 		return fmt.Errorf("goproxy: metrics: %w", err)
 	}
 	h.proxy, err = goproxy.New(goproxy.Config{
@@ -253,7 +253,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Logger:       h.logger,
 	})
 	if err != nil {
-		h.tiers.Close()
 		return err
 	}
 	h.logger.Info("goproxy ready", zap.String("upstream", upstream), zap.String("disk", disk.Root()),
@@ -401,15 +400,52 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	return nil
 }
 
-// Cleanup releases the tiers when the config is unloaded.
+// Cleanup releases this config's hold on the tiers; they are closed when
+// no loaded config uses them any more.
 func (h *Handler) Cleanup() error {
 	if h.proxy != nil {
 		h.proxy.Close()
 	}
-	if h.tiers != nil {
-		return h.tiers.Close()
+	if h.poolKey != "" {
+		_, err := tierPool.Delete(h.poolKey)
+		return err
 	}
 	return nil
+}
+
+// tierPool holds open tiers across config reloads, keyed by their config.
+var tierPool = caddy.NewUsagePool()
+
+type sharedTiers struct {
+	tiers *cachetier.Tiered
+	redis *cachetier.RedisTier
+}
+
+func (s *sharedTiers) Destruct() error { return s.tiers.Close() }
+
+func openTiers(cc CacheConfig, logger *zap.Logger) (*sharedTiers, error) {
+	disk, err := cachetier.NewDiskTier(cc.Disk)
+	if err != nil {
+		return nil, err
+	}
+	var upper []cachetier.Tier
+	if !cc.MemoryOff {
+		mem, err := cachetier.NewMemoryTier(cc.Memory, cc.MemoryMaxObject)
+		if err != nil {
+			return nil, err
+		}
+		upper = append(upper, mem)
+	}
+	s := &sharedTiers{}
+	if cc.Redis != nil {
+		if s.redis, err = newRedisTier(cc.Redis, logger); err != nil {
+			closeAll(upper)
+			return nil, err
+		}
+		upper = append(upper, s.redis)
+	}
+	s.tiers = cachetier.NewTiered(disk, upper...)
+	return s, nil
 }
 
 // Interface guards

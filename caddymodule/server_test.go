@@ -48,7 +48,13 @@ func freePort(t testing.TB) int {
 // port through Caddy's test harness and returns the site's base URL.
 func startCaddy(t *testing.T, goproxyBlock string) string {
 	t.Helper()
-	port := freePort(t)
+	return startCaddyOn(t, freePort(t), goproxyBlock)
+}
+
+// startCaddyOn loads the config with the site on port; loading again on
+// the same port is a config reload.
+func startCaddyOn(t *testing.T, port int, goproxyBlock string) string {
+	t.Helper()
 	config := fmt.Sprintf(`{
 	admin localhost:%d
 	skip_install_trust

@@ -1,0 +1,81 @@
+package caddymodule
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/piraeus-go/piraeus/internal/testenv"
+)
+
+// A reload with a changed config keeps the cache warm and lets a download
+// in flight finish.
+func TestReloadKeepsCacheAndRequests(t *testing.T) {
+	up := testenv.NewUpstream(t, hello)
+	zip := hello.Zip(t)
+	zipPath := testenv.EscapedPath(hello.Path, hello.Version, "zip")
+	started, release := make(chan struct{}), make(chan struct{})
+	up.Override(zipPath, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(len(zip)))
+		w.Write(zip[:100])
+		w.(http.Flusher).Flush()
+		close(started)
+		select {
+		case <-release:
+		case <-time.After(10 * time.Second):
+		}
+		w.Write(zip[100:])
+	})
+	port := freePort(t)
+	disk := t.TempDir()
+	block := func(ttl string) string {
+		return fmt.Sprintf("goproxy %s {\n\t\tlist_ttl %s\n\t\tcache {\n\t\t\tmemory 16MiB\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, ttl, disk)
+	}
+	base := startCaddyOn(t, port, block("1m"))
+	info := testenv.EscapedPath(hello.Path, hello.Version, "info")
+	mustGet(t, base+"/"+info)
+
+	got := make(chan []byte, 1)
+	go func() {
+		resp, err := http.Get(base + "/" + zipPath)
+		if err != nil {
+			got <- nil
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got <- b
+	}()
+	<-started
+	startCaddyOn(t, port, block("2m")) // reload, same cache, other settings
+	close(release)
+	if b := <-got; !bytes.Equal(b, zip) {
+		t.Fatalf("download in flight across the reload got %d bytes; want %d", len(b), len(zip))
+	}
+
+	before := up.Total()
+	mustGet(t, base+"/"+info)
+	if n := up.Total() - before; n != 0 {
+		t.Errorf("after the reload upstream was asked %d times", n)
+	}
+	if hits := scrape(t)[`goproxy_cache_hits_total{tier="memory"}`]; hits != 1 {
+		t.Errorf("memory tier hits in the new config: %v; want 1 (the cache stayed warm)", hits)
+	}
+}
+
+func mustGet(t *testing.T, url string) []byte {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %q", url, resp.StatusCode, b)
+	}
+	return b
+}
