@@ -14,6 +14,7 @@ import (
 
 	"github.com/piraeus-go/piraeus/checksumdb"
 	"github.com/piraeus-go/piraeus/fetcher"
+	"github.com/piraeus-go/piraeus/goproxy"
 )
 
 func init() {
@@ -39,6 +40,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		private       <module path patterns>          # GOPRIVATE syntax
 //		private_upstream <list>                       # default: direct
 //		direct { ... }                                # see unmarshalDirect
+//		mode          <module path pattern> sync|redirect|offline   # repeatable
 //		sumdb         <name or verifier key> [<url>] | off   # repeatable
 //		verify off    <module path patterns>
 //		list_ttl      <duration>
@@ -112,6 +114,16 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := unmarshalDirect(d, h.Direct); err != nil {
 				return err
 			}
+			continue
+		case "mode":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.Err("want: mode <module path pattern> sync|redirect|offline")
+			}
+			if _, err := goproxy.ParseMode(args[1]); err != nil {
+				return d.Err(err.Error())
+			}
+			h.Modes = append(h.Modes, ModeConfig{Pattern: args[0], Mode: args[1]})
 			continue
 		case "sumdb":
 			args := d.RemainingArgs()

@@ -94,6 +94,8 @@ func TestAdaptPrivate(t *testing.T) {
 	got := adapt(t, `:8080 {
 	goproxy https://proxy.golang.org,direct {
 		private github.com/acme/*,*.corp.example gitlab.example.com/team
+		mode golang.org/x redirect
+		mode * offline
 		private_upstream https://athens.corp.example|direct
 		direct {
 			workers 8
@@ -110,6 +112,7 @@ func TestAdaptPrivate(t *testing.T) {
 	for _, want := range []string{
 		`"private":["github.com/acme/*","*.corp.example","gitlab.example.com/team"]`,
 		`"private_upstream":"https://athens.corp.example|direct"`,
+		`"modes":[{"mode":"redirect","pattern":"golang.org/x"},{"mode":"offline","pattern":"*"}]`,
 		`"direct":{"credentials":[{"host":"github.com","login":"x-access-token","password":"{env.GITHUB_TOKEN}"}],"env":{"GOFLAGS":"-mod=mod"},"git_config":"/etc/piraeus/gitconfig","go_binary":"/usr/local/go/bin/go","netrc":"/etc/piraeus/netrc","timeout":120000000000,"workers":8}`,
 	} {
 		if !strings.Contains(got, want) {
@@ -145,6 +148,8 @@ func TestBadCaddyfile(t *testing.T) {
 		{"goproxy https://a extra", "Caddyfile:2"},
 		{"goproxy {\n\t\tsumdb sum.nobody.example\n\t}", "Caddyfile:3"},
 		{"goproxy {\n\t\tprivate\n\t}", "Caddyfile:3"},
+		{"goproxy {\n\t\tmode * fast\n\t}", "Caddyfile:3"},
+		{"goproxy {\n\t\tmode offline\n\t}", "Caddyfile:3"},
 		{"goproxy {\n\t\tprivate_upstream ftp://x\n\t}", "Caddyfile:3"},
 		{"goproxy {\n\t\tdirect {\n\t\t\tworkers lots\n\t\t}\n\t}", "Caddyfile:4"},
 		{"goproxy {\n\t\tdirect {\n\t\t\tcredentials host user\n\t\t}\n\t}", "Caddyfile:4"},

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -61,6 +62,12 @@ type Handler struct {
 	// Direct configures fetching from version control ("direct").
 	Direct *DirectConfig `json:"direct,omitempty"`
 
+	// Modes choose per module pattern how a cache miss is answered:
+	// sync (fetch and serve, the default), redirect (302 to the first
+	// upstream proxy while the cache fills in the background) or offline
+	// (serve only what is cached). The first matching rule wins.
+	Modes []ModeConfig `json:"modes,omitempty"`
+
 	// SumDBs are the checksum databases proxied under /sumdb/<name>/; the
 	// first one also verifies every fetched .mod and .zip. Default:
 	// sum.golang.org through the first upstream proxy, when it supports it.
@@ -103,6 +110,12 @@ type Credential struct {
 	Host     string `json:"host"`
 	Login    string `json:"login"`
 	Password string `json:"password"`
+}
+
+// ModeConfig applies a download mode to modules matching Pattern.
+type ModeConfig struct {
+	Pattern string `json:"pattern"`
+	Mode    string `json:"mode"`
 }
 
 // SumDBConfig names a checksum database and where to reach it.
@@ -238,7 +251,21 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("goproxy: metrics: %w", err)
 	}
+	var modes []goproxy.ModeRule
+	for _, m := range h.Modes {
+		mode, err := goproxy.ParseMode(m.Mode)
+		if err != nil {
+			return fmt.Errorf("goproxy: %w", err)
+		}
+		modes = append(modes, goproxy.ModeRule{Pattern: m.Pattern, Mode: mode})
+	}
+	redirectBase := chain.FirstProxyURL()
+	if u, err := url.Parse(redirectBase); err == nil && u.User != nil {
+		redirectBase = "" // never send clients an upstream's credentials
+	}
 	h.proxy, err = goproxy.New(goproxy.Config{
+		Modes:        modes,
+		RedirectBase: redirectBase,
 		Metrics:      metrics,
 		Fetcher:      source,
 		Private:      private,

@@ -58,6 +58,14 @@ type Config struct {
 	// Route their fetches with fetcher.Router.
 	Private string
 
+	// Modes choose, per module pattern, how a miss is answered: fetched
+	// (sync, the default), redirected to RedirectBase while the cache
+	// fills in the background, or refused (offline).
+	Modes []ModeRule
+	// RedirectBase is the upstream proxy URL that redirect mode sends
+	// clients to; without it, redirect mode behaves as sync.
+	RedirectBase string
+
 	// Metrics, if set, receives the proxy's counters (see NewMetrics).
 	Metrics *Metrics
 
@@ -208,6 +216,12 @@ func (p *Proxy) writeFetchError(w http.ResponseWriter, r *http.Request, err erro
 	if r.Context().Err() != nil {
 		return "canceled" // the client is gone; nobody reads an answer
 	}
+	var re *redirectError
+	if errors.As(err, &re) {
+		w.Header().Set("Cache-Control", "no-store")
+		http.Redirect(w, r, re.url, http.StatusFound)
+		return "redirect"
+	}
 	var fe *fetcher.Error
 	if errors.As(err, &fe) {
 		var maxAge time.Duration
@@ -248,6 +262,19 @@ func (p *Proxy) Get(ctx context.Context, a artifact.Artifact) (obj *cachetier.Ob
 		old = obj
 	}
 	p.cfg.Metrics.miss(a)
+	switch p.mode(a.Module) {
+	case Offline:
+		if old != nil {
+			return old, true, nil
+		}
+		return nil, false, offlineMiss(a)
+	case Redirect:
+		if old == nil {
+			if err := p.redirect(a); err != nil {
+				return nil, false, err
+			}
+		}
+	}
 	if fe, ok := p.notFound.Get(key); ok {
 		old.Close()
 		return nil, false, fe

@@ -52,6 +52,8 @@ type options struct {
 	redisTimeout time.Duration
 	direct       *fetcher.DirectConfig
 	private      string
+	modes        []ModeRule
+	redirectBase string
 	sumdb        *testenv.SumDB // verify against and proxy this database
 	noVerify     string
 }
@@ -78,6 +80,9 @@ func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 	}
 	var source fetcher.Fetcher = chain
 	if o.private != "" {
+		if direct == nil {
+			t.Fatal("options.private needs options.direct")
+		}
 		source = &fetcher.Router{Patterns: o.private, Private: direct, Public: chain}
 	}
 	disk, err := cachetier.NewDiskTier(o.diskRoot)
@@ -105,7 +110,7 @@ func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 		locker = rt
 	}
 	tiers := cachetier.NewTiered(disk, upper...)
-	cfg := Config{Private: o.private, Fetcher: source, Tiers: tiers, ListTTL: o.listTTL, FetchTimeout: o.timeout, Locker: locker, Logger: zaptest.NewLogger(t), NoVerify: o.noVerify}
+	cfg := Config{Modes: o.modes, RedirectBase: o.redirectBase, Private: o.private, Fetcher: source, Tiers: tiers, ListTTL: o.listTTL, FetchTimeout: o.timeout, Locker: locker, Logger: zaptest.NewLogger(t), NoVerify: o.noVerify}
 	if o.sumdb != nil {
 		db, err := checksumdb.New(checksumdb.Config{NameOrKey: o.sumdb.VKey, URL: o.sumdb.URL, Tiers: tiers, Logger: zaptest.NewLogger(t)})
 		if err != nil {
