@@ -236,3 +236,24 @@ func quote(s string) string {
 	}
 	return fmt.Sprintf("%q", s)
 }
+
+// New returns the artifact of kind for mod and version (empty for List and
+// Latest), validated as Parse would.
+func New(kind Kind, mod, version string) (Artifact, error) {
+	esc, err := module.EscapePath(mod)
+	if err != nil {
+		return Artifact{}, badRequest("invalid module path %s", quote(mod))
+	}
+	p := esc + "/@v/list"
+	switch kind {
+	case Latest:
+		p = esc + "/@latest"
+	case Info, Mod, Zip:
+		ev, err := module.EscapeVersion(version)
+		if err != nil {
+			return Artifact{}, badRequest("invalid version %s", quote(version))
+		}
+		p = esc + "/@v/" + ev + "." + kind.String()
+	}
+	return Parse(p)
+}

@@ -282,6 +282,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	register(h)
 	h.logger.Info("goproxy ready", zap.String("upstream", upstream), zap.String("disk", disk.Root()),
 		zap.Int64("memory", cc.Memory), zap.Bool("memory_off", cc.MemoryOff), zap.Bool("redis", cc.Redis != nil))
 	return nil
@@ -430,6 +431,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 // Cleanup releases this config's hold on the tiers; they are closed when
 // no loaded config uses them any more.
 func (h *Handler) Cleanup() error {
+	unregister(h)
 	if h.proxy != nil {
 		h.proxy.Close()
 	}

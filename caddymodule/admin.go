@@ -1,0 +1,141 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/piraeus-go/piraeus/goproxy"
+)
+
+func init() {
+	caddy.RegisterModule(AdminAPI{})
+}
+
+// live holds the provisioned handlers, for the admin API.
+var live = struct {
+	sync.Mutex
+	handlers map[*Handler]struct{}
+}{handlers: map[*Handler]struct{}{}}
+
+func register(h *Handler) {
+	live.Lock()
+	live.handlers[h] = struct{}{}
+	live.Unlock()
+}
+
+func unregister(h *Handler) {
+	live.Lock()
+	delete(live.handlers, h)
+	live.Unlock()
+}
+
+// proxies returns one proxy per distinct cache among the live handlers.
+func proxies() []*goproxy.Proxy {
+	live.Lock()
+	defer live.Unlock()
+	seen := map[string]bool{}
+	var ps []*goproxy.Proxy
+	for h := range live.handlers {
+		if !seen[h.poolKey] {
+			seen[h.poolKey] = true
+			ps = append(ps, h.proxy)
+		}
+	}
+	return ps
+}
+
+// AdminAPI adds routes to Caddy's admin endpoint (never to a site):
+//
+//	POST /goproxy/warm    body: a go.mod or go.sum; answers NDJSON progress
+//	POST /goproxy/purge   ?module=<path>&version=<version>
+type AdminAPI struct{}
+
+// CaddyModule returns the Caddy module information.
+func (AdminAPI) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.goproxy",
+		New: func() caddy.Module { return new(AdminAPI) },
+	}
+}
+
+// Routes returns the admin routes.
+func (a *AdminAPI) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{
+		{Pattern: "/goproxy/warm", Handler: caddy.AdminHandlerFunc(a.warm)},
+		{Pattern: "/goproxy/purge", Handler: caddy.AdminHandlerFunc(a.purge)},
+	}
+}
+
+// WarmSummary ends a warm answer.
+type WarmSummary struct {
+	Done    bool `json:"done"`
+	Total   int  `json:"total"`
+	Cached  int  `json:"cached"`
+	Fetched int  `json:"fetched"`
+	Failed  int  `json:"failed"`
+}
+
+func (a *AdminAPI) warm(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodPost {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("use POST with a go.mod or go.sum as the body")}
+	}
+	data, err := io.ReadAll(io.LimitReader(r.Body, 16<<20))
+	if err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
+	}
+	items, err := goproxy.WarmList(data)
+	if err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
+	}
+	ps := proxies()
+	if len(ps) == 0 {
+		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: fmt.Errorf("no goproxy handler is loaded")}
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	enc := json.NewEncoder(w)
+	flusher, _ := w.(http.Flusher)
+	sum := WarmSummary{Done: true, Total: len(items) * len(ps)}
+	for _, p := range ps {
+		p.Warm(r.Context(), items, func(res goproxy.WarmResult) {
+			switch res.Status {
+			case "cached":
+				sum.Cached++
+			case "fetched":
+				sum.Fetched++
+			default:
+				sum.Failed++
+			}
+			enc.Encode(res)
+			if flusher != nil {
+				flusher.Flush()
+			}
+		})
+	}
+	return enc.Encode(sum)
+}
+
+func (a *AdminAPI) purge(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodPost && r.Method != http.MethodDelete {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("use POST or DELETE")}
+	}
+	mod, version := r.URL.Query().Get("module"), r.URL.Query().Get("version")
+	if mv := r.URL.Query().Get("mod"); mv != "" {
+		mod, version, _ = strings.Cut(mv, "@")
+	}
+	ps := proxies()
+	for _, p := range ps {
+		if err := p.PurgeVersion(r.Context(), mod, version); err != nil {
+			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(map[string]any{"purged": mod + "@" + version, "caches": len(ps)})
+}
+
+var _ caddy.AdminRouter = (*AdminAPI)(nil)

@@ -1,0 +1,89 @@
+package caddymodule
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/piraeus-go/piraeus/internal/testenv"
+)
+
+func TestWarmAndPurge(t *testing.T) {
+	up := testenv.NewUpstream(t, hello, thing)
+	base := startCaddy(t, fmt.Sprintf("goproxy %s {\n\t\tcache {\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, t.TempDir()))
+	admin := fmt.Sprintf("localhost:%d", adminPort())
+	dir := t.TempDir()
+	var sum []byte
+	for _, m := range []testenv.Module{hello, thing} {
+		lines, err := testenv.GoSumLines(m, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum = append(sum, lines...)
+	}
+	goSum := filepath.Join(dir, "go.sum")
+	if err := os.WriteFile(goSum, sum, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// caddy goproxy warm go.sum
+	var out bytes.Buffer
+	if err := WarmViaAdmin(admin, goSum, &out); err != nil {
+		t.Fatalf("warm: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "6 artifacts: 0 already cached, 6 fetched, 0 failed") || strings.Count(out.String(), "fetched ") != 6 {
+		t.Errorf("warm progress:\n%s", out.String())
+	}
+	for _, m := range []testenv.Module{hello, thing} {
+		for _, k := range []string{"info", "mod", "zip"} {
+			if n := up.Requests(testenv.EscapedPath(m.Path, m.Version, k)); n != 1 {
+				t.Errorf("%s@%s %s fetched %d times by warm", m.Path, m.Version, k, n)
+			}
+		}
+	}
+	// Builds then need nothing from upstream.
+	before := up.Total()
+	testenv.RunGo(t, t.TempDir(), testenv.GoEnv(t, base), "mod", "download", "example.com/hello@v1.0.0", "github.com/Azure/Go-Thing@v0.3.0")
+	if n := up.Total() - before; n != 0 {
+		t.Errorf("after warming, go mod download asked upstream %d times", n)
+	}
+	out.Reset()
+	if err := WarmViaAdmin(admin, goSum, &out); err != nil || !strings.Contains(out.String(), "6 already cached") {
+		t.Errorf("second warm: %v\n%s", err, out.String())
+	}
+
+	// A go.mod works too, through the admin API directly.
+	goMod := "module example.com/app\n\ngo 1.21\n\nrequire example.com/hello v1.0.0\n"
+	resp, err := http.Post("http://"+admin+"/goproxy/warm", "text/plain", strings.NewReader(goMod))
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("warm with a go.mod: %v %v", err, resp)
+	}
+	resp.Body.Close()
+
+	// caddy goproxy purge example.com/hello@v1.0.0
+	out.Reset()
+	if err := PurgeViaAdmin(admin, "example.com/hello@v1.0.0", &out); err != nil {
+		t.Fatalf("purge: %v", err)
+	}
+	mustGet(t, base+"/"+testenv.EscapedPath(hello.Path, hello.Version, "zip"))
+	if n := up.Requests(testenv.EscapedPath(hello.Path, hello.Version, "zip")); n != 2 {
+		t.Errorf("after purge the zip was fetched %d times in all; want 2", n)
+	}
+	if err := PurgeViaAdmin(admin, "example.com/hello@1.0", &out); err == nil {
+		t.Error("purging an invalid version succeeded")
+	}
+
+	// The admin routes are on the admin endpoint only, not on the site.
+	resp, err = http.Post(base+"/goproxy/warm", "text/plain", strings.NewReader(goMod))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST /goproxy/warm on the site: %d; want 405 from goproxy", resp.StatusCode)
+	}
+}
