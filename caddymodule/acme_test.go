@@ -108,4 +108,3 @@ https://127.0.0.1:%d {
 		t.Fatalf("go mod download over ACME https: %s", out)
 	}
 }
-
