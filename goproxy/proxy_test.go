@@ -122,10 +122,15 @@ func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(p)
-	e := &env{t: t, up: up, proxy: p, tiers: tiers, srv: srv, diskRoot: o.diskRoot}
+	e := &env{t: t, up: up, proxy: p, tiers: tiers, srv: newServer(t, p), diskRoot: o.diskRoot}
 	t.Cleanup(e.close)
 	return e
+}
+
+func newServer(t *testing.T, h http.Handler) *httptest.Server {
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv
 }
 
 func (e *env) close() {
