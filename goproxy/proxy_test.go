@@ -310,7 +310,13 @@ func TestBadRequests(t *testing.T) {
 	}
 	// Nothing was created anywhere: not outside the cache root, and no
 	// object inside it.
-	filepath.WalkDir(outside, func(p string, d fs.DirEntry, err error) error {
+	assertNoFiles(t, outside)
+}
+
+// assertNoFiles fails for every file below dir.
+func assertNoFiles(t *testing.T, dir string) {
+	t.Helper()
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err == nil && !d.IsDir() {
 			t.Errorf("file created: %s", p)
 		}
