@@ -64,6 +64,19 @@ func TestReloadKeepsCacheAndRequests(t *testing.T) {
 	if hits := scrape(t)[`goproxy_cache_hits_total{tier="memory"}`]; hits != 1 {
 		t.Errorf("memory tier hits in the new config: %v; want 1 (the cache stayed warm)", hits)
 	}
+
+	// A config with other cache settings gets its own tiers, and the old
+	// ones are released once no config uses them.
+	live.Lock()
+	var oldKey string
+	for h := range live.handlers {
+		oldKey = h.poolKey
+	}
+	live.Unlock()
+	startCaddyOn(t, port, fmt.Sprintf("goproxy %s {\n\t\tcache {\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, t.TempDir()))
+	if n, ok := tierPool.References(oldKey); ok || n != 0 {
+		t.Errorf("the old tiers are still referenced %d times after their config was unloaded", n)
+	}
 }
 
 func mustGet(t *testing.T, url string) []byte {
