@@ -77,7 +77,7 @@ func (d *DirectFetcher) Fetch(ctx context.Context, a artifact.Artifact) (*Respon
 	defer func() {
 		release()
 		if !keep {
-			os.RemoveAll(tmp)
+			removeSandbox(tmp)
 		}
 	}()
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout)
@@ -162,7 +162,13 @@ func (o goOutput) errText() string {
 // run runs the go command in a sandbox under tmp and decodes its JSON.
 func (d *DirectFetcher) run(ctx context.Context, tmp string, out *goOutput, args ...string) error {
 	home := filepath.Join(tmp, "home")
-	if err := os.MkdirAll(home, 0o700); err != nil {
+	// Telemetry off, as `go telemetry off` would set it: otherwise the go
+	// command counts into HOME from a sidecar process that can outlive it.
+	telemetry := filepath.Join(home, ".config", "go", "telemetry")
+	if err := os.MkdirAll(telemetry, 0o700); err != nil {
+		return &Error{Status: http.StatusServiceUnavailable, Msg: "direct fetch could not start", Source: "direct", Err: err}
+	}
+	if err := os.WriteFile(filepath.Join(telemetry, "mode"), []byte("off\n"), 0o600); err != nil {
 		return &Error{Status: http.StatusServiceUnavailable, Msg: "direct fetch could not start", Source: "direct", Err: err}
 	}
 	env := []string{
@@ -177,11 +183,18 @@ func (d *DirectFetcher) run(ctx context.Context, tmp string, out *goOutput, args
 		"GO111MODULE=on",
 		"GOTOOLCHAIN=local",
 		"GOWORK=off",
+		"GOENV=off",
 		"GIT_TERMINAL_PROMPT=0",
 		"GIT_ASKPASS=/bin/false",
 		"GCM_INTERACTIVE=never",
 		"GIT_CONFIG_NOSYSTEM=1",
 		"GIT_SSH_COMMAND=ssh -o BatchMode=yes",
+		// No background gc or maintenance: a detached git would outlive
+		// the fetch and write into a sandbox being removed.
+		"GIT_CONFIG_COUNT=3",
+		"GIT_CONFIG_KEY_0=gc.auto", "GIT_CONFIG_VALUE_0=0",
+		"GIT_CONFIG_KEY_1=maintenance.auto", "GIT_CONFIG_VALUE_1=false",
+		"GIT_CONFIG_KEY_2=gc.autoDetach", "GIT_CONFIG_VALUE_2=false",
 	}
 	if d.cfg.GitConfig != "" {
 		env = append(env, "GIT_CONFIG_GLOBAL="+d.cfg.GitConfig)
@@ -279,8 +292,20 @@ type cleanupFile struct {
 
 func (c *cleanupFile) Close() error {
 	err := c.File.Close()
-	os.RemoveAll(c.dir)
+	removeSandbox(c.dir)
 	return err
+}
+
+// removeSandbox removes a fetch's temp directory. Processes of a killed
+// process group die asynchronously and may still write into it for a
+// moment, so removal is retried for a bounded time.
+func removeSandbox(dir string) {
+	for i := 0; i < 50; i++ { // up to 5 s
+		if err := os.RemoveAll(dir); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // limitedBuffer keeps at most n bytes of a command's output.

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -162,7 +163,8 @@ func TestDirectAuthFailureAndTimeout(t *testing.T) {
 		t.Errorf("timed-out fetch: %d %q; want 504", resp.StatusCode, body)
 	}
 	if entries, _ := os.ReadDir(tmp); len(entries) != 0 {
-		t.Errorf("temp dirs left after a killed go command: %v", entries)
+		out, _ := exec.Command("find", tmp).CombinedOutput()
+		t.Errorf("temp dirs left after a killed go command: %v\n%s", entries, out)
 	}
 }
 
