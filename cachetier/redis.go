@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -227,6 +229,41 @@ func (r *RedisTier) Delete(ctx context.Context, key string) error {
 }
 
 func (r *RedisTier) Close() error { return r.client.Close() }
+
+// PutNotFound shares an upstream's not-found answer (status and reason)
+// for ttl with the other nodes.
+func (r *RedisTier) PutNotFound(ctx context.Context, key string, status int, msg string, ttl time.Duration) {
+	if !r.br.allow() || ttl <= 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	if err := r.client.Set(ctx, r.prefix+"nf:"+key, strconv.Itoa(status)+" "+msg, ttl).Err(); err != nil {
+		r.br.failure(err)
+		return
+	}
+	r.br.success()
+}
+
+// GetNotFound returns a not-found answer another node shared.
+func (r *RedisTier) GetNotFound(ctx context.Context, key string) (status int, msg string, ok bool) {
+	if !r.br.allow() {
+		return 0, "", false
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	val, err := r.client.Get(ctx, r.prefix+"nf:"+key).Result()
+	if err != nil {
+		if !errors.Is(err, redis.Nil) {
+			r.br.failure(err)
+		}
+		return 0, "", false
+	}
+	r.br.success()
+	code, msg, _ := strings.Cut(val, " ")
+	status, err = strconv.Atoi(code)
+	return status, msg, err == nil
+}
 
 // Lock lengths: a lock lives lockTTL unless renewed, and it is renewed
 // every lockTTL/3 while its fetch runs, so it outlives the slowest fetch

@@ -109,8 +109,14 @@ func (p *Proxy) fetch(a artifact.Artifact) (*fetched, error) {
 	case err == nil:
 		p.log.Info("upstream fetch", append(fields, zap.String("outcome", "ok"))...)
 		p.cfg.Metrics.fetch(a, source, "ok", time.Since(start))
+	case fetcher.IsNotFound(err) && source == "peer":
+		p.cfg.Metrics.fetch(a, source, "not_found", time.Since(start))
 	case fetcher.IsNotFound(err):
-		p.notFound.SetWithTTL(a.Path(), asFetchError(err), 1, p.cfg.NotFoundTTL)
+		fe := asFetchError(err)
+		p.notFound.SetWithTTL(a.Path(), fe, 1, p.cfg.NotFoundTTL)
+		if s, ok := p.cfg.Locker.(NotFoundSharer); ok {
+			s.PutNotFound(ctx, a.Path(), fe.Status, fe.Msg, p.cfg.NotFoundTTL)
+		}
 		p.log.Info("upstream fetch", append(fields, zap.String("outcome", "not_found"))...)
 		p.cfg.Metrics.fetch(a, source, "not_found", time.Since(start))
 	default:
@@ -126,9 +132,13 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact) (f *fetc
 		switch {
 		case err == nil:
 			defer unlock()
-			// Another node may have stored it while this one waited.
+			// Another node may have stored it, or found it missing,
+			// while this one waited.
 			if f, ok := p.cached(ctx, a); ok {
 				return f, "peer", f.size(), nil
+			}
+			if fe, ok := p.knownNotFound(ctx, a.Path()); ok {
+				return nil, "peer", 0, fe
 			}
 		case ctx.Err() != nil:
 			return nil, "peer", 0, &fetcher.Error{Status: http.StatusGatewayTimeout, Msg: "timed out waiting for another node's fetch", Source: "lock", Err: err}

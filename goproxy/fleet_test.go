@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -193,5 +194,30 @@ func TestFleetSurvivesSlowRedis(t *testing.T) {
 	// Bounded: a handful of 100ms timeouts, not a hang.
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("requests with a hung redis took %v", d)
+	}
+}
+
+// A not-found answer is shared too: a burst for a missing version across
+// the fleet costs one upstream request.
+func TestFleetSharesNotFound(t *testing.T) {
+	r := testenv.StartRedis(t)
+	up := testenv.NewUpstream(t, modA)
+	up.SetDelay(200 * time.Millisecond)
+	nodes := fleet(t, up, 3, options{memory: true, redis: r})
+	missing := "example.com/a/@v/v1.7.7.info"
+	var wg sync.WaitGroup
+	for i := range 30 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, body := nodes[i%3].do("GET", missing)
+			if resp.StatusCode != 404 || !strings.Contains(string(body), "v1.7.7") {
+				t.Errorf("missing version: %d %q", resp.StatusCode, body)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := up.Requests(missing); n != 1 {
+		t.Errorf("%d upstream requests for a missing version from three nodes; want 1", n)
 	}
 }

@@ -78,8 +78,16 @@ type Config struct {
 }
 
 // Locker is a lock shared by several nodes, such as cachetier.RedisTier's.
+// If it also implements NotFoundSharer, upstream 404/410 answers are
+// shared between the nodes too.
 type Locker interface {
 	Lock(ctx context.Context, key string) (unlock func(), err error)
+}
+
+// NotFoundSharer keeps not-found answers where all nodes see them.
+type NotFoundSharer interface {
+	PutNotFound(ctx context.Context, key string, status int, msg string, ttl time.Duration)
+	GetNotFound(ctx context.Context, key string) (status int, msg string, ok bool)
 }
 
 // Proxy serves the GOPROXY protocol.
@@ -275,7 +283,7 @@ func (p *Proxy) Get(ctx context.Context, a artifact.Artifact) (obj *cachetier.Ob
 			}
 		}
 	}
-	if fe, ok := p.notFound.Get(key); ok {
+	if fe, ok := p.knownNotFound(ctx, key); ok {
 		old.Close()
 		return nil, false, fe
 	}
@@ -290,6 +298,22 @@ func (p *Proxy) Get(ctx context.Context, a artifact.Artifact) (obj *cachetier.Ob
 	}
 	old.Close()
 	return nil, false, err
+}
+
+// knownNotFound returns a remembered not-found answer for key: this node's,
+// or one another node shared.
+func (p *Proxy) knownNotFound(ctx context.Context, key string) (*fetcher.Error, bool) {
+	if fe, ok := p.notFound.Get(key); ok {
+		return fe, true
+	}
+	if s, ok := p.cfg.Locker.(NotFoundSharer); ok {
+		if status, msg, ok := s.GetNotFound(ctx, key); ok {
+			fe := &fetcher.Error{Status: status, Msg: msg, Source: "peer"}
+			p.notFound.SetWithTTL(key, fe, 1, p.cfg.NotFoundTTL)
+			return fe, true
+		}
+	}
+	return nil, false
 }
 
 // Purge removes one artifact from every tier and forgets a cached not-found.
