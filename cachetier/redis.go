@@ -23,6 +23,8 @@ const (
 	DefaultRedisMaxObject = 8 << 20
 	DefaultRedisKeyPrefix = "piraeus:"
 	DefaultRedisTimeout   = time.Second
+	// DefaultRedisMaxTransfer is the default for RedisConfig.MaxTransfer.
+	DefaultRedisMaxTransfer = 256 << 20
 )
 
 // redisKeyVersion is bumped when the value layout changes, so that
@@ -41,10 +43,14 @@ type RedisConfig struct {
 	Password   string
 	DB         int
 	TLS        bool
-	MaxObject  int64         // larger objects are not stored in Redis
-	KeyPrefix  string        // namespace, so deployments can share a Redis
-	Timeout    time.Duration // bound on one Redis operation
-	Logger     *zap.Logger
+	MaxObject  int64 // larger objects are not stored in Redis
+	// MaxTransfer bounds objects above MaxObject that are handed to other
+	// nodes through Redis for a short while (in chunks) instead of being
+	// fetched again by each; 0 means DefaultRedisMaxTransfer, -1 none.
+	MaxTransfer int64
+	KeyPrefix   string        // namespace, so deployments can share a Redis
+	Timeout     time.Duration // bound on one Redis operation
+	Logger      *zap.Logger
 }
 
 // RedisTier stores objects in Redis so that several nodes share them. Each
@@ -52,12 +58,13 @@ type RedisConfig struct {
 // checked on every read. A circuit breaker stops asking Redis for a while
 // after consecutive failures, so a dead Redis costs a bounded delay.
 type RedisTier struct {
-	client    redis.UniversalClient
-	prefix    string
-	maxObject int64
-	timeout   time.Duration
-	log       *zap.Logger
-	br        breaker
+	client      redis.UniversalClient
+	prefix      string
+	maxObject   int64
+	maxTransfer int64
+	timeout     time.Duration
+	log         *zap.Logger
+	br          breaker
 
 	// OnCorrupt, if set, hears of every damaged value found (and deleted).
 	OnCorrupt func(key string, err error)
@@ -104,6 +111,9 @@ func NewRedisTier(cfg RedisConfig) (*RedisTier, error) {
 	if cfg.MaxObject <= 0 {
 		cfg.MaxObject = DefaultRedisMaxObject
 	}
+	if cfg.MaxTransfer == 0 {
+		cfg.MaxTransfer = DefaultRedisMaxTransfer
+	}
 	if cfg.KeyPrefix == "" {
 		cfg.KeyPrefix = DefaultRedisKeyPrefix
 	}
@@ -116,11 +126,12 @@ func NewRedisTier(cfg RedisConfig) (*RedisTier, error) {
 		redis.SetLogger(discardRedisLog{})
 	})
 	r := &RedisTier{
-		client:    redis.NewUniversalClient(opts),
-		prefix:    cfg.KeyPrefix + redisKeyVersion,
-		maxObject: cfg.MaxObject,
-		timeout:   cfg.Timeout,
-		log:       cfg.Logger,
+		client:      redis.NewUniversalClient(opts),
+		prefix:      cfg.KeyPrefix + redisKeyVersion,
+		maxObject:   cfg.MaxObject,
+		maxTransfer: cfg.MaxTransfer,
+		timeout:     cfg.Timeout,
+		log:         cfg.Logger,
 	}
 	r.br.log = cfg.Logger
 	return r, nil
@@ -229,6 +240,97 @@ func (r *RedisTier) Delete(ctx context.Context, key string) error {
 }
 
 func (r *RedisTier) Close() error { return r.client.Close() }
+
+// Objects too large for the tier are handed over in chunks that live
+// transferTTL: long enough for the nodes waiting on the same fetch.
+const (
+	transferChunk = 1 << 20
+	transferTTL   = 2 * time.Minute
+)
+
+// PutTransfer leaves an object larger than MaxObject (up to MaxTransfer)
+// in Redis for transferTTL, chunk by chunk and then its header, so that
+// nodes waiting for the same fetch copy it instead of fetching it again.
+func (r *RedisTier) PutTransfer(ctx context.Context, key string, meta Meta, src io.Reader) error {
+	if meta.Size <= r.maxObject || meta.Size > r.maxTransfer || !r.br.allow() {
+		return nil
+	}
+	buf := make([]byte, transferChunk)
+	base := r.prefix + "xfer:" + key
+	for i, left := 0, meta.Size; left > 0; i++ {
+		n := min(left, transferChunk)
+		if _, err := io.ReadFull(src, buf[:n]); err != nil {
+			return fmt.Errorf("redis transfer: reading %s: %w", key, err)
+		}
+		if err := r.setTimed(ctx, base+":"+strconv.Itoa(i), buf[:n], transferTTL); err != nil {
+			return err
+		}
+		left -= n
+	}
+	hdr := encodeHeader(meta)
+	return r.setTimed(ctx, base, hdr[:], transferTTL)
+}
+
+func (r *RedisTier) setTimed(ctx context.Context, key string, val []byte, ttl time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	if err := r.client.Set(ctx, key, val, ttl).Err(); err != nil {
+		r.br.failure(err)
+		return fmt.Errorf("redis transfer: %w", err)
+	}
+	return nil
+}
+
+// GetTransfer returns the header of an object another node handed over
+// and a reader of its content, fetched chunk by chunk; ErrMiss if there is
+// none. The caller checks the content against meta.Sum.
+func (r *RedisTier) GetTransfer(ctx context.Context, key string) (Meta, io.Reader, error) {
+	if !r.br.allow() {
+		return Meta{}, nil, ErrMiss
+	}
+	base := r.prefix + "xfer:" + key
+	opCtx, cancel := context.WithTimeout(ctx, r.timeout)
+	hdr, err := r.client.Get(opCtx, base).Bytes()
+	cancel()
+	if err != nil || len(hdr) != headerSize {
+		return Meta{}, nil, ErrMiss
+	}
+	meta, err := decodeHeader(hdr)
+	if err != nil {
+		return Meta{}, nil, ErrMiss
+	}
+	return meta, &transferReader{ctx: ctx, r: r, base: base, left: meta.Size}, nil
+}
+
+type transferReader struct {
+	ctx  context.Context
+	r    *RedisTier
+	base string
+	next int
+	left int64
+	buf  []byte
+}
+
+func (t *transferReader) Read(p []byte) (int, error) {
+	if len(t.buf) == 0 {
+		if t.left <= 0 {
+			return 0, io.EOF
+		}
+		ctx, cancel := context.WithTimeout(t.ctx, t.r.timeout)
+		chunk, err := t.r.client.Get(ctx, t.base+":"+strconv.Itoa(t.next)).Bytes()
+		cancel()
+		if err != nil {
+			return 0, fmt.Errorf("redis transfer chunk %d: %w", t.next, err)
+		}
+		if int64(len(chunk)) > t.left || len(chunk) == 0 {
+			return 0, fmt.Errorf("redis transfer chunk %d has a wrong size", t.next)
+		}
+		t.buf, t.next, t.left = chunk, t.next+1, t.left-int64(len(chunk))
+	}
+	n := copy(p, t.buf)
+	t.buf = t.buf[n:]
+	return n, nil
+}
 
 // PutNotFound shares an upstream's not-found answer (status and reason)
 // for ttl with the other nodes.

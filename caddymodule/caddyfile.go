@@ -266,6 +266,7 @@ var _ caddyfile.Unmarshaler = (*Handler)(nil)
 //		db          <n>
 //		tls
 //		max_object  <size>
+//		max_transfer <size>|off
 //		key_prefix  <prefix>
 //		timeout     <duration>
 //	}
@@ -289,6 +290,15 @@ func unmarshalRedis(d *caddyfile.Dispenser, r *RedisConfig) error {
 				return d.ArgErr()
 			}
 			if err := parseSize(d, &r.MaxObject); err != nil {
+				return err
+			}
+		case "max_transfer":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if d.Val() == "off" {
+				r.MaxTransfer = -1
+			} else if err := parseSize(d, &r.MaxTransfer); err != nil {
 				return err
 			}
 		case "timeout":

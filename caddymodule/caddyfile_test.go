@@ -49,6 +49,7 @@ func TestAdaptRedis(t *testing.T) {
 				db 3
 				tls
 				max_object 4MiB
+				max_transfer 64MiB
 				key_prefix edge-eu:
 				timeout 500ms
 			}
@@ -59,7 +60,7 @@ func TestAdaptRedis(t *testing.T) {
 `)
 	for _, want := range []string{
 		`"redis":{"url":"redis://127.0.0.1:6379/2"}`,
-		`"redis":{"addrs":["10.0.0.1:26379","10.0.0.2:26379"],"db":3,"key_prefix":"edge-eu:","master_name":"mymaster","max_object":4194304,"password":"secret","timeout":500000000,"tls":true}`,
+		`"redis":{"addrs":["10.0.0.1:26379","10.0.0.2:26379"],"db":3,"key_prefix":"edge-eu:","master_name":"mymaster","max_object":4194304,"max_transfer":67108864,"password":"secret","timeout":500000000,"tls":true}`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("adapted config lacks %s:\n%s", want, got)

@@ -157,6 +157,10 @@ type RedisConfig struct {
 	TLS        bool     `json:"tls,omitempty"`
 	// MaxObject is the largest object stored in Redis. Default 8MiB.
 	MaxObject int64 `json:"max_object,omitempty"`
+	// MaxTransfer is the largest object above MaxObject that an edge hands
+	// to the edges waiting on the same fetch through Redis (in chunks that
+	// expire after two minutes). Default 256MiB; -1 turns hand-over off.
+	MaxTransfer int64 `json:"max_transfer,omitempty"`
 	// KeyPrefix namespaces the keys. Default "piraeus:".
 	KeyPrefix string `json:"key_prefix,omitempty"`
 	// Timeout bounds one Redis operation. Default 1s.
@@ -375,17 +379,18 @@ func newRedisTier(c *RedisConfig, logger *zap.Logger) (*cachetier.RedisTier, err
 		addrs[i] = repl.ReplaceKnown(a, "")
 	}
 	rt, err := cachetier.NewRedisTier(cachetier.RedisConfig{
-		URL:        repl.ReplaceKnown(c.URL, ""),
-		Addrs:      addrs,
-		MasterName: repl.ReplaceKnown(c.MasterName, ""),
-		Username:   repl.ReplaceKnown(c.Username, ""),
-		Password:   repl.ReplaceKnown(c.Password, ""),
-		DB:         c.DB,
-		TLS:        c.TLS,
-		MaxObject:  c.MaxObject,
-		KeyPrefix:  c.KeyPrefix,
-		Timeout:    time.Duration(c.Timeout),
-		Logger:     logger.Named("redis"),
+		URL:         repl.ReplaceKnown(c.URL, ""),
+		Addrs:       addrs,
+		MasterName:  repl.ReplaceKnown(c.MasterName, ""),
+		Username:    repl.ReplaceKnown(c.Username, ""),
+		Password:    repl.ReplaceKnown(c.Password, ""),
+		DB:          c.DB,
+		TLS:         c.TLS,
+		MaxObject:   c.MaxObject,
+		MaxTransfer: c.MaxTransfer,
+		KeyPrefix:   c.KeyPrefix,
+		Timeout:     time.Duration(c.Timeout),
+		Logger:      logger.Named("redis"),
 	})
 	if err != nil {
 		return nil, err

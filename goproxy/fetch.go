@@ -56,6 +56,42 @@ func (p *Proxy) cached(ctx context.Context, a artifact.Artifact) (*fetched, bool
 	return &fetched{}, true
 }
 
+// fromTransfer copies an object that another node fetched and handed over
+// through the shared tier, checking it against the hash the other node
+// recorded, and stores it in this node's tiers.
+func (p *Proxy) fromTransfer(ctx context.Context, a artifact.Artifact) (*fetched, bool) {
+	t, ok := p.cfg.Locker.(Transferrer)
+	if !ok || !a.Immutable() {
+		return nil, false
+	}
+	want, r, err := t.GetTransfer(ctx, a.Path())
+	if err != nil {
+		return nil, false
+	}
+	spool, err := p.cfg.Tiers.NewSpool()
+	if err != nil {
+		return nil, false
+	}
+	defer spool.Close()
+	if err := spool.Fill(r, a.Kind.MaxSize()); err != nil {
+		p.log.Warn("copying a large object from another node failed; fetching it", zap.Stringer("artifact", a), zap.Error(err))
+		return nil, false
+	}
+	got := spool.Meta(time.Time{})
+	if got.Size != want.Size || got.Sum != want.Sum {
+		p.log.Warn("a large object from another node does not match its hash; fetching it", zap.Stringer("artifact", a))
+		return nil, false
+	}
+	data, err := p.cfg.Tiers.Store(ctx, a.Path(), got, spool)
+	if err != nil {
+		return nil, false
+	}
+	if data != nil {
+		return &fetched{obj: cachetier.NewBytesObject(got, data)}, true
+	}
+	return &fetched{}, true
+}
+
 // maxUncached bounds what is served from memory when the disk tier could
 // not store a fetch.
 const maxUncached = 32 << 20
@@ -140,6 +176,9 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact) (f *fetc
 			if fe, ok := p.knownNotFound(ctx, a.Path()); ok {
 				return nil, "peer", 0, fe
 			}
+			if f, ok := p.fromTransfer(ctx, a); ok {
+				return f, "peer", f.size(), nil
+			}
 		case ctx.Err() != nil:
 			return nil, "peer", 0, &fetcher.Error{Status: http.StatusGatewayTimeout, Msg: "timed out waiting for another node's fetch", Source: "lock", Err: err}
 		case errors.Is(err, cachetier.ErrUnavailable):
@@ -200,6 +239,11 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact) (f *fetc
 		return nil, source, meta.Size, err
 	}
 	data, err := p.cfg.Tiers.Store(ctx, a.Path(), meta, spool)
+	if t, ok := p.cfg.Locker.(Transferrer); ok && err == nil && a.Immutable() {
+		if terr := t.PutTransfer(ctx, a.Path(), meta, spool.Reader()); terr != nil {
+			p.log.Warn("handing a large object to other nodes failed; they fetch it themselves", zap.Stringer("artifact", a), zap.Error(terr))
+		}
+	}
 	if err != nil {
 		p.log.Error("storing fetched artifact failed; serving it uncached", zap.Stringer("artifact", a), zap.Error(err))
 		if meta.Size > maxUncached {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -82,6 +83,13 @@ type Config struct {
 // shared between the nodes too.
 type Locker interface {
 	Lock(ctx context.Context, key string) (unlock func(), err error)
+}
+
+// Transferrer hands objects too large for the shared tier to the nodes
+// waiting on the same fetch, for a short while.
+type Transferrer interface {
+	PutTransfer(ctx context.Context, key string, meta cachetier.Meta, r io.Reader) error
+	GetTransfer(ctx context.Context, key string) (cachetier.Meta, io.Reader, error)
 }
 
 // NotFoundSharer keeps not-found answers where all nodes see them.
