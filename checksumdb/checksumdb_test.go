@@ -1,0 +1,66 @@
+package checksumdb
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/piraeus-go/piraeus/cachetier"
+	"github.com/piraeus-go/piraeus/internal/testenv"
+)
+
+func newDB(t *testing.T, db *testenv.SumDB) *DB {
+	t.Helper()
+	disk, err := cachetier.NewDiskTier(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(Config{NameOrKey: db.VKey, URL: db.URL, Tiers: cachetier.NewTiered(disk)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	for _, c := range []Config{
+		{NameOrKey: "sum.nobody.example", URL: "https://x"},
+		{NameOrKey: "sum.golang.org+bad+key", URL: "https://x"},
+		{NameOrKey: "sum.golang.org"},
+		{NameOrKey: "sum.golang.org", URL: "ftp://x"},
+	} {
+		if _, err := New(c); err == nil {
+			t.Errorf("New(%+v) accepted", c)
+		}
+	}
+}
+
+func TestVerify(t *testing.T) {
+	m := testenv.Module{Path: "example.com/v", Version: "v1.0.0", Files: map[string]string{"v.go": "package v\n"}}
+	db := testenv.NewSumDB(t, "sum.unit.test", m)
+	d := newDB(t, db)
+	if d.Name() != "sum.unit.test" {
+		t.Errorf("name %q", d.Name())
+	}
+	if err := d.VerifyMod(m.Path, m.Version, m.Mod()); err != nil {
+		t.Errorf("genuine go.mod: %v", err)
+	}
+	err := d.VerifyMod(m.Path, m.Version, []byte("module example.com/v\n// tampered\n"))
+	var mm *MismatchError
+	if !errors.As(err, &mm) || mm.Got == mm.Want {
+		t.Errorf("tampered go.mod: %v", err)
+	}
+	if err := d.VerifyMod("example.com/unknown", "v1.0.0", m.Mod()); err == nil || errors.As(err, &mm) {
+		t.Errorf("module unknown to the database: %v; want a lookup error, not a mismatch", err)
+	}
+	latest, err := d.Remote(t.Context(), "/latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.CheckSigned(latest); err != nil {
+		t.Errorf("genuine signed tree: %v", err)
+	}
+	latest[len(latest)-5] ^= 1
+	if err := d.CheckSigned(latest); err == nil {
+		t.Error("tampered signed tree accepted")
+	}
+}
