@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -40,6 +41,12 @@ type DiskTier struct {
 	verified map[string]fileID // path -> identity whose content hash was checked
 
 	nObjects, nBytes atomic.Int64 // occupancy, counted at open and kept up to date
+
+	// MaxBytes bounds the objects' total size (0: unbounded). Above it, the
+	// least recently read objects are removed until 90% of it is used.
+	MaxBytes int64
+	evictMu  sync.Mutex
+	evicting atomic.Bool
 }
 
 type fileID struct {
@@ -86,6 +93,43 @@ func (d *DiskTier) count() {
 		}
 		return nil
 	})
+}
+
+// Evict removes the least recently read objects until the tier uses at
+// most 90% of MaxBytes. Put starts it in the background when the tier
+// grows past MaxBytes.
+func (d *DiskTier) Evict() {
+	d.evictMu.Lock()
+	defer d.evictMu.Unlock()
+	if d.MaxBytes <= 0 || d.nBytes.Load() <= d.MaxBytes {
+		return
+	}
+	type entry struct {
+		path  string
+		atime int64
+	}
+	var all []entry
+	filepath.WalkDir(d.objects, func(p string, e fs.DirEntry, err error) error {
+		if err == nil && e.Type().IsRegular() {
+			if info, err := e.Info(); err == nil {
+				at := info.ModTime().UnixNano()
+				if st, ok := info.Sys().(*syscall.Stat_t); ok {
+					at = st.Atim.Nano()
+				}
+				all = append(all, entry{p, at})
+			}
+		}
+		return nil
+	})
+	sort.Slice(all, func(i, j int) bool { return all[i].atime < all[j].atime })
+	target := d.MaxBytes / 10 * 9
+	for _, e := range all {
+		if d.nBytes.Load() <= target {
+			break
+		}
+		d.forget(e.path)
+		d.removeFile(e.path)
+	}
 }
 
 // Usage is the number of objects on disk and their size in bytes.
@@ -178,6 +222,12 @@ func (d *DiskTier) Get(_ context.Context, key string) (*Object, error) {
 		f.Close()
 		d.corrupt(key, p, err)
 		return nil, ErrMiss
+	}
+	if d.MaxBytes > 0 {
+		// The access time orders eviction; mtime, which identifies the
+		// checked content, stays as it is.
+		now := time.Now()
+		os.Chtimes(p, now, time.Time{})
 	}
 	return &Object{Meta: meta, Tier: "disk", f: f, off: headerSize}, nil
 }
@@ -284,6 +334,12 @@ func (d *DiskTier) Put(_ context.Context, key string, meta Meta, r io.Reader) (e
 	}
 	d.nObjects.Add(1)
 	d.nBytes.Add(fi.Size())
+	if d.MaxBytes > 0 && d.nBytes.Load() > d.MaxBytes && d.evicting.CompareAndSwap(false, true) {
+		go func() {
+			defer d.evicting.Store(false)
+			d.Evict()
+		}()
+	}
 	// The content was hashed while it was fetched; this file needs no
 	// second hashing on its first read.
 	d.remember(p, identity(fi))

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -153,5 +154,56 @@ func TestTieredPromotes(t *testing.T) {
 	o, err = tiers.Get(t.Context(), key)
 	if err != nil || o.Tier != "memory" || !bytes.Equal(readAll(t, o), data) {
 		t.Fatalf("second get: %v, tier %s", err, o.Tier)
+	}
+}
+
+func TestDiskEvictsLeastRecentlyRead(t *testing.T) {
+	d, _ := NewDiskTier(t.TempDir())
+	data := bytes.Repeat([]byte("x"), 1024)
+	per := int64(len(data) + headerSize)
+	d.MaxBytes = 10 * per
+	key := func(i int) string { return "example.com/m/@v/v1.0." + strconv.Itoa(i) + ".zip" }
+	put := func(i int) {
+		if err := d.Put(t.Context(), key(i), metaOf(data, time.Time{}), bytes.NewReader(data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 8 {
+		put(i)
+	}
+	for i := range 4 { // read 0..3: they are now the most recently used
+		o, err := d.Get(t.Context(), key(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Close()
+	}
+	for i := 8; i < 12; i++ {
+		put(i)
+	}
+	d.Evict()
+	for i := 0; i < 1000 && d.evicting.Load(); i++ { // a background eviction may still be finishing
+		time.Sleep(time.Millisecond)
+	}
+	if objects, size := d.Usage(); size > d.MaxBytes || objects > 10 {
+		t.Fatalf("after eviction: %d objects, %d bytes; limit %d", objects, size, d.MaxBytes)
+	}
+	has := func(i int) bool {
+		o, err := d.Get(t.Context(), key(i))
+		o.Close()
+		return err == nil
+	}
+	for i := range 4 {
+		if !has(i) {
+			t.Errorf("recently read %s was evicted", key(i))
+		}
+	}
+	if has(4) {
+		t.Errorf("least recently read %s kept", key(4))
+	}
+	for i := 8; i < 12; i++ {
+		if !has(i) {
+			t.Errorf("newest %s was evicted", key(i))
+		}
 	}
 }

@@ -36,6 +36,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			memory            <size>|off
 //			memory_max_object <size>
 //			disk              <dir>
+//			disk_max          <size>
 //		}
 //		private       <module path patterns>          # GOPRIVATE syntax
 //		private_upstream <list>                       # default: direct
@@ -202,6 +203,13 @@ func (h *Handler) unmarshalCache(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			c.Disk = d.Val()
+		case "disk_max":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if err := parseSize(d, &c.DiskMax); err != nil {
+				return err
+			}
 		case "redis":
 			if c.Redis != nil {
 				return d.Err("redis given twice")

@@ -138,6 +138,9 @@ type CacheConfig struct {
 	// Disk is the disk tier's directory. Default: goproxy under Caddy's
 	// data directory.
 	Disk string `json:"disk,omitempty"`
+	// DiskMax bounds the disk tier; above it the least recently read
+	// objects are removed. Default: unbounded.
+	DiskMax int64 `json:"disk_max,omitempty"`
 	// Redis, if set, adds a Redis tier between memory and disk, shared by
 	// every node that uses the same Redis and key prefix, and collapses
 	// fetches across those nodes with a Redis lock.
@@ -462,6 +465,7 @@ func openTiers(cc CacheConfig, logger *zap.Logger) (*sharedTiers, error) {
 	if err != nil {
 		return nil, err
 	}
+	disk.MaxBytes = cc.DiskMax
 	var upper []cachetier.Tier
 	if !cc.MemoryOff {
 		mem, err := cachetier.NewMemoryTier(cc.Memory, cc.MemoryMaxObject)
