@@ -32,7 +32,7 @@ Talks to a running Caddy's admin endpoint (the admin API's /goproxy/ routes).
 				Args:  cobra.ExactArgs(1),
 				RunE: func(c *cobra.Command, args []string) error {
 					addr, _ := c.Flags().GetString("address")
-					return WarmViaAdmin(addr, args[0], os.Stdout)
+					return WarmViaAdmin(addr, args[0], c.OutOrStdout())
 				},
 			})
 			cmd.AddCommand(&cobra.Command{
@@ -41,7 +41,7 @@ Talks to a running Caddy's admin endpoint (the admin API's /goproxy/ routes).
 				Args:  cobra.ExactArgs(1),
 				RunE: func(c *cobra.Command, args []string) error {
 					addr, _ := c.Flags().GetString("address")
-					return PurgeViaAdmin(addr, args[0], os.Stdout)
+					return PurgeViaAdmin(addr, args[0], c.OutOrStdout())
 				},
 			})
 		},

@@ -2,12 +2,17 @@ package caddymodule
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
 
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
@@ -30,9 +35,10 @@ func TestWarmAndPurge(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// caddy goproxy warm go.sum
+	// caddy goproxy warm --address <admin> go.sum, through the registered
+	// command as the caddy binary wires it.
 	var out bytes.Buffer
-	if err := WarmViaAdmin(admin, goSum, &out); err != nil {
+	if err := runCaddyCommand(&out, "warm", "--address", admin, goSum); err != nil {
 		t.Fatalf("warm: %v\n%s", err, out.String())
 	}
 	if !strings.Contains(out.String(), "6 artifacts: 0 already cached, 6 fetched, 0 failed") || strings.Count(out.String(), "fetched ") != 6 {
@@ -66,7 +72,7 @@ func TestWarmAndPurge(t *testing.T) {
 
 	// caddy goproxy purge example.com/hello@v1.0.0
 	out.Reset()
-	if err := PurgeViaAdmin(admin, "example.com/hello@v1.0.0", &out); err != nil {
+	if err := runCaddyCommand(&out, "purge", "--address", admin, "example.com/hello@v1.0.0"); err != nil {
 		t.Fatalf("purge: %v", err)
 	}
 	mustGet(t, base+"/"+testenv.EscapedPath(hello.Path, hello.Version, "zip"))
@@ -86,4 +92,18 @@ func TestWarmAndPurge(t *testing.T) {
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("POST /goproxy/warm on the site: %d; want 405 from goproxy", resp.StatusCode)
 	}
+}
+
+// runCaddyCommand runs `caddy goproxy <args>` the way caddy's main builds
+// its cobra commands from the registered ones.
+func runCaddyCommand(out io.Writer, args ...string) error {
+	c, ok := caddycmd.Commands()["goproxy"]
+	if !ok {
+		return errors.New("the goproxy command is not registered")
+	}
+	cmd := &cobra.Command{Use: c.Name, SilenceUsage: true, SilenceErrors: true}
+	c.CobraFunc(cmd)
+	cmd.SetOut(out)
+	cmd.SetArgs(args)
+	return cmd.Execute()
 }
