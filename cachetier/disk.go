@@ -77,12 +77,13 @@ func NewDiskTier(root string) (*DiskTier, error) {
 		}
 	}
 	d.removeStaleSpools()
-	go d.count()
+	d.count()
 	return d, nil
 }
 
-// count walks the objects once to learn the occupancy; Put and Delete keep
-// it current from then on.
+// count walks the objects once, before any Put, to learn the occupancy;
+// Put and Delete keep it current from then on. (Caddy opens the tiers once
+// per process, not per config reload.)
 func (d *DiskTier) count() {
 	filepath.WalkDir(d.objects, func(_ string, e fs.DirEntry, err error) error {
 		if err == nil && e.Type().IsRegular() {
@@ -224,12 +225,17 @@ func (d *DiskTier) Get(_ context.Context, key string) (*Object, error) {
 		return nil, ErrMiss
 	}
 	if d.MaxBytes > 0 {
-		// The access time orders eviction; mtime, which identifies the
-		// checked content, stays as it is.
-		now := time.Now()
-		os.Chtimes(p, now, time.Time{})
+		d.touch(p)
 	}
 	return &Object{Meta: meta, Tier: "disk", f: f, off: headerSize}, nil
+}
+
+// touch records a use of p in its access time, which orders eviction. The
+// time is set explicitly from one precise clock for writes and reads alike
+// (file systems stamp new files from a coarse one), and mtime, which
+// identifies the checked content, stays as it is.
+func (d *DiskTier) touch(p string) {
+	os.Chtimes(p, time.Now(), time.Time{})
 }
 
 // check reads and validates the header, and hashes the content unless this
@@ -334,6 +340,9 @@ func (d *DiskTier) Put(_ context.Context, key string, meta Meta, r io.Reader) (e
 	}
 	d.nObjects.Add(1)
 	d.nBytes.Add(fi.Size())
+	if d.MaxBytes > 0 {
+		d.touch(p)
+	}
 	if d.MaxBytes > 0 && d.nBytes.Load() > d.MaxBytes && d.evicting.CompareAndSwap(false, true) {
 		go func() {
 			defer d.evicting.Store(false)
