@@ -217,7 +217,9 @@ func unescapeModule(esc string) (string, error) {
 	if err != nil {
 		return "", badRequest("invalid module path %s", quote(esc))
 	}
-	for _, elem := range strings.Split(esc, "/") {
+	for rest := esc; rest != ""; {
+		var elem string
+		elem, rest, _ = strings.Cut(rest, "/")
 		if len(elem) > 255 {
 			return "", badRequest("module path element too long")
 		}

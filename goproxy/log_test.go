@@ -6,8 +6,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/piraeus-go/piraeus/cachetier"
-	"github.com/piraeus-go/piraeus/fetcher"
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
 
@@ -16,19 +14,7 @@ import (
 func TestFetchLog(t *testing.T) {
 	up := testenv.NewUpstream(t, modA)
 	core, logs := observer.New(zap.DebugLevel)
-	chain, _ := fetcher.ParseList(up.URL, nil, nil)
-	disk, err := cachetier.NewDiskTier(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	tiers := cachetier.NewTiered(disk)
-	p, err := New(Config{Fetcher: chain, Tiers: tiers, Logger: zap.New(core)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	e := &env{t: t, up: up, proxy: p, tiers: tiers}
-	e.srv = newServer(t, p)
+	e := newEnv(t, up, options{logger: zap.New(core)})
 	e.get(path(modA, "zip"), 200)
 	e.get(path(modA, "zip"), 200) // a hit: no fetch, no line
 	e.get("example.com/a/@v/v1.9.9.mod", 404)

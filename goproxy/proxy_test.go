@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/piraeus-go/piraeus/cachetier"
@@ -52,6 +53,7 @@ type options struct {
 	redisTimeout time.Duration
 	direct       *fetcher.DirectConfig
 	private      string
+	logger       *zap.Logger // default: the test's log
 	modes        []ModeRule
 	redirectBase string
 	sumdb        *testenv.SumDB // verify against and proxy this database
@@ -110,7 +112,10 @@ func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 		locker = rt
 	}
 	tiers := cachetier.NewTiered(disk, upper...)
-	cfg := Config{Modes: o.modes, RedirectBase: o.redirectBase, Private: o.private, Fetcher: source, Tiers: tiers, ListTTL: o.listTTL, FetchTimeout: o.timeout, Locker: locker, Logger: zaptest.NewLogger(t), NoVerify: o.noVerify}
+	if o.logger == nil {
+		o.logger = zaptest.NewLogger(t)
+	}
+	cfg := Config{Modes: o.modes, RedirectBase: o.redirectBase, Private: o.private, Fetcher: source, Tiers: tiers, ListTTL: o.listTTL, FetchTimeout: o.timeout, Locker: locker, Logger: o.logger, NoVerify: o.noVerify}
 	if o.sumdb != nil {
 		db, err := checksumdb.New(checksumdb.Config{NameOrKey: o.sumdb.VKey, URL: o.sumdb.URL, Tiers: tiers, Logger: zaptest.NewLogger(t)})
 		if err != nil {
