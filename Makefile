@@ -1,7 +1,14 @@
 GO ?= go
 export GOTOOLCHAIN ?= local
 
-.PHONY: build run test bench fuzz soak fmt vet clean
+# Tools that lint and the tests use, installed at pinned versions into
+# bin/tools (ignored by git) the first time they are needed.
+TOOLS := $(CURDIR)/bin/tools
+export PATH := $(TOOLS):$(PATH)
+XCADDY_VERSION ?= v0.4.5
+STATICCHECK_VERSION ?= v0.8.2
+
+.PHONY: build run test lint tools bench fuzz soak fmt vet clean
 
 build:
 	$(GO) build -o bin/caddy ./cmd/caddy
@@ -9,9 +16,28 @@ build:
 run: build
 	./bin/caddy run --config Caddyfile.example --adapter caddyfile
 
-test:
+# The whole suite: lint, then every test with the race detector (the
+# xcaddy build and the cross-compiles for every platform among them).
+test: lint
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+tools: $(TOOLS)/xcaddy $(TOOLS)/staticcheck
+
+$(TOOLS)/xcaddy:
+	GOBIN=$(TOOLS) $(GO) install github.com/caddyserver/xcaddy/cmd/xcaddy@$(XCADDY_VERSION)
+
+$(TOOLS)/staticcheck:
+	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+# gofmt, go vet, staticcheck, and a go.mod that go mod tidy leaves alone.
+lint: tools
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout 15m ./...
+	staticcheck ./...
+	$(GO) mod tidy -diff
+
+vet:
+	$(GO) vet ./...
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./bench/

@@ -55,6 +55,13 @@ type fileID struct {
 	mtime    int64
 }
 
+// sysStat is what the platform records of a file beyond fs.FileInfo
+// (see the stat_*.go files); zero where it records nothing.
+type sysStat struct {
+	atime, ctime int64
+	dev, ino     uint64
+}
+
 // NewDiskTier opens (creating if needed) a disk tier at root and removes
 // temp files left behind by a crashed process.
 func NewDiskTier(root string) (*DiskTier, error) {
@@ -113,11 +120,7 @@ func (d *DiskTier) Evict() {
 	filepath.WalkDir(d.objects, func(p string, e fs.DirEntry, err error) error {
 		if err == nil && e.Type().IsRegular() {
 			if info, err := e.Info(); err == nil {
-				at := info.ModTime().UnixNano()
-				if st, ok := info.Sys().(*syscall.Stat_t); ok {
-					at = st.Atim.Nano()
-				}
-				all = append(all, entry{p, at})
+				all = append(all, entry{p, fileStat(info).atime})
 			}
 		}
 		return nil
@@ -165,15 +168,9 @@ func (d *DiskTier) removeStaleSpools() {
 		return
 	}
 	for _, e := range entries {
-		p := filepath.Join(d.tmp, e.Name())
-		f, err := os.Open(p)
-		if err != nil {
-			continue
-		}
-		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+		if p := filepath.Join(d.tmp, e.Name()); orphaned(p) {
 			os.Remove(p)
 		}
-		f.Close()
 	}
 }
 
@@ -189,7 +186,7 @@ func (d *DiskTier) createTemp(pattern string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := lockFile(f); err != nil {
 		f.Close()
 		os.Remove(f.Name())
 		return nil, err
@@ -423,11 +420,8 @@ func decodeHeader(b []byte) (Meta, error) {
 }
 
 func identity(fi fs.FileInfo) fileID {
-	id := fileID{size: fi.Size(), mtime: fi.ModTime().UnixNano()}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		id.dev, id.ino = uint64(st.Dev), st.Ino
-	}
-	return id
+	st := fileStat(fi)
+	return fileID{dev: st.dev, ino: st.ino, size: fi.Size(), mtime: fi.ModTime().UnixNano()}
 }
 
 var _ Tier = (*DiskTier)(nil)

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/piraeus-go/piraeus/artifact"
@@ -171,12 +170,11 @@ func (d *DirectFetcher) run(ctx context.Context, tmp string, out *goOutput, args
 	if err := os.WriteFile(filepath.Join(telemetry, "mode"), []byte("off\n"), 0o600); err != nil {
 		return &Error{Status: http.StatusServiceUnavailable, Msg: "direct fetch could not start", Source: "direct", Err: err}
 	}
-	env := []string{
-		"PATH=" + os.Getenv("PATH"),
-		"HOME=" + home,
-		"GOPATH=" + filepath.Join(tmp, "gopath"),
-		"GOMODCACHE=" + filepath.Join(tmp, "modcache"),
-		"GOCACHE=" + filepath.Join(tmp, "gocache"),
+	env := append(platformEnv(home),
+		"PATH="+os.Getenv("PATH"),
+		"GOPATH="+filepath.Join(tmp, "gopath"),
+		"GOMODCACHE="+filepath.Join(tmp, "modcache"),
+		"GOCACHE="+filepath.Join(tmp, "gocache"),
 		"GOPROXY=direct",
 		"GOSUMDB=off",
 		"GOFLAGS=-modcacherw",
@@ -185,7 +183,6 @@ func (d *DirectFetcher) run(ctx context.Context, tmp string, out *goOutput, args
 		"GOWORK=off",
 		"GOENV=off",
 		"GIT_TERMINAL_PROMPT=0",
-		"GIT_ASKPASS=/bin/false",
 		"GCM_INTERACTIVE=never",
 		"GIT_CONFIG_NOSYSTEM=1",
 		"GIT_SSH_COMMAND=ssh -o BatchMode=yes",
@@ -195,7 +192,7 @@ func (d *DirectFetcher) run(ctx context.Context, tmp string, out *goOutput, args
 		"GIT_CONFIG_KEY_0=gc.auto", "GIT_CONFIG_VALUE_0=0",
 		"GIT_CONFIG_KEY_1=maintenance.auto", "GIT_CONFIG_VALUE_1=false",
 		"GIT_CONFIG_KEY_2=gc.autoDetach", "GIT_CONFIG_VALUE_2=false",
-	}
+	)
 	if d.cfg.GitConfig != "" {
 		env = append(env, "GIT_CONFIG_GLOBAL="+d.cfg.GitConfig)
 	} else {
@@ -214,13 +211,17 @@ func (d *DirectFetcher) run(ctx context.Context, tmp string, out *goOutput, args
 	cmd.Dir = tmp
 	cmd.Env = env
 	// The go command starts git, and git starts helpers: kill them all.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	group := newProcGroup(cmd)
 	cmd.WaitDelay = 5 * time.Second
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &limitedBuffer{b: &stdout, n: 8 << 20}
 	cmd.Stderr = &limitedBuffer{b: &stderr, n: 64 << 10}
-	runErr := cmd.Run()
+	runErr := cmd.Start()
+	if runErr == nil {
+		group.started()
+		runErr = cmd.Wait()
+		group.release()
+	}
 	if ctx.Err() == context.DeadlineExceeded {
 		return &Error{Status: http.StatusGatewayTimeout, Msg: "fetching from version control timed out", Source: "direct", Err: runErr}
 	}

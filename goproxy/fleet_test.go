@@ -8,7 +8,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -206,10 +205,8 @@ func TestFleetSurvivesSlowRedis(t *testing.T) {
 	nodes[0].get(path(modA, "info"), 200)
 	// A stopped process accepts connections but never answers: every
 	// operation runs into its timeout until the breaker opens.
-	if err := r.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	defer r.Signal(syscall.SIGCONT)
+	r.Pause()
+	defer r.Resume()
 	start := time.Now()
 	want := map[string][]byte{path(modA, "mod"): modA.Mod(), path(modA11, "info"): modA11.Info(), path(modA, "info"): modA.Info()}
 	for _, err := range hammer(nodes, []string{path(modA, "mod"), path(modA11, "info"), path(modA, "info")}, want, 4) {

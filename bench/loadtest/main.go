@@ -23,7 +23,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
-	_ "github.com/piraeus-go/piraeus/caddymodule"
+	_ "github.com/piraeus-go/piraeus"
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
 

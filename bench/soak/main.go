@@ -41,7 +41,6 @@ var (
 // time (500, reset mid-body, or a stall past the fetch timeout).
 type upstream struct {
 	requests atomic.Int64
-	bigZip   []byte
 }
 
 func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {

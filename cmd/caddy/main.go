@@ -1,5 +1,6 @@
 // Command caddy is Caddy with the standard modules and Piraeus, for
-// `make run` without xcaddy.
+// `make run` without xcaddy. It is what xcaddy would generate for
+// `xcaddy build --with github.com/piraeus-go/piraeus`.
 package main
 
 import (
@@ -7,7 +8,7 @@ import (
 
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
-	_ "github.com/piraeus-go/piraeus/caddymodule"
+	_ "github.com/piraeus-go/piraeus"
 )
 
 func main() {

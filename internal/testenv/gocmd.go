@@ -3,8 +3,6 @@ package testenv
 import (
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -13,10 +11,6 @@ import (
 func GoBin(t testing.TB) string {
 	t.Helper()
 	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	p := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(p); err == nil {
 		return p
 	}
 	t.Fatal("the go command is needed as the proxy's client: install Go (https://go.dev/dl) and put it on PATH")

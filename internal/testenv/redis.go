@@ -115,12 +115,21 @@ func (r *Redis) ping() error {
 	return nil
 }
 
-// Signal sends sig to the server process (SIGSTOP makes it hang).
-func (r *Redis) Signal(sig os.Signal) error {
+// Pause stops the server process (SIGSTOP) without closing its sockets:
+// it accepts connections and never answers, as a hung server does.
+func (r *Redis) Pause() { r.signal(pauseProcess) }
+
+// Resume lets a paused server go on (SIGCONT).
+func (r *Redis) Resume() { r.signal(resumeProcess) }
+
+func (r *Redis) signal(send func(*os.Process) error) {
+	r.t.Helper()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.cmd == nil {
-		return fmt.Errorf("redis-server is not running")
+		r.t.Fatal("redis-server is not running")
 	}
-	return r.cmd.Process.Signal(sig)
+	if err := send(r.cmd.Process); err != nil {
+		r.t.Fatalf("signalling redis-server: %v", err)
+	}
 }

@@ -1,0 +1,266 @@
+package piraeus_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/mod/modfile"
+	"golang.org/x/mod/module"
+	modzip "golang.org/x/mod/zip"
+
+	"github.com/piraeus-go/piraeus/internal/testenv"
+)
+
+const modulePath = "github.com/piraeus-go/piraeus"
+
+// TestXcaddyBuild builds Caddy the way users install the plugin, with
+// xcaddy: once from a tagged module version served by a module proxy, and
+// once from this checkout (--with <module>=<dir>). Each binary must list
+// the plugin's modules, the tagged one with its version.
+func TestXcaddyBuild(t *testing.T) {
+	xcaddy := lookTool(t, "xcaddy", "github.com/caddyserver/xcaddy/cmd/xcaddy@v0.4.5")
+	root := moduleRoot(t)
+	caddyVersion := requiredVersion(t, root, "github.com/caddyserver/caddy/v2")
+	gomodcache := goEnv(t, "GOMODCACHE")
+
+	// A module proxy holding this checkout as a tagged version, in front of
+	// what the module cache already holds: every other module comes from
+	// there, and an unknown one is a plain not-found (as from the public
+	// proxy), whatever the network's proxy answers. GOSUMDB is off because
+	// the tagged version is made here; the modules from the cache were
+	// verified when they were downloaded.
+	const tag = "v0.99.0"
+	proxyDir := t.TempDir()
+	publish(t, root, proxyDir, tag)
+	cacheProxy := "file://" + filepath.ToSlash(filepath.Join(gomodcache, "cache", "download"))
+
+	tests := []struct {
+		name, with, goproxy, version string
+	}{
+		{"tagged", modulePath + "@" + tag, "file://" + filepath.ToSlash(proxyDir) + "," + cacheProxy, tag},
+		{"checkout", modulePath + "=" + root, cacheProxy, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "caddy"+exeSuffix())
+			cmd := exec.Command(xcaddy, "build", caddyVersion, "--with", tt.with, "--output", out)
+			cmd.Dir = t.TempDir()
+			cmd.Env = xcaddyEnv(t, tt.goproxy)
+			start := time.Now()
+			if b, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("xcaddy build --with %s: %v\n%s", tt.with, err, b)
+			}
+			t.Logf("xcaddy build --with %s: %v", tt.with, time.Since(start).Round(time.Second))
+
+			mods := run(t, out, "list-modules", "--versions")
+			for _, id := range []string{"http.handlers.goproxy", "admin.api.goproxy"} {
+				line := findLine(mods, id)
+				if line == "" {
+					t.Fatalf("list-modules does not list %s:\n%s", id, mods)
+				}
+				if tt.version != "" && !strings.Contains(line, tt.version) {
+					t.Errorf("list-modules --versions shows %q; want version %s", line, tt.version)
+				}
+				t.Logf("%s", line)
+			}
+			// The directive and the command are registered too.
+			cf := filepath.Join(t.TempDir(), "Caddyfile")
+			os.WriteFile(cf, []byte(":8080 {\n\tgoproxy http://127.0.0.1:1\n}\n"), 0o644)
+			adapted := run(t, out, "adapt", "--config", cf, "--adapter", "caddyfile")
+			if !strings.Contains(adapted, `"handler":"goproxy"`) {
+				t.Errorf("the goproxy directive did not adapt: %s", adapted)
+			}
+			if help := run(t, out, "goproxy", "--help"); !strings.Contains(help, "warm") {
+				t.Errorf("caddy goproxy --help: %s", help)
+			}
+		})
+	}
+}
+
+// xcaddyEnv is the environment for xcaddy and the go commands it runs: a
+// fresh module cache that the test removes, the given module proxy, and
+// the machine's build cache (xcaddy builds with -trimpath, whose cache
+// entries do not depend on where the module cache is).
+func xcaddyEnv(t *testing.T, goproxy string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "GO") && k != "GOCACHE" && k != "GOROOT" || strings.HasPrefix(k, "XCADDY_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env,
+		"GOPROXY="+goproxy,
+		"GOSUMDB=off",
+		"GOMODCACHE="+t.TempDir(),
+		"GOPATH="+t.TempDir(),
+		"GOFLAGS=-modcacherw",
+		"GOTOOLCHAIN=local",
+		"GOWORK=off",
+		"GOCACHE="+goEnv(t, "GOCACHE"),
+		"XCADDY_SETCAP=0",
+		"XCADDY_SUDO=0",
+	)
+}
+
+// publish writes this checkout as version tag of the module into a
+// file-system module proxy at dir: the files git tracks (and new ones it
+// does not ignore), zipped by x/mod/zip as a tagged release would be.
+func publish(t *testing.T, root, dir, tag string) {
+	t.Helper()
+	out, err := exec.Command("git", "-C", root, "ls-files", "-z", "--cached", "--others", "--exclude-standard").Output()
+	if err != nil {
+		t.Fatalf("git ls-files (git is needed to list the checkout's files): %v", err)
+	}
+	var files []modzip.File
+	for _, name := range strings.Split(strings.TrimRight(string(out), "\x00"), "\x00") {
+		if _, err := os.Lstat(filepath.Join(root, name)); err == nil { // deleted but still tracked: skip
+			files = append(files, checkoutFile{root: root, name: name})
+		}
+	}
+	mv := module.Version{Path: modulePath, Version: tag}
+	base := filepath.Join(dir, filepath.FromSlash(modulePath), "@v")
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var zipBuf bytes.Buffer
+	if err := modzip.Create(&zipBuf, mv, files); err != nil {
+		t.Fatalf("zipping the checkout as %s: %v", mv, err)
+	}
+	gomod, err := os.ReadFile(filepath.Join(root, "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _ := json.Marshal(map[string]any{"Version": tag, "Time": time.Now().UTC().Truncate(time.Second)})
+	for name, data := range map[string][]byte{
+		"list": []byte(tag + "\n"), tag + ".info": info, tag + ".mod": gomod, tag + ".zip": zipBuf.Bytes(),
+	} {
+		if err := os.WriteFile(filepath.Join(base, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+type checkoutFile struct{ root, name string }
+
+func (f checkoutFile) Path() string { return f.name }
+func (f checkoutFile) Lstat() (os.FileInfo, error) {
+	return os.Lstat(filepath.Join(f.root, filepath.FromSlash(f.name)))
+}
+func (f checkoutFile) Open() (io.ReadCloser, error) {
+	return os.Open(filepath.Join(f.root, filepath.FromSlash(f.name)))
+}
+
+// TestCrossCompile builds and vets the plugin, its commands and its tests
+// for every platform Caddy's users run a mirror on.
+func TestCrossCompile(t *testing.T) {
+	root := moduleRoot(t)
+	goBin := testenv.GoBin(t)
+	for _, target := range []string{
+		"linux/amd64", "linux/arm64", "darwin/amd64", "darwin/arm64",
+		"windows/amd64", "windows/arm64", "freebsd/amd64", "freebsd/arm64",
+	} {
+		t.Run(strings.ReplaceAll(target, "/", "_"), func(t *testing.T) {
+			goos, goarch, _ := strings.Cut(target, "/")
+			for _, args := range [][]string{{"build", "./..."}, {"vet", "./..."}} {
+				cmd := exec.Command(goBin, args...)
+				cmd.Dir = root
+				cmd.Env = append(os.Environ(), "GOOS="+goos, "GOARCH="+goarch, "CGO_ENABLED=0")
+				if out, err := cmd.CombinedOutput(); err != nil {
+					t.Errorf("GOOS=%s GOARCH=%s go %s: %v\n%s", goos, goarch, strings.Join(args, " "), err, out)
+				}
+			}
+		})
+	}
+}
+
+func lookTool(t *testing.T, name, pkg string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	for _, dir := range []string{os.Getenv("GOBIN"), filepath.Join(goEnv(t, "GOPATH"), "bin")} {
+		if p := filepath.Join(dir, name+exeSuffix()); dir != "" && fileExists(p) {
+			return p
+		}
+	}
+	t.Fatalf("%s is needed by this test: install it with `go install %s` (make test does this)", name, pkg)
+	return ""
+}
+
+func moduleRoot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fileExists(filepath.Join(root, "go.mod")) {
+		t.Fatalf("%s is not the module root", root)
+	}
+	return root
+}
+
+func requiredVersion(t *testing.T, root, mod string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(root, "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := modfile.ParseLax("go.mod", data, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(f.Require, func(r *modfile.Require) bool { return r.Mod.Path == mod })
+	if i < 0 {
+		t.Fatalf("go.mod does not require %s", mod)
+	}
+	return f.Require[i].Mod.Version
+}
+
+func goEnv(t *testing.T, key string) string {
+	t.Helper()
+	out, err := exec.Command(testenv.GoBin(t), "env", key).Output()
+	if err != nil {
+		t.Fatalf("go env %s: %v", key, err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func run(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", filepath.Base(bin), strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func findLine(text, prefix string) string {
+	for _, line := range strings.Split(text, "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == prefix {
+			return strings.TrimSpace(line)
+		}
+	}
+	return ""
+}
+
+func exeSuffix() string {
+	if runtime.GOOS == "windows" {
+		return ".exe"
+	}
+	return ""
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
