@@ -4,8 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -32,29 +37,37 @@ func TestXcaddyBuild(t *testing.T) {
 	caddyVersion := requiredVersion(t, root, "github.com/caddyserver/caddy/v2")
 	gomodcache := goEnv(t, "GOMODCACHE")
 
-	// A module proxy holding this checkout as a tagged version, in front of
-	// what the module cache already holds: every other module comes from
-	// there, and an unknown one is a plain not-found (as from the public
-	// proxy), whatever the network's proxy answers. GOSUMDB is off because
-	// the tagged version is made here; the modules from the cache were
+	// The go commands that xcaddy runs use a module proxy on loopback: it
+	// serves this checkout as a tagged version (for the tagged build only),
+	// answers a plain 404 for the module otherwise (as the public proxy
+	// does for an unpublished module, so that the go command takes the
+	// local replacement), and serves every other module from the module
+	// cache, or else from the network's proxy. GOSUMDB is off because the
+	// tagged version is made here; the modules from the cache were
 	// verified when they were downloaded.
 	const tag = "v0.99.0"
 	proxyDir := t.TempDir()
 	publish(t, root, proxyDir, tag)
-	cacheProxy := "file://" + filepath.ToSlash(filepath.Join(gomodcache, "cache", "download"))
+	cacheDir := filepath.Join(gomodcache, "cache", "download")
 
 	tests := []struct {
-		name, with, goproxy, version string
+		name, with, version string
+		served              bool // the tagged version is on the proxy
 	}{
-		{"tagged", modulePath + "@" + tag, "file://" + filepath.ToSlash(proxyDir) + "," + cacheProxy, tag},
-		{"checkout", modulePath + "=" + root, cacheProxy, ""},
+		{"tagged", modulePath + "@" + tag, tag, true},
+		{"checkout", modulePath + "=" + root, "", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "caddy"+exeSuffix())
 			cmd := exec.Command(xcaddy, "build", caddyVersion, "--with", tt.with, "--output", out)
 			cmd.Dir = t.TempDir()
-			cmd.Env = xcaddyEnv(t, tt.goproxy)
+			dirs := []string{cacheDir}
+			if tt.served {
+				dirs = []string{proxyDir, cacheDir}
+			}
+			proxy := newModuleProxy(t, dirs, networkProxy(t))
+			cmd.Env = xcaddyEnv(t, proxy.URL)
 			start := time.Now()
 			if b, err := cmd.CombinedOutput(); err != nil {
 				t.Fatalf("xcaddy build --with %s: %v\n%s", tt.with, err, b)
@@ -148,6 +161,47 @@ func publish(t *testing.T, root, dir, tag string) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// newModuleProxy serves the GOPROXY protocol from file-system proxies
+// (dirs, in order, as GOMODCACHE/cache/download is laid out), passing what
+// none of them holds to the network proxy. This module's own path is only
+// what dirs hold: anything else about it is a plain 404.
+func newModuleProxy(t *testing.T, dirs []string, network *url.URL) *httptest.Server {
+	var forward http.Handler = http.NotFoundHandler()
+	if network != nil {
+		forward = &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(network)
+			r.Out.Host = network.Host
+		}}
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rel := strings.TrimPrefix(path.Clean(r.URL.Path), "/")
+		for _, dir := range dirs {
+			p := filepath.Join(dir, filepath.FromSlash(rel))
+			if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+				http.ServeFile(w, r, p)
+				return
+			}
+		}
+		if strings.HasPrefix(rel, modulePath+"/@") {
+			http.Error(w, "not found: "+rel, http.StatusNotFound)
+			return
+		}
+		forward.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// networkProxy is the first proxy URL of the machine's GOPROXY, or nil.
+func networkProxy(t *testing.T) *url.URL {
+	for _, entry := range strings.FieldsFunc(goEnv(t, "GOPROXY"), func(r rune) bool { return r == ',' || r == '|' }) {
+		if u, err := url.Parse(entry); err == nil && (u.Scheme == "https" || u.Scheme == "http") {
+			return u
+		}
+	}
+	return nil
 }
 
 type checkoutFile struct{ root, name string }
