@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/piraeus-go/piraeus/internal/fslock"
 )
 
 // Disk object files start with a fixed header so that the content, its
@@ -168,7 +170,7 @@ func (d *DiskTier) removeStaleSpools() {
 		return
 	}
 	for _, e := range entries {
-		if p := filepath.Join(d.tmp, e.Name()); orphaned(p) {
+		if p := filepath.Join(d.tmp, e.Name()); fslock.Orphaned(p) {
 			os.Remove(p)
 		}
 	}
@@ -186,7 +188,7 @@ func (d *DiskTier) createTemp(pattern string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := lockFile(f); err != nil {
+	if err := fslock.TryLock(f); err != nil {
 		f.Close()
 		os.Remove(f.Name())
 		return nil, err

@@ -12,6 +12,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/piraeus-go/piraeus/artifact"
 	"github.com/piraeus-go/piraeus/checksumdb"
 	"github.com/piraeus-go/piraeus/fetcher"
 	"github.com/piraeus-go/piraeus/goproxy"
@@ -93,6 +94,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if len(args) == 0 {
 				return d.ArgErr()
 			}
+			if _, err := artifact.ParsePatterns(args...); err != nil {
+				return d.Err(err.Error())
+			}
 			for _, a := range args {
 				h.Private = append(h.Private, strings.Split(a, ",")...)
 			}
@@ -124,6 +128,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if _, err := goproxy.ParseMode(args[1]); err != nil {
 				return d.Err(err.Error())
 			}
+			if _, err := artifact.ParsePatterns(args[0]); err != nil {
+				return d.Err(err.Error())
+			}
 			h.Modes = append(h.Modes, ModeConfig{Pattern: args[0], Mode: args[1]})
 			continue
 		case "sumdb":
@@ -153,6 +160,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			args := d.RemainingArgs()
 			if len(args) < 2 || args[0] != "off" {
 				return d.Err("want: verify off <module path patterns>")
+			}
+			if _, err := artifact.ParsePatterns(args[1:]...); err != nil {
+				return d.Err(err.Error())
 			}
 			h.NoVerify = append(h.NoVerify, args[1:]...)
 			continue

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/piraeus-go/piraeus/artifact"
 	"github.com/piraeus-go/piraeus/cachetier"
 	"github.com/piraeus-go/piraeus/checksumdb"
 	"github.com/piraeus-go/piraeus/fetcher"
@@ -195,8 +196,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("goproxy: upstream: %w", err)
 	}
 	var source fetcher.Fetcher = chain
-	private := strings.Join(h.Private, ",")
-	if private != "" {
+	private, err := artifact.ParsePatterns(h.Private...)
+	if err != nil {
+		return fmt.Errorf("goproxy: private: %w", err)
+	}
+	noVerify, err := artifact.ParsePatterns(h.NoVerify...)
+	if err != nil {
+		return fmt.Errorf("goproxy: verify off: %w", err)
+	}
+	if !private.Empty() {
 		list := h.PrivateUpstream
 		if list == "" {
 			list = "direct"
@@ -264,7 +272,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if err != nil {
 			return fmt.Errorf("goproxy: %w", err)
 		}
-		modes = append(modes, goproxy.ModeRule{Pattern: m.Pattern, Mode: mode})
+		pats, err := artifact.ParsePatterns(m.Pattern)
+		if err != nil {
+			return fmt.Errorf("goproxy: mode: %w", err)
+		}
+		modes = append(modes, goproxy.ModeRule{Patterns: pats, Mode: mode})
 	}
 	redirectBase := chain.FirstProxyURL()
 	if u, err := url.Parse(redirectBase); err == nil && u.User != nil {
@@ -278,7 +290,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Private:      private,
 		SumDBs:       sumdbs,
 		Verifier:     verifier,
-		NoVerify:     strings.Join(h.NoVerify, ","),
+		NoVerify:     noVerify,
 		Locker:       locker,
 		Tiers:        h.tiers,
 		ListTTL:      time.Duration(h.ListTTL),

@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"strings"
 
-	"golang.org/x/mod/module"
-
 	"github.com/piraeus-go/piraeus/artifact"
 	"github.com/piraeus-go/piraeus/fetcher"
 )
@@ -43,16 +41,16 @@ func (m Mode) String() string {
 	return [...]string{"sync", "redirect", "offline"}[m]
 }
 
-// ModeRule applies a Mode to modules matching Pattern (GOPRIVATE syntax);
-// the first matching rule wins.
+// ModeRule applies a Mode to modules matching Patterns (GOPRIVATE syntax,
+// any letter case); the first matching rule wins.
 type ModeRule struct {
-	Pattern string
-	Mode    Mode
+	Patterns artifact.Patterns
+	Mode     Mode
 }
 
 func (p *Proxy) mode(mod string) Mode {
 	for _, r := range p.cfg.Modes {
-		if module.MatchPrefixPatterns(r.Pattern, mod) {
+		if r.Patterns.Match(mod) {
 			return r.Mode
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/piraeus-go/piraeus/artifact"
 	"github.com/piraeus-go/piraeus/fetcher"
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
@@ -14,7 +15,7 @@ func TestRedirectMode(t *testing.T) {
 	up := testenv.NewUpstream(t, modA, modUp)
 	e := newEnv(t, up, options{memory: true, redirectBase: up.URL, private: "github.com/Azure",
 		direct: &fetcher.DirectConfig{GoBinary: "/nonexistent/go"}, // private modules: direct only
-		modes:  []ModeRule{{Pattern: "*", Mode: Redirect}}})
+		modes:  []ModeRule{{Patterns: artifact.MustParsePatterns("*"), Mode: Redirect}}})
 	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	p := path(modA, "zip")
 	resp, err := noFollow.Get(e.srv.URL + "/" + p)
@@ -61,7 +62,7 @@ func TestOfflineMode(t *testing.T) {
 	online.close()
 	before := up.Total()
 
-	e := newEnv(t, up, options{diskRoot: root, modes: []ModeRule{{Pattern: "example.com", Mode: Offline}}})
+	e := newEnv(t, up, options{diskRoot: root, modes: []ModeRule{{Patterns: artifact.MustParsePatterns("example.com"), Mode: Offline}}})
 	e.get(path(modA, "info"), 200)
 	_, list := e.get(path(modA, "list"), 200) // expired, still served
 	if string(list) != "v1.0.0\nv1.1.0\n" {

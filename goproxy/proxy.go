@@ -51,13 +51,13 @@ type Config struct {
 	// Verifier, if set, must vouch for every fetched .mod and .zip of a
 	// module not matched by NoVerify before it is stored or served.
 	Verifier *checksumdb.DB
-	// NoVerify lists module path patterns (GONOSUMDB syntax) that are not
+	// NoVerify are module path patterns (GONOSUMDB syntax) that are not
 	// checked against the Verifier.
-	NoVerify string
-	// Private lists module path patterns (GOPRIVATE syntax) that are never
-	// looked up in a checksum database, not even when a client asks.
-	// Route their fetches with fetcher.Router.
-	Private string
+	NoVerify artifact.Patterns
+	// Private are module path patterns (GOPRIVATE syntax): the modules they
+	// cover are never looked up in a checksum database, not even when a
+	// client asks. Route their fetches with fetcher.Router.
+	Private artifact.Patterns
 
 	// Modes choose, per module pattern, how a miss is answered: fetched
 	// (sync, the default), redirected to RedirectBase while the cache

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/piraeus-go/piraeus/artifact"
 	"github.com/piraeus-go/piraeus/cachetier"
 	"github.com/piraeus-go/piraeus/checksumdb"
 	"github.com/piraeus-go/piraeus/fetcher"
@@ -85,7 +86,7 @@ func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 		if direct == nil {
 			t.Fatal("options.private needs options.direct")
 		}
-		source = &fetcher.Router{Patterns: o.private, Private: direct, Public: chain}
+		source = &fetcher.Router{Patterns: artifact.MustParsePatterns(o.private), Private: direct, Public: chain}
 	}
 	disk, err := cachetier.NewDiskTier(o.diskRoot)
 	if err != nil {
@@ -115,7 +116,7 @@ func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 	if o.logger == nil {
 		o.logger = zaptest.NewLogger(t)
 	}
-	cfg := Config{Modes: o.modes, RedirectBase: o.redirectBase, Private: o.private, Fetcher: source, Tiers: tiers, ListTTL: o.listTTL, FetchTimeout: o.timeout, Locker: locker, Logger: o.logger, NoVerify: o.noVerify}
+	cfg := Config{Modes: o.modes, RedirectBase: o.redirectBase, Private: artifact.MustParsePatterns(o.private), Fetcher: source, Tiers: tiers, ListTTL: o.listTTL, FetchTimeout: o.timeout, Locker: locker, Logger: o.logger, NoVerify: artifact.MustParsePatterns(o.noVerify)}
 	if o.sumdb != nil {
 		db, err := checksumdb.New(checksumdb.Config{NameOrKey: o.sumdb.VKey, URL: o.sumdb.URL, Tiers: tiers, Logger: zaptest.NewLogger(t)})
 		if err != nil {

@@ -157,7 +157,7 @@ func (p *Proxy) verifier(ctx context.Context, a artifact.Artifact) *checksumdb.D
 	if p.cfg.Verifier == nil || !a.Immutable() || (a.Kind != artifact.Mod && a.Kind != artifact.Zip) {
 		return nil
 	}
-	if p.private(a.Module) || p.cfg.NoVerify != "" && module.MatchPrefixPatterns(p.cfg.NoVerify, a.Module) {
+	if p.private(a.Module) || p.cfg.NoVerify.Match(a.Module) {
 		return nil
 	}
 	if !p.cfg.Verifier.Supported(ctx) {
@@ -197,7 +197,7 @@ func (p *Proxy) verify(ctx context.Context, a artifact.Artifact, data []byte, zi
 }
 
 func (p *Proxy) private(mod string) bool {
-	return p.cfg.Private != "" && module.MatchPrefixPatterns(p.cfg.Private, mod)
+	return p.cfg.Private.Covers(mod)
 }
 
 func quoteShort(s string) string {

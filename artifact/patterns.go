@@ -1,0 +1,90 @@
+package artifact
+
+import (
+	"fmt"
+	"path"
+	"strings"
+
+	"golang.org/x/mod/module"
+)
+
+// Patterns are module path patterns in the go command's GOPRIVATE syntax:
+// comma-separated globs, each matching a module path that it matches as a
+// whole or as a prefix of path elements.
+//
+// They are matched the way code hosts resolve paths rather than byte for
+// byte: GitHub and GitLab serve github.com/Acme/x and github.com/acme/x
+// from one repository, so letter case never decides whether a path is
+// covered.
+type Patterns struct {
+	list     string              // as configured, for logs
+	folded   string              // lower case, for module.MatchPrefixPatterns
+	prefixes map[string]struct{} // lower-case strict literal prefixes, see Covers
+}
+
+// ParsePatterns parses comma-separated patterns; each argument may hold
+// several. Empty entries are skipped; a malformed glob is an error.
+func ParsePatterns(lists ...string) (Patterns, error) {
+	var all []string
+	for _, l := range lists {
+		for _, p := range strings.Split(l, ",") {
+			if p = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(p), "/")); p != "" {
+				all = append(all, p)
+			}
+		}
+	}
+	ps := Patterns{list: strings.Join(all, ",")}
+	if len(all) == 0 {
+		return ps, nil
+	}
+	ps.folded = strings.ToLower(ps.list)
+	ps.prefixes = map[string]struct{}{}
+	for _, p := range all {
+		if _, err := path.Match(p, ""); err != nil {
+			return Patterns{}, fmt.Errorf("module path pattern %q: %v", p, err)
+		}
+		elems := strings.Split(strings.ToLower(p), "/")
+		for i := 1; i < len(elems); i++ {
+			if strings.ContainsAny(elems[i-1], `*?[\`) {
+				break
+			}
+			ps.prefixes[strings.Join(elems[:i], "/")] = struct{}{}
+		}
+	}
+	return ps, nil
+}
+
+// MustParsePatterns is ParsePatterns for patterns known to be valid.
+func MustParsePatterns(lists ...string) Patterns {
+	ps, err := ParsePatterns(lists...)
+	if err != nil {
+		panic(err)
+	}
+	return ps
+}
+
+// Empty reports whether there are no patterns.
+func (ps Patterns) Empty() bool { return ps.list == "" }
+
+// String is the patterns as configured.
+func (ps Patterns) String() string { return ps.list }
+
+// Match reports whether mod matches a pattern, ignoring letter case.
+func (ps Patterns) Match(mod string) bool {
+	return ps.folded != "" && module.MatchPrefixPatterns(ps.folded, strings.ToLower(mod))
+}
+
+// Covers reports whether mod matches a pattern or is a strict prefix of a
+// pattern's literal leading elements, ignoring letter case. Such prefixes
+// name private code too: resolving github.com/acme/x/pkg, the go command
+// asks for github.com/acme/@v/list, which must not reach a public proxy
+// when github.com/acme/x is private.
+func (ps Patterns) Covers(mod string) bool {
+	if ps.folded == "" {
+		return false
+	}
+	if _, ok := ps.prefixes[strings.ToLower(mod)]; ok {
+		return true
+	}
+	return ps.Match(mod)
+}
