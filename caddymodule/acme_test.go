@@ -81,12 +81,13 @@ https://127.0.0.1:%d {
 		}
 	}
 	goproxy %s {
+		sumdb %s
 		cache {
 			disk %s
 		}
 	}
 }
-`, adminPort(), t.TempDir(), port, dirURL, serverCert, up.URL, t.TempDir())
+`, adminPort(), t.TempDir(), port, dirURL, serverCert, up.URL, up.VerifiedBy(t).VKey, t.TempDir())
 	caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort()}).InitServer(config, "caddyfile")
 	if t.Failed() {
 		t.FailNow()

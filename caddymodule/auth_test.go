@@ -86,10 +86,11 @@ func TestBasicAuthWithNetrc(t *testing.T) {
 		alice %s
 	}
 	goproxy %s {
+		sumdb %s
 		cache {
 			disk %s
 		}
-	}`, hash, up.URL, t.TempDir()))
+	}`, hash, up.URL, up.VerifiedBy(t).VKey, t.TempDir()))
 
 	env := append(testenv.GoEnv(t, base), "SSL_CERT_FILE="+rootCert)
 	out, err := testenv.TryGo(t, t.TempDir(), env, "mod", "download", "example.com/hello@v1.0.0")

@@ -352,8 +352,10 @@ func unmarshalRedis(d *caddyfile.Dispenser, r *RedisConfig) error {
 // unmarshalDirect reads:
 //
 //	direct {
-//		workers     <n>
-//		timeout     <duration>
+//		workers       <n>          # per pool: public and private modules
+//		per_host      <n>
+//		timeout       <duration>
+//		stall_timeout <duration>
 //		go_binary   <path>
 //		env         <key> <value>               # repeatable
 //		netrc       <file>
@@ -364,7 +366,7 @@ func unmarshalDirect(d *caddyfile.Dispenser, c *DirectConfig) error {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		key := d.Val()
 		args := d.RemainingArgs()
-		want := map[string]int{"workers": 1, "timeout": 1, "go_binary": 1, "env": 2, "netrc": 1, "credentials": 3, "git_config": 1}[key]
+		want := map[string]int{"workers": 1, "per_host": 1, "timeout": 1, "stall_timeout": 1, "go_binary": 1, "env": 2, "netrc": 1, "credentials": 3, "git_config": 1}[key]
 		if want == 0 {
 			return d.Errf("unknown direct subdirective %q", key)
 		}
@@ -372,18 +374,18 @@ func unmarshalDirect(d *caddyfile.Dispenser, c *DirectConfig) error {
 			return d.ArgErr()
 		}
 		switch key {
-		case "workers":
+		case "workers", "per_host":
 			n, err := strconv.Atoi(args[0])
 			if err != nil || n < 1 || n > 1024 {
-				return d.Errf("invalid workers %q", args[0])
+				return d.Errf("invalid %s %q", key, args[0])
 			}
-			c.Workers = n
-		case "timeout":
+			*map[string]*int{"workers": &c.Workers, "per_host": &c.PerHost}[key] = n
+		case "timeout", "stall_timeout":
 			dur, err := caddy.ParseDuration(args[0])
 			if err != nil || dur <= 0 {
 				return d.Errf("invalid duration %q: want e.g. 10m", args[0])
 			}
-			c.Timeout = caddy.Duration(dur)
+			*map[string]*caddy.Duration{"timeout": &c.Timeout, "stall_timeout": &c.StallTimeout}[key] = caddy.Duration(dur)
 		case "go_binary":
 			c.GoBinary = args[0]
 		case "env":

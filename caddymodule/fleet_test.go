@@ -23,10 +23,12 @@ func TestFleetThroughCaddy(t *testing.T) {
 	up.SetDelay(200 * time.Millisecond)
 	ports := []int{freePort(t), freePort(t), freePort(t)}
 	var sites strings.Builder
+	db := up.VerifiedBy(t)
 	for _, port := range ports {
 		fmt.Fprintf(&sites, `http://127.0.0.1:%d {
 	bind 127.0.0.1
 	goproxy %s {
+		sumdb %s
 		cache {
 			memory 16MiB
 			disk %s
@@ -36,7 +38,7 @@ func TestFleetThroughCaddy(t *testing.T) {
 		}
 	}
 }
-`, port, up.URL, t.TempDir(), r.URL())
+`, port, up.URL, db.VKey, t.TempDir(), r.URL())
 	}
 	config := fmt.Sprintf("{\n\tadmin localhost:%d\n\tskip_install_trust\n\tpersist_config off\n}\n%s", adminPort(), sites.String())
 	caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort()}).InitServer(config, "caddyfile")

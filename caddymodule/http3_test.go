@@ -20,7 +20,7 @@ import (
 // as over HTTP/2.
 func TestHTTP3(t *testing.T) {
 	up := testenv.NewUpstream(t, hello)
-	base, rootCert := startCaddyTLS(t, fmt.Sprintf("goproxy %s {\n\t\tcache {\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, t.TempDir()))
+	base, rootCert := startCaddyTLS(t, fmt.Sprintf("goproxy %s {\n\t\tsumdb %s\n\t\tcache {\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, up.VerifiedBy(t).VKey, t.TempDir()))
 	pem, err := os.ReadFile(rootCert)
 	if err != nil {
 		t.Fatal(err)

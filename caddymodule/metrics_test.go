@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,7 +46,7 @@ func TestMetrics(t *testing.T) {
 	up := testenv.NewUpstream(t, hello)
 	up.SetDelay(100 * time.Millisecond)
 	disk := t.TempDir()
-	base := startCaddy(t, fmt.Sprintf("goproxy %s {\n\t\tcache {\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, disk))
+	base := startCaddy(t, fmt.Sprintf("goproxy %s {\n\t\tsumdb %s\n\t\tcache {\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, up.VerifiedBy(t).VKey, disk))
 	get := func(p string) {
 		resp, err := http.Get(base + "/" + p)
 		if err != nil {
@@ -78,9 +80,21 @@ func TestMetrics(t *testing.T) {
 		`goproxy_served_bytes_total{kind="info"}`:                     2 * float64(len(hello.Info())),
 		`goproxy_verification_failures_total`:                         0,
 		`goproxy_fetch_duration_seconds_count{kind="zip"}`:            1,
-		`goproxy_cache_objects{cache="` + disk + `",tier="disk"}`:     2,
-		`goproxy_cache_bytes{cache="` + disk + `",tier="disk"}`:       float64(2*128+len(hello.Info())) + zipSize,
 	}
+	// The disk holds the info and the zip, and what the checksum database
+	// client verified (lookups, tiles, its signed tree).
+	var files, bytes float64
+	filepath.WalkDir(filepath.Join(disk, "v1"), func(p string, d fs.DirEntry, err error) error {
+		if info, ierr := d.Info(); err == nil && ierr == nil && d.Type().IsRegular() {
+			files, bytes = files+1, bytes+float64(info.Size())
+		}
+		return nil
+	})
+	if files < 2 || bytes < zipSize {
+		t.Fatalf("disk holds %v files, %v bytes", files, bytes)
+	}
+	want[`goproxy_cache_objects{cache="`+disk+`",tier="disk"}`] = files
+	want[`goproxy_cache_bytes{cache="`+disk+`",tier="disk"}`] = bytes
 	upstream := strings.TrimPrefix(up.URL, "http://")
 	want[`goproxy_upstream_fetches_total{outcome="ok",upstream="`+upstream+`"}`] = 2
 	want[`goproxy_upstream_fetches_total{outcome="not_found",upstream="`+upstream+`"}`] = 1

@@ -71,15 +71,19 @@ type Handler struct {
 
 	// SumDBs are the checksum databases proxied under /sumdb/<name>/; the
 	// first one also verifies every fetched .mod and .zip. Default:
-	// sum.golang.org through the first upstream proxy, when it supports it.
+	// sum.golang.org, through the first upstream proxy when its /supported
+	// answers 200, directly when it answers 404 or 410, and not at all
+	// (every .mod and .zip refused with 502) while it answers anything else.
 	SumDBs []SumDBConfig `json:"sumdbs,omitempty"`
-	// SumDBOff turns the default checksum database off.
+	// SumDBOff turns the default checksum database off: modules are then
+	// cached unverified (each one logged at error level).
 	SumDBOff bool `json:"sumdb_off,omitempty"`
 	// NoVerify lists module path patterns (GONOSUMDB syntax) that are not
 	// checked against the checksum database.
 	NoVerify []string `json:"no_verify,omitempty"`
 
 	proxy   *goproxy.Proxy
+	sumdbs  []*checksumdb.DB
 	tiers   *cachetier.Tiered
 	poolKey string
 	logger  *zap.Logger
@@ -89,17 +93,26 @@ type Handler struct {
 // command. Placeholders such as {env.GIT_TOKEN} are replaced in
 // credentials, env values and file names.
 type DirectConfig struct {
-	// Workers bounds concurrent go commands. Default 4.
+	// Workers bounds concurrent go commands, for public and for private
+	// modules each (two pools). Default 4.
 	Workers int `json:"workers,omitempty"`
+	// PerHost bounds the concurrent go commands of one pool for modules
+	// of one host, so a host that never answers cannot hold every worker.
+	// Default 2.
+	PerHost int `json:"per_host,omitempty"`
 	// Timeout bounds one go command. Default 10m.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
+	// StallTimeout ends a git transfer slower than 1 KiB/s for this long
+	// and bounds SSH connects. Default 30s.
+	StallTimeout caddy.Duration `json:"stall_timeout,omitempty"`
 	// GoBinary is the go command. Default: go on PATH.
 	GoBinary string `json:"go_binary,omitempty"`
 	// Env adds environment variables for the go command and git.
 	Env map[string]string `json:"env,omitempty"`
-	// Netrc is a netrc file with credentials for private repositories.
+	// Netrc is a netrc file with credentials for private repositories;
+	// fetches of public modules never get it.
 	Netrc string `json:"netrc,omitempty"`
-	// Credentials are netrc entries given inline.
+	// Credentials are netrc entries given inline, for private modules only.
 	Credentials []Credential `json:"credentials,omitempty"`
 	// GitConfig is a git config file (url.<base>.insteadOf, credential
 	// helpers) used instead of the user's.
@@ -186,12 +199,22 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if upstream == "" {
 		upstream = DefaultUpstream
 	}
-	direct, err := h.directFetcher()
+	cc := CacheConfig{}
+	if h.Cache != nil {
+		cc = *h.Cache
+	}
+	if cc.Disk == "" {
+		cc.Disk = filepath.Join(caddy.AppDataDir(), "goproxy")
+	}
+	// Public and private modules are fetched from version control by
+	// separate pools; only the private one has the credentials.
+	sandboxes := filepath.Join(cc.Disk, "direct")
+	publicDirect, err := h.directFetcher("public", sandboxes, false)
 	if err != nil {
 		return err
 	}
 	client := fetcher.NewHTTPClient()
-	chain, err := fetcher.ParseList(upstream, client, direct)
+	chain, err := fetcher.ParseList(upstream, client, publicDirect)
 	if err != nil {
 		return fmt.Errorf("goproxy: upstream: %w", err)
 	}
@@ -209,18 +232,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if list == "" {
 			list = "direct"
 		}
-		privateChain, err := fetcher.ParseList(list, client, direct)
+		privateDirect, err := h.directFetcher("private", sandboxes, true)
+		if err != nil {
+			return err
+		}
+		privateChain, err := fetcher.ParseList(list, client, privateDirect)
 		if err != nil {
 			return fmt.Errorf("goproxy: private_upstream: %w", err)
 		}
 		source = &fetcher.Router{Patterns: private, Private: privateChain, Public: chain}
-	}
-	cc := CacheConfig{}
-	if h.Cache != nil {
-		cc = *h.Cache
-	}
-	if cc.Disk == "" {
-		cc.Disk = filepath.Join(caddy.AppDataDir(), "goproxy")
 	}
 	if !cc.MemoryOff {
 		if cc.Memory == 0 {
@@ -251,20 +271,21 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if shared.redis != nil {
 		locker = shared.redis
 	}
-	sumdbs, err := h.sumDBs(chain)
-	if err != nil {
-		return err
-	}
-	var verifier *checksumdb.DB
-	if len(sumdbs) > 0 {
-		verifier = sumdbs[0]
-	}
 	metrics, err := goproxy.NewMetrics(ctx.GetMetricsRegistry())
 	if err == nil {
 		err = goproxy.RegisterTierUsage(ctx.GetMetricsRegistry(), h.tiers.Tiers(), disk.Root())
 	}
 	if err != nil {
 		return fmt.Errorf("goproxy: metrics: %w", err)
+	}
+	sumdbs, err := h.sumDBs(chain, metrics)
+	if err != nil {
+		return err
+	}
+	h.sumdbs = sumdbs
+	var verifier *checksumdb.DB
+	if len(sumdbs) > 0 {
+		verifier = sumdbs[0]
 	}
 	var modes []goproxy.ModeRule
 	for _, m := range h.Modes {
@@ -302,43 +323,44 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	register(h)
+	h.logVerification(verifier, private, noVerify)
 	h.logger.Info("goproxy ready", zap.String("upstream", upstream), zap.String("disk", disk.Root()),
 		zap.Int64("memory", cc.Memory), zap.Bool("memory_off", cc.MemoryOff), zap.Bool("redis", cc.Redis != nil))
 	return nil
 }
 
-// directFetcher builds the fetcher for "direct" entries, with placeholders
-// in credentials replaced now so that they never sit in the config.
-func (h *Handler) directFetcher() (*fetcher.DirectFetcher, error) {
+// directFetcher builds the fetcher for the "direct" entries of the public
+// or the private chain, sandboxed under dir. Only the private one gets the
+// credentials, with placeholders replaced now so that they never sit in
+// the config.
+func (h *Handler) directFetcher(name, dir string, withCredentials bool) (*fetcher.DirectFetcher, error) {
 	c := h.Direct
 	if c == nil {
 		c = new(DirectConfig)
 	}
 	repl := caddy.NewReplacer()
-	var netrc strings.Builder
-	if c.Netrc != "" {
-		data, err := os.ReadFile(repl.ReplaceKnown(c.Netrc, ""))
-		if err != nil {
-			return nil, fmt.Errorf("goproxy: direct netrc: %w", err)
+	var netrc string
+	if withCredentials {
+		var err error
+		if netrc, err = c.netrc(repl); err != nil {
+			return nil, err
 		}
-		netrc.Write(data)
-		netrc.WriteString("\n")
-	}
-	for _, cr := range c.Credentials {
-		fmt.Fprintf(&netrc, "machine %s login %s password %s\n",
-			repl.ReplaceKnown(cr.Host, ""), repl.ReplaceKnown(cr.Login, ""), repl.ReplaceKnown(cr.Password, ""))
 	}
 	var env []string
 	for k, v := range c.Env {
 		env = append(env, k+"="+repl.ReplaceKnown(v, ""))
 	}
 	d, err := fetcher.NewDirectFetcher(fetcher.DirectConfig{
-		Workers:   c.Workers,
-		Timeout:   time.Duration(c.Timeout),
-		GoBinary:  repl.ReplaceKnown(c.GoBinary, ""),
-		Env:       env,
-		Netrc:     netrc.String(),
-		GitConfig: repl.ReplaceKnown(c.GitConfig, ""),
+		Name:         name,
+		Workers:      c.Workers,
+		PerHost:      c.PerHost,
+		Timeout:      time.Duration(c.Timeout),
+		StallTimeout: time.Duration(c.StallTimeout),
+		GoBinary:     repl.ReplaceKnown(c.GoBinary, ""),
+		Env:          env,
+		Netrc:        netrc,
+		GitConfig:    repl.ReplaceKnown(c.GitConfig, ""),
+		SandboxDir:   dir,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("goproxy: %w", err)
@@ -346,13 +368,29 @@ func (h *Handler) directFetcher() (*fetcher.DirectFetcher, error) {
 	return d, nil
 }
 
-// sumDBs opens the configured checksum databases, or the default one.
-func (h *Handler) sumDBs(chain *fetcher.Chain) ([]*checksumdb.DB, error) {
+// netrc is the netrc file and the inline credentials, as one netrc.
+func (c *DirectConfig) netrc(repl *caddy.Replacer) (string, error) {
+	var b strings.Builder
+	if c.Netrc != "" {
+		data, err := os.ReadFile(repl.ReplaceKnown(c.Netrc, ""))
+		if err != nil {
+			return "", fmt.Errorf("goproxy: direct netrc: %w", err)
+		}
+		b.Write(data)
+		b.WriteString("\n")
+	}
+	for _, cr := range c.Credentials {
+		fmt.Fprintf(&b, "machine %s login %s password %s\n",
+			repl.ReplaceKnown(cr.Host, ""), repl.ReplaceKnown(cr.Login, ""), repl.ReplaceKnown(cr.Password, ""))
+	}
+	return b.String(), nil
+}
+
+// sumDBs opens the configured checksum databases, or the default one:
+// sum.golang.org, as the go command has it, unless "sumdb off".
+func (h *Handler) sumDBs(chain *fetcher.Chain, metrics *goproxy.Metrics) ([]*checksumdb.DB, error) {
 	configs := h.SumDBs
 	if len(configs) == 0 && !h.SumDBOff {
-		if chain.FirstProxyURL() == "" {
-			return nil, nil
-		}
 		configs = []SumDBConfig{{Name: "sum.golang.org"}}
 	}
 	var dbs []*checksumdb.DB
@@ -360,7 +398,8 @@ func (h *Handler) sumDBs(chain *fetcher.Chain) ([]*checksumdb.DB, error) {
 		url, probe := c.URL, false
 		if url == "" {
 			// Like the go command: through the first proxy if it
-			// supports the database, else straight to it.
+			// proxies the database (a 404 from its /supported says it
+			// does not), else straight to it.
 			name := c.Name
 			if v, err := note.NewVerifier(c.Name); err == nil {
 				name = v.Name()
@@ -378,13 +417,32 @@ func (h *Handler) sumDBs(chain *fetcher.Chain) ([]*checksumdb.DB, error) {
 			Client:    fetcher.NewHTTPClient(),
 			Tiers:     h.tiers,
 			Logger:    h.logger.Named("sumdb"),
+			OnState:   metrics.SumDBState,
 		})
 		if err != nil {
+			closeDBs(dbs)
 			return nil, fmt.Errorf("goproxy: %w", err)
 		}
 		dbs = append(dbs, db)
 	}
 	return dbs, nil
+}
+
+func closeDBs(dbs []*checksumdb.DB) {
+	for _, db := range dbs {
+		db.Close()
+	}
+}
+
+// logVerification says once, at start, what verifies which modules.
+func (h *Handler) logVerification(verifier *checksumdb.DB, private, noVerify artifact.Patterns) {
+	if verifier == nil {
+		h.logger.Error("no checksum database (sumdb off): every fetched module is cached unverified")
+		return
+	}
+	h.logger.Info("checksum database verifies every fetched .mod and .zip",
+		zap.String("sumdb", verifier.Name()), zap.String("url", verifier.URL()),
+		zap.String("except_private", private.String()), zap.String("except_verify_off", noVerify.String()))
 }
 
 func newRedisTier(c *RedisConfig, logger *zap.Logger) (*cachetier.RedisTier, error) {
@@ -424,6 +482,9 @@ func closeAll(tiers []cachetier.Tier) {
 
 // Validate checks settings that Provision does not already reject.
 func (h *Handler) Validate() error {
+	if h.SumDBOff && len(h.SumDBs) > 0 {
+		return fmt.Errorf("goproxy: sumdb off and a sumdb given")
+	}
 	if h.ListTTL < 0 || h.NotFoundTTL < 0 || h.FetchTimeout < 0 {
 		return fmt.Errorf("goproxy: durations must not be negative")
 	}
@@ -455,6 +516,7 @@ func (h *Handler) Cleanup() error {
 	if h.proxy != nil {
 		h.proxy.Close()
 	}
+	closeDBs(h.sumdbs)
 	if h.poolKey != "" {
 		_, err := tierPool.Delete(h.poolKey)
 		return err

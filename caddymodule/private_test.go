@@ -20,6 +20,7 @@ func TestPrivateModulesThroughCaddy(t *testing.T) {
 	t.Setenv("PIRAEUS_TEST_GIT_TOKEN", g.Password)
 
 	block := fmt.Sprintf(`goproxy %s {
+		sumdb %s
 		private %s
 		direct {
 			workers 2
@@ -29,7 +30,7 @@ func TestPrivateModulesThroughCaddy(t *testing.T) {
 		cache {
 			disk %s
 		}
-	}`, up.URL, testenv.GitHost, g.GitConfig, g.User, t.TempDir())
+	}`, up.URL, up.VerifiedBy(t).VKey, testenv.GitHost, g.GitConfig, g.User, t.TempDir())
 	if adapted := adapt(t, ":80 {\n\t"+block+"\n}\n"); strings.Contains(adapted, g.Password) {
 		t.Fatalf("the token is in the adapted config: %s", adapted)
 	}

@@ -31,8 +31,9 @@ func TestReloadKeepsCacheAndRequests(t *testing.T) {
 	})
 	port := freePort(t)
 	disk := t.TempDir()
+	db := up.VerifiedBy(t)
 	block := func(ttl string) string {
-		return fmt.Sprintf("goproxy %s {\n\t\tlist_ttl %s\n\t\tcache {\n\t\t\tmemory 16MiB\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, ttl, disk)
+		return fmt.Sprintf("goproxy %s {\n\t\tsumdb %s\n\t\tlist_ttl %s\n\t\tcache {\n\t\t\tmemory 16MiB\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, db.VKey, ttl, disk)
 	}
 	base := startCaddyOn(t, port, block("1m"))
 	info := testenv.EscapedPath(hello.Path, hello.Version, "info")
@@ -73,7 +74,7 @@ func TestReloadKeepsCacheAndRequests(t *testing.T) {
 		oldKey = h.poolKey
 	}
 	live.Unlock()
-	startCaddyOn(t, port, fmt.Sprintf("goproxy %s {\n\t\tcache {\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, t.TempDir()))
+	startCaddyOn(t, port, fmt.Sprintf("goproxy %s {\n\t\tsumdb %s\n\t\tcache {\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, db.VKey, t.TempDir()))
 	if n, ok := tierPool.References(oldKey); ok || n != 0 {
 		t.Errorf("the old tiers are still referenced %d times after their config was unloaded", n)
 	}

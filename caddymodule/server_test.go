@@ -76,7 +76,7 @@ http://127.0.0.1:%d {
 func TestGoCommandThroughCaddy(t *testing.T) {
 	up := testenv.NewUpstream(t, hello, hello11, thing)
 	disk := t.TempDir()
-	base := startCaddy(t, fmt.Sprintf("goproxy %s {\n\t\tcache {\n\t\t\tmemory 32MiB\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, disk))
+	base := startCaddy(t, fmt.Sprintf("goproxy %s {\n\t\tsumdb %s\n\t\tcache {\n\t\t\tmemory 32MiB\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, up.VerifiedBy(t).VKey, disk))
 
 	prog := t.TempDir()
 	writeFile(t, filepath.Join(prog, "go.mod"), "module example.com/prog\n\ngo 1.21\n\nrequire (\n\texample.com/hello v1.0.0\n\tgithub.com/Azure/Go-Thing v0.3.0\n)\n")

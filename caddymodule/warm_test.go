@@ -19,7 +19,7 @@ import (
 
 func TestWarmAndPurge(t *testing.T) {
 	up := testenv.NewUpstream(t, hello, thing)
-	base := startCaddy(t, fmt.Sprintf("goproxy %s {\n\t\tcache {\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, t.TempDir()))
+	base := startCaddy(t, fmt.Sprintf("goproxy %s {\n\t\tsumdb %s\n\t\tcache {\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, up.VerifiedBy(t).VKey, t.TempDir()))
 	admin := fmt.Sprintf("localhost:%d", adminPort())
 	dir := t.TempDir()
 	var sum []byte

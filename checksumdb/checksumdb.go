@@ -20,6 +20,7 @@ import (
 	"golang.org/x/mod/sumdb"
 	"golang.org/x/mod/sumdb/dirhash"
 	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/piraeus-go/piraeus/cachetier"
 	"github.com/piraeus-go/piraeus/fetcher"
@@ -40,34 +41,67 @@ type Config struct {
 	// a proxy's https://proxy.golang.org/sumdb/sum.golang.org.
 	URL string
 	// Probe says URL is a proxy's /sumdb/<name> that may not support the
-	// database: <URL>/supported is asked before it is used.
-	Probe   bool
-	Client  *http.Client
-	Tiers   *cachetier.Tiered
-	Timeout time.Duration // bound on one remote read; default 30s
-	Logger  *zap.Logger
+	// database: <URL>/supported is asked first, as the go command does.
+	// Only a 404 or 410 means "not proxied there"; the database is then
+	// read from DirectURL. Any other failure is retried soon, and until
+	// it succeeds nothing can be verified.
+	Probe bool
+	// DirectURL serves the database when the probed proxy does not;
+	// default https://<name>.
+	DirectURL string
+	Client    *http.Client
+	Tiers     *cachetier.Tiered
+	Timeout   time.Duration // bound on one remote read; default 30s
+	Logger    *zap.Logger
+	// OnState, if set, hears of every change of the route to the
+	// database: "upstream", "direct", "configured" or "unreachable".
+	OnState func(name, state string)
 }
+
+// How long a probed route is used before it is probed again (in the
+// background, still using the old one), and how long after a failed probe
+// the next one may run.
+const (
+	routeTTL   = time.Hour
+	probeRetry = 2 * time.Second
+)
 
 // DB is one checksum database: a source for the /sumdb/<name>/ proxy
 // paths, and a verifier of module hashes.
 type DB struct {
-	name, key, base string
-	probe           bool
-	http            *http.Client
-	tiers           *cachetier.Tiered
-	timeout         time.Duration
-	log             *zap.Logger
-	client          atomic.Pointer[sumdb.Client]
+	name, key   string
+	configured  endpoint // URL as configured (a proxy's, when probed)
+	direct      endpoint // where the database itself is, for a probe's 404
+	probe       bool
+	tiers       *cachetier.Tiered
+	timeout     time.Duration
+	log         *zap.Logger
+	onState     func(name, state string)
+	client      atomic.Pointer[sumdb.Client]
+	route       atomic.Pointer[route]
+	probes      singleflight.Group
+	failedUntil atomic.Int64 // unix nanoseconds: no new probe before
 
 	mu     sync.Mutex
 	latest []byte // the latest verified signed tree (the client's config)
-
-	supportMu      sync.Mutex
-	supported      bool
-	supportChecked time.Time
+	state  string // the last route state reported
 
 	securityErrors atomic.Int64
 	notFound       sync.Map // remote path -> *fetcher.Error of its last 404/410
+}
+
+// endpoint is a base URL with a client that follows redirects only on its
+// host.
+type endpoint struct {
+	base string
+	http *http.Client
+}
+
+// route is where the database is read from, and since when.
+type route struct {
+	endpoint
+	via     string // "upstream", "direct" or "configured"
+	checked time.Time
 }
 
 // New returns a DB; nothing is fetched until it is used.
@@ -92,25 +126,44 @@ func New(cfg Config) (*DB, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	u, err := url.Parse(cfg.URL)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return nil, fmt.Errorf("checksum database %s: invalid URL %q", v.Name(), cfg.URL)
+	if cfg.DirectURL == "" {
+		cfg.DirectURL = "https://" + v.Name()
+	}
+	configured, err := newEndpoint(cfg.URL, cfg.Client)
+	if err != nil {
+		return nil, fmt.Errorf("checksum database %s: %w", v.Name(), err)
+	}
+	direct, err := newEndpoint(cfg.DirectURL, cfg.Client)
+	if err != nil {
+		return nil, fmt.Errorf("checksum database %s: %w", v.Name(), err)
 	}
 	d := &DB{
-		name:    v.Name(),
-		key:     key,
-		base:    strings.TrimSuffix(cfg.URL, "/"),
-		probe:   cfg.Probe,
-		http:    fetcher.SameHostClient(cfg.Client, u.Scheme, u.Host),
-		tiers:   cfg.Tiers,
-		timeout: cfg.Timeout,
-		log:     cfg.Logger,
+		name:       v.Name(),
+		key:        key,
+		configured: configured,
+		direct:     direct,
+		probe:      cfg.Probe,
+		tiers:      cfg.Tiers,
+		timeout:    cfg.Timeout,
+		log:        cfg.Logger,
+		onState:    cfg.OnState,
+	}
+	if !d.probe {
+		d.route.Store(&route{endpoint: configured, via: "configured"})
 	}
 	if data, _, err := d.tiers.GetBytes(context.Background(), d.configKey()); err == nil {
 		d.latest = data
 	}
 	d.client.Store(sumdb.NewClient(ops{d}))
 	return d, nil
+}
+
+// Close releases idle connections. Reads in flight finish: after a config
+// reload, requests of the old config are still being served.
+func (d *DB) Close() error {
+	d.configured.http.CloseIdleConnections()
+	d.direct.http.CloseIdleConnections()
+	return nil
 }
 
 // Name is the database's name, e.g. sum.golang.org.
@@ -125,48 +178,147 @@ func (d *DB) configKey() string { return "sumdb-config/" + d.name + "/latest" }
 // below the database ("lookup/<mod>@<v>", "tile/8/0/000").
 func (d *DB) CacheKey(path string) string { return "sumdb/" + d.name + "/" + path }
 
-// Supported reports whether the database can be reached through its URL.
-// For a probed URL the answer is kept for a few minutes.
-func (d *DB) Supported(ctx context.Context) bool {
-	if !d.probe {
-		return true
+func newEndpoint(rawURL string, client *http.Client) (endpoint, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return endpoint{}, fmt.Errorf("invalid URL %q", rawURL)
 	}
-	d.supportMu.Lock()
-	defer d.supportMu.Unlock()
-	ttl := 5 * time.Minute
-	if !d.supportChecked.IsZero() && time.Since(d.supportChecked) < ttl {
-		return d.supported
+	return endpoint{base: strings.TrimSuffix(rawURL, "/"), http: fetcher.SameHostClient(client, u.Scheme, u.Host)}, nil
+}
+
+// Route says where the database is read from: "configured" (its URL as
+// given), "upstream" (through the upstream proxy), "direct" (the upstream
+// does not proxy it), or "" before the first probe has answered.
+func (d *DB) Route() string {
+	if r := d.route.Load(); r != nil {
+		return r.via
 	}
-	_, err := d.Remote(ctx, "/supported")
-	d.supported = err == nil
-	d.supportChecked = time.Now()
-	if err != nil {
-		d.log.Info("checksum database not available through the upstream; modules are not verified against it",
-			zap.String("sumdb", d.name), zap.Error(err))
+	return ""
+}
+
+// URL is where the database is read from now, or the configured URL
+// before the first probe.
+func (d *DB) URL() string {
+	if r := d.route.Load(); r != nil {
+		return r.base
 	}
-	return d.supported
+	return d.configured.base
+}
+
+// endpoint returns where to read the database from. When the configured
+// URL is an upstream's /sumdb/<name> that has not been probed yet (or the
+// last probe failed), it probes it, once for all concurrent callers and
+// detached from them: a caller that gives up changes nothing. A route
+// older than routeTTL is used while it is probed again in the background.
+func (d *DB) endpoint(ctx context.Context) (endpoint, error) {
+	if r := d.route.Load(); r != nil {
+		if d.probe && time.Since(r.checked) > routeTTL {
+			d.probes.DoChan("probe", d.runProbe) // refresh; the answer is not awaited
+		}
+		return r.endpoint, nil
+	}
+	if time.Now().UnixNano() < d.failedUntil.Load() {
+		return endpoint{}, d.unreachable(errors.New("the last probe failed moments ago"))
+	}
+	select {
+	case res := <-d.probes.DoChan("probe", d.runProbe):
+		if res.Err != nil {
+			return endpoint{}, res.Err
+		}
+		return res.Val.(endpoint), nil
+	case <-ctx.Done():
+		return endpoint{}, fetcher.TransportError(ctx, "checksum database "+d.name, ctx.Err())
+	}
+}
+
+// runProbe asks the upstream whether it proxies the database: 200 means
+// yes, 404 or 410 no (the database is then read directly); anything else
+// is a failure that leaves the route as it was.
+func (d *DB) runProbe() (any, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d.timeout)
+	defer cancel()
+	_, err := d.read(ctx, d.configured, "/supported")
+	var r *route
+	switch {
+	case err == nil:
+		r = &route{endpoint: d.configured, via: "upstream", checked: time.Now()}
+	case fetcher.IsNotFound(err):
+		r = &route{endpoint: d.direct, via: "direct", checked: time.Now()}
+	default:
+		if d.route.Load() != nil {
+			// A refresh failed: keep reading where it worked before.
+			d.log.Warn("probing the upstream for the checksum database failed; keeping the route", zap.String("sumdb", d.name), zap.Error(err))
+			return d.route.Load().endpoint, nil
+		}
+		d.failedUntil.Store(time.Now().Add(probeRetry).UnixNano())
+		d.setState("unreachable", err)
+		return nil, d.unreachable(err)
+	}
+	d.route.Store(r)
+	d.setState(r.via, nil)
+	return r.endpoint, nil
+}
+
+func (d *DB) unreachable(err error) error {
+	return &fetcher.Error{Status: http.StatusBadGateway, Msg: "checksum database " + d.name + " unreachable: module cannot be verified; retry",
+		Source: "checksum database " + d.name, Err: err}
+}
+
+// setState logs a change of route at error level: what verifies modules
+// is security-relevant.
+func (d *DB) setState(state string, err error) {
+	d.mu.Lock()
+	changed := d.state != state
+	d.state = state
+	d.mu.Unlock()
+	if !changed {
+		return
+	}
+	switch state {
+	case "unreachable":
+		d.log.Error("checksum database unreachable: modules it must verify are refused (502) until it answers",
+			zap.String("sumdb", d.name), zap.String("probed", d.configured.base+"/supported"), zap.Error(err))
+	case "upstream":
+		d.log.Error("checksum database verification state: through the upstream proxy", zap.String("sumdb", d.name), zap.String("url", d.configured.base))
+	case "direct":
+		d.log.Error("checksum database verification state: the upstream does not proxy it; reading it directly",
+			zap.String("sumdb", d.name), zap.String("url", d.direct.base))
+	}
+	if d.onState != nil {
+		d.onState(d.name, state)
+	}
 }
 
 // maxRemote bounds one answer: tiles are 8 KiB, lookups and trees far less.
 const maxRemote = 1 << 20
 
-// Remote reads path (beginning with '/') from the database's URL.
+// Remote reads path (beginning with '/') from the database, by its current
+// route.
 func (d *DB) Remote(ctx context.Context, path string) ([]byte, error) {
+	ep, err := d.endpoint(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return d.read(ctx, ep, path)
+}
+
+func (d *DB) read(ctx context.Context, ep endpoint, path string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	source := "checksum database " + d.name
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.base+path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ep.base+path, nil)
 	if err != nil {
 		return nil, &fetcher.Error{Status: http.StatusBadRequest, Msg: "invalid checksum database path", Source: source, Err: err}
 	}
-	resp, err := d.http.Do(req)
+	req.Header.Set("Accept-Encoding", "identity")
+	resp, err := ep.http.Do(req)
 	if err != nil {
 		return nil, fetcher.TransportError(ctx, source, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
-		fe := &fetcher.Error{Status: resp.StatusCode, Msg: firstLine(msg, "not found"), Source: source}
+		fe := &fetcher.Error{Status: resp.StatusCode, Msg: firstLine(msg, "not found", d.name), Source: source}
 		d.notFound.Store(path, fe)
 		return nil, fe
 	}
@@ -184,12 +336,11 @@ func (d *DB) Remote(ctx context.Context, path string) ([]byte, error) {
 	return data, nil
 }
 
-func firstLine(b []byte, def string) string {
-	line, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
-	if line == "" {
-		return def
+func firstLine(b []byte, def string, keep ...string) string {
+	if line := fetcher.ClientText(string(b), keep...); line != "" {
+		return line
 	}
-	return line
+	return def
 }
 
 // Lookup verifies the database's record for mod@version (escaped forms as

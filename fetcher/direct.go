@@ -14,78 +14,205 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/piraeus-go/piraeus/artifact"
+	"github.com/piraeus-go/piraeus/internal/fslock"
 )
 
 // DirectConfig configures a DirectFetcher.
 type DirectConfig struct {
-	Workers   int           // concurrent go commands; default 4
-	Timeout   time.Duration // bound on one go command; default 10m
-	GoBinary  string        // default: "go" on PATH
-	Env       []string      // extra KEY=VALUE for the go command and git
-	Netrc     string        // contents of a netrc file (credentials)
-	GitConfig string        // path of a git config file (e.g. url.insteadOf rules)
-	TempDir   string        // where sandboxes are made; default os.TempDir()
+	Name    string        // "public" or "private": which pool, for sandbox names
+	Workers int           // concurrent go commands; default 4
+	PerHost int           // concurrent go commands for one host; default 2
+	Timeout time.Duration // bound on one go command; default 10m
+	// StallTimeout ends a git transfer that moves less than 1 KiB/s for
+	// this long (git's http.lowSpeedTime) and bounds an SSH connect;
+	// default 30s.
+	StallTimeout time.Duration
+	GoBinary     string   // default: "go" on PATH
+	Env          []string // extra KEY=VALUE for the go command and git
+	// Netrc is the contents of a netrc file: credentials. Give it only to
+	// the fetcher of private modules.
+	Netrc     string
+	GitConfig string // path of a git config file (e.g. url.insteadOf rules)
+	// SandboxDir holds the fetches' sandboxes (each a GOPATH, module cache
+	// and HOME, with the netrc); default: piraeus-direct in the system's
+	// temp directory. Sandboxes left by a dead process are removed when a
+	// DirectFetcher opens it.
+	SandboxDir string
 }
 
 // DirectFetcher fetches from version control by running the go command
-// with GOPROXY=direct in a throw-away GOPATH per fetch, as the go command
-// itself would. Its temp directories are always removed, and a go command
-// that times out is killed with its whole process group.
+// with GOPROXY=direct in a throw-away sandbox per fetch, as the go command
+// itself would. A sandbox is locked by its owner while in use and always
+// removed; a go command that times out is killed with every process it
+// started. Fetches wait for one of Workers slots and for one of PerHost
+// slots of their module's host, so a host that never answers holds at
+// most PerHost workers.
 type DirectFetcher struct {
 	cfg   DirectConfig
 	slots chan struct{}
+
+	mu    sync.Mutex
+	hosts map[string]chan struct{}
 }
 
-// NewDirectFetcher returns a DirectFetcher.
+// NewDirectFetcher returns a DirectFetcher, removing sandboxes that a dead
+// process left in cfg.SandboxDir.
 func NewDirectFetcher(cfg DirectConfig) (*DirectFetcher, error) {
+	if cfg.Name == "" {
+		cfg.Name = "public"
+	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = 4
 	}
+	if cfg.PerHost <= 0 {
+		cfg.PerHost = 2
+	}
+	cfg.PerHost = min(cfg.PerHost, cfg.Workers)
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Minute
 	}
+	if cfg.StallTimeout <= 0 {
+		cfg.StallTimeout = 30 * time.Second
+	}
 	if cfg.GoBinary == "" {
 		cfg.GoBinary = "go"
+	}
+	if cfg.SandboxDir == "" {
+		cfg.SandboxDir = filepath.Join(os.TempDir(), "piraeus-direct")
 	}
 	for _, kv := range cfg.Env {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
 			return nil, fmt.Errorf("direct: env %q is not KEY=VALUE", kv)
 		}
 	}
-	return &DirectFetcher{cfg: cfg, slots: make(chan struct{}, cfg.Workers)}, nil
+	if err := os.MkdirAll(cfg.SandboxDir, 0o700); err != nil {
+		return nil, fmt.Errorf("direct: sandbox directory: %w", err)
+	}
+	sweepSandboxes(cfg.SandboxDir)
+	return &DirectFetcher{cfg: cfg, slots: make(chan struct{}, cfg.Workers), hosts: map[string]chan struct{}{}}, nil
 }
 
-// Fetch runs the go command for a. A zip is streamed from the temp module
-// cache, which is removed when the body is closed.
-func (d *DirectFetcher) Fetch(ctx context.Context, a artifact.Artifact) (*Response, error) {
+// sandboxLock is the file in a sandbox that its owner holds locked.
+const sandboxLock = ".owner"
+
+// sweepSandboxes removes the sandboxes in dir that no live process holds.
+// A sandbox without its lock file was being made when its owner died.
+func sweepSandboxes(dir string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		p := filepath.Join(dir, e.Name())
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), "sandbox-") {
+			continue
+		}
+		lock := filepath.Join(p, sandboxLock)
+		if _, err := os.Stat(lock); err == nil && !fslock.Orphaned(lock) {
+			continue
+		} else if err != nil {
+			if info, err := e.Info(); err != nil || time.Since(info.ModTime()) < time.Minute {
+				continue // just made, its lock is coming
+			}
+		}
+		removeSandbox(p, nil)
+	}
+}
+
+// sandbox is one fetch's private directory, locked by this process.
+type sandbox struct {
+	dir  string
+	lock *os.File
+}
+
+func (d *DirectFetcher) newSandbox() (*sandbox, error) {
+	dir, err := os.MkdirTemp(d.cfg.SandboxDir, "sandbox-"+d.cfg.Name+"-")
+	if err != nil && errors.Is(err, fs.ErrNotExist) {
+		if err = os.MkdirAll(d.cfg.SandboxDir, 0o700); err == nil {
+			dir, err = os.MkdirTemp(d.cfg.SandboxDir, "sandbox-"+d.cfg.Name+"-")
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, sandboxLock), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err == nil {
+		if err = fslock.TryLock(lock); err != nil {
+			lock.Close()
+		}
+	}
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return &sandbox{dir: dir, lock: lock}, nil
+}
+
+// remove deletes the sandbox, then lets go of its lock.
+func (s *sandbox) remove() { removeSandbox(s.dir, s.lock) }
+
+// acquire waits for a worker slot and a slot of the module's host.
+func (d *DirectFetcher) acquire(ctx context.Context, mod string) (release func(), err error) {
+	host, _, _ := strings.Cut(strings.ToLower(mod), "/")
+	d.mu.Lock()
+	hs := d.hosts[host]
+	if hs == nil {
+		hs = make(chan struct{}, d.cfg.PerHost)
+		d.hosts[host] = hs
+	}
+	d.mu.Unlock()
 	select {
-	case d.slots <- struct{}{}:
+	case hs <- struct{}{}:
 	case <-ctx.Done():
 		return nil, TransportError(ctx, "direct", ctx.Err())
 	}
-	release := func() { <-d.slots }
-	tmp, err := os.MkdirTemp(d.cfg.TempDir, "piraeus-direct-")
+	select {
+	case d.slots <- struct{}{}:
+	case <-ctx.Done():
+		<-hs
+		return nil, TransportError(ctx, "direct", ctx.Err())
+	}
+	return func() {
+		<-d.slots
+		d.mu.Lock()
+		<-hs
+		if len(hs) == 0 && d.hosts[host] == hs {
+			delete(d.hosts, host) // the map holds only busy hosts
+		}
+		d.mu.Unlock()
+	}, nil
+}
+
+// Fetch runs the go command for a. A zip is streamed from the sandbox's
+// module cache, and the sandbox is removed when the body is closed.
+func (d *DirectFetcher) Fetch(ctx context.Context, a artifact.Artifact) (*Response, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout)
+	defer cancel()
+	release, err := d.acquire(ctx, a.Module)
 	if err != nil {
-		release()
+		return nil, err
+	}
+	defer release()
+	sb, err := d.newSandbox()
+	if err != nil {
 		return nil, &Error{Status: http.StatusServiceUnavailable, Msg: "direct fetch could not start", Source: "direct", Err: err}
 	}
 	keep := false
 	defer func() {
-		release()
 		if !keep {
-			removeSandbox(tmp)
+			sb.remove()
 		}
 	}()
-	ctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout)
-	defer cancel()
 
 	var out goOutput
+	run := func(args ...string) error { return d.run(ctx, sb.dir, a.Module, &out, args...) }
 	switch a.Kind {
 	case artifact.List:
-		err = d.run(ctx, tmp, &out, "list", "-m", "-e", "-json", "-versions", a.Module)
+		err = run("list", "-m", "-e", "-json", "-versions", a.Module)
 		if err == nil {
 			var b bytes.Buffer
 			for _, v := range out.Versions {
@@ -98,7 +225,7 @@ func (d *DirectFetcher) Fetch(ctx context.Context, a artifact.Artifact) (*Respon
 		if a.Kind == artifact.Info {
 			query = a.Version
 		}
-		err = d.run(ctx, tmp, &out, "list", "-m", "-e", "-json", a.Module+"@"+query)
+		err = run("list", "-m", "-e", "-json", a.Module+"@"+query)
 		if err == nil {
 			info, _ := json.Marshal(struct {
 				Version string
@@ -107,7 +234,7 @@ func (d *DirectFetcher) Fetch(ctx context.Context, a artifact.Artifact) (*Respon
 			return bytesResponse(info), nil
 		}
 	case artifact.Mod:
-		err = d.run(ctx, tmp, &out, "list", "-m", "-e", "-json", a.Module+"@"+a.Version)
+		err = run("list", "-m", "-e", "-json", a.Module+"@"+a.Version)
 		if err == nil {
 			if out.Version != a.Version || out.GoMod == "" {
 				return nil, &Error{Status: http.StatusNotFound, Msg: fmt.Sprintf("%s@%s resolves to %s", a.Module, a.Version, out.Version), Source: "direct"}
@@ -119,7 +246,7 @@ func (d *DirectFetcher) Fetch(ctx context.Context, a artifact.Artifact) (*Respon
 			return bytesResponse(data), nil
 		}
 	case artifact.Zip:
-		err = d.run(ctx, tmp, &out, "mod", "download", "-json", a.Module+"@"+a.Version)
+		err = run("mod", "download", "-json", a.Module+"@"+a.Version)
 		if err == nil {
 			f, oerr := os.Open(out.Zip)
 			if oerr != nil {
@@ -127,7 +254,7 @@ func (d *DirectFetcher) Fetch(ctx context.Context, a artifact.Artifact) (*Respon
 			}
 			fi, _ := f.Stat()
 			keep = true // removed when the body is closed
-			return &Response{Body: &cleanupFile{File: f, dir: tmp}, Size: fi.Size(), Source: "direct"}, nil
+			return &Response{Body: &cleanupFile{File: f, sb: sb}, Size: fi.Size(), Source: "direct"}, nil
 		}
 	default:
 		err = &Error{Status: http.StatusNotFound, Msg: "unknown artifact", Source: "direct"}
@@ -158,8 +285,9 @@ func (o goOutput) errText() string {
 	return e.Err
 }
 
-// run runs the go command in a sandbox under tmp and decodes its JSON.
-func (d *DirectFetcher) run(ctx context.Context, tmp string, out *goOutput, args ...string) error {
+// run runs the go command in the sandbox tmp and decodes its JSON; mod is
+// the module asked for, which its error messages may name.
+func (d *DirectFetcher) run(ctx context.Context, tmp, mod string, out *goOutput, args ...string) error {
 	home := filepath.Join(tmp, "home")
 	// Telemetry off, as `go telemetry off` would set it: otherwise the go
 	// command counts into HOME from a sidecar process that can outlive it.
@@ -170,6 +298,7 @@ func (d *DirectFetcher) run(ctx context.Context, tmp string, out *goOutput, args
 	if err := os.WriteFile(filepath.Join(telemetry, "mode"), []byte("off\n"), 0o600); err != nil {
 		return &Error{Status: http.StatusServiceUnavailable, Msg: "direct fetch could not start", Source: "direct", Err: err}
 	}
+	stall := max(int(d.cfg.StallTimeout/time.Second), 1)
 	env := append(platformEnv(home),
 		"PATH="+os.Getenv("PATH"),
 		"GOPATH="+filepath.Join(tmp, "gopath"),
@@ -185,7 +314,11 @@ func (d *DirectFetcher) run(ctx context.Context, tmp string, out *goOutput, args
 		"GIT_TERMINAL_PROMPT=0",
 		"GCM_INTERACTIVE=never",
 		"GIT_CONFIG_NOSYSTEM=1",
-		"GIT_SSH_COMMAND=ssh -o BatchMode=yes",
+		fmt.Sprintf("GIT_SSH_COMMAND=ssh -o BatchMode=yes -o ConnectTimeout=%d -o ServerAliveInterval=%d -o ServerAliveCountMax=1", stall, stall),
+		// A transfer slower than 1 KiB/s for the stall timeout is ended,
+		// so a host that never answers holds a worker for that long only.
+		"GIT_HTTP_LOW_SPEED_LIMIT=1024",
+		fmt.Sprintf("GIT_HTTP_LOW_SPEED_TIME=%d", stall),
 		// No background gc or maintenance: a detached git would outlive
 		// the fetch and write into a sandbox being removed.
 		"GIT_CONFIG_COUNT=3",
@@ -227,7 +360,7 @@ func (d *DirectFetcher) run(ctx context.Context, tmp string, out *goOutput, args
 	}
 	if derr := json.Unmarshal(stdout.Bytes(), out); derr == nil {
 		if msg := out.errText(); msg != "" {
-			return vcsError(msg)
+			return vcsError(msg, mod)
 		}
 	}
 	if runErr != nil {
@@ -237,7 +370,7 @@ func (d *DirectFetcher) run(ctx context.Context, tmp string, out *goOutput, args
 		if strings.TrimSpace(stderr.String()) == "" {
 			return &Error{Status: http.StatusBadGateway, Msg: "go command failed", Source: "direct", Err: runErr}
 		}
-		return vcsError(stderr.String())
+		return vcsError(stderr.String(), mod)
 	}
 	return nil
 }
@@ -255,10 +388,11 @@ var (
 // vcsError turns the go command's message into a client-safe answer: 404
 // for an unknown module or revision and for an authentication failure (as
 // proxy.golang.org does, without saying more about the repository), 504 for
-// a timeout. Credentials in URLs are cut out.
-func vcsError(msg string) *Error {
+// a timeout. The client sees one line with no URL, address or host other
+// than the module's; credentials are cut out of the log's copy too.
+func vcsError(msg, mod string) *Error {
 	msg = urlCredentials.ReplaceAllString(strings.TrimSpace(msg), "://")
-	line := lastLine(msg)
+	line := ClientText(lastLine(msg), mod)
 	switch {
 	case authFailure.MatchString(msg):
 		return &Error{Status: http.StatusNotFound, Msg: "not found: repository requires authentication or does not exist", Source: "direct", Err: errors.New(msg)}
@@ -270,37 +404,38 @@ func vcsError(msg string) *Error {
 	return &Error{Status: http.StatusNotFound, Msg: "not found: " + line, Source: "direct", Err: errors.New(msg)}
 }
 
-// lastLine is the most specific line of a go command error, bounded.
+// lastLine is the most specific line of a go command error.
 func lastLine(msg string) string {
 	lines := strings.Split(strings.TrimSpace(msg), "\n")
-	line := strings.TrimSpace(lines[len(lines)-1])
-	line = strings.TrimPrefix(line, "go: ")
-	if len(line) > 300 {
-		line = line[:300]
-	}
-	return line
+	return strings.TrimPrefix(strings.TrimSpace(lines[len(lines)-1]), "go: ")
 }
 
 func bytesResponse(b []byte) *Response {
 	return &Response{Body: io.NopCloser(bytes.NewReader(b)), Size: int64(len(b)), Source: "direct"}
 }
 
-// cleanupFile removes its fetch's temp directory when closed.
+// cleanupFile removes its fetch's sandbox when closed.
 type cleanupFile struct {
 	*os.File
-	dir string
+	sb   *sandbox
+	once sync.Once
 }
 
 func (c *cleanupFile) Close() error {
 	err := c.File.Close()
-	removeSandbox(c.dir)
+	c.once.Do(c.sb.remove)
 	return err
 }
 
-// removeSandbox removes a fetch's temp directory. Processes of a killed
-// process group die asynchronously and may still write into it for a
-// moment, so removal is retried for a bounded time.
-func removeSandbox(dir string) {
+// removeSandbox lets go of a fetch's sandbox (lock is nil for one swept
+// at start) and removes it: its go command has ended, and a sweep that
+// sees it unlocked removes it too. Processes of a killed process group die
+// asynchronously and may still write into it for a moment, so removal is
+// retried for a bounded time.
+func removeSandbox(dir string, lock *os.File) {
+	if lock != nil {
+		lock.Close() // first: Windows removes no open file
+	}
 	for i := 0; i < 50; i++ { // up to 5 s
 		if err := os.RemoveAll(dir); err == nil {
 			return

@@ -63,7 +63,7 @@ func (p *ProxyFetcher) Fetch(ctx context.Context, a artifact.Artifact) (*Respons
 		return &Response{Body: resp.Body, Size: resp.ContentLength, Source: p.name}, nil
 	}
 	defer resp.Body.Close()
-	reason := firstLine(resp.Body)
+	reason := ClientText(firstLine(resp.Body), a.Module)
 	switch resp.StatusCode {
 	case http.StatusNotFound, http.StatusGone:
 		if reason == "" {

@@ -58,7 +58,7 @@ func TestDirect(t *testing.T) {
 	e := newEnv(t, up, options{
 		upstream: up.URL + ",direct",
 		private:  testenv.GitHost,
-		direct:   &fetcher.DirectConfig{GitConfig: f.git.GitConfig, Netrc: f.git.Netrc(), TempDir: tmp, Workers: 2},
+		direct:   &fetcher.DirectConfig{GitConfig: f.git.GitConfig, Netrc: f.git.Netrc(), SandboxDir: tmp, Workers: 2},
 	})
 	hello := f.hello.Path
 
@@ -148,7 +148,7 @@ func TestDirectAfterProxyNotFound(t *testing.T) {
 func TestDirectAuthFailureAndTimeout(t *testing.T) {
 	f := newGitFixture(t)
 	tmp := t.TempDir()
-	e := newEnv(t, nil, options{upstream: "direct", direct: &fetcher.DirectConfig{GitConfig: f.git.GitConfig, TempDir: tmp}})
+	e := newEnv(t, nil, options{upstream: "direct", direct: &fetcher.DirectConfig{GitConfig: f.git.GitConfig, SandboxDir: tmp}})
 	resp, body := e.do("GET", f.private.Path+"/@v/v1.0.0.info")
 	if resp.StatusCode != 404 || !strings.Contains(string(body), "authentication") {
 		t.Errorf("no credentials: %d %q; want 404 saying authentication", resp.StatusCode, body)
@@ -157,7 +157,7 @@ func TestDirectAuthFailureAndTimeout(t *testing.T) {
 		t.Errorf("error body leaks the repository URL or credentials: %q", body)
 	}
 
-	slow := newEnv(t, nil, options{upstream: "direct", direct: &fetcher.DirectConfig{GitConfig: f.git.GitConfig, TempDir: tmp, Timeout: 10 * time.Millisecond}})
+	slow := newEnv(t, nil, options{upstream: "direct", direct: &fetcher.DirectConfig{GitConfig: f.git.GitConfig, SandboxDir: tmp, Timeout: 10 * time.Millisecond}})
 	resp, body = slow.do("GET", f.hello.Path+"/@v/v1.0.0.zip")
 	if resp.StatusCode != 504 {
 		t.Errorf("timed-out fetch: %d %q; want 504", resp.StatusCode, body)

@@ -235,7 +235,7 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact) (f *fetc
 	if err := checkContent(a, small, spool.Name()); err != nil {
 		return nil, source, meta.Size, invalid(source, a, err.Error())
 	}
-	if err := p.verify(ctx, a, small, spool.Name()); err != nil {
+	if err := p.verify(a, small, spool.Name()); err != nil {
 		return nil, source, meta.Size, err
 	}
 	data, err := p.cfg.Tiers.Store(ctx, a.Path(), meta, spool)

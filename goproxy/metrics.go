@@ -20,6 +20,8 @@ type Metrics struct {
 	fetchDuration  *prometheus.HistogramVec // kind
 	collapsed      prometheus.Counter
 	verifyFailures prometheus.Counter
+	unverifiedMods *prometheus.CounterVec // reason
+	sumdbStates    *prometheus.CounterVec // sumdb, state
 	servedBytes    *prometheus.CounterVec // kind
 }
 
@@ -42,6 +44,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Requests that waited for another request's fetch instead of fetching."}),
 		verifyFailures: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "verification_failures_total",
 			Help: "Fetched modules rejected because the checksum database contradicts their hash."}),
+		unverifiedMods: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "unverified_total",
+			Help: "Fetched .mod and .zip stored without a checksum database's verification, by reason (private, verify_off, no_sumdb)."}, []string{"reason"}),
+		sumdbStates: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "sumdb_state_changes_total",
+			Help: "Changes of how a checksum database is reached, by database and new state (upstream, direct, configured, unreachable)."}, []string{"sumdb", "state"}),
 		servedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "served_bytes_total",
 			Help: "Response body bytes served, by artifact kind."}, []string{"kind"}),
 	}
@@ -64,6 +70,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	if err == nil {
 		m.verifyFailures, err = register(reg, m.verifyFailures)
+	}
+	if err == nil {
+		m.unverifiedMods, err = register(reg, m.unverifiedMods)
+	}
+	if err == nil {
+		m.sumdbStates, err = register(reg, m.sumdbStates)
 	}
 	if err == nil {
 		m.servedBytes, err = register(reg, m.servedBytes)
@@ -127,6 +139,20 @@ func (m *Metrics) waiter() {
 func (m *Metrics) verifyFailure() {
 	if m != nil {
 		m.verifyFailures.Inc()
+	}
+}
+
+func (m *Metrics) unverified(reason string) {
+	if m != nil {
+		m.unverifiedMods.WithLabelValues(reason).Inc()
+	}
+}
+
+// SumDBState counts a change of how a checksum database is reached; give
+// it to checksumdb.Config.OnState.
+func (m *Metrics) SumDBState(sumdb, state string) {
+	if m != nil {
+		m.sumdbStates.WithLabelValues(sumdb, state).Inc()
 	}
 }
 

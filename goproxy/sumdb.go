@@ -30,10 +30,6 @@ func (p *Proxy) serveSumDB(w http.ResponseWriter, r *http.Request, rest string) 
 		return
 	}
 	ctx := r.Context()
-	if !db.Supported(ctx) {
-		writeError(w, http.StatusNotFound, "checksum database "+name+" is not proxied here", 0)
-		return
-	}
 	var (
 		data      []byte
 		err       error
@@ -42,6 +38,9 @@ func (p *Proxy) serveSumDB(w http.ResponseWriter, r *http.Request, rest string) 
 	)
 	switch {
 	case sub == "supported":
+		// Proxied here, by whichever route the database is reached:
+		// lookups and tiles are verified, and served from the cache.
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "public, max-age=3600")
 		w.WriteHeader(http.StatusOK)
 		return
@@ -152,24 +151,32 @@ func (p *Proxy) collapseBytes(ctx context.Context, key string, fn func(context.C
 }
 
 // verifier returns the checksum database that must vouch for a fetched
-// .mod or .zip, or nil when none applies.
-func (p *Proxy) verifier(ctx context.Context, a artifact.Artifact) *checksumdb.DB {
-	if p.cfg.Verifier == nil || !a.Immutable() || (a.Kind != artifact.Mod && a.Kind != artifact.Zip) {
-		return nil
+// .mod or .zip, or nil and why none does.
+func (p *Proxy) verifier(a artifact.Artifact) (*checksumdb.DB, string) {
+	switch {
+	case p.private(a.Module):
+		return nil, "private"
+	case p.cfg.NoVerify.Match(a.Module):
+		return nil, "verify_off"
+	case p.cfg.Verifier == nil:
+		return nil, "no_sumdb"
 	}
-	if p.private(a.Module) || p.cfg.NoVerify.Match(a.Module) {
-		return nil
-	}
-	if !p.cfg.Verifier.Supported(ctx) {
-		return nil
-	}
-	return p.cfg.Verifier
+	return p.cfg.Verifier, ""
 }
 
-// verify checks a fetched .mod (data) or .zip (zipFile) before it is stored.
-func (p *Proxy) verify(ctx context.Context, a artifact.Artifact, data []byte, zipFile string) error {
-	db := p.verifier(ctx, a)
+// verify checks a fetched .mod (data) or .zip (zipFile) before it is
+// stored. A module that no database verifies (private, verify off, no
+// database configured) is logged at error level and counted, once per
+// fetch: what is cached forever unverified must be visible.
+func (p *Proxy) verify(a artifact.Artifact, data []byte, zipFile string) error {
+	if !a.Immutable() || (a.Kind != artifact.Mod && a.Kind != artifact.Zip) {
+		return nil
+	}
+	db, reason := p.verifier(a)
 	if db == nil {
+		p.cfg.Metrics.unverified(reason)
+		p.log.Error("module stored without checksum verification", zap.String("module", a.Module), zap.String("version", a.Version),
+			zap.Stringer("kind", a.Kind), zap.String("reason", reason))
 		return nil
 	}
 	var err error

@@ -1,6 +1,8 @@
 package testenv
 
 import (
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
@@ -27,8 +29,9 @@ type GitServer struct {
 
 	User, Password string
 
-	mu    sync.Mutex
-	paths []string
+	mu       sync.Mutex
+	paths    []string
+	withAuth []string // paths of requests that carried credentials
 }
 
 // NewGitServer starts a git server; it fails the test with how to install
@@ -55,6 +58,9 @@ func NewGitServer(t testing.TB) *GitServer {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		g.mu.Lock()
 		g.paths = append(g.paths, r.URL.Path)
+		if r.Header.Get("Authorization") != "" {
+			g.withAuth = append(g.withAuth, r.URL.Path)
+		}
 		g.mu.Unlock()
 		if strings.HasPrefix(r.URL.Path, "/private/") {
 			if u, p, ok := r.BasicAuth(); !ok || u != g.User || p != g.Password {
@@ -85,6 +91,64 @@ func (g *GitServer) Paths() []string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return append([]string(nil), g.paths...)
+}
+
+// PathsWithCredentials lists the request paths that carried credentials.
+func (g *GitServer) PathsWithCredentials() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]string(nil), g.withAuth...)
+}
+
+// Rewrite adds a url.insteadOf rule to GitConfig: module paths under the
+// made-up host reach base (e.g. a Blackhole) instead.
+func (g *GitServer) Rewrite(t testing.TB, host, base string) {
+	t.Helper()
+	f, err := os.OpenFile(g.GitConfig, os.O_APPEND|os.O_WRONLY, 0)
+	if err == nil {
+		_, err = fmt.Fprintf(f, "[url \"%s/\"]\n\tinsteadOf = https://%s/\n", strings.TrimSuffix(base, "/"), host)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Blackhole is an HTTP server that accepts connections and never answers,
+// as a host that hangs does. It returns its base URL.
+func Blackhole(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c) // held open, never read or answered
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		<-done
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	return "http://" + l.Addr().String()
 }
 
 // Repo is a work tree whose pushes go to a bare repository on the server.

@@ -31,6 +31,8 @@ type SumDB struct {
 	requests    atomic.Int64
 	mu          sync.Mutex
 	mods        map[string]Module // path@version
+	zips        map[string]string // path@version -> zip file, for big zips
+	paths       []string
 }
 
 // NewSumDB starts a checksum database named name for mods.
@@ -40,7 +42,7 @@ func NewSumDB(t testing.TB, name string, mods ...Module) *SumDB {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &SumDB{Name: name, VKey: vkey, mods: map[string]Module{}}
+	s := &SumDB{Name: name, VKey: vkey, mods: map[string]Module{}, zips: map[string]string{}}
 	for _, m := range mods {
 		s.mods[m.Path+"@"+m.Version] = m
 	}
@@ -48,15 +50,22 @@ func NewSumDB(t testing.TB, name string, mods ...Module) *SumDB {
 	gosum := func(path, vers string) ([]byte, error) {
 		s.mu.Lock()
 		m, ok := s.mods[path+"@"+vers]
+		zipFile := s.zips[path+"@"+vers]
 		s.mu.Unlock()
 		if !ok {
 			return nil, &fs.PathError{Op: "lookup", Path: path + "@" + vers, Err: fs.ErrNotExist}
+		}
+		if zipFile != "" {
+			return goSumLinesOf(m, zipFile)
 		}
 		return GoSumLines(m, dir)
 	}
 	srv := sumdb.NewServer(sumdb.NewTestServer(skey, gosum))
 	h := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.requests.Add(1)
+		s.mu.Lock()
+		s.paths = append(s.paths, r.URL.Path)
+		s.mu.Unlock()
 		if !strings.HasPrefix(r.URL.Path, "/tile/") || !s.tamperTiles.Load() {
 			srv.ServeHTTP(w, r)
 			return
@@ -75,8 +84,31 @@ func NewSumDB(t testing.TB, name string, mods ...Module) *SumDB {
 	return s
 }
 
+// Add makes the database know m. A module's hashes are fixed once the
+// database has been asked for them.
+func (s *SumDB) Add(m Module) {
+	s.mu.Lock()
+	s.mods[m.Path+"@"+m.Version] = m
+	s.mu.Unlock()
+}
+
+// AddZip makes the database know m with its zip in zipFile.
+func (s *SumDB) AddZip(m Module, zipFile string) {
+	s.mu.Lock()
+	s.mods[m.Path+"@"+m.Version] = m
+	s.zips[m.Path+"@"+m.Version] = zipFile
+	s.mu.Unlock()
+}
+
 // TamperTiles makes every tile answer carry one flipped bit.
 func (s *SumDB) TamperTiles(on bool) { s.tamperTiles.Store(on) }
+
+// Paths lists the paths the database was asked for.
+func (s *SumDB) Paths() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.paths...)
+}
 
 // Requests is how many requests the database got.
 func (s *SumDB) Requests() int { return int(s.requests.Load()) }
@@ -91,6 +123,11 @@ func GoSumLines(m Module, tmp string) ([]byte, error) {
 	if err := os.WriteFile(zipFile, buf.Bytes(), 0o644); err != nil {
 		return nil, err
 	}
+	return goSumLinesOf(m, zipFile)
+}
+
+// goSumLinesOf is GoSumLines for a zip already in zipFile.
+func goSumLinesOf(m Module, zipFile string) ([]byte, error) {
 	zh, err := dirhash.HashZip(zipFile, dirhash.Hash1)
 	if err != nil {
 		return nil, err

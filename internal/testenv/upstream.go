@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -30,6 +32,8 @@ type Upstream struct {
 	modules   map[string]map[string]Module // path -> version -> module
 	bigZips   map[string]string            // escaped zip path -> file
 	overrides map[string]http.HandlerFunc  // escaped path -> handler
+	sumdbs    map[string]http.Handler      // name -> proxy to the database
+	attached  []*SumDB                     // know every module served
 	counts    map[string]int
 	paths     []string
 }
@@ -41,6 +45,7 @@ func NewUpstream(t testing.TB, mods ...Module) *Upstream {
 		modules:   map[string]map[string]Module{},
 		bigZips:   map[string]string{},
 		overrides: map[string]http.HandlerFunc{},
+		sumdbs:    map[string]http.Handler{},
 		counts:    map[string]int{},
 	}
 	for _, m := range mods {
@@ -60,6 +65,9 @@ func (u *Upstream) Add(m Module) {
 		u.modules[m.Path] = map[string]Module{}
 	}
 	u.modules[m.Path][m.Version] = m
+	for _, db := range u.attached {
+		db.Add(m)
+	}
 }
 
 // AddBigZip serves m with its zip read from the file zipPath.
@@ -67,6 +75,9 @@ func (u *Upstream) AddBigZip(m Module, zipPath string) {
 	u.Add(m)
 	u.mu.Lock()
 	u.bigZips[EscapedPath(m.Path, m.Version, "zip")] = zipPath
+	for _, db := range u.attached {
+		db.AddZip(m, zipPath)
+	}
 	u.mu.Unlock()
 }
 
@@ -75,6 +86,64 @@ func (u *Upstream) Override(path string, h http.HandlerFunc) {
 	u.mu.Lock()
 	u.overrides[path] = h
 	u.mu.Unlock()
+}
+
+// ProxySumDB serves the checksum database under /sumdb/<name>/, as
+// proxy.golang.org serves sum.golang.org, and makes it know every module
+// this upstream serves, now and later.
+func (u *Upstream) ProxySumDB(db *SumDB) {
+	target, err := url.Parse(db.URL)
+	if err != nil {
+		panic(err)
+	}
+	rp := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(target)
+		r.Out.URL.Path = strings.TrimPrefix(r.In.URL.Path, "/sumdb/"+db.Name)
+		r.Out.URL.RawPath = ""
+	}}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.sumdbs[db.Name] = rp
+	u.attached = append(u.attached, db)
+	for _, versions := range u.modules {
+		for _, m := range versions {
+			db.Add(m)
+		}
+	}
+	for p, file := range u.bigZips {
+		if m, ok := u.bigZipModule(p); ok {
+			db.AddZip(m, file)
+		}
+	}
+}
+
+// bigZipModule finds the module of a big zip's escaped path; u.mu is held.
+func (u *Upstream) bigZipModule(p string) (Module, bool) {
+	for _, versions := range u.modules {
+		for _, m := range versions {
+			if EscapedPath(m.Path, m.Version, "zip") == p {
+				return m, true
+			}
+		}
+	}
+	return Module{}, false
+}
+
+// VerifiedBy starts a checksum database that knows every module this
+// upstream serves and proxies it, so that a proxy in front of this
+// upstream verifies through it as it would through proxy.golang.org. It
+// returns the database; its VKey is what a sumdb setting takes.
+func (u *Upstream) VerifiedBy(t testing.TB) *SumDB {
+	t.Helper()
+	name := "sum." + strings.ToLower(strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
+			return r
+		}
+		return '-'
+	}, t.Name())) + ".test"
+	db := NewSumDB(t, name)
+	u.ProxySumDB(db)
+	return db
 }
 
 // SetFailure makes every request answer status; 0 restores normal service.
@@ -140,6 +209,21 @@ func (u *Upstream) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	if override != nil {
 		override(w, r)
+		return
+	}
+	if rest, ok := strings.CutPrefix(p, "sumdb/"); ok {
+		name, _, _ := strings.Cut(rest, "/")
+		u.mu.Lock()
+		db := u.sumdbs[name]
+		u.mu.Unlock()
+		switch {
+		case db == nil:
+			http.Error(w, "not found: no checksum database "+name, http.StatusNotFound)
+		case strings.HasSuffix(p, "/supported"): // the proxy's own answer
+			w.WriteHeader(http.StatusOK)
+		default:
+			db.ServeHTTP(w, r)
+		}
 		return
 	}
 	u.serveModule(w, r, p)

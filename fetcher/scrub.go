@@ -1,0 +1,71 @@
+package fetcher
+
+import (
+	"regexp"
+	"strings"
+	"unicode"
+)
+
+// maxClientText bounds a relayed reason: the go command shows such bodies
+// to its user, and one line is all a reason needs.
+const maxClientText = 300
+
+var (
+	// scheme://anything, and scp-like git remotes (user@host:path).
+	urlText = regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.-]*://[^\s'"<>]*|[A-Za-z0-9._-]+@[A-Za-z0-9.-]*\.[A-Za-z][A-Za-z0-9-]*:[^\s'"<>]+`)
+	// IPv4 with an optional port, bracketed IPv6 with an optional port,
+	// and bare IPv6 (two or more colons between hex groups).
+	addrText = regexp.MustCompile(`\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b|\[[0-9A-Fa-f:.%A-Za-z]+\](?::\d+)?|\b(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}\b`)
+	// A host name (two or more labels), optionally with a port. A name
+	// followed by '/' is a module path, which is kept.
+	hostText = regexp.MustCompile(`\b[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+(?::\d+)?\b/?`)
+)
+
+// File names and version-like words that look like host names.
+var notHosts = map[string]bool{"mod": true, "sum": true, "zip": true, "info": true, "go": true, "json": true, "txt": true, "git": true, "netrc": true}
+
+// ClientText makes text from an upstream proxy, a checksum database or the
+// go command safe to relay to a client: its first line only, bounded, with
+// control characters removed and every URL, IP address and host name
+// replaced, so that no credentials, internal hosts or resolver addresses
+// leave. Host names that begin a module path (host/...) stay, as do those
+// named in keep (the module asked for, a public checksum database).
+func ClientText(text string, keep ...string) string {
+	line, _, _ := strings.Cut(strings.TrimSpace(text), "\n")
+	line = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, line)
+	line = urlText.ReplaceAllString(line, "<url>")
+	line = addrText.ReplaceAllString(line, "<address>")
+	line = hostText.ReplaceAllStringFunc(line, func(h string) string {
+		if strings.HasSuffix(h, "/") {
+			return h // a module path
+		}
+		name, _, _ := strings.Cut(h, ":")
+		lower := strings.ToLower(name)
+		if last := lower[strings.LastIndexByte(lower, '.')+1:]; notHosts[last] || looksLikeVersion(lower) {
+			return h
+		}
+		for _, k := range keep {
+			k = strings.ToLower(k)
+			if k == lower || strings.HasPrefix(k, lower+"/") {
+				return h
+			}
+		}
+		return "<host>"
+	})
+	line = strings.TrimSpace(line)
+	if len(line) > maxClientText {
+		line = line[:maxClientText]
+	}
+	return line
+}
+
+// looksLikeVersion reports whether a dotted word is a version (v1.2.3, 1.21).
+func looksLikeVersion(s string) bool {
+	s = strings.TrimPrefix(s, "v")
+	return s != "" && s[0] >= '0' && s[0] <= '9'
+}
