@@ -56,14 +56,17 @@ type Config struct {
 	// OnState, if set, hears of every change of the route to the
 	// database: "upstream", "direct", "configured" or "unreachable".
 	OnState func(name, state string)
+	// ProbeRetry is how long after a failed probe the next one may run;
+	// default 2s. Meanwhile modules that need verification are refused.
+	ProbeRetry time.Duration
 }
 
 // How long a probed route is used before it is probed again (in the
 // background, still using the old one), and how long after a failed probe
 // the next one may run.
 const (
-	routeTTL   = time.Hour
-	probeRetry = 2 * time.Second
+	routeTTL          = time.Hour
+	defaultProbeRetry = 2 * time.Second
 )
 
 // DB is one checksum database: a source for the /sumdb/<name>/ proxy
@@ -81,6 +84,7 @@ type DB struct {
 	route       atomic.Pointer[route]
 	probes      singleflight.Group
 	failedUntil atomic.Int64 // unix nanoseconds: no new probe before
+	probeRetry  time.Duration
 
 	mu     sync.Mutex
 	latest []byte // the latest verified signed tree (the client's config)
@@ -126,6 +130,9 @@ func New(cfg Config) (*DB, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
+	if cfg.ProbeRetry <= 0 {
+		cfg.ProbeRetry = defaultProbeRetry
+	}
 	if cfg.DirectURL == "" {
 		cfg.DirectURL = "https://" + v.Name()
 	}
@@ -147,6 +154,7 @@ func New(cfg Config) (*DB, error) {
 		timeout:    cfg.Timeout,
 		log:        cfg.Logger,
 		onState:    cfg.OnState,
+		probeRetry: cfg.ProbeRetry,
 	}
 	if !d.probe {
 		d.route.Store(&route{endpoint: configured, via: "configured"})
@@ -250,7 +258,7 @@ func (d *DB) runProbe() (any, error) {
 			d.log.Warn("probing the upstream for the checksum database failed; keeping the route", zap.String("sumdb", d.name), zap.Error(err))
 			return d.route.Load().endpoint, nil
 		}
-		d.failedUntil.Store(time.Now().Add(probeRetry).UnixNano())
+		d.failedUntil.Store(time.Now().Add(d.probeRetry).UnixNano())
 		d.setState("unreachable", err)
 		return nil, d.unreachable(err)
 	}

@@ -382,7 +382,7 @@ var (
 	// repository failed, which is how a missing credential shows up for
 	// paths with a .git qualifier.
 	noProtocol  = regexp.MustCompile(`no secure protocol found for repository`)
-	timeoutText = regexp.MustCompile(`(?i)(timed out|deadline exceeded)`)
+	timeoutText = regexp.MustCompile(`(?i)(timed out|deadline exceeded|operation too slow)`)
 )
 
 // vcsError turns the go command's message into a client-safe answer: 404

@@ -19,12 +19,13 @@ import (
 )
 
 // startChild starts a proxy process (this test binary in child mode).
-func startChild(t *testing.T, disk, upstream string) (*exec.Cmd, string) {
+func startChild(t *testing.T, disk, upstream string, env ...string) (*exec.Cmd, string) {
 	t.Helper()
 	addrFile := filepath.Join(t.TempDir(), "addr")
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "PIRAEUS_TEST_CHILD=1", "PIRAEUS_TEST_DISK="+disk,
 		"PIRAEUS_TEST_UPSTREAM="+upstream, "PIRAEUS_TEST_ADDR_FILE="+addrFile)
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -203,3 +203,26 @@ func TestPrivateNeverReachesChecksumDB(t *testing.T) {
 		}
 	}
 }
+
+// A host that accepts the connection and never answers is given up after
+// the stall timeout, not after the whole fetch's timeout.
+func TestDirectStallTimeout(t *testing.T) {
+	f := newGitFixture(t)
+	hole := testenv.NewBlackhole(t)
+	f.git.Rewrite(t, "stall.piraeus.test", hole.URL)
+	e := newEnv(t, nil, options{upstream: "direct", timeout: 10 * time.Minute,
+		direct: &fetcher.DirectConfig{GitConfig: f.git.GitConfig, StallTimeout: time.Second, Timeout: 10 * time.Minute}})
+	done := make(chan int, 1)
+	go func() {
+		resp, _ := e.do("GET", "stall.piraeus.test/x.git/@v/v1.0.0.info")
+		done <- resp.StatusCode
+	}()
+	select {
+	case status := <-done:
+		if status != 504 && status != 404 {
+			t.Errorf("stalled fetch: %d; want 504 (or 404 after every protocol failed)", status)
+		}
+	case <-time.After(2 * time.Minute): // a bound, far above the 1 s stall timeout
+		t.Fatal("the stalled fetch was not given up at the stall timeout")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -40,7 +41,15 @@ func runChild() {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		os.Exit(2)
 	}
-	chain, err := fetcher.ParseList(os.Getenv("PIRAEUS_TEST_UPSTREAM"), nil, nil)
+	direct, err := fetcher.NewDirectFetcher(fetcher.DirectConfig{
+		GitConfig:    os.Getenv("PIRAEUS_TEST_GITCONFIG"),
+		SandboxDir:   filepath.Join(os.Getenv("PIRAEUS_TEST_DISK"), "direct"),
+		StallTimeout: 2 * time.Second,
+	})
+	if err != nil {
+		fail(err)
+	}
+	chain, err := fetcher.ParseList(os.Getenv("PIRAEUS_TEST_UPSTREAM"), nil, direct)
 	if err != nil {
 		fail(err)
 	}

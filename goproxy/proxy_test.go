@@ -38,6 +38,7 @@ type env struct {
 	up       *testenv.Upstream
 	proxy    *Proxy
 	tiers    *cachetier.Tiered
+	db       *checksumdb.DB // the verifier, if options.sumdb
 	srv      *httptest.Server
 	diskRoot string
 }
@@ -58,6 +59,8 @@ type options struct {
 	modes        []ModeRule
 	redirectBase string
 	sumdb        *testenv.SumDB // verify against and proxy this database
+	sumdbProbe   bool           // reach it through the upstream's /sumdb/, probing /supported
+	sumdbTimeout time.Duration
 	noVerify     string
 }
 
@@ -117,8 +120,15 @@ func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 		o.logger = zaptest.NewLogger(t)
 	}
 	cfg := Config{Modes: o.modes, RedirectBase: o.redirectBase, Private: artifact.MustParsePatterns(o.private), Fetcher: source, Tiers: tiers, ListTTL: o.listTTL, FetchTimeout: o.timeout, Locker: locker, Logger: o.logger, NoVerify: artifact.MustParsePatterns(o.noVerify)}
+	var db *checksumdb.DB
 	if o.sumdb != nil {
-		db, err := checksumdb.New(checksumdb.Config{NameOrKey: o.sumdb.VKey, URL: o.sumdb.URL, Tiers: tiers, Logger: zaptest.NewLogger(t)})
+		dbc := checksumdb.Config{NameOrKey: o.sumdb.VKey, URL: o.sumdb.URL, Tiers: tiers, Logger: o.logger, Timeout: o.sumdbTimeout}
+		if o.sumdbProbe {
+			up.ProxySumDB(o.sumdb)
+			dbc.URL, dbc.Probe, dbc.DirectURL = up.URL+"/sumdb/"+o.sumdb.Name, true, o.sumdb.URL
+			dbc.ProbeRetry = time.Nanosecond // every request after a failure probes again
+		}
+		db, err = checksumdb.New(dbc)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -128,7 +138,7 @@ func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, up: up, proxy: p, tiers: tiers, srv: newServer(t, p), diskRoot: o.diskRoot}
+	e := &env{t: t, up: up, proxy: p, tiers: tiers, db: db, srv: newServer(t, p), diskRoot: o.diskRoot}
 	t.Cleanup(e.close)
 	return e
 }

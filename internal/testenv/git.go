@@ -116,39 +116,65 @@ func (g *GitServer) Rewrite(t testing.TB, host, base string) {
 	}
 }
 
-// Blackhole is an HTTP server that accepts connections and never answers,
-// as a host that hangs does. It returns its base URL.
-func Blackhole(t testing.TB) string {
+// Blackhole accepts connections and never answers, as a host that hangs
+// does.
+type Blackhole struct {
+	URL string // http://127.0.0.1:<port>
+
+	l        net.Listener
+	accepted chan struct{}
+	done     chan struct{}
+	mu       sync.Mutex
+	conns    []net.Conn
+	closed   bool
+}
+
+// NewBlackhole starts a Blackhole; it is closed when the test ends.
+func NewBlackhole(t testing.TB) *Blackhole {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	done := make(chan struct{})
+	b := &Blackhole{URL: "http://" + l.Addr().String(), l: l, accepted: make(chan struct{}, 1024), done: make(chan struct{})}
 	go func() {
-		defer close(done)
+		defer close(b.done)
 		for {
 			c, err := l.Accept()
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			conns = append(conns, c) // held open, never read or answered
-			mu.Unlock()
+			b.mu.Lock()
+			if b.closed {
+				c.Close()
+			} else {
+				b.conns = append(b.conns, c) // held open, never read or answered
+			}
+			b.mu.Unlock()
+			select {
+			case b.accepted <- struct{}{}:
+			default:
+			}
 		}
 	}()
-	t.Cleanup(func() {
-		l.Close()
-		<-done
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	})
-	return "http://" + l.Addr().String()
+	t.Cleanup(b.Close)
+	return b
+}
+
+// Accepted receives once per accepted connection.
+func (b *Blackhole) Accepted() <-chan struct{} { return b.accepted }
+
+// Close stops accepting and drops every connection held.
+func (b *Blackhole) Close() {
+	b.l.Close()
+	<-b.done
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	for _, c := range b.conns {
+		c.Close()
+	}
+	b.conns = nil
 }
 
 // Repo is a work tree whose pushes go to a bare repository on the server.
