@@ -242,7 +242,7 @@ func lookTool(t *testing.T, name, pkg string) string {
 	if p, err := exec.LookPath(name); err == nil {
 		return p
 	}
-	for _, dir := range []string{os.Getenv("GOBIN"), filepath.Join(goEnv(t, "GOPATH"), "bin")} {
+	for _, dir := range []string{filepath.Join(moduleRoot(t), "bin", "tools"), os.Getenv("GOBIN"), filepath.Join(goEnv(t, "GOPATH"), "bin")} {
 		if p := filepath.Join(dir, name+exeSuffix()); dir != "" && fileExists(p) {
 			return p
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/piraeus-go/piraeus/cachetier"
 	"github.com/piraeus-go/piraeus/fetcher"
 	"github.com/piraeus-go/piraeus/goproxy"
+	"github.com/piraeus-go/piraeus/internal/redisconn"
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
 
@@ -67,7 +68,7 @@ func newProxy(b *testing.B, upstream, tier string, r *testenv.Redis) *goproxy.Pr
 	if err != nil {
 		b.Fatal(err)
 	}
-	disk, err := cachetier.NewDiskTier(b.TempDir())
+	disk, err := cachetier.NewDiskTier(cachetier.DiskConfig{Root: b.TempDir()})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -80,13 +81,14 @@ func newProxy(b *testing.B, upstream, tier string, r *testenv.Redis) *goproxy.Pr
 		}
 		upper = append(upper, mem)
 	case "redis":
-		rt, err := cachetier.NewRedisTier(cachetier.RedisConfig{URL: r.URL(), KeyPrefix: b.Name() + ":"})
+		conn, err := redisconn.Open(redisconn.Config{URL: r.URL()})
 		if err != nil {
 			b.Fatal(err)
 		}
-		upper = append(upper, rt)
+		b.Cleanup(func() { conn.Close() })
+		upper = append(upper, cachetier.NewRedisTier(cachetier.RedisConfig{Conn: conn, Prefix: b.Name() + ":"}))
 	}
-	tiers := cachetier.NewTiered(disk, upper...)
+	tiers := cachetier.NewTiered(nil, disk, upper...)
 	p, err := goproxy.New(goproxy.Config{Fetcher: chain, Tiers: tiers})
 	if err != nil {
 		b.Fatal(err)

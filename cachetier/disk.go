@@ -2,158 +2,217 @@ package cachetier
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/crc32"
+	"hash/maphash"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/piraeus-go/piraeus/internal/fslock"
 )
 
-// Disk object files start with a fixed header so that the content, its
-// hash and its expiry are replaced together by one atomic rename.
+// Disk layout under the root:
+//
+//	v2/<hh>/<sha256(key) in hex, after its first two digits>[-m]
+//	tmp/   spools being written (flock'ed by their writer)
+//
+// Objects live in 256 fan-out directories named by the hash of their key,
+// so the tree has a fixed shape whatever the keys (no directory per module
+// or per list path); "-m" marks mutable objects (lists, @latest), which
+// the maintenance pass removes once they are stale beyond StaleMax. v1/,
+// the layout of earlier versions, is removed at start.
 const (
-	headerSize  = 128
-	headerMagic = "PIRAEUS\x01"
-	maxVerified = 1 << 16
+	layoutDir = "v2"
+	fanOut    = 256
+	// blockSize rounds what each file uses, as file systems allocate it.
+	blockSize = 4096
+	// touchAfter: a hit records its time (for eviction) only when the
+	// recorded one is older, so hot objects cost no write per hit.
+	touchAfter = time.Minute
+	// maintainEvery paces the background pass: eviction when over the
+	// bound, and a sweep of one fan-out directory for stale mutable objects.
+	maintainEvery = 30 * time.Second
+	// DefaultStaleMax is how long an expired list or @latest is kept to be
+	// served when the upstream fails.
+	DefaultStaleMax = 7 * 24 * time.Hour
+	// dirOverhead is what the fan-out directories use.
+	dirOverhead = fanOut * blockSize
+	// verifiedSlots sizes the table of files whose content hash was
+	// checked (8 bytes a slot, 4-way associative, lossy).
+	verifiedSlots = 1 << 20
 )
 
-// DiskTier stores objects as files under a root directory:
-// <root>/v1/<key> holds the objects, <root>/tmp the files being written.
-// Writes go to a temp file and are renamed into place; reads check the
-// header and, once per file identity, the content hash.
-type DiskTier struct {
-	root, objects, tmp string
-
-	// OnCorrupt, if set, is told about every damaged file found (and removed).
-	OnCorrupt func(key string, err error)
-
-	mu       sync.Mutex
-	verified map[string]fileID // path -> identity whose content hash was checked
-
-	nObjects, nBytes atomic.Int64 // occupancy, counted at open and kept up to date
-
-	// MaxBytes bounds the objects' total size (0: unbounded). Above it, the
-	// least recently read objects are removed until 90% of it is used.
+// DiskConfig configures a DiskTier.
+type DiskConfig struct {
+	Root string
+	// MaxBytes bounds what the tier uses on disk, files rounded up to
+	// whole blocks and its directories included (0: unbounded). Above it,
+	// the least recently read objects are removed until 90% of it is used.
 	MaxBytes int64
-	evictMu  sync.Mutex
-	evicting atomic.Bool
+	// StaleMax is how long an expired mutable object is kept; default
+	// DefaultStaleMax.
+	StaleMax time.Duration
+	Logger   *zap.Logger
 }
 
-type fileID struct {
-	dev, ino uint64
-	size     int64
-	mtime    int64
+// DiskTier stores objects as files under a root directory, written to a
+// temp file and renamed into place. Each file starts with a header that
+// names its key; reads check it, and hash the content once per file
+// identity (device, inode, size, mtime and ctime, so an in-place edit is
+// noticed).
+type DiskTier struct {
+	cfg                DiskConfig
+	root, objects, tmp string
+	log                *zap.Logger
+
+	seed     maphash.Seed
+	verified []atomic.Uint64 // fingerprints of checked files, see remember
+
+	nObjects, nBytes atomic.Int64 // occupancy
+	counted          chan struct{} // closed when the start-up count has finished
+	countStart       time.Time
+
+	evictMu sync.Mutex
+	kick    chan struct{} // asks the maintenance loop to evict now
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	sweep   atomic.Int32 // next fan-out directory to sweep for stale objects
 }
 
-// sysStat is what the platform records of a file beyond fs.FileInfo
-// (see the stat_*.go files); zero where it records nothing.
-type sysStat struct {
-	atime, ctime int64
-	dev, ino     uint64
-}
-
-// NewDiskTier opens (creating if needed) a disk tier at root and removes
-// temp files left behind by a crashed process.
-func NewDiskTier(root string) (*DiskTier, error) {
-	if root == "" {
+// NewDiskTier opens (creating if needed) a disk tier, removes the temp
+// files that a crashed process left, and counts what the tier holds in the
+// background: opening never waits for a walk of the cache.
+func NewDiskTier(cfg DiskConfig) (*DiskTier, error) {
+	if cfg.Root == "" {
 		return nil, errors.New("disk tier: empty root")
 	}
-	root, err := filepath.Abs(root)
+	root, err := filepath.Abs(cfg.Root)
 	if err != nil {
 		return nil, fmt.Errorf("disk tier: %w", err)
 	}
+	if cfg.StaleMax <= 0 {
+		cfg.StaleMax = DefaultStaleMax
+	}
+	if cfg.MaxBytes != 0 && cfg.MaxBytes <= dirOverhead {
+		return nil, fmt.Errorf("disk tier: a bound of %d bytes leaves no room besides the directories (%d bytes)", cfg.MaxBytes, dirOverhead)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
 	d := &DiskTier{
-		root:     root,
-		objects:  filepath.Join(root, "v1"),
-		tmp:      filepath.Join(root, "tmp"),
-		verified: make(map[string]fileID),
+		cfg:        cfg,
+		root:       root,
+		objects:    filepath.Join(root, layoutDir),
+		tmp:        filepath.Join(root, "tmp"),
+		log:        cfg.Logger,
+		seed:       maphash.MakeSeed(),
+		verified:   make([]atomic.Uint64, verifiedSlots),
+		countStart: time.Now(),
+		kick:       make(chan struct{}, 1),
+		counted:    make(chan struct{}),
+		stop:       make(chan struct{}),
 	}
-	for _, dir := range []string{d.objects, d.tmp} {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("disk tier: %w", err)
-		}
+	if err := d.mkdirs(); err != nil {
+		return nil, fmt.Errorf("disk tier: %w", err)
 	}
+	d.nBytes.Store(dirOverhead)
 	d.removeStaleSpools()
-	d.count()
+	d.wg.Add(1)
+	go d.background()
 	return d, nil
 }
 
-// count walks the objects once, before any Put, to learn the occupancy;
-// Put and Delete keep it current from then on. (Caddy opens the tiers once
-// per process, not per config reload.)
+func (d *DiskTier) mkdirs() error {
+	for i := range fanOut {
+		if err := os.MkdirAll(filepath.Join(d.objects, fmt.Sprintf("%02x", i)), 0o755); err != nil {
+			return err
+		}
+	}
+	return os.MkdirAll(d.tmp, 0o755)
+}
+
+// background removes the old layout, counts the objects, then maintains
+// the tier until Close.
+func (d *DiskTier) background() {
+	defer d.wg.Done()
+	if old := filepath.Join(d.root, "v1"); dirExists(old) {
+		d.log.Info("removing the cache layout of an earlier version", zap.String("dir", old))
+		os.RemoveAll(old)
+	}
+	d.count()
+	t := time.NewTicker(maintainEvery)
+	defer t.Stop()
+	for {
+		d.Evict()
+		select {
+		case <-d.stop:
+			return
+		case <-d.kick:
+		case <-t.C:
+			d.sweepStale()
+		}
+	}
+}
+
+// count adds up the objects once. Files written since the count started
+// are counted by Commit instead; a mutable object replaced or removed
+// while the count runs may be off by its size until it is next replaced.
 func (d *DiskTier) count() {
-	filepath.WalkDir(d.objects, func(_ string, e fs.DirEntry, err error) error {
-		if err == nil && e.Type().IsRegular() {
-			if info, err := e.Info(); err == nil {
+	defer close(d.counted)
+	for i := range fanOut {
+		select {
+		case <-d.stop:
+			return
+		default:
+		}
+		entries, _ := os.ReadDir(filepath.Join(d.objects, fmt.Sprintf("%02x", i)))
+		for _, e := range entries {
+			if info, err := e.Info(); err == nil && info.Mode().IsRegular() && info.ModTime().Before(d.countStart) {
 				d.nObjects.Add(1)
-				d.nBytes.Add(info.Size())
+				d.nBytes.Add(used(info.Size()))
 			}
 		}
-		return nil
-	})
-}
-
-// Evict removes the least recently read objects until the tier uses at
-// most 90% of MaxBytes. Put starts it in the background when the tier
-// grows past MaxBytes.
-func (d *DiskTier) Evict() {
-	d.evictMu.Lock()
-	defer d.evictMu.Unlock()
-	if d.MaxBytes <= 0 || d.nBytes.Load() <= d.MaxBytes {
-		return
-	}
-	type entry struct {
-		path  string
-		atime int64
-	}
-	var all []entry
-	filepath.WalkDir(d.objects, func(p string, e fs.DirEntry, err error) error {
-		if err == nil && e.Type().IsRegular() {
-			if info, err := e.Info(); err == nil {
-				all = append(all, entry{p, fileStat(info).atime})
-			}
-		}
-		return nil
-	})
-	sort.Slice(all, func(i, j int) bool { return all[i].atime < all[j].atime })
-	target := d.MaxBytes / 10 * 9
-	for _, e := range all {
-		if d.nBytes.Load() <= target {
-			break
-		}
-		d.forget(e.path)
-		d.removeFile(e.path)
 	}
 }
 
-// Usage is the number of objects on disk and their size in bytes.
+func used(size int64) int64 { return (size + blockSize - 1) / blockSize * blockSize }
+
+func dirExists(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}
+
+// Counted is closed when the start-up count has finished: until then
+// Usage is short of what the tier holds, and nothing is evicted.
+func (d *DiskTier) Counted() <-chan struct{} { return d.counted }
+
+func (d *DiskTier) isCounted() bool {
+	select {
+	case <-d.counted:
+		return true
+	default:
+		return false
+	}
+}
+
+// Usage is the number of objects on disk and the bytes the tier uses.
 func (d *DiskTier) Usage() (objects, bytes int64) { return d.nObjects.Load(), d.nBytes.Load() }
-
-// removeFile removes an object file and takes it out of the occupancy.
-func (d *DiskTier) removeFile(p string) error {
-	info, err := os.Lstat(p)
-	if err != nil {
-		return err
-	}
-	if err := os.Remove(p); err != nil {
-		return err
-	}
-	d.nObjects.Add(-1)
-	d.nBytes.Add(-info.Size())
-	return nil
-}
 
 func (d *DiskTier) Name() string     { return "disk" }
 func (d *DiskTier) MaxObject() int64 { return 1<<63 - 1 }
@@ -161,9 +220,20 @@ func (d *DiskTier) MaxObject() int64 { return 1<<63 - 1 }
 // Root is the directory the tier was opened on.
 func (d *DiskTier) Root() string { return d.root }
 
+// Close stops the background work.
+func (d *DiskTier) Close() error {
+	select {
+	case <-d.stop:
+	default:
+		close(d.stop)
+	}
+	d.wg.Wait()
+	return nil
+}
+
 // removeStaleSpools removes temp files that no live process holds: every
-// temp file is flock'ed by its writer, so one whose lock can be taken was
-// left by a process that died (kill -9, power loss) in mid-write.
+// spool is locked by its writer, so one whose lock can be taken was left
+// by a process that died (kill -9, power loss) in mid-write.
 func (d *DiskTier) removeStaleSpools() {
 	entries, err := os.ReadDir(d.tmp)
 	if err != nil {
@@ -176,12 +246,164 @@ func (d *DiskTier) removeStaleSpools() {
 	}
 }
 
+// paths are the files an object of key may be in: immutable, then mutable.
+func (d *DiskTier) paths(key string) (immutable, mutable string, err error) {
+	if key == "" || len(key) > maxKeyLen {
+		return "", "", fmt.Errorf("disk tier: refusing key %q", truncate(key))
+	}
+	sum := sha256.Sum256([]byte(key))
+	name := hex.EncodeToString(sum[:])
+	immutable = filepath.Join(d.objects, name[:2], name[2:])
+	return immutable, immutable + "-m", nil
+}
+
+func (d *DiskTier) pathFor(key string, meta Meta) (string, string, error) {
+	imm, mut, err := d.paths(key)
+	if meta.Expires.IsZero() {
+		return imm, mut, err
+	}
+	return mut, imm, err
+}
+
+func (d *DiskTier) Get(_ context.Context, key string) (*Object, error) {
+	imm, mut, err := d.paths(key)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range []string{imm, mut} {
+		f, err := os.Open(p)
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("disk tier: %w", err)
+		}
+		meta, off, err := d.check(p, key, f)
+		if err != nil {
+			f.Close()
+			d.corrupt(key, p, err)
+			return nil, ErrMiss
+		}
+		return newFileObject(meta, "disk", f, off), nil
+	}
+	return nil, ErrMiss
+}
+
+// check reads and validates the header of the file at p, opened as f, and
+// hashes its content unless this very file was checked before.
+func (d *DiskTier) check(p, key string, f *os.File) (Meta, int64, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return Meta{}, 0, err
+	}
+	hl := headerLen(key)
+	hdr := make([]byte, hl)
+	if _, err := f.ReadAt(hdr, 0); err != nil {
+		return Meta{}, 0, fmt.Errorf("reading header: %w", err)
+	}
+	meta, keyLen, err := decodeFixed(hdr)
+	if err != nil {
+		return Meta{}, 0, err
+	}
+	if int64(keyLen) != int64(len(key)) {
+		return Meta{}, 0, fmt.Errorf("stored under a key of %d bytes, read as %q", keyLen, truncate(key))
+	}
+	if err := checkHeader(hdr, key); err != nil {
+		return Meta{}, 0, err
+	}
+	if got := fi.Size() - hl; got != meta.Size {
+		return Meta{}, 0, fmt.Errorf("content is %d bytes, header says %d", got, meta.Size)
+	}
+	st := fileStat(fi)
+	if !d.isVerified(p, fi, st) {
+		h := sha256.New()
+		if _, err := io.Copy(h, io.NewSectionReader(f, hl, meta.Size)); err != nil {
+			return Meta{}, 0, fmt.Errorf("hashing content: %w", err)
+		}
+		if !bytes.Equal(h.Sum(nil), meta.Sum[:]) {
+			return Meta{}, 0, errors.New("content does not match its SHA-256")
+		}
+		d.remember(p, fi, st)
+	}
+	if d.cfg.MaxBytes > 0 && time.Since(time.Unix(0, st.atime)) > touchAfter {
+		d.touch(p, f)
+	}
+	return meta, hl, nil
+}
+
+// touch records a read of p in its access time, which orders eviction.
+// The time is set explicitly (file systems mounted noatime or relatime
+// keep no reliable one); setting it changes the ctime, so the file's new
+// identity is remembered as checked.
+func (d *DiskTier) touch(p string, f *os.File) {
+	if os.Chtimes(p, time.Now(), time.Time{}) != nil {
+		return
+	}
+	if fi, err := f.Stat(); err == nil {
+		d.remember(p, fi, fileStat(fi))
+	}
+}
+
+// fingerprint identifies a file's path and identity; a file edited in
+// place, replaced or restored changes it.
+func (d *DiskTier) fingerprint(p string, fi fs.FileInfo, st sysStat) (slot int, fp uint64) {
+	var h maphash.Hash
+	h.SetSeed(d.seed)
+	h.WriteString(p)
+	bucket := h.Sum64()
+	var b [48]byte
+	binary.LittleEndian.PutUint64(b[0:], st.dev)
+	binary.LittleEndian.PutUint64(b[8:], st.ino)
+	binary.LittleEndian.PutUint64(b[16:], uint64(fi.Size()))
+	binary.LittleEndian.PutUint64(b[24:], uint64(fi.ModTime().UnixNano()))
+	binary.LittleEndian.PutUint64(b[32:], uint64(st.ctime))
+	h.Write(b[:40])
+	fp = h.Sum64() | 1 // never 0, the empty slot
+	return int(bucket&(verifiedSlots-1)) &^ 3, fp
+}
+
+func (d *DiskTier) isVerified(p string, fi fs.FileInfo, st sysStat) bool {
+	slot, fp := d.fingerprint(p, fi, st)
+	for i := range 4 {
+		if d.verified[slot+i].Load() == fp {
+			return true
+		}
+	}
+	return false
+}
+
+// remember records that the file's content matched its hash. The table is
+// a lossy cache: a file pushed out is hashed again on its next read.
+func (d *DiskTier) remember(p string, fi fs.FileInfo, st sysStat) {
+	slot, fp := d.fingerprint(p, fi, st)
+	d.verified[slot+int(fp>>62)].Store(fp)
+}
+
+func (d *DiskTier) corrupt(key, p string, err error) {
+	d.removeFile(p)
+	d.log.Error("corrupt cache file removed; it will be fetched again", zap.String("key", truncate(key)), zap.String("file", p), zap.Error(err))
+}
+
+// removeFile removes an object file and takes it out of the occupancy.
+func (d *DiskTier) removeFile(p string) error {
+	info, err := os.Lstat(p)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil {
+		return err
+	}
+	d.nObjects.Add(-1)
+	d.nBytes.Add(-used(info.Size()))
+	return nil
+}
+
 // createTemp makes a locked temp file in the tier's tmp directory,
-// recreating the directory if someone removed it.
+// recreating the tier's directories if someone removed them.
 func (d *DiskTier) createTemp(pattern string) (*os.File, error) {
 	f, err := os.CreateTemp(d.tmp, pattern)
 	if errors.Is(err, fs.ErrNotExist) {
-		if err = os.MkdirAll(d.tmp, 0o755); err == nil {
+		if err = d.mkdirs(); err == nil {
 			f, err = os.CreateTemp(d.tmp, pattern)
 		}
 	}
@@ -196,234 +418,208 @@ func (d *DiskTier) createTemp(pattern string) (*os.File, error) {
 	return f, nil
 }
 
-// path maps a key to its file, refusing anything that could leave the root.
-func (d *DiskTier) path(key string) (string, error) {
-	p := filepath.FromSlash(key)
-	if key == "" || !filepath.IsLocal(p) || filepath.Clean(p) != p {
-		return "", fmt.Errorf("disk tier: refusing key %q", key)
-	}
-	return filepath.Join(d.objects, p), nil
-}
-
-func (d *DiskTier) Get(_ context.Context, key string) (*Object, error) {
-	p, err := d.path(key)
-	if err != nil {
+// NewSpool creates a temp file in the tier's own directory, so a fetch
+// is streamed to disk once, hashed on the way, and renamed into place.
+func (d *DiskTier) NewSpool(key string) (*Spool, error) {
+	if _, _, err := d.paths(key); err != nil {
 		return nil, err
 	}
-	f, err := os.Open(p)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
-			return nil, ErrMiss
-		}
-		return nil, fmt.Errorf("disk tier: %w", err)
-	}
-	meta, err := d.check(p, f)
-	if err != nil {
-		f.Close()
-		d.corrupt(key, p, err)
-		return nil, ErrMiss
-	}
-	if d.MaxBytes > 0 {
-		d.touch(p)
-	}
-	return &Object{Meta: meta, Tier: "disk", f: f, off: headerSize}, nil
-}
-
-// touch records a use of p in its access time, which orders eviction. The
-// time is set explicitly from one precise clock for writes and reads alike
-// (file systems stamp new files from a coarse one), and mtime, which
-// identifies the checked content, stays as it is.
-func (d *DiskTier) touch(p string) {
-	os.Chtimes(p, time.Now(), time.Time{})
-}
-
-// check reads and validates the header, and hashes the content unless this
-// very file (same inode, size and mtime) was hashed before.
-func (d *DiskTier) check(p string, f *os.File) (Meta, error) {
-	fi, err := f.Stat()
-	if err != nil {
-		return Meta{}, err
-	}
-	var hdr [headerSize]byte
-	if _, err := f.ReadAt(hdr[:], 0); err != nil {
-		return Meta{}, fmt.Errorf("reading header: %w", err)
-	}
-	meta, err := decodeHeader(hdr[:])
-	if err != nil {
-		return Meta{}, err
-	}
-	if got := fi.Size() - headerSize; got != meta.Size {
-		return Meta{}, fmt.Errorf("content is %d bytes, header says %d", got, meta.Size)
-	}
-	id := identity(fi)
-	d.mu.Lock()
-	ok := d.verified[p] == id
-	d.mu.Unlock()
-	if ok {
-		return meta, nil
-	}
-	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(f, headerSize, meta.Size)); err != nil {
-		return Meta{}, fmt.Errorf("hashing content: %w", err)
-	}
-	if !bytes.Equal(h.Sum(nil), meta.Sum[:]) {
-		return Meta{}, errors.New("content does not match its SHA-256")
-	}
-	d.remember(p, id)
-	return meta, nil
-}
-
-func (d *DiskTier) remember(p string, id fileID) {
-	d.mu.Lock()
-	if len(d.verified) >= maxVerified {
-		clear(d.verified)
-	}
-	d.verified[p] = id
-	d.mu.Unlock()
-}
-
-func (d *DiskTier) forget(p string) {
-	d.mu.Lock()
-	delete(d.verified, p)
-	d.mu.Unlock()
-}
-
-func (d *DiskTier) corrupt(key, p string, err error) {
-	d.forget(p)
-	d.removeFile(p)
-	if d.OnCorrupt != nil {
-		d.OnCorrupt(key, err)
-	}
-}
-
-func (d *DiskTier) Put(_ context.Context, key string, meta Meta, r io.Reader) (err error) {
-	p, err := d.path(key)
-	if err != nil {
-		return err
-	}
-	f, err := d.createTemp("put-*")
-	if err != nil {
-		return fmt.Errorf("disk tier: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	hdr := encodeHeader(meta)
-	if _, err := f.Write(hdr[:]); err != nil {
-		return fmt.Errorf("disk tier: writing %s: %w", key, err)
-	}
-	n, err := io.CopyN(f, r, meta.Size)
-	if err != nil {
-		return fmt.Errorf("disk tier: writing %s (%d of %d bytes): %w", key, n, meta.Size, err)
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("disk tier: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("disk tier: writing %s: %w", key, err)
-	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return fmt.Errorf("disk tier: %w", err)
-	}
-	old, statErr := os.Lstat(p)
-	if err := os.Rename(f.Name(), p); err != nil {
-		return fmt.Errorf("disk tier: %w", err)
-	}
-	if statErr == nil {
-		d.nObjects.Add(-1)
-		d.nBytes.Add(-old.Size())
-	}
-	d.nObjects.Add(1)
-	d.nBytes.Add(fi.Size())
-	if d.MaxBytes > 0 {
-		d.touch(p)
-	}
-	if d.MaxBytes > 0 && d.nBytes.Load() > d.MaxBytes && d.evicting.CompareAndSwap(false, true) {
-		go func() {
-			defer d.evicting.Store(false)
-			d.Evict()
-		}()
-	}
-	// The content was hashed while it was fetched; this file needs no
-	// second hashing on its first read.
-	d.remember(p, identity(fi))
-	return nil
-}
-
-func (d *DiskTier) Delete(_ context.Context, key string) error {
-	p, err := d.path(key)
-	if err != nil {
-		return err
-	}
-	d.forget(p)
-	if err := d.removeFile(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("disk tier: %w", err)
-	}
-	return nil
-}
-
-func (d *DiskTier) Close() error { return nil }
-
-// NewSpool creates a temp file in the tier's own directory, so a fetch can
-// be streamed to disk once while it is hashed.
-func (d *DiskTier) NewSpool() (*Spool, error) {
 	f, err := d.createTemp("fetch-*")
 	if err != nil {
 		return nil, fmt.Errorf("disk tier: %w", err)
 	}
-	return &Spool{f: f, h: sha256.New()}, nil
+	return newSpool(f, key)
 }
 
-// NewTempSpool makes a spool in the system's temp directory, for when the
-// disk tier cannot take one (full, read-only).
-func NewTempSpool() (*Spool, error) {
-	f, err := os.CreateTemp("", "piraeus-fetch-*")
+// Commit writes the spool's header and renames its file into place; the
+// object returned reads the same file.
+func (d *DiskTier) Commit(_ context.Context, key string, s *Spool, meta Meta) (*Object, error) {
+	if s.done || s.key != key {
+		return nil, fmt.Errorf("disk tier: spool of %q cannot be committed as %q", truncate(s.key), truncate(key))
+	}
+	if filepath.Dir(s.f.Name()) != d.tmp {
+		return nil, errors.New("disk tier: spool is not the tier's own")
+	}
+	p, other, err := d.pathFor(key, meta)
 	if err != nil {
 		return nil, err
 	}
-	return &Spool{f: f, h: sha256.New()}, nil
+	if _, err := s.f.WriteAt(encodeHeader(key, meta), 0); err != nil {
+		return nil, fmt.Errorf("disk tier: writing %s: %w", truncate(key), err)
+	}
+	old, statErr := os.Lstat(p)
+	f, err := renameOpen(s.f, p)
+	if errors.Is(err, fs.ErrNotExist) { // a fan-out directory was removed
+		if err = d.mkdirs(); err == nil {
+			f, err = renameOpen(s.f, p)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("disk tier: %w", err)
+	}
+	s.done = true
+	if statErr == nil {
+		d.nObjects.Add(-1)
+		d.nBytes.Add(-used(old.Size()))
+	}
+	d.removeFile(other) // an object of the key under its other mutability
+	if d.cfg.MaxBytes > 0 {
+		// Stamped from the same precise clock as reads (file systems
+		// stamp new files from a coarse one), for eviction's order.
+		os.Chtimes(p, time.Now(), time.Time{})
+	}
+	if fi, err := f.Stat(); err == nil {
+		d.nObjects.Add(1)
+		d.nBytes.Add(used(fi.Size()))
+		d.remember(p, fi, fileStat(fi)) // hashed while it was fetched
+	}
+	if d.cfg.MaxBytes > 0 && d.nBytes.Load() > d.cfg.MaxBytes {
+		select {
+		case d.kick <- struct{}{}:
+		default:
+		}
+	}
+	return newFileObject(meta, "disk", f, s.off), nil
 }
 
-func encodeHeader(m Meta) [headerSize]byte {
-	var b [headerSize]byte
-	copy(b[0:8], headerMagic)
-	binary.BigEndian.PutUint64(b[8:16], uint64(m.Size))
-	copy(b[16:48], m.Sum[:])
-	binary.BigEndian.PutUint64(b[48:56], uint64(m.Stored.UnixNano()))
-	if !m.Expires.IsZero() {
-		binary.BigEndian.PutUint64(b[56:64], uint64(m.Expires.UnixNano()))
+// Put stores a small object through a spool.
+func (d *DiskTier) Put(ctx context.Context, key string, meta Meta, data []byte) error {
+	s, err := d.NewSpool(key)
+	if err != nil {
+		return err
 	}
-	binary.BigEndian.PutUint32(b[64:68], crc32.ChecksumIEEE(b[0:64]))
-	return b
+	defer s.Close()
+	if err := s.Fill(bytes.NewReader(data), int64(len(data))); err != nil {
+		return fmt.Errorf("disk tier: writing %s: %w", truncate(key), err)
+	}
+	if got := s.Meta(meta.Expires); got.Size != meta.Size || got.Sum != meta.Sum {
+		return fmt.Errorf("disk tier: %s does not match its meta", truncate(key))
+	}
+	obj, err := d.Commit(ctx, key, s, meta)
+	if err != nil {
+		return err
+	}
+	return obj.Close()
 }
 
-func decodeHeader(b []byte) (Meta, error) {
-	if string(b[0:8]) != headerMagic {
-		return Meta{}, errors.New("bad header magic")
+func (d *DiskTier) Delete(_ context.Context, key string) error {
+	imm, mut, err := d.paths(key)
+	if err != nil {
+		return err
 	}
-	if crc32.ChecksumIEEE(b[0:64]) != binary.BigEndian.Uint32(b[64:68]) {
-		return Meta{}, errors.New("header checksum mismatch")
+	var errs []error
+	for _, p := range []string{imm, mut} {
+		if err := d.removeFile(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
 	}
-	var m Meta
-	m.Size = int64(binary.BigEndian.Uint64(b[8:16]))
-	if m.Size < 0 {
-		return Meta{}, errors.New("bad size in header")
+	if len(errs) > 0 {
+		return fmt.Errorf("disk tier: %w", errors.Join(errs...))
 	}
-	copy(m.Sum[:], b[16:48])
-	m.Stored = time.Unix(0, int64(binary.BigEndian.Uint64(b[48:56])))
-	if exp := int64(binary.BigEndian.Uint64(b[56:64])); exp != 0 {
-		m.Expires = time.Unix(0, exp)
-	}
-	return m, nil
+	return nil
 }
 
-func identity(fi fs.FileInfo) fileID {
-	st := fileStat(fi)
-	return fileID{dev: st.dev, ino: st.ino, size: fi.Size(), mtime: fi.ModTime().UnixNano()}
+// File is the file that holds key's object, if there is one; for tools
+// and tests that look at the cache from outside.
+func (d *DiskTier) File(key string) (string, bool) {
+	imm, mut, err := d.paths(key)
+	if err != nil {
+		return "", false
+	}
+	for _, p := range []string{imm, mut} {
+		if _, err := os.Lstat(p); err == nil {
+			return p, true
+		}
+	}
+	return imm, false
 }
 
-var _ Tier = (*DiskTier)(nil)
+// Evict removes the least recently read objects until the objects use at
+// most 90% of what MaxBytes leaves them besides the directories. It samples fan-out directories in random order
+// until it has enough candidates (all of them for a small cache, a few
+// thousand files for a large one), so its cost does not grow with the
+// cache, and evicts the oldest of them; it waits for the start-up count.
+func (d *DiskTier) Evict() {
+	if d.cfg.MaxBytes <= 0 || !d.isCounted() {
+		return
+	}
+	d.evictMu.Lock()
+	defer d.evictMu.Unlock()
+	target := dirOverhead + (d.cfg.MaxBytes-dirOverhead)/10*9
+	for round := 0; round < 1024 && d.nBytes.Load() > target; round++ {
+		type candidate struct {
+			path  string
+			atime int64
+		}
+		var pool []candidate
+		for _, i := range rand.Perm(fanOut) {
+			dir := filepath.Join(d.objects, fmt.Sprintf("%02x", i))
+			entries, _ := os.ReadDir(dir)
+			for _, e := range entries {
+				if info, err := e.Info(); err == nil && info.Mode().IsRegular() {
+					pool = append(pool, candidate{filepath.Join(dir, e.Name()), fileStat(info).atime})
+				}
+			}
+			if len(pool) >= 2048 {
+				break
+			}
+		}
+		if len(pool) == 0 {
+			return
+		}
+		slices.SortFunc(pool, func(a, b candidate) int { return cmp.Compare(a.atime, b.atime) })
+		// Evict the oldest quarter of a large sample (the rest may be
+		// younger than files in other directories), all of a full scan.
+		n := len(pool)
+		if n >= 2048 {
+			n /= 4
+		}
+		for _, c := range pool[:n] {
+			if d.nBytes.Load() <= target {
+				return
+			}
+			d.removeFile(c.path)
+		}
+	}
+}
+
+// sweepStale removes, from one fan-out directory per call, the mutable
+// objects that expired more than StaleMax ago.
+func (d *DiskTier) sweepStale() {
+	i := int(d.sweep.Add(1)) % fanOut
+	dir := filepath.Join(d.objects, fmt.Sprintf("%02x", i))
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), "-m") {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		if expires, ok := readExpiry(p); ok && time.Since(expires) > d.cfg.StaleMax {
+			d.removeFile(p)
+		}
+	}
+}
+
+func readExpiry(p string) (time.Time, bool) {
+	f, err := os.Open(p)
+	if err != nil {
+		return time.Time{}, false
+	}
+	defer f.Close()
+	var hdr [fixedHeader]byte
+	if _, err := f.ReadAt(hdr[:], 0); err != nil {
+		return time.Time{}, false
+	}
+	meta, _, err := decodeFixed(hdr[:])
+	return meta.Expires, err == nil && !meta.Expires.IsZero()
+}
+
+// SweepStale sweeps every fan-out directory once; the maintenance pass
+// does one per interval.
+func (d *DiskTier) SweepStale() {
+	for range fanOut {
+		d.sweepStale()
+	}
+}
+
+var _ Store = (*DiskTier)(nil)

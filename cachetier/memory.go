@@ -3,7 +3,6 @@ package cachetier
 import (
 	"context"
 	"fmt"
-	"io"
 	"time"
 
 	"github.com/dgraph-io/ristretto/v2"
@@ -58,19 +57,8 @@ func (m *MemoryTier) Get(_ context.Context, key string) (*Object, error) {
 	return &Object{Meta: e.meta, Tier: "memory", data: e.data}, nil
 }
 
-func (m *MemoryTier) Put(_ context.Context, key string, meta Meta, r io.Reader) error {
-	if meta.Size > m.maxObject {
-		return nil
-	}
-	data := make([]byte, meta.Size)
-	if _, err := io.ReadFull(r, data); err != nil {
-		return fmt.Errorf("memory tier: reading %s: %w", key, err)
-	}
-	return m.PutBytes(key, meta, data)
-}
-
-// PutBytes keeps data, which the caller must not modify afterwards.
-func (m *MemoryTier) PutBytes(key string, meta Meta, data []byte) error {
+// Put keeps data, which the caller must not modify afterwards.
+func (m *MemoryTier) Put(_ context.Context, key string, meta Meta, data []byte) error {
 	if int64(len(data)) > m.maxObject {
 		return nil
 	}

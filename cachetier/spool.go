@@ -1,6 +1,7 @@
 package cachetier
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"hash"
@@ -17,14 +18,45 @@ var ErrTooLarge = errors.New("body too large")
 var ErrStorage = errors.New("cache storage failed")
 
 // Spool is a fetched body being streamed to a temp file and hashed, so
-// that it can be checked before any tier stores it and then read as many
-// times as needed without holding it in memory.
+// that it can be checked before any tier stores it, read as many times as
+// needed without holding it in memory, and committed by renaming the file
+// into place. Room for the object's header is left at the start of the
+// file, so the file needs no rewriting to become the stored object.
 type Spool struct {
+	key  string
 	f    *os.File
+	off  int64 // where the content starts
 	h    hash.Hash
 	n    int64
 	sum  [32]byte
 	werr error
+	done bool // committed: the file is no longer the spool's
+}
+
+// newSpool takes over f, a new empty temp file, for an object of key.
+func newSpool(f *os.File, key string) (*Spool, error) {
+	if len(key) > maxKeyLen {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("key of %d bytes is too long", len(key))
+	}
+	s := &Spool{key: key, f: f, off: headerLen(key), h: sha256.New()}
+	if _, err := f.Seek(s.off, io.SeekStart); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// NewTempSpool makes a spool in the system's temp directory, for when the
+// tier of record cannot take one (full, read-only). Such a spool cannot be
+// committed; its object is served from it, uncached.
+func NewTempSpool(key string) (*Spool, error) {
+	f, err := os.CreateTemp("", "piraeus-fetch-*")
+	if err != nil {
+		return nil, err
+	}
+	return newSpool(f, key)
 }
 
 // Write appends to the file and the running hash.
@@ -55,6 +87,9 @@ func (s *Spool) Fill(r io.Reader, limit int64) error {
 	return nil
 }
 
+// Key is the key the spooled object is for.
+func (s *Spool) Key() string { return s.key }
+
 // Meta describes the spooled content; expires is zero for immutable content.
 func (s *Spool) Meta(expires time.Time) Meta {
 	return Meta{Size: s.n, Sum: s.sum, Stored: time.Now(), Expires: expires}
@@ -63,14 +98,30 @@ func (s *Spool) Meta(expires time.Time) Meta {
 // Size is how many bytes were written.
 func (s *Spool) Size() int64 { return s.n }
 
-// Name is the temp file's path, for checkers that want a file name.
+// Name is the temp file's path, for checkers that want a file name. The
+// content follows a header's room: readers of zip archives find a zip's
+// contents wherever it starts in a file.
 func (s *Spool) Name() string { return s.f.Name() }
 
 // Reader reads the spooled content from its start.
-func (s *Spool) Reader() io.ReadSeeker { return io.NewSectionReader(s.f, 0, s.n) }
+func (s *Spool) Reader() io.ReadSeeker { return io.NewSectionReader(s.f, s.off, s.n) }
 
-// Close removes the temp file.
+// Object turns the spool into an object read from its file, for serving
+// what could not be stored; the file is removed now and closed with the
+// object's last handle.
+func (s *Spool) Object(meta Meta, tier string) *Object {
+	os.Remove(s.f.Name())
+	s.done = true
+	return newFileObject(meta, tier, s.f, s.off)
+}
+
+// Close removes the temp file, unless it was committed or turned into an
+// object.
 func (s *Spool) Close() error {
+	if s.done {
+		return nil
+	}
+	s.done = true
 	s.f.Close()
 	return os.Remove(s.f.Name())
 }

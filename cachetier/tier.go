@@ -1,7 +1,7 @@
-// Package cachetier stores proxy artifacts in ordered tiers (memory, disk,
-// and later shared ones) behind one small interface. Tiers know nothing of
-// HTTP or Caddy: a key is an opaque slash-separated string validated by the
-// caller, a value is bytes with a checksum and an optional expiry.
+// Package cachetier stores proxy artifacts in ordered tiers (memory, Redis,
+// disk) behind one small interface. Tiers know nothing of HTTP or Caddy: a
+// key is an opaque slash-separated string validated by the caller, a value
+// is bytes with a checksum, an expiry and the key it was stored under.
 package cachetier
 
 import (
@@ -11,6 +11,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"sync/atomic"
 	"time"
 )
 
@@ -39,16 +40,18 @@ func (m Meta) ETag() string {
 	return string(b[:])
 }
 
-// Object is a stored value handed to one reader. Objects from the memory
-// tier share an immutable byte slice; objects from disk hold an open file
-// and must be closed.
+// Object is a stored value handed to one reader. Objects in memory share
+// an immutable byte slice; objects in a file hold a handle on it, which
+// several objects may share (each Clone takes its own), and must be
+// closed.
 type Object struct {
 	Meta
 	Tier string // name of the tier that answered
 
-	data []byte
-	f    *os.File
-	off  int64
+	data   []byte
+	file   *sharedFile
+	off    int64 // where the content starts in the file
+	closed bool
 }
 
 // NewBytesObject wraps data that the caller will not modify again.
@@ -56,25 +59,74 @@ func NewBytesObject(meta Meta, data []byte) *Object {
 	return &Object{Meta: meta, data: data}
 }
 
+// newFileObject takes over f; the content is meta.Size bytes from off.
+func newFileObject(meta Meta, tier string, f *os.File, off int64) *Object {
+	sf := &sharedFile{f: f}
+	sf.refs.Store(1)
+	return &Object{Meta: meta, Tier: tier, file: sf, off: off}
+}
+
 // Reader returns a reader over the content, positioned at its start.
 func (o *Object) Reader() io.ReadSeeker {
-	if o.f != nil {
-		return io.NewSectionReader(o.f, o.off, o.Size)
+	if o.file != nil {
+		return io.NewSectionReader(o.file.f, o.off, o.Size)
 	}
 	return bytes.NewReader(o.data)
 }
 
 // Bytes returns the content if it is held in memory.
 func (o *Object) Bytes() ([]byte, bool) {
-	return o.data, o.f == nil
+	return o.data, o.file == nil
 }
 
-// Close releases the file behind the object, if any.
-func (o *Object) Close() error {
-	if o == nil || o.f == nil {
+// Clone returns another handle on the same content, to be closed on its
+// own; nil if o has been closed. Reads of several clones of a file may run
+// concurrently.
+func (o *Object) Clone() *Object {
+	if o.closed || o.file != nil && !o.file.acquire() {
 		return nil
 	}
-	return o.f.Close()
+	c := *o
+	return &c
+}
+
+// Close releases the object's handle on its file, if any; the file is
+// closed with the last handle.
+func (o *Object) Close() error {
+	if o == nil || o.closed {
+		return nil
+	}
+	o.closed = true
+	if o.file == nil {
+		return nil
+	}
+	return o.file.release()
+}
+
+// sharedFile is an open file that several objects read (ReadAt is safe
+// for concurrent use), closed when the last of them lets go.
+type sharedFile struct {
+	f    *os.File
+	refs atomic.Int32
+}
+
+func (s *sharedFile) acquire() bool {
+	for {
+		n := s.refs.Load()
+		if n <= 0 {
+			return false
+		}
+		if s.refs.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+func (s *sharedFile) release() error {
+	if s.refs.Add(-1) == 0 {
+		return s.f.Close()
+	}
+	return nil
 }
 
 // Tier is one level of the cache.
@@ -84,18 +136,27 @@ type Tier interface {
 	// skipped by Put and never promoted into it.
 	MaxObject() int64
 	// Get returns the object or ErrMiss. A tier that finds a damaged
-	// object removes it and reports a miss.
+	// object, or one stored under another key, removes it and reports a
+	// miss.
 	Get(ctx context.Context, key string) (*Object, error)
-	// Put stores exactly meta.Size bytes from r under key.
-	Put(ctx context.Context, key string, meta Meta, r io.Reader) error
+	// Put stores data under key; the tier may keep data, which the caller
+	// does not modify afterwards.
+	Put(ctx context.Context, key string, meta Meta, data []byte) error
 	Delete(ctx context.Context, key string) error
 	Close() error
 }
 
-// bytesPutter is implemented by tiers that can keep a caller's immutable
-// byte slice without copying it.
-type bytesPutter interface {
-	PutBytes(key string, meta Meta, data []byte) error
+// Store is the tier of record: every fetched object is committed to it
+// from the spool it was fetched into, whatever its size.
+type Store interface {
+	Tier
+	// NewSpool starts a temp file for the object that will be stored
+	// under key.
+	NewSpool(key string) (*Spool, error)
+	// Commit stores a filled spool under key, taking it over, and returns
+	// the stored object, read from the spool's own file: it stays
+	// readable even if the object is evicted meanwhile.
+	Commit(ctx context.Context, key string, s *Spool, meta Meta) (*Object, error)
 }
 
 // UsageReporter is implemented by tiers that know how much they hold;

@@ -2,8 +2,9 @@ package cachetier
 
 import (
 	"bytes"
-	"crypto/sha256"
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -11,11 +12,15 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-func metaOf(data []byte, expires time.Time) Meta {
-	return Meta{Size: int64(len(data)), Sum: sha256.Sum256(data), Stored: time.Now(), Expires: expires}
-}
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/piraeus-go/piraeus/internal/redisconn"
+	"github.com/piraeus-go/piraeus/internal/testenv"
+)
 
 func readAll(t *testing.T, o *Object) []byte {
 	t.Helper()
@@ -26,21 +31,45 @@ func readAll(t *testing.T, o *Object) []byte {
 	return b
 }
 
+func openDisk(t *testing.T, cfg DiskConfig) *DiskTier {
+	t.Helper()
+	if cfg.Root == "" {
+		cfg.Root = t.TempDir()
+	}
+	d, err := NewDiskTier(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// waitCounted waits for the background start-up count, which every test
+// that looks at occupancy needs.
+func waitCounted(t *testing.T, d *DiskTier) {
+	t.Helper()
+	select {
+	case <-d.Counted():
+	case <-time.After(time.Minute):
+		t.Fatal("the start-up count did not finish")
+	}
+}
+
+func put(t *testing.T, tier Tier, key string, data []byte, expires time.Time) {
+	t.Helper()
+	if err := tier.Put(t.Context(), key, MetaFor(data, expires), data); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestDiskRoundTripAndRestart(t *testing.T) {
 	root := t.TempDir()
-	d, err := NewDiskTier(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := []byte("module example.com/a\n")
+	d := openDisk(t, DiskConfig{Root: root})
+	data := []byte("v1.0.0\n")
 	exp := time.Now().Add(time.Hour).Truncate(time.Nanosecond)
-	if err := d.Put(t.Context(), "example.com/a/@v/list", metaOf(data, exp), bytes.NewReader(data)); err != nil {
-		t.Fatal(err)
-	}
-	d2, err := NewDiskTier(root) // a new process: nothing remembered
-	if err != nil {
-		t.Fatal(err)
-	}
+	put(t, d, "example.com/a/@v/list", data, exp)
+	put(t, d, "example.com/a/@v/v1.0.0.mod", []byte("module example.com/a\n"), time.Time{})
+	d2 := openDisk(t, DiskConfig{Root: root}) // a new process: nothing remembered
 	o, err := d2.Get(t.Context(), "example.com/a/@v/list")
 	if err != nil {
 		t.Fatal(err)
@@ -52,15 +81,18 @@ func TestDiskRoundTripAndRestart(t *testing.T) {
 	if _, err := d2.Get(t.Context(), "example.com/b/@v/list"); !errors.Is(err, ErrMiss) {
 		t.Fatalf("missing key: %v", err)
 	}
+	waitCounted(t, d2)
+	if objects, bytes := d2.Usage(); objects != 2 || bytes != fanOut*blockSize+2*blockSize {
+		t.Errorf("counted %d objects, %d bytes; want 2 and the directories plus two blocks", objects, bytes)
+	}
 }
 
-func TestDiskPutShortReaderLeavesNothing(t *testing.T) {
+func TestDiskPutMismatchLeavesNothing(t *testing.T) {
 	root := t.TempDir()
-	d, _ := NewDiskTier(root)
+	d := openDisk(t, DiskConfig{Root: root})
 	data := []byte("0123456789")
-	err := d.Put(t.Context(), "example.com/a/@v/v1.0.0.mod", metaOf(data, time.Time{}), bytes.NewReader(data[:5]))
-	if err == nil {
-		t.Fatal("short body stored")
+	if err := d.Put(t.Context(), "example.com/a/@v/v1.0.0.mod", MetaFor(data, time.Time{}), data[:5]); err == nil {
+		t.Fatal("content not matching its meta stored")
 	}
 	if _, err := d.Get(t.Context(), "example.com/a/@v/v1.0.0.mod"); !errors.Is(err, ErrMiss) {
 		t.Fatalf("partial object visible: %v", err)
@@ -70,47 +102,134 @@ func TestDiskPutShortReaderLeavesNothing(t *testing.T) {
 	}
 }
 
-func TestDiskRefusesEscapingKeys(t *testing.T) {
-	root := t.TempDir()
-	d, _ := NewDiskTier(filepath.Join(root, "cache"))
-	data := []byte("x")
-	for _, key := range []string{"", "../x", "a/../../x", "/etc/passwd", "a//b", "a/./b", "a/b/"} {
-		if err := d.Put(t.Context(), key, metaOf(data, time.Time{}), bytes.NewReader(data)); err == nil {
-			t.Errorf("Put(%q) accepted", key)
-		}
-		if _, err := d.Get(t.Context(), key); err == nil || errors.Is(err, ErrMiss) {
-			t.Errorf("Get(%q) = %v; want a refusal", key, err)
+// Keys are opaque to the tier: whatever their bytes, objects live in the
+// fixed fan-out under the root, and no key makes a directory.
+func TestDiskKeysStayInsideAndLayoutIsFixed(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "cache")
+	d := openDisk(t, DiskConfig{Root: root})
+	for _, key := range []string{"../x", "a/../../x", "/etc/passwd", "a//b", "a/./b", "a/b/"} {
+		put(t, d, key, []byte(key), time.Time{})
+		if o, err := d.Get(t.Context(), key); err != nil || string(readAll(t, o)) != key {
+			t.Errorf("Get(%q): %v", key, err)
+		} else {
+			o.Close()
 		}
 	}
-	if _, err := os.Stat(filepath.Join(root, "x")); !os.IsNotExist(err) {
-		t.Error("file written outside the root")
+	if err := d.Put(t.Context(), "", MetaFor(nil, time.Time{}), nil); err == nil {
+		t.Error("empty key accepted")
+	}
+	for i := range 1000 { // distinct list paths, as hostile clients would make
+		put(t, d, fmt.Sprintf("example.com/m%d/deep/er/@v/list", i), []byte("v1.0.0\n"), time.Now().Add(time.Minute))
+	}
+	dirs := 0
+	filepath.WalkDir(filepath.Dir(root), func(p string, e os.DirEntry, err error) error {
+		if err == nil && e.IsDir() {
+			dirs++
+		}
+		return nil
+	})
+	if want := 1 + 1 + 1 + fanOut + 1; dirs != want { // parent, root, v2, fan-out, tmp
+		t.Errorf("%d directories; want %d whatever the keys", dirs, want)
 	}
 }
 
-func TestDiskDetectsDamage(t *testing.T) {
-	root := t.TempDir()
-	d, _ := NewDiskTier(root)
-	var reported []string
-	d.OnCorrupt = func(key string, err error) { reported = append(reported, key) }
+// A file edited in place, even to the same size and mtime, is noticed by
+// its ctime; a file copied over another key's file is refused by its
+// header. Both are removed and logged at error level.
+func TestDiskDetectsDamageAndForeignFiles(t *testing.T) {
+	core, logs := observer.New(zapcore.ErrorLevel)
+	d := openDisk(t, DiskConfig{Logger: zap.New(core)})
 	data := bytes.Repeat([]byte("z"), 1000)
-	key := "example.com/a/@v/v1.0.0.zip"
-	if err := d.Put(t.Context(), key, metaOf(data, time.Time{}), bytes.NewReader(data)); err != nil {
+	key, other := "example.com/a/@v/v1.0.0.zip", "example.com/b/@v/v1.0.0.zip"
+	put(t, d, key, data, time.Time{})
+	put(t, d, other, []byte("other"), time.Time{})
+	o, err := d.Get(t.Context(), key) // checked once, remembered
+	if err != nil {
 		t.Fatal(err)
 	}
-	file := filepath.Join(root, "v1", key)
+	o.Close()
+
+	file, _ := d.File(key)
+	fi, _ := os.Stat(file)
 	raw, _ := os.ReadFile(file)
 	raw[len(raw)-1] = 'y'
 	os.WriteFile(file, raw, 0o644)
-	// Even within the process that wrote it: the rewrite changed mtime/size.
-	os.Chtimes(file, time.Now().Add(time.Minute), time.Now().Add(time.Minute))
+	os.Chtimes(file, fi.ModTime(), fi.ModTime()) // same size, same mtime
 	if _, err := d.Get(t.Context(), key); !errors.Is(err, ErrMiss) {
-		t.Fatalf("damaged file served: %v", err)
+		t.Fatalf("a file edited in place was served: %v", err)
 	}
-	if len(reported) != 1 || reported[0] != key {
-		t.Fatalf("OnCorrupt calls %v", reported)
+	if _, ok := d.File(key); ok {
+		t.Error("edited file kept")
 	}
-	if _, err := os.Stat(file); !os.IsNotExist(err) {
-		t.Fatal("damaged file kept")
+
+	put(t, d, key, data, time.Time{})
+	src, _ := d.File(other)
+	dst, _ := d.File(key)
+	b, _ := os.ReadFile(src)
+	os.WriteFile(dst, b, 0o644) // another key's object, copied over
+	if _, err := d.Get(t.Context(), key); !errors.Is(err, ErrMiss) {
+		t.Fatalf("another key's file was served: %v", err)
+	}
+	if n := logs.FilterMessageSnippet("corrupt cache file removed").Len(); n != 2 {
+		t.Errorf("%d error logs for removed files; want 2", n)
+	}
+}
+
+// The object Commit returns reads the committed file itself: removing the
+// name (eviction, purge) does not take it from readers.
+func TestDiskCommitServesAfterRemoval(t *testing.T) {
+	d := openDisk(t, DiskConfig{})
+	key := "example.com/a/@v/v1.0.0.zip"
+	s, err := d.NewSpool(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("q"), 100<<10)
+	if err := s.Fill(bytes.NewReader(data), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	obj, err := d.Commit(t.Context(), key, s, s.Meta(time.Time{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close() // no effect on a committed spool
+	clone := obj.Clone()
+	obj.Close()
+	if err := d.Delete(t.Context(), key); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, clone); !bytes.Equal(got, data) {
+		t.Fatalf("read %d bytes after removal; want %d", len(got), len(data))
+	}
+	clone.Close()
+	if clone.Clone() != nil {
+		t.Error("a closed object cloned")
+	}
+}
+
+func TestDiskSweepsStaleMutableObjects(t *testing.T) {
+	d := openDisk(t, DiskConfig{StaleMax: time.Hour})
+	put(t, d, "example.com/a/@v/list", []byte("v1\n"), time.Now().Add(-2*time.Hour))    // stale too long
+	put(t, d, "example.com/b/@v/list", []byte("v1\n"), time.Now().Add(-30*time.Minute)) // stale, kept to serve
+	put(t, d, "example.com/c/@v/list", []byte("v1\n"), time.Now().Add(time.Minute))
+	put(t, d, "example.com/a/@v/v1.0.0.mod", []byte("module example.com/a\n"), time.Time{})
+	d.SweepStale()
+	for key, want := range map[string]bool{"example.com/a/@v/list": false, "example.com/b/@v/list": true, "example.com/c/@v/list": true, "example.com/a/@v/v1.0.0.mod": true} {
+		if _, ok := d.File(key); ok != want {
+			t.Errorf("%s kept: %v; want %v", key, ok, want)
+		}
+	}
+}
+
+func TestDiskRemovesOldLayout(t *testing.T) {
+	root := t.TempDir()
+	old := filepath.Join(root, "v1", "example.com", "a", "@v")
+	os.MkdirAll(old, 0o755)
+	os.WriteFile(filepath.Join(old, "list"), []byte("x"), 0o644)
+	d := openDisk(t, DiskConfig{Root: root})
+	waitCounted(t, d) // removal comes before the count
+	if _, err := os.Stat(filepath.Join(root, "v1")); !os.IsNotExist(err) {
+		t.Errorf("the old layout is still there: %v", err)
 	}
 }
 
@@ -121,9 +240,9 @@ func TestMemoryTierLimitsAndTTL(t *testing.T) {
 	}
 	defer m.Close()
 	small, big := []byte("small"), []byte(strings.Repeat("b", 101))
-	m.PutBytes("s", metaOf(small, time.Time{}), small)
-	m.PutBytes("b", metaOf(big, time.Time{}), big)
-	m.PutBytes("expired", metaOf(small, time.Now().Add(-time.Second)), small)
+	put(t, m, "s", small, time.Time{})
+	put(t, m, "b", big, time.Time{})
+	put(t, m, "expired", small, time.Now().Add(-time.Second))
 	m.Wait()
 	if o, err := m.Get(t.Context(), "s"); err != nil || !bytes.Equal(readAll(t, o), small) {
 		t.Fatalf("small object: %v", err)
@@ -136,40 +255,39 @@ func TestMemoryTierLimitsAndTTL(t *testing.T) {
 }
 
 func TestTieredPromotes(t *testing.T) {
-	d, _ := NewDiskTier(t.TempDir())
+	d := openDisk(t, DiskConfig{})
 	m, _ := NewMemoryTier(1<<20, 1<<10)
-	tiers := NewTiered(d, m)
+	tiers := NewTiered(nil, d, m)
 	defer tiers.Close()
 	data := []byte("v1.0.0\n")
 	key := "example.com/a/@v/v1.0.0.info"
-	if err := d.Put(t.Context(), key, metaOf(data, time.Time{}), bytes.NewReader(data)); err != nil {
-		t.Fatal(err)
-	}
-	o, err := tiers.Get(t.Context(), key)
+	put(t, d, key, data, time.Time{})
+	o, err := tiers.Get(t.Context(), key, nil)
 	if err != nil || o.Tier != "disk" {
 		t.Fatalf("first get: %v from %v", err, o)
 	}
 	o.Close()
 	m.Wait()
-	o, err = tiers.Get(t.Context(), key)
+	o, err = tiers.Get(t.Context(), key, nil)
 	if err != nil || o.Tier != "memory" || !bytes.Equal(readAll(t, o), data) {
 		t.Fatalf("second get: %v, tier %s", err, o.Tier)
 	}
 }
 
 func TestDiskEvictsLeastRecentlyRead(t *testing.T) {
-	d, _ := NewDiskTier(t.TempDir())
-	data := bytes.Repeat([]byte("x"), 1024)
-	per := int64(len(data) + headerSize)
-	d.MaxBytes = 10 * per
+	root := t.TempDir()
+	data := bytes.Repeat([]byte("x"), 3000) // one block with its header
 	key := func(i int) string { return "example.com/m/@v/v1.0." + strconv.Itoa(i) + ".zip" }
-	put := func(i int) {
-		if err := d.Put(t.Context(), key(i), metaOf(data, time.Time{}), bytes.NewReader(data)); err != nil {
-			t.Fatal(err)
-		}
+	// Room for 10 objects besides the directories; eviction leaves 9.
+	d := openDisk(t, DiskConfig{Root: root, MaxBytes: dirOverhead + 10*blockSize, Logger: zaptest.NewLogger(t)})
+	waitCounted(t, d)
+	age := func(i int, ago time.Duration) {
+		f, _ := d.File(key(i))
+		os.Chtimes(f, time.Now().Add(-ago), time.Time{})
 	}
 	for i := range 8 {
-		put(i)
+		put(t, d, key(i), data, time.Time{})
+		age(i, time.Hour+time.Duration(10-i)*time.Minute) // written long ago, in order
 	}
 	for i := range 4 { // read 0..3: they are now the most recently used
 		o, err := d.Get(t.Context(), key(i))
@@ -179,20 +297,13 @@ func TestDiskEvictsLeastRecentlyRead(t *testing.T) {
 		o.Close()
 	}
 	for i := 8; i < 12; i++ {
-		put(i)
+		put(t, d, key(i), data, time.Time{})
 	}
 	d.Evict()
-	for i := 0; i < 1000 && d.evicting.Load(); i++ { // a background eviction may still be finishing
-		time.Sleep(time.Millisecond)
+	if objects, size := d.Usage(); size > d.cfg.MaxBytes || objects > 9 {
+		t.Fatalf("after eviction: %d objects, %d bytes; limit %d", objects, size, d.cfg.MaxBytes)
 	}
-	if objects, size := d.Usage(); size > d.MaxBytes || objects > 10 {
-		t.Fatalf("after eviction: %d objects, %d bytes; limit %d", objects, size, d.MaxBytes)
-	}
-	has := func(i int) bool {
-		o, err := d.Get(t.Context(), key(i))
-		o.Close()
-		return err == nil
-	}
+	has := func(i int) bool { _, ok := d.File(key(i)); return ok }
 	for i := range 4 {
 		if !has(i) {
 			t.Errorf("recently read %s was evicted", key(i))
@@ -205,5 +316,98 @@ func TestDiskEvictsLeastRecentlyRead(t *testing.T) {
 		if !has(i) {
 			t.Errorf("newest %s was evicted", key(i))
 		}
+	}
+}
+
+func openRedis(t *testing.T) (*RedisTier, *redisconn.Conn) {
+	t.Helper()
+	r := testenv.StartRedis(t)
+	conn, err := redisconn.Open(redisconn.Config{URL: r.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return NewRedisTier(RedisConfig{Conn: conn, Prefix: "test:"}), conn
+}
+
+// A Redis value names its key: one copied to another key is refused and
+// deleted.
+func TestRedisValueBoundToKey(t *testing.T) {
+	rt, conn := openRedis(t)
+	ctx := context.Background()
+	put(t, rt, "example.com/a/@v/v1.0.0.mod", []byte("module example.com/a\n"), time.Time{})
+	val, err := conn.Client.Get(ctx, rt.objKey("example.com/a/@v/v1.0.0.mod")).Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Client.Set(ctx, rt.objKey("example.com/b/@v/v1.0.0.mod"), val, 0)
+	if _, err := rt.Get(ctx, "example.com/b/@v/v1.0.0.mod"); !errors.Is(err, ErrMiss) {
+		t.Fatalf("another key's value served: %v", err)
+	}
+	if n, _ := conn.Client.Exists(ctx, rt.objKey("example.com/b/@v/v1.0.0.mod")).Result(); n != 0 {
+		t.Error("the foreign value was not deleted")
+	}
+	if o, err := rt.Get(ctx, "example.com/a/@v/v1.0.0.mod"); err != nil || string(readAll(t, o)) != "module example.com/a\n" {
+		t.Errorf("the genuine value: %v", err)
+	}
+}
+
+// After a purge, no copy stored before it is written back into Redis; a
+// fresh fetch is.
+func TestRedisTombstone(t *testing.T) {
+	rt, _ := openRedis(t)
+	ctx := context.Background()
+	key := "example.com/a/@v/v1.0.0.zip"
+	old := MetaFor([]byte("old"), time.Time{})
+	old.Stored = time.Now().Add(-time.Minute)
+	if err := rt.Put(ctx, key, old, []byte("old")); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Purge(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Put(ctx, key, old, []byte("old")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rt.Get(ctx, key); !errors.Is(err, ErrMiss) {
+		t.Fatalf("a copy from before the purge came back: %v", err)
+	}
+	fresh := MetaFor([]byte("new"), time.Time{})
+	fresh.Stored = time.Now().Add(time.Second)
+	rt.Put(ctx, key, fresh, []byte("new"))
+	if o, err := rt.Get(ctx, key); err != nil || string(readAll(t, o)) != "new" {
+		t.Fatalf("a fresh copy after the purge: %v", err)
+	}
+}
+
+// What a shared tier holds is given to the caller's check before it is
+// served or promoted; a rejected value is deleted there.
+func TestTieredChecksSharedTier(t *testing.T) {
+	rt, conn := openRedis(t)
+	d := openDisk(t, DiskConfig{})
+	m, _ := NewMemoryTier(1<<20, 1<<20)
+	tiers := NewTiered(nil, d, m, rt)
+	defer tiers.Close()
+	key := "example.com/a/@v/v1.0.0.mod"
+	put(t, rt, key, []byte("module example.com/evil\n"), time.Time{})
+	reject := func(*Object) error { return fmt.Errorf("%w: contradicts the checksum database", ErrRejected) }
+	if _, err := tiers.Get(t.Context(), key, reject); !errors.Is(err, ErrMiss) {
+		t.Fatalf("a rejected value was served: %v", err)
+	}
+	m.Wait()
+	if _, err := m.Get(t.Context(), key); !errors.Is(err, ErrMiss) {
+		t.Error("a rejected value was promoted to memory")
+	}
+	if n, _ := conn.Client.Exists(t.Context(), rt.objKey(key)).Result(); n != 0 {
+		t.Error("a rejected value was left in redis")
+	}
+	// A check that cannot decide (the database is down) skips the value
+	// without deleting it.
+	put(t, rt, key, []byte("module example.com/a\n"), time.Time{})
+	if _, err := tiers.Get(t.Context(), key, func(*Object) error { return errors.New("database unreachable") }); !errors.Is(err, ErrMiss) {
+		t.Fatalf("an unchecked value was served: %v", err)
+	}
+	if n, _ := conn.Client.Exists(t.Context(), rt.objKey(key)).Result(); n != 1 {
+		t.Error("a value that could not be checked was deleted")
 	}
 }

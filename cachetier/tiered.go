@@ -1,7 +1,6 @@
 package cachetier
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,33 +8,68 @@ import (
 	"time"
 )
 
-// Tiered composes tiers in lookup order, fastest first, with the disk tier
-// last as the tier of record: every fetched object is written to disk, and
-// to each faster tier whose size limit it fits.
+// Tiered composes tiers in lookup order, fastest first, with a Store (the
+// disk) last as the tier of record: every fetched object is committed to
+// it, and written to each faster tier whose size limit it fits.
 type Tiered struct {
-	tiers []Tier
-	disk  *DiskTier
-
-	// OnError, if set, hears of tier failures (not misses) that Get and
-	// Store work around.
-	OnError func(tier, op, key string, err error)
+	upper []Tier
+	store Store
+	all   []Tier
+	// onError hears of tier failures (not misses) that Get and the
+	// writes work around.
+	onError func(tier, op, key string, err error)
 }
 
-// NewTiered returns the tiers upper..., then disk.
-func NewTiered(disk *DiskTier, upper ...Tier) *Tiered {
-	return &Tiered{tiers: append(upper[:len(upper):len(upper)], disk), disk: disk}
+// sharedTier is implemented by tiers that other nodes write too: what they
+// hold is checked by Get's caller before it is served or promoted, and a
+// value that fails is rejected (deleted and logged).
+type sharedTier interface {
+	Shared() bool
+	Reject(ctx context.Context, key string, why error)
+}
+
+// ErrRejected is wrapped by a Get check's error when the object must not
+// be kept (it contradicts the checksum database): the shared tier deletes
+// it. Any other error of the check only skips the tier for this read.
+var ErrRejected = errors.New("rejected")
+
+// SharedMaxObject is the largest object a shared tier keeps, 0 if there
+// is no shared tier: larger ones are handed between nodes otherwise.
+func (t *Tiered) SharedMaxObject() int64 {
+	var m int64
+	for _, tier := range t.all {
+		if st, ok := tier.(sharedTier); ok && st.Shared() {
+			m = max(m, tier.MaxObject())
+		}
+	}
+	return m
+}
+
+// purger is implemented by tiers that remember a purge (Redis's
+// tombstones), so that no node writes back what was purged.
+type purger interface {
+	Purge(ctx context.Context, key string) error
+}
+
+// NewTiered returns the tiers upper..., then store. onError, if not nil,
+// hears of tier failures that are worked around.
+func NewTiered(onError func(tier, op, key string, err error), store Store, upper ...Tier) *Tiered {
+	all := append(upper[:len(upper):len(upper)], store)
+	return &Tiered{upper: upper, store: store, all: all, onError: onError}
 }
 
 // Tiers lists the tiers in lookup order.
-func (t *Tiered) Tiers() []Tier { return t.tiers }
+func (t *Tiered) Tiers() []Tier { return t.all }
 
-// Disk is the tier of record.
-func (t *Tiered) Disk() *DiskTier { return t.disk }
+// Store is the tier of record.
+func (t *Tiered) Store() Store { return t.store }
 
-// Get looks key up tier by tier. A hit below the first tier is promoted to
-// every faster tier it fits, unless it has already expired.
-func (t *Tiered) Get(ctx context.Context, key string) (*Object, error) {
-	for i, tier := range t.tiers {
+// Get looks key up tier by tier. An object from a shared tier is given to
+// check first, if check is not nil: one that fails is rejected there and
+// the lookup goes on. A hit below the first tier is promoted to every
+// faster tier it fits, unless it has expired.
+func (t *Tiered) Get(ctx context.Context, key string, check func(*Object) error) (*Object, error) {
+	for i, tier := range t.all {
 		obj, err := tier.Get(ctx, key)
 		if errors.Is(err, ErrMiss) {
 			continue
@@ -44,8 +78,19 @@ func (t *Tiered) Get(ctx context.Context, key string) (*Object, error) {
 			t.report(tier, "get", key, err)
 			continue
 		}
+		if st, ok := tier.(sharedTier); ok && st.Shared() && check != nil {
+			if err := check(obj); err != nil {
+				obj.Close()
+				if errors.Is(err, ErrRejected) {
+					st.Reject(ctx, key, err)
+				} else {
+					t.report(tier, "check", key, err)
+				}
+				continue
+			}
+		}
 		if i > 0 {
-			obj = t.promote(ctx, key, obj, t.tiers[:i])
+			obj = t.promote(ctx, key, obj, t.all[:i])
 		}
 		return obj, nil
 	}
@@ -53,24 +98,23 @@ func (t *Tiered) Get(ctx context.Context, key string) (*Object, error) {
 }
 
 func (t *Tiered) promote(ctx context.Context, key string, obj *Object, upper []Tier) *Object {
-	if !obj.Expires.IsZero() && !time.Now().Before(obj.Expires) {
+	if !obj.Fresh(time.Now()) {
 		return obj
 	}
-	data, inMemory := obj.Bytes()
 	for _, u := range upper {
 		if obj.Size > u.MaxObject() {
 			continue
 		}
+		data, inMemory := obj.Bytes()
 		if !inMemory {
 			// Read the file once; the caller is served from these bytes.
-			buf := make([]byte, obj.Size)
-			if _, err := io.ReadFull(obj.Reader(), buf); err != nil {
-				t.report(t.disk, "promote", key, err)
+			data = make([]byte, obj.Size)
+			if _, err := io.ReadFull(obj.Reader(), data); err != nil {
+				t.report(t.store, "promote", key, err)
 				return obj
 			}
 			obj.Close()
-			obj = &Object{Meta: obj.Meta, Tier: obj.Tier, data: buf}
-			data, inMemory = buf, true
+			obj = &Object{Meta: obj.Meta, Tier: obj.Tier, data: data}
 		}
 		t.put(ctx, u, key, obj.Meta, data)
 	}
@@ -78,54 +122,126 @@ func (t *Tiered) promote(ctx context.Context, key string, obj *Object, upper []T
 }
 
 func (t *Tiered) put(ctx context.Context, tier Tier, key string, meta Meta, data []byte) {
-	var err error
-	if bp, ok := tier.(bytesPutter); ok {
-		err = bp.PutBytes(key, meta, data)
-	} else {
-		err = tier.Put(ctx, key, meta, bytes.NewReader(data))
-	}
-	if err != nil {
+	if err := tier.Put(ctx, key, meta, data); err != nil {
 		t.report(tier, "put", key, err)
 	}
 }
 
-// NewSpool starts a temp file for a fetch: in the disk tier, or in the
-// system's temp directory when the disk tier cannot take it.
-func (t *Tiered) NewSpool() (*Spool, error) {
-	s, err := t.disk.NewSpool()
+// NewSpool starts a temp file for a fetch of key: in the store, or in the
+// system's temp directory when the store cannot take one (then the object
+// is served from it, uncached).
+func (t *Tiered) NewSpool(key string) (*Spool, error) {
+	s, err := t.store.NewSpool(key)
 	if err != nil {
-		t.report(t.disk, "spool", "", err)
-		return NewTempSpool()
+		t.report(t.store, "spool", key, err)
+		return NewTempSpool(key)
 	}
 	return s, nil
 }
 
-// Store writes a checked spool through all tiers. It returns the content
-// when it is small enough for a faster tier, so callers can serve it without
-// another read; otherwise data is nil and the object is on disk.
-func (t *Tiered) Store(ctx context.Context, key string, meta Meta, s *Spool) (data []byte, err error) {
-	if err := t.disk.Put(ctx, key, meta, s.Reader()); err != nil {
-		return nil, fmt.Errorf("storing %s: %w", key, err)
+// Commit stores a checked spool in the store, taking it over, and writes
+// the object through the faster tiers it fits. The object returned reads
+// the spool's own file (or memory, for a small object), so it stays
+// readable whatever happens to the stored copy. When the store fails,
+// the object is still returned, read from the spool and uncached, with
+// the store's error.
+func (t *Tiered) Commit(ctx context.Context, key string, s *Spool, meta Meta) (*Object, error) {
+	obj, err := t.store.Commit(ctx, key, s, meta)
+	if err != nil {
+		return s.Object(meta, "spool"), fmt.Errorf("storing %s: %w", truncate(key), err)
 	}
-	for _, u := range t.tiers[:len(t.tiers)-1] {
+	var data []byte
+	for _, u := range t.upper {
 		if meta.Size > u.MaxObject() {
 			continue
 		}
 		if data == nil {
 			data = make([]byte, meta.Size)
-			if _, err := io.ReadFull(s.Reader(), data); err != nil {
-				return nil, fmt.Errorf("reading spool of %s: %w", key, err)
+			if _, err := io.ReadFull(obj.Reader(), data); err != nil {
+				t.report(t.store, "read", key, err)
+				return obj, nil
 			}
 		}
 		t.put(ctx, u, key, meta, data)
 	}
-	return data, nil
+	if data != nil {
+		obj.Close()
+		obj = &Object{Meta: meta, Tier: obj.Tier, data: data}
+	}
+	return obj, nil
+}
+
+// PutSmall writes small content through every tier, the store included.
+func (t *Tiered) PutSmall(ctx context.Context, key string, meta Meta, data []byte) error {
+	if err := t.store.Put(ctx, key, meta, data); err != nil {
+		return fmt.Errorf("storing %s: %w", truncate(key), err)
+	}
+	t.PutUpper(ctx, key, meta, data)
+	return nil
+}
+
+// PutUpper keeps data in the tiers above the store only: for answers,
+// such as version queries, that are never written to disk.
+func (t *Tiered) PutUpper(ctx context.Context, key string, meta Meta, data []byte) {
+	for _, u := range t.upper {
+		if meta.Size <= u.MaxObject() {
+			t.put(ctx, u, key, meta, data)
+		}
+	}
+}
+
+// GetBytes reads a small object whole, for callers (the checksum database
+// client) that need content rather than a reader.
+func (t *Tiered) GetBytes(ctx context.Context, key string, check func(*Object) error) ([]byte, Meta, error) {
+	obj, err := t.Get(ctx, key, check)
+	if err != nil {
+		return nil, Meta{}, err
+	}
+	defer obj.Close()
+	if data, ok := obj.Bytes(); ok {
+		return data, obj.Meta, nil
+	}
+	data, err := io.ReadAll(obj.Reader())
+	return data, obj.Meta, err
 }
 
 // Delete removes key from every tier.
 func (t *Tiered) Delete(ctx context.Context, key string) error {
 	var errs []error
-	for _, tier := range t.tiers {
+	for _, tier := range t.all {
+		if err := tier.Delete(ctx, key); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Purge removes key from every tier, leaving a tombstone in those that
+// keep one, so that no node writes an older copy back.
+func (t *Tiered) Purge(ctx context.Context, key string) error {
+	var errs []error
+	for _, tier := range t.all {
+		var err error
+		if p, ok := tier.(purger); ok {
+			err = p.Purge(ctx, key)
+		} else {
+			err = tier.Delete(ctx, key)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// DeleteLocal removes key from the tiers this node alone holds (memory,
+// disk), for a purge another node made.
+func (t *Tiered) DeleteLocal(ctx context.Context, key string) error {
+	var errs []error
+	for _, tier := range t.all {
+		if st, ok := tier.(sharedTier); ok && st.Shared() {
+			continue
+		}
 		if err := tier.Delete(ctx, key); err != nil {
 			errs = append(errs, err)
 		}
@@ -136,48 +252,14 @@ func (t *Tiered) Delete(ctx context.Context, key string) error {
 // Close closes every tier.
 func (t *Tiered) Close() error {
 	var errs []error
-	for _, tier := range t.tiers {
+	for _, tier := range t.all {
 		errs = append(errs, tier.Close())
 	}
 	return errors.Join(errs...)
 }
 
 func (t *Tiered) report(tier Tier, op, key string, err error) {
-	if t.OnError != nil {
-		t.OnError(tier.Name(), op, key, err)
+	if t.onError != nil {
+		t.onError(tier.Name(), op, key, err)
 	}
-}
-
-// StoreUpper keeps data in the tiers above disk only: for answers, such as
-// version queries, that must not be written to disk.
-func (t *Tiered) StoreUpper(ctx context.Context, key string, meta Meta, data []byte) {
-	for _, u := range t.tiers[:len(t.tiers)-1] {
-		if meta.Size <= u.MaxObject() {
-			t.put(ctx, u, key, meta, data)
-		}
-	}
-}
-
-// StoreBytes writes small content through every tier, disk included.
-func (t *Tiered) StoreBytes(ctx context.Context, key string, meta Meta, data []byte) error {
-	if err := t.disk.Put(ctx, key, meta, bytes.NewReader(data)); err != nil {
-		return fmt.Errorf("storing %s: %w", key, err)
-	}
-	t.StoreUpper(ctx, key, meta, data)
-	return nil
-}
-
-// GetBytes reads a small object whole; it is for callers, such as the
-// checksum database client, that need content rather than a reader.
-func (t *Tiered) GetBytes(ctx context.Context, key string) ([]byte, Meta, error) {
-	obj, err := t.Get(ctx, key)
-	if err != nil {
-		return nil, Meta{}, err
-	}
-	defer obj.Close()
-	if data, ok := obj.Bytes(); ok {
-		return data, obj.Meta, nil
-	}
-	data, err := io.ReadAll(obj.Reader())
-	return data, obj.Meta, err
 }

@@ -285,6 +285,7 @@ var _ caddyfile.Unmarshaler = (*Handler)(nil)
 //		tls
 //		max_object  <size>
 //		max_transfer <size>|off
+//		max_in_flight <size>
 //		key_prefix  <prefix>
 //		timeout     <duration>
 //	}
@@ -308,6 +309,13 @@ func unmarshalRedis(d *caddyfile.Dispenser, r *RedisConfig) error {
 				return d.ArgErr()
 			}
 			if err := parseSize(d, &r.MaxObject); err != nil {
+				return err
+			}
+		case "max_in_flight":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if err := parseSize(d, &r.MaxInFlight); err != nil {
 				return err
 			}
 		case "max_transfer":

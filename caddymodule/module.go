@@ -4,7 +4,11 @@
 package caddymodule
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -22,7 +26,9 @@ import (
 	"github.com/piraeus-go/piraeus/cachetier"
 	"github.com/piraeus-go/piraeus/checksumdb"
 	"github.com/piraeus-go/piraeus/fetcher"
+	"github.com/piraeus-go/piraeus/fleet"
 	"github.com/piraeus-go/piraeus/goproxy"
+	"github.com/piraeus-go/piraeus/internal/redisconn"
 )
 
 func init() {
@@ -178,7 +184,12 @@ type RedisConfig struct {
 	// to the edges waiting on the same fetch through Redis (in chunks that
 	// expire after two minutes). Default 256MiB; -1 turns hand-over off.
 	MaxTransfer int64 `json:"max_transfer,omitempty"`
-	// KeyPrefix namespaces the keys. Default "piraeus:".
+	// MaxInFlight bounds the bytes of all hand-overs alive in Redis at
+	// once, fleet-wide. Default 256MiB.
+	MaxInFlight int64 `json:"max_in_flight,omitempty"`
+	// KeyPrefix namespaces the keys. Default: "piraeus:" and a digest of
+	// the upstreams, private patterns and verification settings, so that
+	// deployments whose answers differ never share objects.
 	KeyPrefix string `json:"key_prefix,omitempty"`
 	// Timeout bounds one Redis operation. Default 1s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
@@ -250,6 +261,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			cc.MemoryMaxObject = DefaultMemoryMaxObject
 		}
 	}
+	if cc.Redis != nil && cc.Redis.KeyPrefix == "" {
+		// Deployments whose answers differ never share Redis objects.
+		r := *cc.Redis
+		r.KeyPrefix = h.derivedPrefix(upstream)
+		cc.Redis = &r
+	}
 	// The tiers outlive this config: a reload with the same cache settings
 	// gets the same open tiers (warm memory, live Redis connections), and
 	// requests still in flight on the old config keep working.
@@ -258,19 +275,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("goproxy: %w", err)
 	}
 	h.poolKey = string(keyJSON)
+	poolKey := h.poolKey
 	val, _, err := tierPool.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
-		return openTiers(cc, h.logger)
+		return openTiers(cc, h.logger, func(keys []string) { forgetPurged(poolKey, keys) })
 	})
 	if err != nil {
 		return fmt.Errorf("goproxy: %w", err)
 	}
 	shared := val.(*sharedTiers)
 	h.tiers = shared.tiers
-	disk := shared.tiers.Disk()
-	var locker goproxy.Locker
-	if shared.redis != nil {
-		locker = shared.redis
-	}
+	disk := shared.disk
 	metrics, err := goproxy.NewMetrics(ctx.GetMetricsRegistry())
 	if err == nil {
 		err = goproxy.RegisterTierUsage(ctx.GetMetricsRegistry(), h.tiers.Tiers(), disk.Root())
@@ -312,7 +326,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		SumDBs:       sumdbs,
 		Verifier:     verifier,
 		NoVerify:     noVerify,
-		Locker:       locker,
+		Fleet:        shared.fleet,
 		Tiers:        h.tiers,
 		ListTTL:      time.Duration(h.ListTTL),
 		NotFoundTTL:  time.Duration(h.NotFoundTTL),
@@ -445,39 +459,34 @@ func (h *Handler) logVerification(verifier *checksumdb.DB, private, noVerify art
 		zap.String("except_private", private.String()), zap.String("except_verify_off", noVerify.String()))
 }
 
-func newRedisTier(c *RedisConfig, logger *zap.Logger) (*cachetier.RedisTier, error) {
+// derivedPrefix is the default Redis key prefix: a digest of what makes
+// this deployment's answers differ from another's (upstreams, private
+// modules and their source, checksum databases, what is not verified),
+// so that two deployments sharing one Redis never serve each other's
+// objects.
+func (h *Handler) derivedPrefix(upstream string) string {
+	id, _ := json.Marshal([]any{upstream, h.Private, h.PrivateUpstream, h.SumDBs, h.SumDBOff, h.NoVerify})
+	sum := sha256.Sum256(id)
+	return "piraeus:" + hex.EncodeToString(sum[:6]) + ":"
+}
+
+func openRedis(c *RedisConfig, logger *zap.Logger) (*redisconn.Conn, error) {
 	repl := caddy.NewReplacer()
 	addrs := make([]string, len(c.Addrs))
 	for i, a := range c.Addrs {
 		addrs[i] = repl.ReplaceKnown(a, "")
 	}
-	rt, err := cachetier.NewRedisTier(cachetier.RedisConfig{
-		URL:         repl.ReplaceKnown(c.URL, ""),
-		Addrs:       addrs,
-		MasterName:  repl.ReplaceKnown(c.MasterName, ""),
-		Username:    repl.ReplaceKnown(c.Username, ""),
-		Password:    repl.ReplaceKnown(c.Password, ""),
-		DB:          c.DB,
-		TLS:         c.TLS,
-		MaxObject:   c.MaxObject,
-		MaxTransfer: c.MaxTransfer,
-		KeyPrefix:   c.KeyPrefix,
-		Timeout:     time.Duration(c.Timeout),
-		Logger:      logger.Named("redis"),
+	return redisconn.Open(redisconn.Config{
+		URL:        repl.ReplaceKnown(c.URL, ""),
+		Addrs:      addrs,
+		MasterName: repl.ReplaceKnown(c.MasterName, ""),
+		Username:   repl.ReplaceKnown(c.Username, ""),
+		Password:   repl.ReplaceKnown(c.Password, ""),
+		DB:         c.DB,
+		TLS:        c.TLS,
+		Timeout:    time.Duration(c.Timeout),
+		Logger:     logger.Named("redis"),
 	})
-	if err != nil {
-		return nil, err
-	}
-	rt.OnCorrupt = func(key string, err error) {
-		logger.Error("corrupt redis value removed; it will be fetched again", zap.String("key", key), zap.Error(err))
-	}
-	return rt, nil
-}
-
-func closeAll(tiers []cachetier.Tier) {
-	for _, t := range tiers {
-		t.Close()
-	}
 }
 
 // Validate checks settings that Provision does not already reject.
@@ -527,37 +536,98 @@ func (h *Handler) Cleanup() error {
 // tierPool holds open tiers across config reloads, keyed by their config.
 var tierPool = caddy.NewUsagePool()
 
+// sharedTiers are the open tiers of one cache config, and the fleet
+// coordination on their Redis.
 type sharedTiers struct {
 	tiers *cachetier.Tiered
-	redis *cachetier.RedisTier
+	disk  *cachetier.DiskTier
+	conn  *redisconn.Conn
+	fleet *fleet.Fleet
 }
 
-func (s *sharedTiers) Destruct() error { return s.tiers.Close() }
+func (s *sharedTiers) Destruct() error {
+	var errs []error
+	if s.fleet != nil {
+		errs = append(errs, s.fleet.Close())
+	}
+	errs = append(errs, s.tiers.Close())
+	if s.conn != nil {
+		errs = append(errs, s.conn.Close())
+	}
+	return errors.Join(errs...)
+}
 
-func openTiers(cc CacheConfig, logger *zap.Logger) (*sharedTiers, error) {
-	disk, err := cachetier.NewDiskTier(cc.Disk)
+// redisKeyVersion is bumped when the layout of Redis values changes, so
+// that nodes of different versions sharing one Redis do not read each
+// other's values.
+const redisKeyVersion = "v2:"
+
+func openTiers(cc CacheConfig, logger *zap.Logger, onPurge func(keys []string)) (*sharedTiers, error) {
+	onError := func(tier, op, key string, err error) {
+		logger.Warn("cache tier failed", zap.String("tier", tier), zap.String("op", op), zap.String("key", key), zap.Error(err))
+	}
+	disk, err := cachetier.NewDiskTier(cachetier.DiskConfig{Root: cc.Disk, MaxBytes: cc.DiskMax, Logger: logger.Named("disk")})
 	if err != nil {
 		return nil, err
 	}
-	disk.MaxBytes = cc.DiskMax
+	s := &sharedTiers{disk: disk}
 	var upper []cachetier.Tier
 	if !cc.MemoryOff {
 		mem, err := cachetier.NewMemoryTier(cc.Memory, cc.MemoryMaxObject)
 		if err != nil {
+			disk.Close()
 			return nil, err
 		}
 		upper = append(upper, mem)
 	}
-	s := &sharedTiers{}
 	if cc.Redis != nil {
-		if s.redis, err = newRedisTier(cc.Redis, logger); err != nil {
-			closeAll(upper)
+		if s.conn, err = openRedis(cc.Redis, logger); err != nil {
+			closeAll(append(upper, disk))
 			return nil, err
 		}
-		upper = append(upper, s.redis)
+		prefix := cc.Redis.KeyPrefix + redisKeyVersion
+		upper = append(upper, cachetier.NewRedisTier(cachetier.RedisConfig{
+			Conn: s.conn, Prefix: prefix, MaxObject: cc.Redis.MaxObject, Logger: logger.Named("redis"),
+		}))
+		s.fleet, err = fleet.New(fleet.Config{
+			Conn:         s.conn,
+			Prefix:       prefix,
+			MaxTransfer:  cc.Redis.MaxTransfer,
+			MaxInFlight:  cc.Redis.MaxInFlight,
+			PositionFile: filepath.Join(disk.Root(), "fleet-purges"),
+			OnPurge:      onPurge,
+			Logger:       logger.Named("fleet"),
+		})
+		if err != nil {
+			s.conn.Close()
+			closeAll(append(upper, disk))
+			return nil, err
+		}
 	}
-	s.tiers = cachetier.NewTiered(disk, upper...)
+	s.tiers = cachetier.NewTiered(onError, disk, upper...)
 	return s, nil
+}
+
+func closeAll(tiers []cachetier.Tier) {
+	for _, t := range tiers {
+		t.Close()
+	}
+}
+
+// forgetPurged applies another node's purge to the tiers of poolKey and
+// to the not-found answers of the handlers using them.
+func forgetPurged(poolKey string, keys []string) {
+	live.Lock()
+	var ps []*goproxy.Proxy
+	for h := range live.handlers {
+		if h.poolKey == poolKey && h.proxy != nil {
+			ps = append(ps, h.proxy)
+		}
+	}
+	live.Unlock()
+	for i, p := range ps {
+		p.ForgetPurged(context.Background(), keys, i == 0) // the tiers are shared: drop them once
+	}
 }
 
 // Interface guards

@@ -4,6 +4,7 @@
 package checksumdb
 
 import (
+	"archive/zip"
 	"bytes"
 	"context"
 	"errors"
@@ -159,7 +160,7 @@ func New(cfg Config) (*DB, error) {
 	if !d.probe {
 		d.route.Store(&route{endpoint: configured, via: "configured"})
 	}
-	if data, _, err := d.tiers.GetBytes(context.Background(), d.configKey()); err == nil {
+	if data, _, err := d.tiers.GetBytes(context.Background(), d.configKey(), nil); err == nil {
 		d.latest = data
 	}
 	d.client.Store(sumdb.NewClient(ops{d}))
@@ -360,7 +361,7 @@ func (d *DB) Lookup(ctx context.Context, mod, version, escaped string) ([]byte, 
 		}
 		return nil, d.lookupError(err)
 	}
-	data, _, err := d.tiers.GetBytes(ctx, d.CacheKey("lookup/"+escaped))
+	data, _, err := d.tiers.GetBytes(ctx, d.CacheKey("lookup/"+escaped), nil)
 	if err != nil {
 		return nil, fmt.Errorf("verified lookup not in cache: %w", err)
 	}
@@ -406,6 +407,36 @@ func (d *DB) VerifyMod(mod, version string, data []byte) error {
 		return err
 	}
 	return d.verify(mod, version+"/go.mod", h)
+}
+
+// VerifyZipBytes checks a module zip held in memory against the database.
+func (d *DB) VerifyZipBytes(mod, version string, data []byte) error {
+	h, err := HashZipBytes(data)
+	if err != nil {
+		return fmt.Errorf("hashing zip: %w", err)
+	}
+	return d.verify(mod, version, h)
+}
+
+// HashZipBytes is dirhash.HashZip (h1:) of a zip held in memory.
+func HashZipBytes(data []byte) (string, error) {
+	z, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		return "", err
+	}
+	var files []string
+	zfiles := make(map[string]*zip.File)
+	for _, file := range z.File {
+		files = append(files, file.Name)
+		zfiles[file.Name] = file
+	}
+	return dirhash.Hash1(files, func(name string) (io.ReadCloser, error) {
+		f := zfiles[name]
+		if f == nil {
+			return nil, fmt.Errorf("file %q not found in zip", name)
+		}
+		return f.Open()
+	})
 }
 
 // VerifyZip checks a module zip file against the database.
@@ -467,7 +498,7 @@ func (o ops) WriteConfig(file string, old, new []byte) error {
 		return sumdb.ErrWriteConflict
 	}
 	o.d.latest = bytes.Clone(new)
-	if err := o.d.tiers.StoreBytes(context.Background(), o.d.configKey(), cachetier.MetaFor(new, time.Time{}), o.d.latest); err != nil {
+	if err := o.d.tiers.PutSmall(context.Background(), o.d.configKey(), cachetier.MetaFor(new, time.Time{}), o.d.latest); err != nil {
 		o.d.log.Warn("saving the checksum database's latest tree failed", zap.Error(err))
 	}
 	return nil
@@ -476,12 +507,12 @@ func (o ops) WriteConfig(file string, old, new []byte) error {
 // ReadCache and WriteCache hold what the client has verified: lookups and
 // tiles, under the same paths the /sumdb/<name>/ proxy serves them.
 func (o ops) ReadCache(file string) ([]byte, error) {
-	data, _, err := o.d.tiers.GetBytes(context.Background(), "sumdb/"+file)
+	data, _, err := o.d.tiers.GetBytes(context.Background(), "sumdb/"+file, nil)
 	return data, err
 }
 
 func (o ops) WriteCache(file string, data []byte) {
-	if err := o.d.tiers.StoreBytes(context.Background(), "sumdb/"+file, cachetier.MetaFor(data, time.Time{}), data); err != nil {
+	if err := o.d.tiers.PutSmall(context.Background(), "sumdb/"+file, cachetier.MetaFor(data, time.Time{}), data); err != nil {
 		o.d.log.Warn("caching a verified checksum database file failed", zap.String("file", file), zap.Error(err))
 	}
 }

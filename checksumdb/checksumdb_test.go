@@ -10,11 +10,13 @@ import (
 
 func newDB(t *testing.T, db *testenv.SumDB) *DB {
 	t.Helper()
-	disk, err := cachetier.NewDiskTier(t.TempDir())
+	disk, err := cachetier.NewDiskTier(cachetier.DiskConfig{Root: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := New(Config{NameOrKey: db.VKey, URL: db.URL, Tiers: cachetier.NewTiered(disk)})
+	tiers := cachetier.NewTiered(nil, disk)
+	t.Cleanup(func() { tiers.Close() })
+	d, err := New(Config{NameOrKey: db.VKey, URL: db.URL, Tiers: tiers})
 	if err != nil {
 		t.Fatal(err)
 	}

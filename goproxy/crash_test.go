@@ -89,7 +89,7 @@ func TestKillDuringFetch(t *testing.T) {
 	child.Wait()
 	close(release)
 
-	filepath.WalkDir(filepath.Join(disk, "v1"), func(p string, d fs.DirEntry, err error) error {
+	filepath.WalkDir(filepath.Join(disk, "v2"), func(p string, d fs.DirEntry, err error) error {
 		if err == nil && !d.IsDir() {
 			t.Errorf("artifact on disk after a crash mid-fetch: %s", p)
 		}

@@ -101,8 +101,8 @@ func TestDiskDirectoryRemoved(t *testing.T) {
 	if n := up.Requests(path(modA, "zip")); n != 1 {
 		t.Errorf("zip fetched %d times; want 1: the tier rebuilds its directories", n)
 	}
-	if _, err := os.Stat(filepath.Join(root, "v1", path(modA, "zip"))); err != nil {
-		t.Errorf("zip not on disk after the directory came back: %v", err)
+	if _, ok := e.disk.File(path(modA, "zip")); !ok {
+		t.Error("zip not on disk after the directory came back")
 	}
 }
 

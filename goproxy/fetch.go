@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,36 +11,57 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 	"golang.org/x/mod/modfile"
 	"golang.org/x/mod/module"
-	"golang.org/x/mod/semver"
 	modzip "golang.org/x/mod/zip"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/piraeus-go/piraeus/artifact"
 	"github.com/piraeus-go/piraeus/cachetier"
 	"github.com/piraeus-go/piraeus/fetcher"
+	"github.com/piraeus-go/piraeus/fleet"
 )
 
-// fetched is what one collapsed fetch hands to all its waiters: the content
-// itself when it is small, or nothing when each waiter should open the copy
-// the fetch wrote to disk.
+// fetched is what a fetch produced: the object, which every request that
+// waited for the fetch clones (a file is shared, never opened again by
+// name, which eviction may already have removed).
 type fetched struct {
-	obj *cachetier.Object // shared, in-memory; nil when on disk only
+	obj *cachetier.Object
 }
 
 func (f *fetched) size() int64 {
-	if f.obj == nil {
+	if f == nil {
 		return 0
 	}
 	return f.obj.Size
 }
 
+// flight is one fetch that the concurrent requests for an artifact share.
+// It knows how many of them still have to take the result or give up, so
+// that the fetched object's own handle is released with the last of them.
+type flight struct {
+	done  chan struct{}
+	f     *fetched
+	err   error
+	users int // the fetch itself, and each request that joined; under Proxy.mu
+}
+
+// leave ends one user's part in fl; the last one releases the object.
+func (p *Proxy) leave(fl *flight) {
+	p.mu.Lock()
+	fl.users--
+	last := fl.users == 0
+	p.mu.Unlock()
+	if last && fl.f != nil {
+		fl.f.obj.Close()
+	}
+}
+
 // cached returns a usable cached copy of a as a fetch result.
 func (p *Proxy) cached(ctx context.Context, a artifact.Artifact) (*fetched, bool) {
-	obj, err := p.cfg.Tiers.Get(ctx, a.Path())
+	obj, err := p.cfg.Tiers.Get(ctx, a.Path(), p.checkShared(a))
 	if err != nil {
 		return nil, false
 	}
@@ -49,26 +69,21 @@ func (p *Proxy) cached(ctx context.Context, a artifact.Artifact) (*fetched, bool
 		obj.Close()
 		return nil, false
 	}
-	if _, inMemory := obj.Bytes(); inMemory {
-		return &fetched{obj: obj}, true
-	}
-	obj.Close() // on disk: each waiter opens its own handle
-	return &fetched{}, true
+	return &fetched{obj: obj}, true
 }
 
 // fromTransfer copies an object that another node fetched and handed over
-// through the shared tier, checking it against the hash the other node
-// recorded, and stores it in this node's tiers.
+// through Redis, checking it against the hash the other node recorded,
+// and stores it in this node's tiers.
 func (p *Proxy) fromTransfer(ctx context.Context, a artifact.Artifact) (*fetched, bool) {
-	t, ok := p.cfg.Locker.(Transferrer)
-	if !ok || !a.Immutable() {
+	if p.cfg.Fleet == nil || !a.Immutable() {
 		return nil, false
 	}
-	want, r, err := t.GetTransfer(ctx, a.Path())
+	want, r, err := p.cfg.Fleet.GetTransfer(ctx, a.Path())
 	if err != nil {
 		return nil, false
 	}
-	spool, err := p.cfg.Tiers.NewSpool()
+	spool, err := p.cfg.Tiers.NewSpool(a.Path())
 	if err != nil {
 		return nil, false
 	}
@@ -79,51 +94,49 @@ func (p *Proxy) fromTransfer(ctx context.Context, a artifact.Artifact) (*fetched
 	}
 	got := spool.Meta(time.Time{})
 	if got.Size != want.Size || got.Sum != want.Sum {
-		p.log.Warn("a large object from another node does not match its hash; fetching it", zap.Stringer("artifact", a))
+		p.log.Error("a large object from another node does not match its hash; fetching it", zap.Stringer("artifact", a))
 		return nil, false
 	}
-	data, err := p.cfg.Tiers.Store(ctx, a.Path(), got, spool)
+	obj, err := p.cfg.Tiers.Commit(ctx, a.Path(), spool, got)
 	if err != nil {
-		return nil, false
+		p.log.Warn("storing a large object from another node failed; serving it uncached", zap.Stringer("artifact", a), zap.Error(err))
 	}
-	if data != nil {
-		return &fetched{obj: cachetier.NewBytesObject(got, data)}, true
-	}
-	return &fetched{}, true
+	return &fetched{obj: obj}, true
 }
 
-// maxUncached bounds what is served from memory when the disk tier could
-// not store a fetch.
-const maxUncached = 32 << 20
-
-// collapse joins or starts the one fetch for a.
+// collapse joins or starts the one fetch for a and returns a handle of
+// its own on the result. The fetch runs detached from every request.
 func (p *Proxy) collapse(ctx context.Context, a artifact.Artifact) (*cachetier.Object, error) {
 	key := a.Path()
-	leader := false // set only by the caller whose function runs
-	ch := p.flights.DoChan(key, func() (any, error) {
-		leader = true
-		return p.fetch(a)
-	})
-	var res singleflight.Result
+	p.mu.Lock()
+	fl, joined := p.fetches[key]
+	if !joined {
+		fl = &flight{done: make(chan struct{}), users: 1}
+		p.fetches[key] = fl
+		go func() {
+			fl.f, fl.err = p.fetch(a)
+			p.mu.Lock()
+			delete(p.fetches, key) // later requests start a fetch of their own
+			p.mu.Unlock()
+			close(fl.done)
+			p.leave(fl)
+		}()
+	}
+	fl.users++
+	p.mu.Unlock()
+	if joined {
+		p.cfg.Metrics.waiter()
+	}
+	defer p.leave(fl)
 	select {
 	case <-ctx.Done():
 		return nil, ctx.Err()
-	case res = <-ch:
-		if !leader {
-			p.cfg.Metrics.waiter()
-		}
+	case <-fl.done:
 	}
-	if res.Err != nil {
-		return nil, res.Err
+	if fl.err != nil {
+		return nil, fl.err
 	}
-	if f := res.Val.(*fetched); f.obj != nil {
-		return f.obj, nil
-	}
-	obj, err := p.cfg.Tiers.Disk().Get(ctx, key)
-	if err != nil {
-		return nil, &fetcher.Error{Status: http.StatusBadGateway, Msg: "fetched module vanished from the cache; retry", Source: "cache", Err: err}
-	}
-	return obj, nil
+	return fl.f.obj.Clone(), nil
 }
 
 // fetch runs once per collapsed miss. It is detached from the request that
@@ -133,10 +146,10 @@ func (p *Proxy) fetch(a artifact.Artifact) (*fetched, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.FetchTimeout)
 	defer cancel()
 	start := time.Now()
-	f, source, size, err := p.fetchAndStore(ctx, a)
+	f, source, err := p.fetchAndStore(ctx, a)
 	fields := []zap.Field{
 		zap.String("module", a.Module), zap.String("version", a.Version), zap.Stringer("kind", a.Kind),
-		zap.String("upstream", source), zap.Duration("duration", time.Since(start)), zap.Int64("bytes", size),
+		zap.String("upstream", source), zap.Duration("duration", time.Since(start)), zap.Int64("bytes", f.size()),
 	}
 	switch {
 	case err == nil && source == "peer":
@@ -150,8 +163,8 @@ func (p *Proxy) fetch(a artifact.Artifact) (*fetched, error) {
 	case fetcher.IsNotFound(err):
 		fe := asFetchError(err)
 		p.notFound.SetWithTTL(a.Path(), fe, 1, p.cfg.NotFoundTTL)
-		if s, ok := p.cfg.Locker.(NotFoundSharer); ok {
-			s.PutNotFound(ctx, a.Path(), fe.Status, fe.Msg, p.cfg.NotFoundTTL)
+		if p.cfg.Fleet != nil {
+			p.cfg.Fleet.PutNotFound(ctx, a.Path(), fe.Status, fe.Msg, p.cfg.NotFoundTTL)
 		}
 		p.log.Info("upstream fetch", append(fields, zap.String("outcome", "not_found"))...)
 		p.cfg.Metrics.fetch(a, source, "not_found", time.Since(start))
@@ -162,29 +175,29 @@ func (p *Proxy) fetch(a artifact.Artifact) (*fetched, error) {
 	return f, err
 }
 
-func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact) (f *fetched, source string, size int64, err error) {
-	if p.cfg.Locker != nil {
-		unlock, err := p.cfg.Locker.Lock(ctx, a.Path())
+func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact) (f *fetched, source string, err error) {
+	if p.cfg.Fleet != nil {
+		unlock, err := p.cfg.Fleet.Lock(ctx, a.Path())
 		switch {
 		case err == nil:
 			defer unlock()
 			// Another node may have stored it, or found it missing,
 			// while this one waited.
 			if f, ok := p.cached(ctx, a); ok {
-				return f, "peer", f.size(), nil
+				return f, "peer", nil
 			}
 			if fe, ok := p.knownNotFound(ctx, a.Path()); ok {
-				return nil, "peer", 0, fe
+				return nil, "peer", fe
 			}
 			if f, ok := p.fromTransfer(ctx, a); ok {
-				return f, "peer", f.size(), nil
+				return f, "peer", nil
 			}
 		case ctx.Err() != nil:
-			return nil, "peer", 0, &fetcher.Error{Status: http.StatusGatewayTimeout, Msg: "timed out waiting for another node's fetch", Source: "lock", Err: err}
-		case errors.Is(err, cachetier.ErrUnavailable):
-			// The tier already warned once that Redis is down.
+			return nil, "peer", &fetcher.Error{Status: http.StatusGatewayTimeout, Msg: "timed out waiting for another node's fetch", Source: "lock", Err: err}
+		case errors.Is(err, fleet.ErrUnavailable):
+			// The connection already warned once that Redis is down.
 		default:
-			p.log.Warn("cross-node lock unavailable; fetching without it", zap.Stringer("artifact", a), zap.Error(err))
+			p.log.Warn("fleet lock unavailable; fetching without it", zap.Stringer("artifact", a), zap.Error(err))
 		}
 	}
 	resp, err := p.cfg.Fetcher.Fetch(ctx, a)
@@ -193,7 +206,7 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact) (f *fetc
 		if errors.As(err, &fe) {
 			source = fe.Source
 		}
-		return nil, source, 0, err
+		return nil, source, err
 	}
 	defer resp.Body.Close()
 	source = resp.Source
@@ -207,56 +220,55 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact) (f *fetc
 		// read, checked and kept in the memory tiers only.
 		data, err := io.ReadAll(io.LimitReader(resp.Body, a.Kind.MaxSize()+1))
 		if err != nil {
-			return nil, source, 0, bodyError(ctx, source, err)
+			return nil, source, bodyError(ctx, source, err)
 		}
 		if int64(len(data)) > a.Kind.MaxSize() {
-			return nil, source, 0, invalid(source, a, "answer too large")
+			return nil, source, invalid(source, a, "answer too large")
 		}
 		if err := checkContent(a, data, ""); err != nil {
-			return nil, source, 0, invalid(source, a, err.Error())
+			return nil, source, invalid(source, a, err.Error())
 		}
-		meta := cachetier.Meta{Size: int64(len(data)), Sum: sha256.Sum256(data), Stored: time.Now(), Expires: expires}
-		p.cfg.Tiers.StoreUpper(ctx, a.Path(), meta, data)
-		return &fetched{obj: cachetier.NewBytesObject(meta, data)}, source, meta.Size, nil
+		meta := cachetier.MetaFor(data, expires)
+		p.cfg.Tiers.PutUpper(ctx, a.Path(), meta, data)
+		return &fetched{obj: cachetier.NewBytesObject(meta, data)}, source, nil
 	}
 
 	spool, err := p.spool(ctx, a, resp)
 	if err != nil {
-		return nil, source, 0, err
+		return nil, source, err
 	}
 	defer spool.Close()
 	meta := spool.Meta(expires)
 	var small []byte
 	if a.Kind != artifact.Zip {
 		if small, err = io.ReadAll(spool.Reader()); err != nil {
-			return nil, source, meta.Size, fmt.Errorf("reading spool: %w", err)
+			return nil, source, fmt.Errorf("reading spool: %w", err)
 		}
 	}
 	if err := checkContent(a, small, spool.Name()); err != nil {
-		return nil, source, meta.Size, invalid(source, a, err.Error())
+		return nil, source, invalid(source, a, err.Error())
 	}
 	if err := p.verify(a, small, spool.Name()); err != nil {
-		return nil, source, meta.Size, err
+		return nil, source, err
 	}
-	data, err := p.cfg.Tiers.Store(ctx, a.Path(), meta, spool)
-	if t, ok := p.cfg.Locker.(Transferrer); ok && err == nil && a.Immutable() {
-		if terr := t.PutTransfer(ctx, a.Path(), meta, spool.Reader()); terr != nil {
-			p.log.Warn("handing a large object to other nodes failed; they fetch it themselves", zap.Stringer("artifact", a), zap.Error(terr))
+	if a.Kind == artifact.List {
+		// Only versions valid for the module path are kept.
+		list := filterList(a.Module, small)
+		meta = cachetier.MetaFor(list, expires)
+		if err := p.cfg.Tiers.PutSmall(ctx, a.Path(), meta, list); err != nil {
+			p.log.Error("storing fetched artifact failed; serving it uncached", zap.Stringer("artifact", a), zap.Error(err))
 		}
+		return &fetched{obj: cachetier.NewBytesObject(meta, list)}, source, nil
 	}
+	obj, err := p.cfg.Tiers.Commit(ctx, a.Path(), spool, meta)
 	if err != nil {
 		p.log.Error("storing fetched artifact failed; serving it uncached", zap.Stringer("artifact", a), zap.Error(err))
-		if meta.Size > maxUncached {
-			return nil, source, meta.Size, &fetcher.Error{Status: http.StatusServiceUnavailable, Msg: "cache storage failed", Source: "cache", Err: err}
-		}
-		if data, err = io.ReadAll(spool.Reader()); err != nil {
-			return nil, source, meta.Size, fmt.Errorf("reading spool: %w", err)
+	} else if p.cfg.Fleet != nil && a.Immutable() && meta.Size > p.cfg.Tiers.SharedMaxObject() {
+		if _, err := p.cfg.Fleet.PutTransfer(ctx, a.Path(), meta, obj.Reader()); err != nil {
+			p.log.Warn("handing a large object to other nodes failed; they fetch it themselves", zap.Stringer("artifact", a), zap.Error(err))
 		}
 	}
-	if data == nil {
-		return &fetched{}, source, meta.Size, nil
-	}
-	return &fetched{obj: cachetier.NewBytesObject(meta, data)}, source, meta.Size, nil
+	return &fetched{obj: obj}, source, nil
 }
 
 // spool streams the body of resp into a temp file. When the disk tier
@@ -264,7 +276,7 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact) (f *fetc
 // more into the system's temp directory, so the client still gets its
 // answer, uncached.
 func (p *Proxy) spool(ctx context.Context, a artifact.Artifact, resp *fetcher.Response) (*cachetier.Spool, error) {
-	spool, err := p.cfg.Tiers.NewSpool()
+	spool, err := p.cfg.Tiers.NewSpool(a.Path())
 	if err != nil {
 		return nil, &fetcher.Error{Status: http.StatusServiceUnavailable, Msg: "cache storage unavailable", Source: "cache", Err: err}
 	}
@@ -277,7 +289,7 @@ func (p *Proxy) spool(ctx context.Context, a artifact.Artifact, resp *fetcher.Re
 			return nil, err
 		}
 		defer resp.Body.Close()
-		if spool, err = cachetier.NewTempSpool(); err != nil {
+		if spool, err = cachetier.NewTempSpool(a.Path()); err != nil {
 			return nil, &fetcher.Error{Status: http.StatusServiceUnavailable, Msg: "cache storage unavailable", Source: "cache", Err: err}
 		}
 		err = spool.Fill(resp.Body, a.Kind.MaxSize())
@@ -323,12 +335,8 @@ func checkContent(a artifact.Artifact, data []byte, zipFile string) error {
 			return err
 		}
 	case artifact.List:
-		sc := bufio.NewScanner(bytes.NewReader(data))
-		sc.Buffer(nil, len(data)+1)
-		for sc.Scan() {
-			if f := strings.Fields(sc.Text()); len(f) > 0 && !semver.IsValid(f[0]) {
-				return fmt.Errorf("list holds invalid version %q", f[0])
-			}
+		if !utf8.Valid(data) {
+			return errors.New("list is not text")
 		}
 	case artifact.Mod:
 		f, err := modfile.ParseLax("go.mod", data, nil)
@@ -348,6 +356,25 @@ func checkContent(a artifact.Artifact, data []byte, zipFile string) error {
 		}
 	}
 	return nil
+}
+
+// filterList keeps the lines of a version list whose version is canonical
+// and valid for mod (module.Check: a v2 version for a /v2 path, say),
+// each once, in the order given.
+func filterList(mod string, data []byte) []byte {
+	var out []byte
+	seen := map[string]bool{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(nil, len(data)+1)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 0 || seen[f[0]] || module.CanonicalVersion(f[0]) != f[0] || module.Check(mod, f[0]) != nil {
+			continue
+		}
+		seen[f[0]] = true
+		out = append(append(out, f[0]...), '\n')
+	}
+	return out
 }
 
 func invalid(source string, a artifact.Artifact, reason string) *fetcher.Error {

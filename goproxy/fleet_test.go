@@ -14,9 +14,9 @@ import (
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
 
-// fleet is several proxies, each with its own memory and disk, sharing one
+// newFleet is several proxies, each with its own memory and disk, sharing one
 // real Redis, as Caddy edges behind a load balancer would.
-func fleet(t *testing.T, up *testenv.Upstream, n int, o options) []*env {
+func newFleet(t *testing.T, up *testenv.Upstream, n int, o options) []*env {
 	t.Helper()
 	nodes := make([]*env, n)
 	for i := range nodes {
@@ -68,11 +68,14 @@ func getCheck(url string, want []byte) error {
 	return nil
 }
 
+// redisObjKey is the Redis key of a shared object in newEnv's namespace.
+func redisObjKey(t *testing.T, key string) string { return t.Name() + ":v2:obj:{" + key + "}" }
+
 func TestFleetCollapse(t *testing.T) {
 	r := testenv.StartRedis(t)
 	up := testenv.NewUpstream(t, modA, modUp)
 	up.SetDelay(300 * time.Millisecond)
-	nodes := fleet(t, up, 3, options{memory: true, redis: r})
+	nodes := newFleet(t, up, 3, options{memory: true, redis: r})
 	want := map[string][]byte{
 		path(modA, "zip"):  modA.Zip(t),
 		path(modA, "info"): modA.Info(),
@@ -93,7 +96,7 @@ func TestFleetCollapse(t *testing.T) {
 	}
 	// The shared tier holds what one node fetched, namespaced by prefix
 	// and layout version.
-	key := t.Name() + ":v1:obj:" + path(modA, "info")
+	key := redisObjKey(t, path(modA, "info"))
 	if reply, err := r.Do("EXISTS", key); err != nil || reply != ":1" {
 		t.Errorf("EXISTS %s = %q, %v", key, reply, err)
 	}
@@ -102,18 +105,21 @@ func TestFleetCollapse(t *testing.T) {
 func TestFleetLargeObjectsStayOutOfRedis(t *testing.T) {
 	r := testenv.StartRedis(t)
 	up := testenv.NewUpstream(t, modA)
-	nodes := fleet(t, up, 2, options{redis: r, redisMax: 64})
+	nodes := newFleet(t, up, 2, options{redis: r, redisMax: 64})
 	p := path(modA, "zip")
 	for _, n := range nodes {
 		n.get(p, 200)
 	}
-	if reply, _ := r.Do("EXISTS", t.Name()+":v1:obj:"+p); reply != ":0" {
+	if reply, _ := r.Do("EXISTS", redisObjKey(t, p)); reply != ":0" {
 		t.Errorf("a zip larger than max_object is in redis: EXISTS = %s", reply)
 	}
-	// Too large for the shared tier, but handed over through it for a
-	// short while: the second node copies it instead of fetching it.
-	if n := up.Requests(p); n != 1 {
-		t.Errorf("upstream requests %d; want 1", n)
+	// Too large for the shared tier, and handed over only to nodes that
+	// wait for it: the second node, which asked later, fetched it itself.
+	if n := up.Requests(p); n != 2 {
+		t.Errorf("upstream requests %d; want 2", n)
+	}
+	if reply, _ := r.Do("KEYS", t.Name()+":v2:xfer*"); reply != "*0" {
+		t.Errorf("a hand-over was left in redis with nobody waiting: KEYS = %s", reply)
 	}
 }
 
@@ -125,7 +131,7 @@ func TestFleetLargeObjectsHandedOver(t *testing.T) {
 	up := testenv.NewUpstream(t)
 	up.AddBigZip(big, zipFile)
 	up.SetDelay(200 * time.Millisecond)
-	nodes := fleet(t, up, 3, options{redis: r, redisMax: 1 << 20})
+	nodes := newFleet(t, up, 3, options{redis: r, redisMax: 1 << 20})
 	want, _ := os.ReadFile(zipFile)
 	p := path(big, "zip")
 	for _, err := range hammer(nodes, []string{p}, map[string][]byte{p: want}, 30) {
@@ -134,7 +140,7 @@ func TestFleetLargeObjectsHandedOver(t *testing.T) {
 	if n := up.Requests(p); n != 1 {
 		t.Errorf("a zip larger than redis max_object: %d upstream requests from three nodes; want 1", n)
 	}
-	if reply, _ := r.Do("EXISTS", t.Name()+":v1:obj:"+p); reply != ":0" {
+	if reply, _ := r.Do("EXISTS", redisObjKey(t, p)); reply != ":0" {
 		t.Errorf("the large zip was stored as a redis object: EXISTS = %s", reply)
 	}
 }
@@ -146,7 +152,7 @@ func TestFleetSurvivesRedisFailure(t *testing.T) {
 		mods[i] = testenv.Module{Path: "example.com/m", Version: fmt.Sprintf("v1.0.%d", i)}
 	}
 	up := testenv.NewUpstream(t, mods...)
-	nodes := fleet(t, up, 3, options{memory: true, redis: r, redisTimeout: 200 * time.Millisecond})
+	nodes := newFleet(t, up, 3, options{memory: true, redis: r, redisTimeout: 200 * time.Millisecond})
 	want := map[string][]byte{}
 	paths := func(from, to int) []string {
 		var ps []string
@@ -187,7 +193,7 @@ func TestFleetSurvivesRedisFailure(t *testing.T) {
 	for i := 40; i < 60 && !recovered; i++ {
 		p := path(mods[i], "info")
 		nodes[0].get(p, 200)
-		reply, _ := r.Do("EXISTS", t.Name()+":v1:obj:"+p)
+		reply, _ := r.Do("EXISTS", redisObjKey(t, p))
 		recovered = reply == ":1"
 		if !recovered {
 			time.Sleep(250 * time.Millisecond)
@@ -201,7 +207,7 @@ func TestFleetSurvivesRedisFailure(t *testing.T) {
 func TestFleetSurvivesSlowRedis(t *testing.T) {
 	r := testenv.StartRedis(t)
 	up := testenv.NewUpstream(t, modA, modA11)
-	nodes := fleet(t, up, 2, options{memory: true, redis: r, redisTimeout: 100 * time.Millisecond})
+	nodes := newFleet(t, up, 2, options{memory: true, redis: r, redisTimeout: 100 * time.Millisecond})
 	nodes[0].get(path(modA, "info"), 200)
 	// A stopped process accepts connections but never answers: every
 	// operation runs into its timeout until the breaker opens.
@@ -224,7 +230,7 @@ func TestFleetSharesNotFound(t *testing.T) {
 	r := testenv.StartRedis(t)
 	up := testenv.NewUpstream(t, modA)
 	up.SetDelay(200 * time.Millisecond)
-	nodes := fleet(t, up, 3, options{memory: true, redis: r})
+	nodes := newFleet(t, up, 3, options{memory: true, redis: r})
 	missing := "example.com/a/@v/v1.7.7.info"
 	var wg sync.WaitGroup
 	for i := range 30 {

@@ -53,11 +53,11 @@ func runChild() {
 	if err != nil {
 		fail(err)
 	}
-	disk, err := cachetier.NewDiskTier(os.Getenv("PIRAEUS_TEST_DISK"))
+	disk, err := cachetier.NewDiskTier(cachetier.DiskConfig{Root: os.Getenv("PIRAEUS_TEST_DISK")})
 	if err != nil {
 		fail(err)
 	}
-	p, err := New(Config{Fetcher: chain, Tiers: cachetier.NewTiered(disk), Logger: zap.NewNop()})
+	p, err := New(Config{Fetcher: chain, Tiers: cachetier.NewTiered(nil, disk), Logger: zap.NewNop()})
 	if err != nil {
 		fail(err)
 	}

@@ -28,7 +28,7 @@ func TestRedirectMode(t *testing.T) {
 	}
 	// The cache fills in the background; then the proxy serves it itself.
 	for i := 0; i < 200; i++ {
-		if obj, err := e.tiers.Get(t.Context(), p); err == nil {
+		if obj, err := e.tiers.Get(t.Context(), p, nil); err == nil {
 			obj.Close()
 			break
 		}

@@ -8,10 +8,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,6 +23,7 @@ import (
 	"github.com/piraeus-go/piraeus/cachetier"
 	"github.com/piraeus-go/piraeus/checksumdb"
 	"github.com/piraeus-go/piraeus/fetcher"
+	"github.com/piraeus-go/piraeus/fleet"
 )
 
 // Defaults for Config fields left zero.
@@ -70,39 +71,24 @@ type Config struct {
 	// Metrics, if set, receives the proxy's counters (see NewMetrics).
 	Metrics *Metrics
 
-	// Locker, if set, collapses fetches across nodes that share a tier:
-	// a node fetches only while it holds the artifact's lock, and a node
-	// that waited for the lock first looks in the tiers again.
-	Locker Locker
+	// Fleet, if set, coordinates this node with the others that share its
+	// Redis: a node fetches only while it holds the artifact's lock (and
+	// looks in the tiers again once it has it), large objects are handed
+	// to waiting nodes, not-found answers are shared, and purges reach
+	// every node.
+	Fleet *fleet.Fleet
 
 	Logger *zap.Logger
 }
 
-// Locker is a lock shared by several nodes, such as cachetier.RedisTier's.
-// If it also implements NotFoundSharer, upstream 404/410 answers are
-// shared between the nodes too.
-type Locker interface {
-	Lock(ctx context.Context, key string) (unlock func(), err error)
-}
-
-// Transferrer hands objects too large for the shared tier to the nodes
-// waiting on the same fetch, for a short while.
-type Transferrer interface {
-	PutTransfer(ctx context.Context, key string, meta cachetier.Meta, r io.Reader) error
-	GetTransfer(ctx context.Context, key string) (cachetier.Meta, io.Reader, error)
-}
-
-// NotFoundSharer keeps not-found answers where all nodes see them.
-type NotFoundSharer interface {
-	PutNotFound(ctx context.Context, key string, status int, msg string, ttl time.Duration)
-	GetNotFound(ctx context.Context, key string) (status int, msg string, ok bool)
-}
-
 // Proxy serves the GOPROXY protocol.
 type Proxy struct {
-	cfg      Config
-	log      *zap.Logger
-	flights  singleflight.Group
+	cfg     Config
+	log     *zap.Logger
+	flights singleflight.Group // checksum database reads
+
+	mu       sync.Mutex
+	fetches  map[string]*flight // artifact fetches in progress
 	notFound *ristretto.Cache[string, *fetcher.Error]
 	sumdbs   map[string]*checksumdb.DB
 
@@ -138,19 +124,9 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("goproxy: %w", err)
 	}
-	p := &Proxy{cfg: cfg, log: cfg.Logger, notFound: nf, sumdbs: map[string]*checksumdb.DB{}}
+	p := &Proxy{cfg: cfg, log: cfg.Logger, notFound: nf, sumdbs: map[string]*checksumdb.DB{}, fetches: map[string]*flight{}}
 	for _, db := range cfg.SumDBs {
 		p.sumdbs[db.Name()] = db
-	}
-	if d := cfg.Tiers.Disk(); d.OnCorrupt == nil {
-		d.OnCorrupt = func(key string, err error) {
-			p.log.Error("corrupt cache file removed; it will be fetched again", zap.String("key", key), zap.Error(err))
-		}
-	}
-	if cfg.Tiers.OnError == nil {
-		cfg.Tiers.OnError = func(tier, op, key string, err error) {
-			p.log.Warn("cache tier failed", zap.String("tier", tier), zap.String("op", op), zap.String("key", key), zap.Error(err))
-		}
 	}
 	return p, nil
 }
@@ -270,7 +246,7 @@ func resultOf(status int) string {
 func (p *Proxy) Get(ctx context.Context, a artifact.Artifact) (obj *cachetier.Object, stale bool, err error) {
 	key := a.Path()
 	var old *cachetier.Object
-	if obj, err := p.cfg.Tiers.Get(ctx, key); err == nil {
+	if obj, err := p.cfg.Tiers.Get(ctx, key, p.checkShared(a)); err == nil {
 		if obj.Fresh(time.Now()) {
 			p.cfg.Metrics.hit(obj.Tier)
 			return obj, false, nil
@@ -278,22 +254,21 @@ func (p *Proxy) Get(ctx context.Context, a artifact.Artifact) (obj *cachetier.Ob
 		old = obj
 	}
 	p.cfg.Metrics.miss(a)
-	switch p.mode(a.Module) {
-	case Offline:
+	mode := p.mode(a.Module)
+	if mode == Offline {
 		if old != nil {
 			return old, true, nil
 		}
 		return nil, false, offlineMiss(a)
-	case Redirect:
-		if old == nil {
-			if err := p.redirect(a); err != nil {
-				return nil, false, err
-			}
-		}
 	}
 	if fe, ok := p.knownNotFound(ctx, key); ok {
 		old.Close()
 		return nil, false, fe
+	}
+	if mode == Redirect && old == nil {
+		if err := p.redirect(a); err != nil {
+			return nil, false, err
+		}
 	}
 	obj, err = p.collapse(ctx, a)
 	if err == nil {
@@ -314,8 +289,8 @@ func (p *Proxy) knownNotFound(ctx context.Context, key string) (*fetcher.Error, 
 	if fe, ok := p.notFound.Get(key); ok {
 		return fe, true
 	}
-	if s, ok := p.cfg.Locker.(NotFoundSharer); ok {
-		if status, msg, ok := s.GetNotFound(ctx, key); ok {
+	if p.cfg.Fleet != nil {
+		if status, msg, ok := p.cfg.Fleet.GetNotFound(ctx, key); ok {
 			fe := &fetcher.Error{Status: status, Msg: msg, Source: "peer"}
 			p.notFound.SetWithTTL(key, fe, 1, p.cfg.NotFoundTTL)
 			return fe, true
@@ -324,10 +299,33 @@ func (p *Proxy) knownNotFound(ctx context.Context, key string) (*fetcher.Error, 
 	return nil, false
 }
 
-// Purge removes one artifact from every tier and forgets a cached not-found.
-func (p *Proxy) Purge(ctx context.Context, a artifact.Artifact) error {
-	p.notFound.Del(a.Path())
-	return p.cfg.Tiers.Delete(ctx, a.Path())
+// Purge removes artifacts from every tier, leaving tombstones where the
+// tier keeps them, forgets their not-found answers, and has every node of
+// the fleet do the same.
+func (p *Proxy) Purge(ctx context.Context, as ...artifact.Artifact) error {
+	keys := make([]string, len(as))
+	var errs []error
+	for i, a := range as {
+		keys[i] = a.Path()
+		p.notFound.Del(keys[i])
+		errs = append(errs, p.cfg.Tiers.Purge(ctx, keys[i]))
+	}
+	if p.cfg.Fleet != nil {
+		errs = append(errs, p.cfg.Fleet.Purge(ctx, keys))
+	}
+	return errors.Join(errs...)
+}
+
+// ForgetPurged drops what this node holds of keys that another node
+// purged: its not-found answers here, and (with dropLocal) the copies in
+// its own memory and disk.
+func (p *Proxy) ForgetPurged(ctx context.Context, keys []string, dropLocal bool) {
+	for _, k := range keys {
+		p.notFound.Del(k)
+		if dropLocal {
+			p.cfg.Tiers.DeleteLocal(ctx, k)
+		}
+	}
 }
 
 func writeError(w http.ResponseWriter, status int, msg string, maxAge time.Duration) {

@@ -2,6 +2,7 @@ package goproxy
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,6 +25,8 @@ import (
 	"github.com/piraeus-go/piraeus/cachetier"
 	"github.com/piraeus-go/piraeus/checksumdb"
 	"github.com/piraeus-go/piraeus/fetcher"
+	"github.com/piraeus-go/piraeus/fleet"
+	"github.com/piraeus-go/piraeus/internal/redisconn"
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
 
@@ -38,6 +42,7 @@ type env struct {
 	up       *testenv.Upstream
 	proxy    *Proxy
 	tiers    *cachetier.Tiered
+	disk     *cachetier.DiskTier
 	db       *checksumdb.DB // the verifier, if options.sumdb
 	srv      *httptest.Server
 	diskRoot string
@@ -91,7 +96,10 @@ func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 		}
 		source = &fetcher.Router{Patterns: artifact.MustParsePatterns(o.private), Private: direct, Public: chain}
 	}
-	disk, err := cachetier.NewDiskTier(o.diskRoot)
+	if o.logger == nil {
+		o.logger = zaptest.NewLogger(t)
+	}
+	disk, err := cachetier.NewDiskTier(cachetier.DiskConfig{Root: o.diskRoot, Logger: o.logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,20 +114,29 @@ func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 		}
 		upper = append(upper, mem)
 	}
-	var locker Locker
+	var fl *fleet.Fleet
+	var proxy atomic.Pointer[Proxy] // for the fleet's purges, once it exists
 	if o.redis != nil {
-		rt, err := cachetier.NewRedisTier(cachetier.RedisConfig{URL: o.redis.URL(), MaxObject: o.redisMax, Timeout: o.redisTimeout, KeyPrefix: t.Name() + ":", Logger: zaptest.NewLogger(t)})
+		conn, err := redisconn.Open(redisconn.Config{URL: o.redis.URL(), Timeout: o.redisTimeout, Logger: o.logger})
 		if err != nil {
 			t.Fatal(err)
 		}
-		upper = append(upper, rt)
-		locker = rt
+		prefix := t.Name() + ":v2:"
+		upper = append(upper, cachetier.NewRedisTier(cachetier.RedisConfig{Conn: conn, Prefix: prefix, MaxObject: o.redisMax, Logger: o.logger}))
+		fl, err = fleet.New(fleet.Config{Conn: conn, Prefix: prefix, Logger: o.logger, OnPurge: func(keys []string) {
+			if p := proxy.Load(); p != nil {
+				p.ForgetPurged(context.Background(), keys, true)
+			}
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { fl.Close(); conn.Close() })
 	}
-	tiers := cachetier.NewTiered(disk, upper...)
-	if o.logger == nil {
-		o.logger = zaptest.NewLogger(t)
-	}
-	cfg := Config{Modes: o.modes, RedirectBase: o.redirectBase, Private: artifact.MustParsePatterns(o.private), Fetcher: source, Tiers: tiers, ListTTL: o.listTTL, FetchTimeout: o.timeout, Locker: locker, Logger: o.logger, NoVerify: artifact.MustParsePatterns(o.noVerify)}
+	tiers := cachetier.NewTiered(func(tier, op, key string, err error) {
+		o.logger.Warn("cache tier failed", zap.String("tier", tier), zap.String("op", op), zap.String("key", key), zap.Error(err))
+	}, disk, upper...)
+	cfg := Config{Modes: o.modes, RedirectBase: o.redirectBase, Private: artifact.MustParsePatterns(o.private), Fetcher: source, Tiers: tiers, ListTTL: o.listTTL, FetchTimeout: o.timeout, Fleet: fl, Logger: o.logger, NoVerify: artifact.MustParsePatterns(o.noVerify)}
 	var db *checksumdb.DB
 	if o.sumdb != nil {
 		dbc := checksumdb.Config{NameOrKey: o.sumdb.VKey, URL: o.sumdb.URL, Tiers: tiers, Logger: o.logger, Timeout: o.sumdbTimeout}
@@ -138,7 +155,8 @@ func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, up: up, proxy: p, tiers: tiers, db: db, srv: newServer(t, p), diskRoot: o.diskRoot}
+	proxy.Store(p)
+	e := &env{t: t, up: up, proxy: p, tiers: tiers, disk: disk, db: db, srv: newServer(t, p), diskRoot: o.diskRoot}
 	t.Cleanup(e.close)
 	return e
 }
@@ -233,8 +251,8 @@ func TestEndpoints(t *testing.T) {
 				}
 			}
 			// A version query never touches the disk.
-			if _, err := os.Stat(filepath.Join(e.diskRoot, "v1", "example.com/a/@v/main.info")); !os.IsNotExist(err) {
-				t.Errorf("query answer written to disk (stat: %v)", err)
+			if file, ok := e.disk.File("example.com/a/@v/main.info"); ok {
+				t.Errorf("query answer written to disk: %s", file)
 			}
 		})
 		up = testenv.NewUpstream(t, modA, modA11, modUp, modV2) // fresh counts
@@ -577,7 +595,7 @@ func TestCorruptDiskFile(t *testing.T) {
 			p := path(modA, "zip")
 			before := up.Requests(p)
 			e.get(p, 200)
-			file := filepath.Join(root, "v1", filepath.FromSlash(p))
+			file, _ := e.disk.File(p)
 			data, err := os.ReadFile(file)
 			if err != nil {
 				t.Fatal(err)
@@ -608,6 +626,29 @@ func TestCorruptDiskFile(t *testing.T) {
 	}
 }
 
+// A list keeps only the versions valid for its module path: canonical,
+// of the path's major version (module.Check), once each.
+func TestListKeepsOnlyValidVersions(t *testing.T) {
+	up := testenv.NewUpstream(t, modA, modV2)
+	up.Override(path(modA, "list"), func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "v1.0.0\n../../etc\nv1.1\nv2.0.0\nv1.0.0\nv3.0.0+incompatible\n v1.2.0 2024-01-01\nlatest\n")
+	})
+	up.Override(path(modV2, "list"), func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "v1.0.0\nv2.0.0\nv2.1.0-pre\n")
+	})
+	e := newEnv(t, up, options{memory: true})
+	for p, want := range map[string]string{
+		path(modA, "list"):  "v1.0.0\nv3.0.0+incompatible\nv1.2.0\n",
+		path(modV2, "list"): "v2.0.0\nv2.1.0-pre\n",
+	} {
+		for range 2 { // fetched, then cached
+			if _, body := e.get(p, 200); string(body) != want {
+				t.Errorf("%s: %q; want %q", p, body, want)
+			}
+		}
+	}
+}
+
 func TestRejectsBadUpstreamContent(t *testing.T) {
 	tests := []struct {
 		name, path string
@@ -628,8 +669,8 @@ func TestRejectsBadUpstreamContent(t *testing.T) {
 		{"zip of another module", path(modA, "zip"), func(w http.ResponseWriter, r *http.Request) {
 			w.Write(testenv.Module{Path: "example.com/evil", Version: "v1.0.0"}.Zip(t))
 		}},
-		{"list with garbage", path(modA, "list"), func(w http.ResponseWriter, r *http.Request) {
-			io.WriteString(w, "v1.0.0\n../../etc\n")
+		{"list not text", path(modA, "list"), func(w http.ResponseWriter, r *http.Request) {
+			w.Write([]byte("v1.0.0\n\xff\xfe\n"))
 		}},
 		{"truncated body", path(modA, "zip"), func(w http.ResponseWriter, r *http.Request) {
 			zip := modA.Zip(t)

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -70,7 +72,7 @@ func (p *Proxy) serveSumDB(w http.ResponseWriter, r *http.Request, rest string) 
 			return
 		}
 		ctype = "application/octet-stream"
-		if cached, _, cerr := p.cfg.Tiers.GetBytes(ctx, db.CacheKey(sub)); cerr == nil {
+		if cached, _, cerr := p.cfg.Tiers.GetBytes(ctx, db.CacheKey(sub), nil); cerr == nil {
 			data, immutable = cached, true // verified by the sumdb client
 			break
 		}
@@ -107,7 +109,7 @@ func (p *Proxy) serveSumDB(w http.ResponseWriter, r *http.Request, rest string) 
 // and served stale when the database cannot be reached.
 func (p *Proxy) sumdbLatest(ctx context.Context, db *checksumdb.DB) ([]byte, error) {
 	key := db.CacheKey("latest")
-	stale, meta, err := p.cfg.Tiers.GetBytes(ctx, key)
+	stale, meta, err := p.cfg.Tiers.GetBytes(ctx, key, nil)
 	if err == nil && meta.Fresh(time.Now()) {
 		return stale, nil
 	}
@@ -119,7 +121,7 @@ func (p *Proxy) sumdbLatest(ctx context.Context, db *checksumdb.DB) ([]byte, err
 		if err := db.CheckSigned(data); err != nil {
 			return nil, &fetcher.Error{Status: http.StatusBadGateway, Msg: "checksum database " + db.Name() + " sent a tree that fails its signature", Source: db.Name(), Err: err}
 		}
-		if err := p.cfg.Tiers.StoreBytes(ctx, key, cachetier.MetaFor(data, time.Now().Add(p.cfg.ListTTL)), data); err != nil {
+		if err := p.cfg.Tiers.PutSmall(ctx, key, cachetier.MetaFor(data, time.Now().Add(p.cfg.ListTTL)), data); err != nil {
 			p.log.Warn("caching checksum database tree failed", zap.Error(err))
 		}
 		return data, nil
@@ -201,6 +203,43 @@ func (p *Proxy) verify(a artifact.Artifact, data []byte, zipFile string) error {
 		return fe
 	}
 	return &fetcher.Error{Status: http.StatusBadGateway, Msg: "verifying against checksum database " + db.Name() + " failed", Source: db.Name(), Err: err}
+}
+
+// checkShared returns the check of a .mod or .zip read from a tier that
+// other nodes write: its hash must match the checksum database's record
+// (which the database client verified), as a fetched one must. A value
+// the database contradicts is rejected (deleted from that tier); when the
+// database cannot be asked, the value is skipped and fetched instead.
+func (p *Proxy) checkShared(a artifact.Artifact) func(*cachetier.Object) error {
+	if !a.Immutable() || (a.Kind != artifact.Mod && a.Kind != artifact.Zip) {
+		return nil
+	}
+	db, _ := p.verifier(a)
+	if db == nil {
+		return nil // nothing to check against: the tier checked key and hash
+	}
+	return func(obj *cachetier.Object) error {
+		data, ok := obj.Bytes()
+		if !ok {
+			var err error
+			if data, err = io.ReadAll(obj.Reader()); err != nil {
+				return err
+			}
+		}
+		var err error
+		if a.Kind == artifact.Mod {
+			err = db.VerifyMod(a.Module, a.Version, data)
+		} else {
+			err = db.VerifyZipBytes(a.Module, a.Version, data)
+		}
+		var mm *checksumdb.MismatchError
+		if errors.As(err, &mm) {
+			p.verifyFailures.Add(1)
+			p.cfg.Metrics.verifyFailure()
+			return fmt.Errorf("%w: %v", cachetier.ErrRejected, mm)
+		}
+		return err
+	}
 }
 
 func (p *Proxy) private(mod string) bool {

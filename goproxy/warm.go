@@ -111,7 +111,7 @@ func (p *Proxy) warmOne(ctx context.Context, it WarmItem) WarmResult {
 		r.Status, r.Error = "failed", err.Error()
 		return r
 	}
-	if obj, err := p.cfg.Tiers.Get(ctx, a.Path()); err == nil {
+	if obj, err := p.cfg.Tiers.Get(ctx, a.Path(), p.checkShared(a)); err == nil {
 		obj.Close()
 		r.Status = "cached"
 		return r
@@ -140,13 +140,13 @@ func (p *Proxy) PurgeVersion(ctx context.Context, mod, version string) error {
 	if err := module.Check(mod, version); err != nil || module.CanonicalVersion(version) != version {
 		return fmt.Errorf("invalid module version %s@%s", mod, version)
 	}
-	var errs []error
+	var as []artifact.Artifact
 	for _, k := range []artifact.Kind{artifact.Info, artifact.Mod, artifact.Zip, artifact.List, artifact.Latest} {
 		a, err := artifact.New(k, mod, version)
-		if err == nil {
-			err = p.Purge(ctx, a)
+		if err != nil {
+			return err
 		}
-		errs = append(errs, err)
+		as = append(as, a)
 	}
-	return errors.Join(errs...)
+	return p.Purge(ctx, as...)
 }

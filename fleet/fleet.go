@@ -1,0 +1,561 @@
+// Package fleet coordinates the edges of a fleet that share one Redis: a
+// lock per artifact so that a cold burst across edges costs one upstream
+// fetch, the hand-over of large objects to the edges waiting for them,
+// not-found answers shared between edges, and purges that every edge
+// applies to what it holds. What it reads from Redis is bound to its key
+// and checked; a value that cannot be trusted is ignored or deleted.
+package fleet
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/piraeus-go/piraeus/cachetier"
+	"github.com/piraeus-go/piraeus/internal/redisconn"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultMaxTransfer = 256 << 20
+	DefaultMaxInFlight = 256 << 20
+)
+
+// Config configures a Fleet.
+type Config struct {
+	Conn   *redisconn.Conn
+	Prefix string // namespace of the fleet's keys
+	// MaxTransfer is the largest object handed to waiting edges through
+	// Redis (0: DefaultMaxTransfer, -1: none).
+	MaxTransfer int64
+	// MaxInFlight bounds the bytes of all hand-overs alive in Redis at
+	// once, fleet-wide (0: DefaultMaxInFlight), so a few large zips
+	// cannot fill Redis and break the locks of the whole fleet.
+	MaxInFlight int64
+	// PositionFile keeps the last purge this node applied, so that after
+	// a restart it applies the purges it missed. Empty: start from the
+	// oldest purge Redis holds.
+	PositionFile string
+	// OnPurge, if set, removes keys that another node purged from what
+	// this node holds. The fleet follows the purges only when it is set.
+	OnPurge func(keys []string)
+	Logger  *zap.Logger
+}
+
+// Fleet is one node's view of the fleet.
+type Fleet struct {
+	cfg  Config
+	conn *redisconn.Conn
+	log  *zap.Logger
+	node string // this node's random id, to skip its own purges
+
+	ctx    context.Context // ends with Close: the purge follower's reads
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New returns a Fleet and starts following purges if cfg.OnPurge is set.
+func New(cfg Config) (*Fleet, error) {
+	if cfg.Conn == nil {
+		return nil, errors.New("fleet: no redis connection")
+	}
+	if cfg.MaxTransfer == 0 {
+		cfg.MaxTransfer = DefaultMaxTransfer
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	var b [8]byte
+	rand.Read(b[:])
+	f := &Fleet{cfg: cfg, conn: cfg.Conn, log: cfg.Logger, node: hex.EncodeToString(b[:])}
+	f.ctx, f.cancel = context.WithCancel(context.Background())
+	if cfg.OnPurge != nil {
+		f.wg.Add(1)
+		go f.followPurges()
+	}
+	return f, nil
+}
+
+// Close stops following purges.
+func (f *Fleet) Close() error {
+	f.cancel()
+	f.wg.Wait()
+	return nil
+}
+
+// Available reports whether Redis is being used (the breaker is closed).
+func (f *Fleet) Available() bool { return f.conn.Available() }
+
+// Keys of one artifact share a hash tag, so that scripts using several of
+// them touch one Redis Cluster slot.
+func (f *Fleet) lockKey(key string) string { return f.cfg.Prefix + "lock:{" + key + "}" }
+func (f *Fleet) waitKey(key string) string { return f.cfg.Prefix + "wait:{" + key + "}" }
+func (f *Fleet) nfKey(key string) string   { return f.cfg.Prefix + "nf:{" + key + "}" }
+func (f *Fleet) xferKey(key string) string { return f.cfg.Prefix + "xfer:{" + key + "}" }
+func (f *Fleet) budgetKey() string         { return f.cfg.Prefix + "xfer-budget" }
+func (f *Fleet) purgeKey() string          { return f.cfg.Prefix + "purges" }
+
+// Lock lengths: a lock lives lockTTL unless renewed, and it is renewed
+// every lockTTL/3 while its fetch runs, so it outlives the slowest fetch
+// and expires soon after a holder dies.
+const (
+	lockTTL        = 10 * time.Second
+	lockMinBackoff = 10 * time.Millisecond
+	lockMaxBackoff = 200 * time.Millisecond
+)
+
+var (
+	renewScript   = redis.NewScript(`if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("pexpire", KEYS[1], ARGV[2]) else return 0 end`)
+	releaseScript = redis.NewScript(`if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end`)
+	// breakScript removes a lock that has no expiry: no holder of this
+	// code sets one, and such a lock would block the key forever.
+	breakScript = redis.NewScript(`if redis.call("pttl", KEYS[1]) == -1 then return redis.call("del", KEYS[1]) else return 0 end`)
+)
+
+// ErrUnavailable is returned by Lock while Redis is not being used.
+var ErrUnavailable = redisconn.ErrUnavailable
+
+// Lock takes the fleet-wide lock for key (SET NX PX with a random token),
+// waiting with bounded polling while another node holds it, until ctx
+// ends; meanwhile this node counts as waiting for key (see Waiting). The
+// lock is renewed until unlock is called, which deletes it only if it is
+// still ours. A lock found without an expiry is broken.
+func (f *Fleet) Lock(ctx context.Context, key string) (unlock func(), err error) {
+	lk := f.lockKey(key)
+	var b [16]byte
+	rand.Read(b[:])
+	token := hex.EncodeToString(b[:])
+	backoff := lockMinBackoff
+	waiting := false
+	defer func() {
+		if waiting {
+			f.conn.Do(context.WithoutCancel(ctx), func(ctx context.Context) error {
+				return f.conn.Client.Decr(ctx, f.waitKey(key)).Err()
+			})
+		}
+	}()
+	for attempt := 0; ; attempt++ {
+		var ok bool
+		err := f.conn.Do(ctx, func(ctx context.Context) (err error) {
+			ok, err = f.conn.Client.SetNX(ctx, lk, token, lockTTL).Result()
+			return err
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			if errors.Is(err, redisconn.ErrUnavailable) {
+				return nil, ErrUnavailable
+			}
+			return nil, fmt.Errorf("redis lock: %w", err)
+		}
+		if ok {
+			return f.holdLock(lk, token), nil
+		}
+		// Another node fetches: say this one waits for it (the count
+		// expires by itself if this node dies), and look for a lock that
+		// can never expire.
+		f.conn.Do(ctx, func(ctx context.Context) error {
+			_, err := f.conn.Client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				if !waiting {
+					p.Incr(ctx, f.waitKey(key))
+				}
+				p.PExpire(ctx, f.waitKey(key), 2*lockTTL)
+				return nil
+			})
+			if err == nil {
+				waiting = true
+			}
+			return err
+		})
+		if attempt%16 == 0 {
+			var broken int64
+			f.conn.Do(ctx, func(ctx context.Context) (err error) {
+				broken, err = breakScript.Run(ctx, f.conn.Client, []string{lk}).Int64()
+				return err
+			})
+			if broken == 1 {
+				f.log.Error("a fleet lock without expiry was found and removed; no node of this version sets one",
+					zap.String("lock", lk))
+				continue
+			}
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(backoff*2, lockMaxBackoff)
+	}
+}
+
+func (f *Fleet) holdLock(lk, token string) func() {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(lockTTL / 3)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				err := f.conn.Do(context.Background(), func(ctx context.Context) error {
+					return renewScript.Run(ctx, f.conn.Client, []string{lk}, token, lockTTL.Milliseconds()).Err()
+				})
+				if err != nil {
+					f.log.Warn("renewing a fleet lock failed", zap.String("lock", lk), zap.Error(err))
+				}
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(done)
+			wg.Wait()
+			err := f.conn.Do(context.Background(), func(ctx context.Context) error {
+				return releaseScript.Run(ctx, f.conn.Client, []string{lk}, token).Err()
+			})
+			if err != nil {
+				f.log.Warn("releasing a fleet lock failed; it expires by itself", zap.String("lock", lk), zap.Error(err))
+			}
+		})
+	}
+}
+
+// Waiting reports whether another node waits for key's lock.
+func (f *Fleet) Waiting(ctx context.Context, key string) bool {
+	var n int64
+	err := f.conn.Do(ctx, func(ctx context.Context) (err error) {
+		n, err = f.conn.Client.Get(ctx, f.waitKey(key)).Int64()
+		return err
+	})
+	return err == nil && n > 0
+}
+
+// Hand-overs live in chunks for transferTTL: long enough for the nodes
+// waiting on the same fetch.
+const (
+	transferChunk = 1 << 20
+	transferTTL   = 2 * time.Minute
+)
+
+// budgetScript reserves size bytes of the fleet's hand-over budget until
+// ARGV[4] (unix ms): the sorted set holds one member per hand-over alive,
+// "size|key|token", scored by its expiry. KEYS[1] only.
+var budgetScript = redis.NewScript(`
+redis.call("zremrangebyscore", KEYS[1], "-inf", ARGV[1])
+local used = 0
+for _, m in ipairs(redis.call("zrange", KEYS[1], 0, -1)) do
+	used = used + tonumber(string.match(m, "^(%d+)|"))
+end
+if used + tonumber(ARGV[2]) > tonumber(ARGV[3]) then return 0 end
+redis.call("zadd", KEYS[1], ARGV[4], ARGV[5])
+redis.call("pexpire", KEYS[1], ARGV[6])
+return 1`)
+
+// PutTransfer leaves an object (up to MaxTransfer) in Redis for
+// transferTTL, chunk by chunk and then its header, when another node waits
+// for it and the fleet's hand-over budget has room. It reports whether the
+// object was handed over.
+func (f *Fleet) PutTransfer(ctx context.Context, key string, meta cachetier.Meta, src io.Reader) (bool, error) {
+	if f.cfg.MaxTransfer < 0 || meta.Size > f.cfg.MaxTransfer || !f.Waiting(ctx, key) {
+		return false, nil
+	}
+	now := time.Now()
+	var b [8]byte
+	rand.Read(b[:])
+	member := strconv.FormatInt(meta.Size, 10) + "|" + key + "|" + hex.EncodeToString(b[:])
+	var ok int64
+	err := f.conn.Do(ctx, func(ctx context.Context) (err error) {
+		ok, err = budgetScript.Run(ctx, f.conn.Client, []string{f.budgetKey()},
+			now.UnixMilli(), meta.Size, f.cfg.MaxInFlight, now.Add(transferTTL).UnixMilli(), member, transferTTL.Milliseconds()).Int64()
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("redis transfer budget: %w", err)
+	}
+	if ok != 1 {
+		f.log.Warn("hand-over budget of the fleet is used up; waiting nodes fetch the object themselves",
+			zap.String("key", key), zap.Int64("bytes", meta.Size), zap.Int64("max_in_flight", f.cfg.MaxInFlight))
+		return false, nil
+	}
+	buf := make([]byte, transferChunk)
+	base := f.xferKey(key)
+	for i, left := 0, meta.Size; left > 0; i++ {
+		n := min(left, transferChunk)
+		if _, err := io.ReadFull(src, buf[:n]); err != nil {
+			return false, fmt.Errorf("redis transfer: reading %s: %w", key, err)
+		}
+		if err := f.setTimed(ctx, base+":"+strconv.Itoa(i), buf[:n]); err != nil {
+			return false, err
+		}
+		left -= n
+	}
+	return true, f.setTimed(ctx, base, cachetier.EncodeHeader(key, meta))
+}
+
+func (f *Fleet) setTimed(ctx context.Context, key string, val []byte) error {
+	err := f.conn.Do(ctx, func(ctx context.Context) error {
+		return f.conn.Client.Set(ctx, key, val, transferTTL).Err()
+	})
+	if err != nil {
+		return fmt.Errorf("redis transfer: %w", err)
+	}
+	return nil
+}
+
+// ErrMiss is returned by GetTransfer when no hand-over is there.
+var ErrMiss = cachetier.ErrMiss
+
+// GetTransfer returns the header of an object another node handed over,
+// checked to name key, and a reader of its content, fetched chunk by
+// chunk. The caller checks the content against meta.Sum.
+func (f *Fleet) GetTransfer(ctx context.Context, key string) (cachetier.Meta, io.Reader, error) {
+	base := f.xferKey(key)
+	var hdr []byte
+	err := f.conn.Do(ctx, func(ctx context.Context) (err error) {
+		hdr, err = f.conn.Client.Get(ctx, base).Bytes()
+		return err
+	})
+	if err != nil {
+		return cachetier.Meta{}, nil, ErrMiss
+	}
+	meta, err := cachetier.DecodeHeader(key, hdr)
+	if err != nil {
+		f.log.Error("a hand-over header does not name its key; ignored", zap.String("key", key), zap.Error(err))
+		return cachetier.Meta{}, nil, ErrMiss
+	}
+	if meta.Size > f.cfg.MaxTransfer {
+		return cachetier.Meta{}, nil, ErrMiss
+	}
+	return meta, &transferReader{ctx: ctx, f: f, base: base, left: meta.Size}, nil
+}
+
+type transferReader struct {
+	ctx  context.Context
+	f    *Fleet
+	base string
+	next int
+	left int64
+	buf  []byte
+}
+
+func (t *transferReader) Read(p []byte) (int, error) {
+	if len(t.buf) == 0 {
+		if t.left <= 0 {
+			return 0, io.EOF
+		}
+		var chunk []byte
+		err := t.f.conn.Do(t.ctx, func(ctx context.Context) (err error) {
+			chunk, err = t.f.conn.Client.Get(ctx, t.base+":"+strconv.Itoa(t.next)).Bytes()
+			return err
+		})
+		if err != nil {
+			return 0, fmt.Errorf("redis transfer chunk %d: %w", t.next, err)
+		}
+		if int64(len(chunk)) > t.left || len(chunk) == 0 {
+			return 0, fmt.Errorf("redis transfer chunk %d has a wrong size", t.next)
+		}
+		t.buf, t.next, t.left = chunk, t.next+1, t.left-int64(len(chunk))
+	}
+	n := copy(p, t.buf)
+	t.buf = t.buf[n:]
+	return n, nil
+}
+
+// PutNotFound shares an upstream's not-found answer (404 or 410, and its
+// reason) for ttl with the other nodes.
+func (f *Fleet) PutNotFound(ctx context.Context, key string, status int, msg string, ttl time.Duration) {
+	if ttl <= 0 || (status != 404 && status != 410) {
+		return
+	}
+	f.conn.Do(ctx, func(ctx context.Context) error {
+		return f.conn.Client.Set(ctx, f.nfKey(key), strconv.Itoa(status)+" "+msg, ttl).Err()
+	})
+}
+
+// maxReason bounds a shared reason, as one line a client is shown.
+const maxReason = 300
+
+// GetNotFound returns a not-found answer another node shared. Only a 404
+// or 410 is ever returned, with a reason of one bounded line; anything
+// else found there is deleted.
+func (f *Fleet) GetNotFound(ctx context.Context, key string) (status int, msg string, ok bool) {
+	var val string
+	err := f.conn.Do(ctx, func(ctx context.Context) (err error) {
+		val, err = f.conn.Client.Get(ctx, f.nfKey(key)).Result()
+		return err
+	})
+	if err != nil {
+		return 0, "", false
+	}
+	code, msg, _ := strings.Cut(val, " ")
+	status, err = strconv.Atoi(code)
+	if err != nil || (status != 404 && status != 410) {
+		f.conn.Do(ctx, func(ctx context.Context) error { return f.conn.Client.Del(ctx, f.nfKey(key)).Err() })
+		f.log.Error("a shared not-found entry that is not a 404 or 410 was deleted", zap.String("key", key), zap.String("value", oneLine(val)))
+		return 0, "", false
+	}
+	return status, oneLine(msg), true
+}
+
+func oneLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, s)
+	if len(s) > maxReason {
+		s = s[:maxReason]
+	}
+	return s
+}
+
+// purgeRetention bounds the purge log that nodes catch up from.
+const purgeRetention = 100000
+
+// Purge removes keys' hand-overs and shared not-found answers, and tells
+// every other node to remove keys from what it holds (OnPurge), now or
+// when it next starts. The caller purges its own tiers (and the shared
+// ones, with their tombstones).
+func (f *Fleet) Purge(ctx context.Context, keys []string) error {
+	return f.conn.Do(ctx, func(ctx context.Context) error {
+		_, err := f.conn.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, k := range keys {
+				p.Del(ctx, f.xferKey(k), f.nfKey(k))
+			}
+			p.XAdd(ctx, &redis.XAddArgs{
+				Stream: f.purgeKey(),
+				MaxLen: purgeRetention,
+				Approx: true,
+				Values: []any{"node", f.node, "keys", strings.Join(keys, "\n")},
+			})
+			return nil
+		})
+		return err
+	})
+}
+
+// followPurges applies other nodes' purges as they come, starting where
+// this node stopped (PositionFile).
+func (f *Fleet) followPurges() {
+	defer f.wg.Done()
+	pos := f.loadPosition()
+	checked := false
+	backoff := time.Second
+	for f.ctx.Err() == nil {
+		if !checked {
+			checked = f.checkGap(pos)
+		}
+		var streams []redis.XStream
+		const block = 500 * time.Millisecond // also how long Close may wait
+		err := f.conn.Do(f.ctx, func(context.Context) (err error) {
+			ctx, cancel := context.WithTimeout(f.ctx, block+f.conn.Timeout)
+			defer cancel()
+			streams, err = f.conn.Client.XRead(ctx, &redis.XReadArgs{Streams: []string{f.purgeKey(), pos}, Count: 100, Block: block}).Result()
+			return err
+		})
+		if err != nil && !errors.Is(err, redis.Nil) {
+			t := time.NewTimer(backoff)
+			select {
+			case <-f.ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			backoff = min(backoff*2, 15*time.Second)
+			continue
+		}
+		backoff = time.Second
+		for _, s := range streams {
+			for _, m := range s.Messages {
+				pos = m.ID
+				node, _ := m.Values["node"].(string)
+				keys, _ := m.Values["keys"].(string)
+				if node != f.node && keys != "" {
+					f.cfg.OnPurge(strings.Split(keys, "\n"))
+				}
+			}
+			f.savePosition(pos)
+		}
+	}
+}
+
+// checkGap logs at error level when purges this node has not applied were
+// dropped from Redis's log (the node was away too long).
+func (f *Fleet) checkGap(pos string) bool {
+	var first []redis.XMessage
+	err := f.conn.Do(f.ctx, func(ctx context.Context) (err error) {
+		first, err = f.conn.Client.XRangeN(ctx, f.purgeKey(), "-", "+", 1).Result()
+		return err
+	})
+	if err != nil {
+		return false
+	}
+	if pos != "0" && len(first) == 1 && streamIDLess(pos, first[0].ID) {
+		f.log.Error("purges made while this node was away were dropped from the fleet's log; copies it holds of purged modules may be served until purged again",
+			zap.String("last_applied", pos), zap.String("oldest_kept", first[0].ID))
+	}
+	return true
+}
+
+func streamIDLess(a, b string) bool {
+	am, as, _ := strings.Cut(a, "-")
+	bm, bs, _ := strings.Cut(b, "-")
+	ami, _ := strconv.ParseInt(am, 10, 64)
+	bmi, _ := strconv.ParseInt(bm, 10, 64)
+	if ami != bmi {
+		return ami < bmi
+	}
+	asi, _ := strconv.ParseInt(as, 10, 64)
+	bsi, _ := strconv.ParseInt(bs, 10, 64)
+	return asi < bsi
+}
+
+func (f *Fleet) loadPosition() string {
+	if f.cfg.PositionFile == "" {
+		return "0"
+	}
+	data, err := os.ReadFile(f.cfg.PositionFile)
+	if pos := strings.TrimSpace(string(data)); err == nil && pos != "" {
+		return pos
+	}
+	return "0"
+}
+
+func (f *Fleet) savePosition(pos string) {
+	if f.cfg.PositionFile == "" {
+		return
+	}
+	tmp := f.cfg.PositionFile + ".tmp"
+	if err := os.MkdirAll(filepath.Dir(tmp), 0o755); err != nil {
+		return
+	}
+	if err := os.WriteFile(tmp, []byte(pos+"\n"), 0o644); err == nil {
+		os.Rename(tmp, f.cfg.PositionFile)
+	}
+}

@@ -1,0 +1,182 @@
+// Package redisconn opens the Redis connection that the Redis tier and the
+// fleet coordination share: one go-redis UniversalClient (a single node,
+// Sentinel or Cluster) with bounded timeouts, and a circuit breaker that
+// stops asking Redis for a while after consecutive failures, so a dead
+// Redis costs a bounded delay. It sets no process-wide go-redis state.
+package redisconn
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// DefaultTimeout bounds one Redis operation when Config.Timeout is zero.
+const DefaultTimeout = time.Second
+
+// Config says how to reach Redis: a URL, or addresses (one for a single
+// node, several for Cluster, or Sentinels with a MasterName).
+type Config struct {
+	URL        string // redis://[user:password@]host:port/db or rediss://
+	Addrs      []string
+	MasterName string
+	Username   string
+	Password   string
+	DB         int
+	TLS        bool
+	Timeout    time.Duration // bound on one operation
+	Logger     *zap.Logger
+}
+
+// Conn is a Redis client with its breaker.
+type Conn struct {
+	Client  redis.UniversalClient
+	Timeout time.Duration
+	br      breaker
+}
+
+// ErrUnavailable is returned while the breaker is open.
+var ErrUnavailable = errors.New("redis unavailable")
+
+// Open connects lazily: Redis may be down at start and come later.
+func Open(cfg Config) (*Conn, error) {
+	opts := &redis.UniversalOptions{
+		Addrs:      cfg.Addrs,
+		MasterName: cfg.MasterName,
+		Username:   cfg.Username,
+		Password:   cfg.Password,
+		DB:         cfg.DB,
+	}
+	if cfg.URL != "" {
+		if len(cfg.Addrs) > 0 {
+			return nil, errors.New("redis: give a URL or addresses, not both")
+		}
+		o, err := redis.ParseURL(cfg.URL)
+		if err != nil {
+			return nil, fmt.Errorf("redis: %w", err)
+		}
+		opts.Addrs = []string{o.Addr}
+		opts.DB, opts.TLSConfig = o.DB, o.TLSConfig
+		if o.Username != "" || o.Password != "" {
+			opts.Username, opts.Password = o.Username, o.Password
+		}
+	}
+	if len(opts.Addrs) == 0 {
+		return nil, errors.New("redis: no address")
+	}
+	if cfg.TLS && opts.TLSConfig == nil {
+		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	opts.DialTimeout = cfg.Timeout
+	opts.ReadTimeout = cfg.Timeout
+	opts.WriteTimeout = cfg.Timeout
+	opts.MaxRetries = 1
+	opts.DialerRetries = 1
+	opts.DisableIdentity = true
+	c := &Conn{Client: redis.NewUniversalClient(opts), Timeout: cfg.Timeout}
+	c.br.log = cfg.Logger
+	return c, nil
+}
+
+// Close closes the client.
+func (c *Conn) Close() error { return c.Client.Close() }
+
+// Available reports whether the breaker lets a request through.
+func (c *Conn) Available() bool { return c.br.allow() }
+
+// Do runs op with the operation timeout if the breaker allows it, and
+// records its outcome; redis.Nil (a missing key) is a success.
+func (c *Conn) Do(ctx context.Context, op func(ctx context.Context) error) error {
+	if !c.br.allow() {
+		return ErrUnavailable
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
+	err := op(ctx)
+	switch {
+	case err == nil || errors.Is(err, redis.Nil):
+		c.br.success()
+	case errors.Is(err, context.Canceled):
+		// the caller gave up: says nothing about Redis
+	default:
+		c.br.failure(err)
+	}
+	return err
+}
+
+// breaker opens after breakerThreshold consecutive failures and then lets
+// one request through per cooldown, doubling the cooldown up to a limit
+// while Redis stays down.
+type breaker struct {
+	log *zap.Logger
+
+	mu        sync.Mutex
+	failures  int
+	cooldown  time.Duration
+	openUntil time.Time // no request before this, but one probe after it
+	tripped   time.Time // when the breaker last opened or backed off
+	open      bool
+}
+
+const (
+	breakerThreshold   = 3
+	breakerMinCooldown = 500 * time.Millisecond
+	breakerMaxCooldown = 15 * time.Second
+)
+
+func (b *breaker) allow() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.open {
+		return true
+	}
+	if time.Now().Before(b.openUntil) {
+		return false
+	}
+	// Half-open: this caller probes; the others wait for its outcome.
+	b.openUntil = time.Now().Add(b.cooldown)
+	return true
+}
+
+func (b *breaker) success() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.open {
+		b.log.Warn("redis is reachable again; using it")
+	}
+	b.failures, b.open, b.cooldown = 0, false, 0
+}
+
+func (b *breaker) failure(err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := time.Now()
+	b.failures++
+	if b.open {
+		// A failed probe backs off further; requests that were already
+		// under way when the breaker opened do not.
+		if now.Sub(b.tripped) >= b.cooldown {
+			b.cooldown = min(b.cooldown*2, breakerMaxCooldown)
+			b.openUntil, b.tripped = now.Add(b.cooldown), now
+		}
+		return
+	}
+	if b.failures < breakerThreshold {
+		return
+	}
+	b.log.Warn("redis unavailable; bypassing it", zap.Error(err))
+	b.open, b.cooldown = true, breakerMinCooldown
+	b.openUntil, b.tripped = now.Add(b.cooldown), now
+}
