@@ -84,7 +84,7 @@ type DiskTier struct {
 	seed     maphash.Seed
 	verified []atomic.Uint64 // fingerprints of checked files, see remember
 
-	nObjects, nBytes atomic.Int64 // occupancy
+	nObjects, nBytes atomic.Int64  // occupancy
 	counted          chan struct{} // closed when the start-up count has finished
 	countStart       time.Time
 
