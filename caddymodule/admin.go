@@ -81,13 +81,19 @@ type WarmSummary struct {
 	Failed  int  `json:"failed"`
 }
 
+// maxWarmBody bounds the go.mod or go.sum given to warm.
+const maxWarmBody = 16 << 20
+
 func (a *AdminAPI) warm(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodPost {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("use POST with a go.mod or go.sum as the body")}
 	}
-	data, err := io.ReadAll(io.LimitReader(r.Body, 16<<20))
+	data, err := io.ReadAll(io.LimitReader(r.Body, maxWarmBody+1))
 	if err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
+	}
+	if len(data) > maxWarmBody {
+		return caddy.APIError{HTTPStatus: http.StatusRequestEntityTooLarge, Err: fmt.Errorf("a go.mod or go.sum of at most %d bytes", maxWarmBody)}
 	}
 	items, err := goproxy.WarmList(data)
 	if err != nil {

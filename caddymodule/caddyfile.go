@@ -48,6 +48,12 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		list_ttl      <duration>
 //		not_found_ttl <duration>
 //		fetch_timeout <duration>
+//		dial_timeout  <duration>
+//		response_header_timeout <duration>
+//		sumdb_timeout <duration>
+//		max_conns_per_host <n>
+//		max_fetches   <n>
+//		spool_max     <size>
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
@@ -166,9 +172,34 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.NoVerify = append(h.NoVerify, args[1:]...)
 			continue
-		case "fetch_timeout":
-			if err := parseDuration(d, &h.FetchTimeout); err != nil {
+		case "fetch_timeout", "dial_timeout", "response_header_timeout", "sumdb_timeout":
+			dst := map[string]*caddy.Duration{"fetch_timeout": &h.FetchTimeout, "dial_timeout": &h.DialTimeout,
+				"response_header_timeout": &h.ResponseHeaderTimeout, "sumdb_timeout": &h.SumDBTimeout}[d.Val()]
+			if err := parseDuration(d, dst); err != nil {
 				return err
+			}
+		case "max_conns_per_host", "max_fetches":
+			dst := map[string]*int{"max_conns_per_host": &h.MaxConnsPerHost, "max_fetches": &h.MaxFetches}[d.Val()]
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(d.Val())
+			if err != nil || n < 1 || n > 1<<16 {
+				return d.Errf("invalid count %q", d.Val())
+			}
+			*dst = n
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "spool_max":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if err := parseSize(d, &h.SpoolMax); err != nil {
+				return err
+			}
+			if d.NextArg() {
+				return d.ArgErr()
 			}
 		default:
 			return d.Errf("unknown goproxy subdirective %q", d.Val())

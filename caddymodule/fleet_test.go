@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net/http"
@@ -84,5 +85,47 @@ func TestFleetThroughCaddy(t *testing.T) {
 				t.Errorf("%s: %d upstream requests from three edges; want 1", p, n)
 			}
 		}
+	}
+}
+
+// Two deployments with different upstreams share one Redis: the default
+// key prefix is derived from what makes their answers differ, so neither
+// ever serves the other's objects.
+func TestFleetPrefixSeparatesDeployments(t *testing.T) {
+	r := testenv.StartRedis(t)
+	a := testenv.Module{Path: "example.com/shared", Version: "v1.0.0", Files: map[string]string{"x.go": "package x\n\nconst Who = \"A\"\n"}}
+	b := testenv.Module{Path: "example.com/shared", Version: "v1.0.0", Files: map[string]string{"x.go": "package x\n\nconst Who = \"B\"\n"}}
+	upA, upB := testenv.NewUpstream(t, a), testenv.NewUpstream(t, b)
+	portA, portB := freePort(t), freePort(t)
+	site := func(port int, up *testenv.Upstream) string {
+		return fmt.Sprintf(`http://127.0.0.1:%d {
+	bind 127.0.0.1
+	goproxy %s {
+		sumdb off
+		cache {
+			memory off
+			disk %s
+			redis %s
+		}
+	}
+}
+`, port, up.URL, t.TempDir(), r.URL())
+	}
+	config := fmt.Sprintf("{\n\tadmin localhost:%d\n\tskip_install_trust\n\tpersist_config off\n}\n", adminPort()) + site(portA, upA) + site(portB, upB)
+	caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort()}).InitServer(config, "caddyfile")
+	zip := testenv.EscapedPath(a.Path, a.Version, "zip")
+	for range 2 {
+		for _, tt := range []struct {
+			port int
+			want []byte
+		}{{portA, a.Zip(t)}, {portB, b.Zip(t)}} {
+			if got := mustGet(t, fmt.Sprintf("http://127.0.0.1:%d/%s", tt.port, zip)); !bytes.Equal(got, tt.want) {
+				t.Fatalf("site on port %d served the other deployment's zip", tt.port)
+			}
+		}
+	}
+	keys, _ := r.Do("KEYS", "*obj:*")
+	if !strings.HasPrefix(keys, "*2") {
+		t.Errorf("KEYS *obj:* = %s; want two objects under two prefixes", keys)
 	}
 }

@@ -56,8 +56,27 @@ type Handler struct {
 	ListTTL caddy.Duration `json:"list_ttl,omitempty"`
 	// NotFoundTTL is how long an upstream 404/410 is remembered. Default 30s.
 	NotFoundTTL caddy.Duration `json:"not_found_ttl,omitempty"`
-	// FetchTimeout bounds one upstream fetch. Default 5m.
+	// FetchTimeout bounds one upstream fetch, body included, and the wait
+	// for another node's fetch. Default 5m.
 	FetchTimeout caddy.Duration `json:"fetch_timeout,omitempty"`
+	// DialTimeout bounds connecting to an upstream proxy or checksum
+	// database (TCP, then TLS). Default 10s.
+	DialTimeout caddy.Duration `json:"dial_timeout,omitempty"`
+	// ResponseHeaderTimeout bounds the wait for an upstream's headers.
+	// Default 1m.
+	ResponseHeaderTimeout caddy.Duration `json:"response_header_timeout,omitempty"`
+	// SumDBTimeout bounds one read from a checksum database. Default 30s.
+	SumDBTimeout caddy.Duration `json:"sumdb_timeout,omitempty"`
+	// MaxConnsPerHost caps the connections to one upstream host; more
+	// requests wait for a free one. Default 64.
+	MaxConnsPerHost int `json:"max_conns_per_host,omitempty"`
+	// MaxFetches caps the fetches from upstream (proxies and direct)
+	// running at once; more wait. Default 256.
+	MaxFetches int `json:"max_fetches,omitempty"`
+	// SpoolMax caps the bytes of fetched bodies being spooled and checked
+	// at once; fetches beyond it wait before reading their body.
+	// Default 2GiB.
+	SpoolMax int64 `json:"spool_max,omitempty"`
 
 	// Private lists module path patterns (GOPRIVATE syntax, e.g.
 	// github.com/acme/*) fetched only through PrivateUpstream, and never
@@ -224,7 +243,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	client := fetcher.NewHTTPClient()
+	client := fetcher.NewHTTPClient(h.httpConfig())
 	chain, err := fetcher.ParseList(upstream, client, publicDirect)
 	if err != nil {
 		return fmt.Errorf("goproxy: upstream: %w", err)
@@ -277,7 +296,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.poolKey = string(keyJSON)
 	poolKey := h.poolKey
 	val, _, err := tierPool.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
-		return openTiers(cc, h.logger, func(keys []string) { forgetPurged(poolKey, keys) })
+		return openTiers(cc, h.logger, func(keys []string) { forgetNotFound(poolKey, keys) })
 	})
 	if err != nil {
 		return fmt.Errorf("goproxy: %w", err)
@@ -331,6 +350,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		ListTTL:      time.Duration(h.ListTTL),
 		NotFoundTTL:  time.Duration(h.NotFoundTTL),
 		FetchTimeout: time.Duration(h.FetchTimeout),
+		MaxFetches:   h.MaxFetches,
+		SpoolMax:     h.SpoolMax,
 		Logger:       h.logger,
 	})
 	if err != nil {
@@ -382,6 +403,14 @@ func (h *Handler) directFetcher(name, dir string, withCredentials bool) (*fetche
 	return d, nil
 }
 
+func (h *Handler) httpConfig() fetcher.HTTPConfig {
+	return fetcher.HTTPConfig{
+		MaxConnsPerHost: h.MaxConnsPerHost,
+		DialTimeout:     time.Duration(h.DialTimeout),
+		HeaderTimeout:   time.Duration(h.ResponseHeaderTimeout),
+	}
+}
+
 // netrc is the netrc file and the inline credentials, as one netrc.
 func (c *DirectConfig) netrc(repl *caddy.Replacer) (string, error) {
 	var b strings.Builder
@@ -428,7 +457,8 @@ func (h *Handler) sumDBs(chain *fetcher.Chain, metrics *goproxy.Metrics) ([]*che
 			NameOrKey: c.Name,
 			URL:       url,
 			Probe:     probe,
-			Client:    fetcher.NewHTTPClient(),
+			Client:    fetcher.NewHTTPClient(h.httpConfig()),
+			Timeout:   time.Duration(h.SumDBTimeout),
 			Tiers:     h.tiers,
 			Logger:    h.logger.Named("sumdb"),
 			OnState:   metrics.SumDBState,
@@ -494,8 +524,11 @@ func (h *Handler) Validate() error {
 	if h.SumDBOff && len(h.SumDBs) > 0 {
 		return fmt.Errorf("goproxy: sumdb off and a sumdb given")
 	}
-	if h.ListTTL < 0 || h.NotFoundTTL < 0 || h.FetchTimeout < 0 {
+	if h.ListTTL < 0 || h.NotFoundTTL < 0 || h.FetchTimeout < 0 || h.DialTimeout < 0 || h.ResponseHeaderTimeout < 0 || h.SumDBTimeout < 0 {
 		return fmt.Errorf("goproxy: durations must not be negative")
+	}
+	if h.MaxConnsPerHost < 0 || h.MaxFetches < 0 || h.SpoolMax < 0 {
+		return fmt.Errorf("goproxy: max_conns_per_host, max_fetches and spool_max must not be negative")
 	}
 	if c := h.Cache; c != nil && (c.Memory < 0 || c.MemoryMaxObject < 0) {
 		return fmt.Errorf("goproxy: cache sizes must not be negative")
@@ -562,7 +595,10 @@ func (s *sharedTiers) Destruct() error {
 // other's values.
 const redisKeyVersion = "v2:"
 
-func openTiers(cc CacheConfig, logger *zap.Logger, onPurge func(keys []string)) (*sharedTiers, error) {
+// openTiers opens the tiers of cc, and the fleet on their Redis, which
+// applies other nodes' purges to these tiers and to the not-found answers
+// that forgetNotFound reaches.
+func openTiers(cc CacheConfig, logger *zap.Logger, forgetNotFound func(keys []string)) (*sharedTiers, error) {
 	onError := func(tier, op, key string, err error) {
 		logger.Warn("cache tier failed", zap.String("tier", tier), zap.String("op", op), zap.String("key", key), zap.Error(err))
 	}
@@ -580,31 +616,39 @@ func openTiers(cc CacheConfig, logger *zap.Logger, onPurge func(keys []string)) 
 		}
 		upper = append(upper, mem)
 	}
+	var prefix string
 	if cc.Redis != nil {
 		if s.conn, err = openRedis(cc.Redis, logger); err != nil {
 			closeAll(append(upper, disk))
 			return nil, err
 		}
-		prefix := cc.Redis.KeyPrefix + redisKeyVersion
+		prefix = cc.Redis.KeyPrefix + redisKeyVersion
 		upper = append(upper, cachetier.NewRedisTier(cachetier.RedisConfig{
 			Conn: s.conn, Prefix: prefix, MaxObject: cc.Redis.MaxObject, Logger: logger.Named("redis"),
 		}))
+	}
+	s.tiers = cachetier.NewTiered(onError, disk, upper...)
+	if cc.Redis != nil {
 		s.fleet, err = fleet.New(fleet.Config{
 			Conn:         s.conn,
 			Prefix:       prefix,
 			MaxTransfer:  cc.Redis.MaxTransfer,
 			MaxInFlight:  cc.Redis.MaxInFlight,
 			PositionFile: filepath.Join(disk.Root(), "fleet-purges"),
-			OnPurge:      onPurge,
-			Logger:       logger.Named("fleet"),
+			OnPurge: func(keys []string) {
+				for _, k := range keys {
+					s.tiers.DeleteLocal(context.Background(), k)
+				}
+				forgetNotFound(keys)
+			},
+			Logger: logger.Named("fleet"),
 		})
 		if err != nil {
+			s.tiers.Close()
 			s.conn.Close()
-			closeAll(append(upper, disk))
 			return nil, err
 		}
 	}
-	s.tiers = cachetier.NewTiered(onError, disk, upper...)
 	return s, nil
 }
 
@@ -614,19 +658,15 @@ func closeAll(tiers []cachetier.Tier) {
 	}
 }
 
-// forgetPurged applies another node's purge to the tiers of poolKey and
-// to the not-found answers of the handlers using them.
-func forgetPurged(poolKey string, keys []string) {
+// forgetNotFound drops keys, which another node purged, from the
+// not-found answers of the handlers using the tiers of poolKey.
+func forgetNotFound(poolKey string, keys []string) {
 	live.Lock()
-	var ps []*goproxy.Proxy
+	defer live.Unlock()
 	for h := range live.handlers {
 		if h.poolKey == poolKey && h.proxy != nil {
-			ps = append(ps, h.proxy)
+			h.proxy.ForgetNotFound(keys)
 		}
-	}
-	live.Unlock()
-	for i, p := range ps {
-		p.ForgetPurged(context.Background(), keys, i == 0) // the tiers are shared: drop them once
 	}
 }
 

@@ -83,6 +83,16 @@ func TestWarmAndPurge(t *testing.T) {
 		t.Error("purging an invalid version succeeded")
 	}
 
+	// A go.sum over the size limit is refused whole, not cut.
+	resp, err = http.Post("http://"+admin+"/goproxy/warm", "text/plain", io.LimitReader(zeros{}, 16<<20+1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("warm with an oversized body: %d; want 413", resp.StatusCode)
+	}
+
 	// The admin routes are on the admin endpoint only, not on the site.
 	resp, err = http.Post(base+"/goproxy/warm", "text/plain", strings.NewReader(goMod))
 	if err != nil {
@@ -106,4 +116,13 @@ func runCaddyCommand(out io.Writer, args ...string) error {
 	cmd.SetOut(out)
 	cmd.SetArgs(args)
 	return cmd.Execute()
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = '\n'
+	}
+	return len(p), nil
 }

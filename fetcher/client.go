@@ -8,19 +8,51 @@ import (
 	"time"
 )
 
+// Defaults for HTTPConfig fields left zero.
+const (
+	DefaultMaxConnsPerHost = 64
+	DefaultDialTimeout     = 10 * time.Second
+	DefaultHeaderTimeout   = time.Minute
+)
+
+// HTTPConfig bounds the client used for upstream proxies and checksum
+// databases.
+type HTTPConfig struct {
+	// MaxConnsPerHost caps the connections to one upstream host; requests
+	// beyond it wait for one to be free.
+	MaxConnsPerHost int
+	// DialTimeout bounds connecting (TCP and TLS handshake each).
+	DialTimeout time.Duration
+	// HeaderTimeout bounds the wait for an answer's headers.
+	HeaderTimeout time.Duration
+}
+
 // NewHTTPClient returns the client used for upstream proxies: keep-alive
-// pools sized for a proxy's fan-out, and bounded connection set-up. The
-// whole fetch is bounded by the caller's context.
-func NewHTTPClient() *http.Client {
+// pools sized for a proxy's fan-out, bounded connections per host and
+// bounded connection set-up. It never asks for compressed answers, so no
+// body is expanded behind the size limits of what is read. The whole
+// fetch is bounded by the caller's context.
+func NewHTTPClient(cfg HTTPConfig) *http.Client {
+	if cfg.MaxConnsPerHost <= 0 {
+		cfg.MaxConnsPerHost = DefaultMaxConnsPerHost
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.HeaderTimeout <= 0 {
+		cfg.HeaderTimeout = DefaultHeaderTimeout
+	}
 	t := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
 		ForceAttemptHTTP2:     true,
+		DisableCompression:    true,
 		MaxIdleConns:          256,
-		MaxIdleConnsPerHost:   64,
+		MaxIdleConnsPerHost:   cfg.MaxConnsPerHost,
+		MaxConnsPerHost:       cfg.MaxConnsPerHost,
 		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ResponseHeaderTimeout: time.Minute,
+		TLSHandshakeTimeout:   cfg.DialTimeout,
+		ResponseHeaderTimeout: cfg.HeaderTimeout,
 		ExpectContinueTimeout: time.Second,
 	}
 	return &http.Client{Transport: t}

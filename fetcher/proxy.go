@@ -55,6 +55,9 @@ func (p *ProxyFetcher) Fetch(ctx context.Context, a artifact.Artifact) (*Respons
 	if err != nil {
 		return nil, &Error{Status: http.StatusBadGateway, Msg: "building upstream request failed", Source: p.name, Err: err}
 	}
+	// The body is read as sent: a compressed one would be expanded behind
+	// the limits on what is read.
+	req.Header.Set("Accept-Encoding", "identity")
 	resp, err := p.client.Do(req)
 	if err != nil {
 		return nil, TransportError(ctx, p.name, err)

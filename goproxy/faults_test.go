@@ -154,3 +154,22 @@ func TestErrorsDoNotLeakUpstream(t *testing.T) {
 	}
 	up.SetDelay(0)
 }
+
+// A reason relayed from the upstream (its 404 body) reaches the client
+// without URLs, credentials, addresses or hosts other than the module's.
+func TestRelayedReasonsScrubbed(t *testing.T) {
+	up := testenv.NewUpstream(t, modA)
+	up.Override("example.com/a/@v/v1.9.9.info", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "not found: example.com/a@v1.9.9: reading https://bot:t0ken@git.corp.internal:8443/a.git failed: dial tcp: lookup git.corp.internal on 10.0.0.2:53: no such host; mirror [fd00::7]:443\nsecond line", 404)
+	})
+	e := newEnv(t, up, options{})
+	_, body := e.get("example.com/a/@v/v1.9.9.info", 404)
+	for _, secret := range []string{"t0ken", "bot:", "git.corp.internal", "10.0.0.2", "fd00", "second line"} {
+		if strings.Contains(string(body), secret) {
+			t.Errorf("relayed reason %q keeps %q", body, secret)
+		}
+	}
+	if !strings.Contains(string(body), "example.com/a@v1.9.9") {
+		t.Errorf("relayed reason %q lost what the client asked for", body)
+	}
+}

@@ -200,7 +200,13 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact) (f *fetc
 			p.log.Warn("fleet lock unavailable; fetching without it", zap.Stringer("artifact", a), zap.Error(err))
 		}
 	}
-	resp, err := p.cfg.Fetcher.Fetch(ctx, a)
+	select {
+	case p.fetchSlots <- struct{}{}:
+		defer func() { <-p.fetchSlots }()
+	case <-ctx.Done():
+		return nil, "", &fetcher.Error{Status: http.StatusGatewayTimeout, Msg: "timed out waiting for a free upstream fetch", Source: "proxy", Err: ctx.Err()}
+	}
+	resp, err := p.fetchBudgeted(ctx, a)
 	if err != nil {
 		var fe *fetcher.Error
 		if errors.As(err, &fe) {
@@ -271,6 +277,28 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact) (f *fetc
 	return &fetched{obj: obj}, source, nil
 }
 
+// fetchBudgeted fetches a; its body is read within the proxy's byte
+// budget, whose share is given back when the body is closed.
+func (p *Proxy) fetchBudgeted(ctx context.Context, a artifact.Artifact) (*fetcher.Response, error) {
+	resp, err := p.cfg.Fetcher.Fetch(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	br := p.budget.reader(ctx, resp.Body, resp.Size, a.Kind.MaxSize())
+	resp.Body = &budgetBody{budgetReader: br, c: resp.Body}
+	return resp, nil
+}
+
+type budgetBody struct {
+	*budgetReader
+	c io.Closer
+}
+
+func (b *budgetBody) Close() error {
+	b.release()
+	return b.c.Close()
+}
+
 // spool streams the body of resp into a temp file. When the disk tier
 // fails under it (full, read-only, removed), the artifact is fetched once
 // more into the system's temp directory, so the client still gets its
@@ -285,7 +313,7 @@ func (p *Proxy) spool(ctx context.Context, a artifact.Artifact, resp *fetcher.Re
 		spool.Close()
 		p.log.Error("cache storage failed while fetching; fetching again into a temp file", zap.Stringer("artifact", a), zap.Error(err))
 		resp.Body.Close()
-		if resp, err = p.cfg.Fetcher.Fetch(ctx, a); err != nil {
+		if resp, err = p.fetchBudgeted(ctx, a); err != nil {
 			return nil, err
 		}
 		defer resp.Body.Close()

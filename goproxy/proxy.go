@@ -31,6 +31,8 @@ const (
 	DefaultListTTL      = time.Minute
 	DefaultNotFoundTTL  = 30 * time.Second
 	DefaultFetchTimeout = 5 * time.Minute
+	DefaultMaxFetches   = 256
+	DefaultSpoolMax     = 2 << 30
 )
 
 // Config configures a Proxy.
@@ -46,6 +48,12 @@ type Config struct {
 	// FetchTimeout bounds one upstream fetch, body included, and the wait
 	// for another node's fetch of the same artifact.
 	FetchTimeout time.Duration
+	// MaxFetches bounds the fetches from upstream running at once; more
+	// wait for a free one (within FetchTimeout).
+	MaxFetches int
+	// SpoolMax bounds the bytes of fetched bodies being spooled and
+	// checked at once; fetches beyond it wait before reading their body.
+	SpoolMax int64
 
 	// SumDBs are the checksum databases proxied under /sumdb/<name>/.
 	SumDBs []*checksumdb.DB
@@ -87,12 +95,20 @@ type Proxy struct {
 	log     *zap.Logger
 	flights singleflight.Group // checksum database reads
 
-	mu       sync.Mutex
-	fetches  map[string]*flight // artifact fetches in progress
-	notFound *ristretto.Cache[string, *fetcher.Error]
-	sumdbs   map[string]*checksumdb.DB
+	mu         sync.Mutex
+	fetches    map[string]*flight // artifact fetches in progress
+	fetchSlots chan struct{}      // one per upstream fetch running
+	budget     *byteBudget        // bytes of bodies being spooled
+	notFound   *ristretto.Cache[string, *fetcher.Error]
+	sumdbs     map[string]*checksumdb.DB
 
 	verifyFailures atomic.Int64
+}
+
+// Spooling reports the bytes of fetched bodies reserved now, and how many
+// fetches wait for the budget.
+func (p *Proxy) Spooling() (bytes int64, waiting int) {
+	return p.budget.used.Load(), int(p.budget.waiting.Load())
 }
 
 // VerifyFailures counts fetched modules rejected by the checksum database.
@@ -112,6 +128,12 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.FetchTimeout <= 0 {
 		cfg.FetchTimeout = DefaultFetchTimeout
 	}
+	if cfg.MaxFetches <= 0 {
+		cfg.MaxFetches = DefaultMaxFetches
+	}
+	if cfg.SpoolMax <= 0 {
+		cfg.SpoolMax = DefaultSpoolMax
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
@@ -124,7 +146,8 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("goproxy: %w", err)
 	}
-	p := &Proxy{cfg: cfg, log: cfg.Logger, notFound: nf, sumdbs: map[string]*checksumdb.DB{}, fetches: map[string]*flight{}}
+	p := &Proxy{cfg: cfg, log: cfg.Logger, notFound: nf, sumdbs: map[string]*checksumdb.DB{}, fetches: map[string]*flight{},
+		fetchSlots: make(chan struct{}, cfg.MaxFetches), budget: newByteBudget(cfg.SpoolMax)}
 	for _, db := range cfg.SumDBs {
 		p.sumdbs[db.Name()] = db
 	}
@@ -316,15 +339,11 @@ func (p *Proxy) Purge(ctx context.Context, as ...artifact.Artifact) error {
 	return errors.Join(errs...)
 }
 
-// ForgetPurged drops what this node holds of keys that another node
-// purged: its not-found answers here, and (with dropLocal) the copies in
-// its own memory and disk.
-func (p *Proxy) ForgetPurged(ctx context.Context, keys []string, dropLocal bool) {
+// ForgetNotFound drops the not-found answers of keys, which another node
+// purged.
+func (p *Proxy) ForgetNotFound(keys []string) {
 	for _, k := range keys {
 		p.notFound.Del(k)
-		if dropLocal {
-			p.cfg.Tiers.DeleteLocal(ctx, k)
-		}
 	}
 }
 

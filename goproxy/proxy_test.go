@@ -67,6 +67,11 @@ type options struct {
 	sumdbProbe   bool           // reach it through the upstream's /sumdb/, probing /supported
 	sumdbTimeout time.Duration
 	noVerify     string
+	client       *http.Client // for the upstream proxies; default http.DefaultClient
+	maxFetches   int
+	spoolMax     int64
+	diskMax      int64
+	handOverMax  int64 // fleet-wide bytes of hand-overs in flight
 }
 
 func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
@@ -85,7 +90,7 @@ func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 		}
 		direct = d
 	}
-	chain, err := fetcher.ParseList(o.upstream, nil, direct)
+	chain, err := fetcher.ParseList(o.upstream, o.client, direct)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +104,7 @@ func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 	if o.logger == nil {
 		o.logger = zaptest.NewLogger(t)
 	}
-	disk, err := cachetier.NewDiskTier(cachetier.DiskConfig{Root: o.diskRoot, Logger: o.logger})
+	disk, err := cachetier.NewDiskTier(cachetier.DiskConfig{Root: o.diskRoot, MaxBytes: o.diskMax, Logger: o.logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,29 +119,36 @@ func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 		}
 		upper = append(upper, mem)
 	}
-	var fl *fleet.Fleet
-	var proxy atomic.Pointer[Proxy] // for the fleet's purges, once it exists
+	var conn *redisconn.Conn
+	prefix := t.Name() + ":v2:"
 	if o.redis != nil {
-		conn, err := redisconn.Open(redisconn.Config{URL: o.redis.URL(), Timeout: o.redisTimeout, Logger: o.logger})
+		conn, err = redisconn.Open(redisconn.Config{URL: o.redis.URL(), Timeout: o.redisTimeout, Logger: o.logger})
 		if err != nil {
 			t.Fatal(err)
 		}
-		prefix := t.Name() + ":v2:"
 		upper = append(upper, cachetier.NewRedisTier(cachetier.RedisConfig{Conn: conn, Prefix: prefix, MaxObject: o.redisMax, Logger: o.logger}))
-		fl, err = fleet.New(fleet.Config{Conn: conn, Prefix: prefix, Logger: o.logger, OnPurge: func(keys []string) {
+		t.Cleanup(func() { conn.Close() })
+	}
+	tiers := cachetier.NewTiered(func(tier, op, key string, err error) {
+		o.logger.Warn("cache tier failed", zap.String("tier", tier), zap.String("op", op), zap.String("key", key), zap.Error(err))
+	}, disk, upper...)
+	var fl *fleet.Fleet
+	var proxy atomic.Pointer[Proxy] // for the not-found answers of purges, once it exists
+	if o.redis != nil {
+		fl, err = fleet.New(fleet.Config{Conn: conn, Prefix: prefix, Logger: o.logger, MaxInFlight: o.handOverMax, OnPurge: func(keys []string) {
+			for _, k := range keys {
+				tiers.DeleteLocal(context.Background(), k)
+			}
 			if p := proxy.Load(); p != nil {
-				p.ForgetPurged(context.Background(), keys, true)
+				p.ForgetNotFound(keys)
 			}
 		}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { fl.Close(); conn.Close() })
+		t.Cleanup(func() { fl.Close() })
 	}
-	tiers := cachetier.NewTiered(func(tier, op, key string, err error) {
-		o.logger.Warn("cache tier failed", zap.String("tier", tier), zap.String("op", op), zap.String("key", key), zap.Error(err))
-	}, disk, upper...)
-	cfg := Config{Modes: o.modes, RedirectBase: o.redirectBase, Private: artifact.MustParsePatterns(o.private), Fetcher: source, Tiers: tiers, ListTTL: o.listTTL, FetchTimeout: o.timeout, Fleet: fl, Logger: o.logger, NoVerify: artifact.MustParsePatterns(o.noVerify)}
+	cfg := Config{Modes: o.modes, RedirectBase: o.redirectBase, Private: artifact.MustParsePatterns(o.private), Fetcher: source, Tiers: tiers, ListTTL: o.listTTL, FetchTimeout: o.timeout, Fleet: fl, Logger: o.logger, MaxFetches: o.maxFetches, SpoolMax: o.spoolMax, NoVerify: artifact.MustParsePatterns(o.noVerify)}
 	var db *checksumdb.DB
 	if o.sumdb != nil {
 		dbc := checksumdb.Config{NameOrKey: o.sumdb.VKey, URL: o.sumdb.URL, Tiers: tiers, Logger: o.logger, Timeout: o.sumdbTimeout}
@@ -728,4 +740,12 @@ func TestFetchTimeout(t *testing.T) {
 		t.Fatalf("status %d %q; want 504 timed out", resp.StatusCode, body)
 	}
 	assertNotCached(t, e, path(modA, "info"))
+}
+
+func strconvItoa(i int) string { return fmt.Sprint(i) }
+
+func fetcherClient() *http.Client { return fetcher.NewHTTPClient(fetcher.HTTPConfig{}) }
+
+func fetcherClientMaxConns(n int) *http.Client {
+	return fetcher.NewHTTPClient(fetcher.HTTPConfig{MaxConnsPerHost: n})
 }

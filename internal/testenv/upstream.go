@@ -28,6 +28,8 @@ type Upstream struct {
 	delay   atomic.Int64 // nanoseconds to wait before answering
 	total   atomic.Int64
 
+	inFlight, maxInFlight atomic.Int64
+
 	mu        sync.Mutex
 	modules   map[string]map[string]Module // path -> version -> module
 	bigZips   map[string]string            // escaped zip path -> file
@@ -79,6 +81,13 @@ func (u *Upstream) AddBigZip(m Module, zipPath string) {
 		db.AddZip(m, zipPath)
 	}
 	u.mu.Unlock()
+}
+
+// ZipFile is the file a big zip (AddBigZip) is served from.
+func (u *Upstream) ZipFile(path string) string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.bigZips[path]
 }
 
 // Override answers requests for one escaped path with h.
@@ -159,6 +168,9 @@ func (u *Upstream) Requests(path string) int {
 	return u.counts[path]
 }
 
+// MaxInFlight is the most requests the upstream was answering at once.
+func (u *Upstream) MaxInFlight() int { return int(u.maxInFlight.Load()) }
+
 // Total is how many requests came in all.
 func (u *Upstream) Total() int { return int(u.total.Load()) }
 
@@ -191,6 +203,10 @@ func EscapedPath(mod, version, kind string) string {
 func (u *Upstream) serve(w http.ResponseWriter, r *http.Request) {
 	p := strings.TrimPrefix(r.URL.EscapedPath(), "/")
 	u.total.Add(1)
+	n := u.inFlight.Add(1)
+	defer u.inFlight.Add(-1)
+	for m := u.maxInFlight.Load(); n > m && !u.maxInFlight.CompareAndSwap(m, n); m = u.maxInFlight.Load() {
+	}
 	u.mu.Lock()
 	u.counts[p]++
 	u.paths = append(u.paths, p)

@@ -1,0 +1,368 @@
+package goproxy
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/piraeus-go/piraeus/artifact"
+	"github.com/piraeus-go/piraeus/cachetier"
+	"github.com/piraeus-go/piraeus/internal/testenv"
+)
+
+func redisClient(t *testing.T, r *testenv.Redis) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: r.Addr})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// A .mod or .zip that someone with write access to Redis forged, bound to
+// its key and with a matching SHA-256, is checked against the checksum
+// database before it is served or promoted: it is deleted and the genuine
+// one fetched.
+func TestFleetForgedRedisValueRejected(t *testing.T) {
+	r := testenv.StartRedis(t)
+	db := testenv.NewSumDB(t, sumdbName, modA)
+	up := testenv.NewUpstream(t, modA)
+	evil := testenv.Module{Path: modA.Path, Version: modA.Version, Files: map[string]string{"a.go": "package a\n\nfunc init() { panic(\"pwned\") }\n"}}
+	forged := map[string][]byte{
+		path(modA, "zip"): evil.Zip(t),
+		path(modA, "mod"): []byte("module example.com/a\n\nrequire example.com/evil v1.0.0\n"),
+	}
+	rc := redisClient(t, r)
+	for key, data := range forged {
+		meta := cachetier.MetaFor(data, time.Time{})
+		val := append(cachetier.EncodeHeader(key, meta), data...)
+		if err := rc.Set(context.Background(), redisObjKey(t, key), val, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := newEnv(t, up, options{memory: true, redis: r, sumdb: db})
+	want := map[string][]byte{path(modA, "zip"): modA.Zip(t), path(modA, "mod"): modA.Mod()}
+	for key := range forged {
+		for range 2 {
+			if _, body := e.get(key, 200); !bytes.Equal(body, want[key]) {
+				t.Fatalf("%s: served the forged value", key)
+			}
+		}
+		if n := up.Requests(key); n != 1 {
+			t.Errorf("%s fetched %d times; want 1 (the forged value refused, the genuine one cached)", key, n)
+		}
+		if val, _ := rc.Get(context.Background(), redisObjKey(t, key)).Bytes(); bytes.Contains(val, forged[key]) {
+			t.Errorf("%s: the forged value is still in redis", key)
+		}
+	}
+	if n := e.proxy.VerifyFailures(); n != 2 {
+		t.Errorf("verification failures %d; want 2", n)
+	}
+}
+
+// A shared not-found entry is only ever a 404 or 410: anything else found
+// there is deleted and the artifact fetched.
+func TestFleetNotFoundEntriesOnlyNotFound(t *testing.T) {
+	r := testenv.StartRedis(t)
+	up := testenv.NewUpstream(t, modA)
+	rc := redisClient(t, r)
+	for key, val := range map[string]string{
+		path(modA, "info"): "500 upstream on fire",
+		path(modA, "mod"):  "200 module example.com/evil",
+		path(modA, "zip"):  "302 https://evil.example/x.zip",
+	} {
+		rc.Set(context.Background(), t.Name()+":v2:nf:{"+key+"}", val, time.Minute)
+	}
+	e := newEnv(t, up, options{redis: r})
+	for _, k := range []string{"info", "mod", "zip"} {
+		e.get(path(modA, k), 200)
+		if n, _ := rc.Exists(context.Background(), t.Name()+":v2:nf:{"+path(modA, k)+"}").Result(); n != 0 {
+			t.Errorf("the forged not-found entry of %s was kept", k)
+		}
+	}
+	// A genuine one is shared.
+	rc.Set(context.Background(), t.Name()+":v2:nf:{example.com/a/@v/v1.9.9.info}", "410 gone for good\nsecond line", time.Minute)
+	if _, body := e.get("example.com/a/@v/v1.9.9.info", 410); string(body) != "gone for good\n" {
+		t.Errorf("shared not-found reason %q", body)
+	}
+}
+
+// A lock set without an expiry (no node sets one) would block its
+// artifact forever; it is broken.
+func TestFleetLockWithoutTTLBroken(t *testing.T) {
+	r := testenv.StartRedis(t)
+	up := testenv.NewUpstream(t, modA)
+	rc := redisClient(t, r)
+	rc.Set(context.Background(), t.Name()+":v2:lock:{"+path(modA, "info")+"}", "forever", 0)
+	e := newEnv(t, up, options{redis: r, timeout: 30 * time.Second})
+	e.get(path(modA, "info"), 200)
+}
+
+// Large objects are handed over only within the fleet's budget of bytes in
+// flight: above it, waiting nodes fetch for themselves and Redis stays
+// small.
+func TestFleetHandOverBudget(t *testing.T) {
+	const size = 3 << 20
+	big := testenv.Module{Path: "example.com/big", Version: "v1.0.0"}
+	zipFile := testenv.WriteBigZip(t, t.TempDir(), big, size)
+	r := testenv.StartRedis(t)
+	up := testenv.NewUpstream(t)
+	up.AddBigZip(big, zipFile)
+	up.SetDelay(200 * time.Millisecond)
+	nodes := newFleet(t, up, 3, options{redis: r, redisMax: 1 << 20, handOverMax: 1 << 20})
+	want, _ := os.ReadFile(zipFile)
+	p := path(big, "zip")
+	for _, err := range hammer(nodes, []string{p}, map[string][]byte{p: want}, 9) {
+		t.Error(err)
+	}
+	if n := up.Requests(p); n != 3 {
+		t.Errorf("%d upstream requests; want 3: one per node, nothing handed over beyond the budget", n)
+	}
+	if keys, _ := redisClient(t, r).Keys(context.Background(), t.Name()+":v2:xfer:*").Result(); len(keys) != 0 {
+		t.Errorf("hand-over chunks in redis beyond the budget: %v", keys)
+	}
+}
+
+// A purge holds in a fleet: the object, its not-found entries and
+// hand-overs go everywhere, every node drops its own memory and disk
+// copies (a node started later too), and nobody writes an older copy back
+// into Redis.
+func TestFleetPurge(t *testing.T) {
+	r := testenv.StartRedis(t)
+	up := testenv.NewUpstream(t, modA)
+	o := options{memory: true, redis: r}
+	nodes := newFleet(t, up, 2, o)
+	zip := path(modA, "zip")
+	for _, n := range nodes {
+		n.get(zip, 200)
+	}
+	// node 1 also holds a disk copy of its own, stored before the purge
+	data := modA.Zip(t)
+	meta := cachetier.MetaFor(data, time.Time{})
+	meta.Stored = time.Now().Add(-time.Minute)
+	if err := nodes[1].disk.Put(t.Context(), zip, meta, data); err != nil {
+		t.Fatal(err)
+	}
+	lateDisk := t.TempDir() // a node that is down during the purge
+	late := newEnv(t, up, options{diskRoot: lateDisk})
+	late.disk.Put(t.Context(), zip, meta, data)
+	late.close()
+
+	if err := nodes[0].proxy.PurgeVersion(t.Context(), modA.Path, modA.Version); err != nil {
+		t.Fatal(err)
+	}
+	gone := func(e *env) bool {
+		for range 500 { // the purge reaches other nodes within a poll
+			_, held := e.disk.File(zip)
+			if m, ok := e.tiers.Tiers()[0].(*cachetier.MemoryTier); ok {
+				if obj, err := m.Get(t.Context(), zip); err == nil {
+					obj.Close()
+					held = true
+				}
+			}
+			if !held {
+				return true
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return false
+	}
+	if !gone(nodes[1]) {
+		t.Fatal("the other node still holds the purged zip")
+	}
+	// Node 1's disk copy, promoted, would not go back into Redis either.
+	if err := nodes[1].tiers.Tiers()[1].Put(t.Context(), zip, meta, data); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := redisClient(t, r).Exists(t.Context(), redisObjKey(t, zip)).Result(); n != 0 {
+		t.Error("a copy stored before the purge was written back into redis")
+	}
+	before := up.Requests(zip)
+	nodes[1].get(zip, 200)
+	if n := up.Requests(zip) - before; n != 1 {
+		t.Errorf("after the purge the zip was fetched %d times; want 1", n)
+	}
+	// The node that was down catches up when it starts.
+	restarted := newEnv(t, up, options{diskRoot: lateDisk, redis: r})
+	if !gone(restarted) {
+		t.Error("a node started after the purge kept its copy")
+	}
+}
+
+// Requests that waited for a fetch are served from the fetched file
+// itself, even when eviction removes it at once.
+func TestWaitersServedFromFetchedFile(t *testing.T) {
+	const size = 2 << 20
+	big := testenv.Module{Path: "example.com/big", Version: "v1.0.0"}
+	zipFile := testenv.WriteBigZip(t, t.TempDir(), big, size)
+	up := testenv.NewUpstream(t)
+	up.AddBigZip(big, zipFile)
+	up.SetDelay(300 * time.Millisecond)
+	// The bound leaves less room than the zip takes: it is evicted as soon
+	// as it is stored.
+	e := newEnv(t, up, options{diskMax: 256*4096 + size/2})
+	want, _ := os.ReadFile(zipFile)
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := getCheck(e.srv.URL+"/"+path(big, "zip"), want); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := up.Requests(path(big, "zip")); n != 1 {
+		t.Errorf("%d upstream requests; want 1", n)
+	}
+}
+
+// Upstream answers are read as sent: identity encoding is asked for, and
+// a compressed body is not expanded behind the size limits.
+func TestUpstreamIdentityEncoding(t *testing.T) {
+	up := testenv.NewUpstream(t, modA)
+	var asked []string
+	var mu sync.Mutex
+	up.Override(path(modA, "mod"), func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		asked = append(asked, r.Header.Get("Accept-Encoding"))
+		mu.Unlock()
+		w.Header().Set("Content-Encoding", "gzip") // sent anyway: a gzip bomb, say
+		w.Write([]byte("\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"))
+	})
+	e := newEnv(t, up, options{client: fetcherClient()})
+	if resp, body := e.do("GET", path(modA, "mod")); resp.StatusCode != 502 {
+		t.Errorf("compressed go.mod: %d %q; want 502", resp.StatusCode, body)
+	}
+	if len(asked) != 1 || asked[0] != "identity" {
+		t.Errorf("Accept-Encoding sent: %q; want identity", asked)
+	}
+}
+
+// Fetches read their bodies within a byte budget: beyond it they wait.
+func TestSpoolBudget(t *testing.T) {
+	const size = 600 << 10
+	var mods []testenv.Module
+	up := testenv.NewUpstream(t)
+	dir := t.TempDir()
+	for i := range 3 {
+		m := testenv.Module{Path: "example.com/big" + string(rune('a'+i)), Version: "v1.0.0"}
+		up.AddBigZip(m, testenv.WriteBigZip(t, dir, m, size))
+		mods = append(mods, m)
+	}
+	release := make(chan struct{})
+	for _, m := range mods {
+		file := up.ZipFile(path(m, "zip"))
+		up.Override(path(m, "zip"), func(w http.ResponseWriter, r *http.Request) {
+			data, _ := os.ReadFile(file)
+			w.Header().Set("Content-Length", strconvItoa(len(data)))
+			w.WriteHeader(200)
+			w.(http.Flusher).Flush()
+			<-release
+			w.Write(data)
+		})
+	}
+	e := newEnv(t, up, options{spoolMax: 1 << 20})
+	var wg sync.WaitGroup
+	for _, m := range mods {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.get(path(m, "zip"), 200)
+		}()
+	}
+	// Every answer's headers are in: one fetch reads its body, the other
+	// two wait for the budget.
+	for i := 0; i < 1000; i++ {
+		if _, waiting := e.proxy.Spooling(); waiting == 2 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	used, waiting := e.proxy.Spooling()
+	if waiting != 2 || used > 1<<20 {
+		t.Errorf("%d bytes reserved, %d fetches waiting; want at most 1 MiB and 2 waiting", used, waiting)
+	}
+	close(release)
+	wg.Wait()
+	if used, _ := e.proxy.Spooling(); used != 0 {
+		t.Errorf("%d bytes still reserved after the fetches", used)
+	}
+}
+
+// Upstream fetches, and connections to one upstream host, are capped:
+// excess requests wait, and all are answered.
+func TestUpstreamConcurrencyCapped(t *testing.T) {
+	var mods []testenv.Module
+	for i := range 12 {
+		mods = append(mods, testenv.Module{Path: "example.com/m", Version: "v1.0." + strconvItoa(i)})
+	}
+	for _, tt := range []struct {
+		name string
+		o    options
+		max  int
+	}{
+		{"fetches", options{maxFetches: 3}, 3},
+		{"connections per host", options{client: fetcherClientMaxConns(2)}, 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := testenv.NewUpstream(t, mods...)
+			up.SetDelay(100 * time.Millisecond)
+			e := newEnv(t, up, tt.o)
+			var wg sync.WaitGroup
+			for _, m := range mods {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if err := getCheck(e.srv.URL+"/"+path(m, "info"), m.Info()); err != nil {
+						t.Error(err)
+					}
+				}()
+			}
+			wg.Wait()
+			if n := up.MaxInFlight(); n > tt.max || n < 2 {
+				t.Errorf("upstream answered %d requests at once; want at most %d", n, tt.max)
+			}
+		})
+	}
+}
+
+// In redirect mode a known not-found is answered from the cache, not
+// redirected again.
+func TestRedirectHonoursNotFound(t *testing.T) {
+	up := testenv.NewUpstream(t, modA)
+	e := newEnv(t, up, options{redirectBase: up.URL, modes: []ModeRule{{Patterns: artifact.MustParsePatterns("*"), Mode: Redirect}}})
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	missing := "example.com/a/@v/v1.9.9.info"
+	resp, err := client.Get(e.srv.URL + "/" + missing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound {
+		t.Fatalf("first request: %d; want 302", resp.StatusCode)
+	}
+	// The background fill learns that it does not exist.
+	for i := 0; i < 500 && up.Requests(missing) == 0; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	for i := 0; i < 500; i++ {
+		if _, ok := e.proxy.notFound.Get(missing); ok {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	resp, err = client.Get(e.srv.URL + "/" + missing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || !strings.Contains(resp.Header.Get("Content-Type"), "text/plain") {
+		t.Errorf("a known not-found in redirect mode: %d; want 404 from the cache", resp.StatusCode)
+	}
+}
