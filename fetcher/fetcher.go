@@ -29,7 +29,7 @@ type Response struct {
 // safe to show to clients: it never holds upstream URLs or credentials,
 // which stay in Err for the log.
 type Error struct {
-	Status int    // 404 or 410: not found; 501, 502, 504: could not fetch
+	Status int    // 404 or 410: not found; 403: refused; 502, 503, 504: could not fetch
 	Msg    string // client-safe reason
 	Source string // which source failed
 	Err    error  // underlying cause, for logs only
@@ -49,6 +49,14 @@ func (e *Error) Unwrap() error { return e.Err }
 func IsNotFound(err error) bool {
 	var fe *Error
 	return errors.As(err, &fe) && (fe.Status == http.StatusNotFound || fe.Status == http.StatusGone)
+}
+
+// IsRefusal reports whether err is the source's deliberate answer that it
+// will not serve the artifact (403), which, like a not-found, is passed on
+// rather than papered over with a stale copy.
+func IsRefusal(err error) bool {
+	var fe *Error
+	return errors.As(err, &fe) && fe.Status == http.StatusForbidden
 }
 
 // Off is the GOPROXY-list entry "off": it answers every request with "not

@@ -73,6 +73,13 @@ func (p *ProxyFetcher) Fetch(ctx context.Context, a artifact.Artifact) (*Respons
 			reason = "not found"
 		}
 		return nil, &Error{Status: resp.StatusCode, Msg: reason, Source: p.name}
+	case http.StatusForbidden:
+		// A gatekeeper's refusal, or a module the upstream will not serve:
+		// the client is told so, as the go command would be going there.
+		if reason == "" {
+			reason = "forbidden"
+		}
+		return nil, &Error{Status: http.StatusForbidden, Msg: reason, Source: p.name}
 	}
 	return nil, &Error{
 		Status: http.StatusBadGateway,

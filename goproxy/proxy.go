@@ -257,6 +257,8 @@ func resultOf(status int) string {
 		return "not_found"
 	case status == http.StatusBadRequest:
 		return "bad_request"
+	case status == http.StatusForbidden:
+		return "forbidden"
 	case status < 400:
 		return "ok"
 	}
@@ -298,7 +300,7 @@ func (p *Proxy) Get(ctx context.Context, a artifact.Artifact) (obj *cachetier.Ob
 		old.Close()
 		return obj, false, nil
 	}
-	if old != nil && !fetcher.IsNotFound(err) && ctx.Err() == nil {
+	if old != nil && !fetcher.IsNotFound(err) && !fetcher.IsRefusal(err) && ctx.Err() == nil {
 		p.log.Warn("upstream failed; serving stale copy", zap.Stringer("artifact", a), zap.Error(err))
 		return old, true, nil
 	}

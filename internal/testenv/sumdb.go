@@ -33,7 +33,11 @@ type SumDB struct {
 	mods        map[string]Module // path@version
 	zips        map[string]string // path@version -> zip file, for big zips
 	paths       []string
+	close       func()
 }
+
+// Close stops the database: connections are refused from now on.
+func (s *SumDB) Close() { s.close() }
 
 // NewSumDB starts a checksum database named name for mods.
 func NewSumDB(t testing.TB, name string, mods ...Module) *SumDB {
@@ -81,6 +85,7 @@ func NewSumDB(t testing.TB, name string, mods ...Module) *SumDB {
 	}))
 	t.Cleanup(h.Close)
 	s.URL = h.URL
+	s.close = h.Close
 	return s
 }
 

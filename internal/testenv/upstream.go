@@ -168,6 +168,10 @@ func (u *Upstream) Requests(path string) int {
 	return u.counts[path]
 }
 
+// Close stops the upstream: connections are refused from now on, as for a
+// host that is down.
+func (u *Upstream) Close() { u.srv.Close() }
+
 // MaxInFlight is the most requests the upstream was answering at once.
 func (u *Upstream) MaxInFlight() int { return int(u.maxInFlight.Load()) }
 

@@ -1,0 +1,181 @@
+package goproxy
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/piraeus-go/piraeus/internal/testenv"
+)
+
+// A renamed module (a version whose go.mod names another path, as
+// github.com/imdario/mergo@v1.0.2 says dario.cat/mergo) is served as the
+// upstream has it: the go command gives the same answers through the
+// mirror as from the upstream itself.
+func TestRenamedModuleAsUpstream(t *testing.T) {
+	old10 := testenv.Module{Path: "example.com/old", Version: "v1.0.0", Files: map[string]string{"old.go": "package old\n\nconst V = 1\n"}}
+	old11 := testenv.Module{Path: "example.com/old", Version: "v1.1.0", GoMod: "module example.com/new\n\ngo 1.21\n",
+		Files: map[string]string{"old.go": "package old\n\nconst V = 2\n"}}
+	lib10 := testenv.Module{Path: "example.com/lib", Version: "v1.0.0", Files: map[string]string{"lib.go": "package lib\n\nconst V = 1\n"}}
+	lib12 := testenv.Module{Path: "example.com/lib", Version: "v1.2.0", Files: map[string]string{"lib.go": "package lib\n\nconst V = 12\n"}}
+	up := testenv.NewUpstream(t, old10, old11, lib10, lib12)
+	e := newEnv(t, up, options{memory: true, sumdb: up.VerifiedBy(t)})
+	if _, body := e.get(path(old11, "mod"), 200); string(body) != old11.GoMod {
+		t.Fatalf("renamed go.mod served as %q", body)
+	}
+	app := func() string {
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module example.com/app\n\ngo 1.21\n\nrequire (\n\texample.com/lib v1.0.0\n\texample.com/old v1.0.0\n)\n"), 0o644)
+		os.WriteFile(filepath.Join(dir, "main.go"), []byte("package main\n\nimport (\n\t\"example.com/lib\"\n\t\"example.com/old\"\n)\n\nfunc main() { println(lib.V, old.V) }\n"), 0o644)
+		return dir
+	}
+	run := func(goproxy string) (listU, getU string) {
+		dir := app()
+		env := append(testenv.GoEnv(t, goproxy), "GOFLAGS=-mod=mod")
+		out, err := testenv.TryGo(t, dir, env, "list", "-m", "-u", "all")
+		if err != nil {
+			t.Errorf("go list -m -u all through %s: %v\n%s", goproxy, err, out)
+		}
+		listU = out
+		if out, err := testenv.TryGo(t, dir, env, "get", "-u", "./..."); err != nil {
+			getU = "error: " + out
+		}
+		gomod, _ := os.ReadFile(filepath.Join(dir, "go.mod"))
+		return listU, getU + string(gomod)
+	}
+	directList, directGet := run(up.URL)
+	mirrorList, mirrorGet := run(e.srv.URL)
+	t.Logf("go list -m -u all\nfrom the upstream:\n%s\nthrough Piraeus:\n%s", directList, mirrorList)
+	t.Logf("go get -u ./...\nfrom the upstream:\n%s\nthrough Piraeus:\n%s", directGet, mirrorGet)
+	if directList != mirrorList {
+		t.Errorf("go list -m -u all differs")
+	}
+	if directGet != mirrorGet {
+		t.Errorf("go get -u differs")
+	}
+}
+
+// With the upstream and the checksum database down, what is cached is
+// still served, /sumdb/ included: a fully cached `go mod download` with
+// checksum verification succeeds, also from a mirror started while they
+// are down.
+func TestCachedDownloadWithUpstreamDown(t *testing.T) {
+	db := testenv.NewSumDB(t, sumdbName)
+	up := testenv.NewUpstream(t, modA, modUp)
+	disk := t.TempDir()
+	e := newEnv(t, up, options{sumdb: db, sumdbProbe: true, diskRoot: disk})
+	download := func() (string, error) {
+		env := append(testenv.GoEnv(t, e.srv.URL), "GOSUMDB="+db.VKey) // reached through the mirror's /sumdb/
+		return testenv.TryGo(t, t.TempDir(), env, "mod", "download", "-json", "example.com/a@v1.0.0", "github.com/Azure/Go-Thing@v0.3.0-RC1")
+	}
+	if out, err := download(); err != nil || strings.Contains(out, `"Error"`) {
+		t.Fatalf("first download: %v\n%s", err, out)
+	}
+	e.close()
+	up.Close()
+	db.Close()
+	e = newEnv(t, up, options{sumdb: db, sumdbProbe: true, diskRoot: disk}) // restarted
+	out, err := download()
+	if err != nil || strings.Contains(out, `"Error"`) {
+		t.Fatalf("cached download with the upstream down: %v\n%s", err, out)
+	}
+	resp, _ := e.do("GET", "sumdb/"+sumdbName+"/supported")
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != 200 || !strings.HasPrefix(ct, "text/plain") {
+		t.Errorf("supported: %d %q", resp.StatusCode, ct)
+	}
+}
+
+// The conformance table: every endpoint and status the go command tells
+// apart, asked of the upstream fixture (the reference) and of the mirror,
+// cold and then cached. A row whose answers differ is a divergence; the
+// one documented mapping is that an upstream's 5xx reaches clients as 502.
+func TestConformance(t *testing.T) {
+	pseudo := "v1.0.1-0.20240102030405-abcdefabcdef"
+	up := testenv.NewUpstream(t, modA, modA11, modUp, modV2)
+	up.Add(testenv.Module{Path: "example.com/untagged", Version: pseudo})
+	overrides := map[string]http.HandlerFunc{
+		"example.com/pseudo/@v/list": func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "v1.0.0\n"+pseudo+"\n")
+		},
+		"example.com/untagged/@v/list": func(w http.ResponseWriter, r *http.Request) {}, // no tagged version
+		"example.com/nolatest/@latest": func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "not found: no @latest here", http.StatusNotFound)
+		},
+		"example.com/a/@v/v1.0.5.info": func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "gone: example.com/a@v1.0.5 was retracted from this proxy", http.StatusGone)
+		},
+		"example.com/refused/@v/list": func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "forbidden: example.com/refused is not allowed by policy", http.StatusForbidden)
+		},
+		"example.com/refused/@v/v1.0.0.zip": func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "forbidden: example.com/refused is not allowed by policy", http.StatusForbidden)
+		},
+		"example.com/broken/@v/v1.0.0.info": func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "internal error", http.StatusInternalServerError)
+		},
+		"example.com/unavailable/@latest": func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "try later", http.StatusServiceUnavailable)
+		},
+	}
+	for p, h := range overrides {
+		up.Override(p, h)
+	}
+	rows := []string{
+		path(modA, "list"),
+		"example.com/pseudo/@v/list",
+		"example.com/untagged/@v/list",
+		"example.com/unknown/@v/list",
+		path(modA, "latest"),
+		"example.com/nolatest/@latest",
+		"example.com/unknown/@latest",
+		path(modA, "info"),
+		path(modA, "mod"),
+		path(modA, "zip"),
+		path(modUp, "info"),
+		path(modUp, "zip"),
+		path(modV2, "mod"),
+		"example.com/a/@v/main.info",
+		"example.com/a/@v/v1.info",
+		"example.com/a/@v/nobranch.info",
+		"example.com/a/@v/v1.9.9.info",
+		"example.com/a/@v/v1.9.9.mod",
+		"example.com/a/@v/v1.9.9.zip",
+		"example.com/a/@v/v1.0.5.info",
+		"example.com/refused/@v/list",
+		"example.com/refused/@v/v1.0.0.zip",
+		"example.com/broken/@v/v1.0.0.info",
+		"example.com/unavailable/@latest",
+	}
+	e := newEnv(t, up, options{memory: true})
+	get := func(base, p string) (int, string, []byte) {
+		resp, err := http.Get(base + "/" + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Content-Type"), body
+	}
+	for _, p := range rows {
+		wantStatus, _, wantBody := get(up.URL, p)
+		if wantStatus >= 500 {
+			wantStatus = http.StatusBadGateway
+		}
+		for _, round := range []string{"cold", "cached"} {
+			status, ctype, body := get(e.srv.URL, p)
+			switch {
+			case status != wantStatus:
+				t.Errorf("%s (%s): %d %q; the upstream answers %d", p, round, status, body, wantStatus)
+			case status == 200 && !bytes.Equal(body, wantBody):
+				t.Errorf("%s (%s): body %q; the upstream's is %q", p, round, body, wantBody)
+			case status != 200 && (!strings.HasPrefix(ctype, "text/plain") || bytes.Count(body, []byte("\n")) != 1):
+				t.Errorf("%s (%s): error answer %q (%s); want one line of text", p, round, body, ctype)
+			}
+		}
+	}
+	t.Logf("%d rows, each cold and cached", len(rows))
+}
