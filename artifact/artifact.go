@@ -5,8 +5,10 @@ package artifact
 
 import (
 	"fmt"
+	"net/http"
 	"strings"
 
+	"github.com/piraeus-go/piraeus/httperr"
 	"golang.org/x/mod/module"
 	modzip "golang.org/x/mod/zip"
 )
@@ -121,21 +123,16 @@ func (a Artifact) String() string {
 	return a.Module + " " + a.Kind.String()
 }
 
-// Error is a request path the proxy cannot answer. Status is 400 for a
-// malformed path or version and 404 for a path outside the protocol.
-type Error struct {
-	Status int
-	Msg    string
+// badRequest is a malformed path or version; a path outside the
+// protocol is a 404 (notProtocol).
+func badRequest(format string, args ...any) *httperr.Error {
+	return httperr.BadRequest(format, args...)
 }
 
-func (e *Error) Error() string { return e.Msg }
-
-func badRequest(format string, args ...any) *Error {
-	return &Error{Status: 400, Msg: fmt.Sprintf(format, args...)}
-}
+func notProtocol(msg string) *httperr.Error { return httperr.New(http.StatusNotFound, "", msg) }
 
 // Parse validates an escaped request path (without the leading slash) and
-// returns the artifact it names. Nothing that fails here reaches a cache key,
+// returns the artifact it names, or an *httperr.Error (400 or 404). Nothing that fails here reaches a cache key,
 // a file name or an upstream.
 func Parse(p string) (Artifact, error) {
 	if len(p) > MaxPathLen {
@@ -158,7 +155,7 @@ func Parse(p string) (Artifact, error) {
 	}
 	escMod, rest, ok := strings.Cut(p, "/@v/")
 	if !ok {
-		return Artifact{}, &Error{Status: 404, Msg: "not a module proxy path: want <module>/@v/... or <module>/@latest"}
+		return Artifact{}, notProtocol("not a module proxy path: want <module>/@v/... or <module>/@latest")
 	}
 	mod, err := unescapeModule(escMod)
 	if err != nil {
@@ -171,7 +168,7 @@ func Parse(p string) (Artifact, error) {
 	}
 	dot := strings.LastIndexByte(rest, '.')
 	if dot < 0 {
-		return Artifact{}, &Error{Status: 404, Msg: "unknown artifact " + quote(rest) + ": want list, <version>.info, .mod or .zip"}
+		return Artifact{}, notProtocol("unknown artifact " + quote(rest) + ": want list, <version>.info, .mod or .zip")
 	}
 	switch rest[dot+1:] {
 	case "info":
@@ -181,7 +178,7 @@ func Parse(p string) (Artifact, error) {
 	case "zip":
 		a.Kind = Zip
 	default:
-		return Artifact{}, &Error{Status: 404, Msg: "unknown artifact " + quote(rest) + ": want list, <version>.info, .mod or .zip"}
+		return Artifact{}, notProtocol("unknown artifact " + quote(rest) + ": want list, <version>.info, .mod or .zip")
 	}
 	a.escVersion = rest[:dot]
 	if a.escVersion == "" || strings.Contains(a.escVersion, "/") || len(a.escVersion) > maxVersionLen {

@@ -3,6 +3,8 @@ package artifact
 import (
 	"strings"
 	"testing"
+
+	"github.com/piraeus-go/piraeus/httperr"
 )
 
 func TestParseValid(t *testing.T) {
@@ -88,9 +90,9 @@ func TestParseInvalid(t *testing.T) {
 	}
 	for _, tt := range tests {
 		_, err := Parse(tt.path)
-		e, ok := err.(*Error)
+		e, ok := httperr.As(err)
 		if !ok {
-			t.Errorf("Parse(%q) = %v; want an *Error with status %d", tt.path, err, tt.status)
+			t.Errorf("Parse(%q) = %v; want an *httperr.Error with status %d", tt.path, err, tt.status)
 			continue
 		}
 		if e.Status != tt.status {

@@ -7,10 +7,8 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/piraeus-go/piraeus/cachetier"
-	"github.com/piraeus-go/piraeus/fetcher"
 	"github.com/piraeus-go/piraeus/goproxy"
-	"github.com/piraeus-go/piraeus/internal/redisconn"
+	"github.com/piraeus-go/piraeus/internal/testcache"
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
 
@@ -64,35 +62,15 @@ func BenchmarkHit(b *testing.B) {
 
 func newProxy(b *testing.B, upstream, tier string, r *testenv.Redis) *goproxy.Proxy {
 	b.Helper()
-	chain, err := fetcher.ParseList(upstream, nil, nil)
+	o := testcache.Options{Memory: tier == "memory", MemoryMaxObject: 8 << 20}
+	if tier == "redis" {
+		o.Redis = r
+	}
+	cache := testcache.New(b, o)
+	p, err := goproxy.New(goproxy.Options{Upstream: upstream, SumDBOff: true, Cache: cache.Tiers, Fleet: cache.Fleet})
 	if err != nil {
 		b.Fatal(err)
 	}
-	disk, err := cachetier.NewDiskTier(cachetier.DiskConfig{Root: b.TempDir()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	var upper []cachetier.Tier
-	switch tier {
-	case "memory":
-		mem, err := cachetier.NewMemoryTier(128<<20, 8<<20)
-		if err != nil {
-			b.Fatal(err)
-		}
-		upper = append(upper, mem)
-	case "redis":
-		conn, err := redisconn.Open(redisconn.Config{URL: r.URL()})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { conn.Close() })
-		upper = append(upper, cachetier.NewRedisTier(cachetier.RedisConfig{Conn: conn, Prefix: b.Name() + ":"}))
-	}
-	tiers := cachetier.NewTiered(nil, disk, upper...)
-	p, err := goproxy.New(goproxy.Config{Fetcher: chain, Tiers: tiers})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { p.Close(); tiers.Close() })
+	b.Cleanup(func() { p.Close() })
 	return p
 }

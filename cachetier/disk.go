@@ -85,6 +85,7 @@ type DiskTier struct {
 	verified []atomic.Uint64 // fingerprints of checked files, see remember
 
 	nObjects, nBytes atomic.Int64  // occupancy
+	maxBytes         atomic.Int64  // the bound, 0: none
 	counted          chan struct{} // closed when the start-up count has finished
 	countStart       time.Time
 
@@ -109,9 +110,7 @@ func NewDiskTier(cfg DiskConfig) (*DiskTier, error) {
 	if cfg.StaleMax <= 0 {
 		cfg.StaleMax = DefaultStaleMax
 	}
-	if cfg.MaxBytes != 0 && cfg.MaxBytes <= dirOverhead {
-		return nil, fmt.Errorf("disk tier: a bound of %d bytes leaves no room besides the directories (%d bytes)", cfg.MaxBytes, dirOverhead)
-	}
+
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
@@ -127,6 +126,9 @@ func NewDiskTier(cfg DiskConfig) (*DiskTier, error) {
 		kick:       make(chan struct{}, 1),
 		counted:    make(chan struct{}),
 		stop:       make(chan struct{}),
+	}
+	if err := d.SetMaxBytes(cfg.MaxBytes); err != nil {
+		return nil, err
 	}
 	if err := d.mkdirs(); err != nil {
 		return nil, fmt.Errorf("disk tier: %w", err)
@@ -196,6 +198,21 @@ func used(size int64) int64 { return (size + blockSize - 1) / blockSize * blockS
 func dirExists(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && fi.IsDir()
+}
+
+// SetMaxBytes changes the bound (0: none).
+func (d *DiskTier) SetMaxBytes(n int64) error {
+	if n != 0 && n <= dirOverhead {
+		return fmt.Errorf("disk tier: a bound of %d bytes leaves no room besides the directories (%d bytes)", n, dirOverhead)
+	}
+	d.maxBytes.Store(n)
+	if n > 0 && d.nBytes.Load() > n {
+		select {
+		case d.kick <- struct{}{}:
+		default:
+		}
+	}
+	return nil
 }
 
 // Counted is closed when the start-up count has finished: until then
@@ -325,7 +342,7 @@ func (d *DiskTier) check(p, key string, f *os.File) (Meta, int64, error) {
 		}
 		d.remember(p, fi, st)
 	}
-	if d.cfg.MaxBytes > 0 && time.Since(time.Unix(0, st.atime)) > touchAfter {
+	if d.maxBytes.Load() > 0 && time.Since(time.Unix(0, st.atime)) > touchAfter {
 		d.touch(p, f)
 	}
 	return meta, hl, nil
@@ -463,7 +480,7 @@ func (d *DiskTier) Commit(_ context.Context, key string, s *Spool, meta Meta) (*
 		d.nBytes.Add(-used(old.Size()))
 	}
 	d.removeFile(other) // an object of the key under its other mutability
-	if d.cfg.MaxBytes > 0 {
+	if d.maxBytes.Load() > 0 {
 		// Stamped from the same precise clock as reads (file systems
 		// stamp new files from a coarse one), for eviction's order.
 		os.Chtimes(p, time.Now(), time.Time{})
@@ -473,7 +490,7 @@ func (d *DiskTier) Commit(_ context.Context, key string, s *Spool, meta Meta) (*
 		d.nBytes.Add(used(fi.Size()))
 		d.remember(p, fi, fileStat(fi)) // hashed while it was fetched
 	}
-	if d.cfg.MaxBytes > 0 && d.nBytes.Load() > d.cfg.MaxBytes {
+	if d.maxBytes.Load() > 0 && d.nBytes.Load() > d.maxBytes.Load() {
 		select {
 		case d.kick <- struct{}{}:
 		default:
@@ -540,12 +557,12 @@ func (d *DiskTier) File(key string) (string, bool) {
 // thousand files for a large one), so its cost does not grow with the
 // cache, and evicts the oldest of them; it waits for the start-up count.
 func (d *DiskTier) Evict() {
-	if d.cfg.MaxBytes <= 0 || !d.isCounted() {
+	if d.maxBytes.Load() <= 0 || !d.isCounted() {
 		return
 	}
 	d.evictMu.Lock()
 	defer d.evictMu.Unlock()
-	target := dirOverhead + (d.cfg.MaxBytes-dirOverhead)/10*9
+	target := dirOverhead + (d.maxBytes.Load()-dirOverhead)/10*9
 	for round := 0; round < 1024 && d.nBytes.Load() > target; round++ {
 		type candidate struct {
 			path  string

@@ -300,8 +300,8 @@ func TestDiskEvictsLeastRecentlyRead(t *testing.T) {
 		put(t, d, key(i), data, time.Time{})
 	}
 	d.Evict()
-	if objects, size := d.Usage(); size > d.cfg.MaxBytes || objects > 9 {
-		t.Fatalf("after eviction: %d objects, %d bytes; limit %d", objects, size, d.cfg.MaxBytes)
+	if objects, size := d.Usage(); size > d.maxBytes.Load() || objects > 9 {
+		t.Fatalf("after eviction: %d objects, %d bytes; limit %d", objects, size, d.maxBytes.Load())
 	}
 	has := func(i int) bool { _, ok := d.File(key(i)); return ok }
 	for i := range 4 {

@@ -33,18 +33,6 @@ type sharedTier interface {
 // it. Any other error of the check only skips the tier for this read.
 var ErrRejected = errors.New("rejected")
 
-// SharedMaxObject is the largest object a shared tier keeps, 0 if there
-// is no shared tier: larger ones are handed between nodes otherwise.
-func (t *Tiered) SharedMaxObject() int64 {
-	var m int64
-	for _, tier := range t.all {
-		if st, ok := tier.(sharedTier); ok && st.Shared() {
-			m = max(m, tier.MaxObject())
-		}
-	}
-	return m
-}
-
 // purger is implemented by tiers that remember a purge (Redis's
 // tombstones), so that no node writes back what was purged.
 type purger interface {
@@ -171,54 +159,26 @@ func (t *Tiered) Commit(ctx context.Context, key string, s *Spool, meta Meta) (*
 	return obj, nil
 }
 
-// PutSmall writes small content through every tier, the store included.
-func (t *Tiered) PutSmall(ctx context.Context, key string, meta Meta, data []byte) error {
-	if err := t.store.Put(ctx, key, meta, data); err != nil {
-		return fmt.Errorf("storing %s: %w", truncate(key), err)
+// PutSmall writes small content through the tiers: every one, the store
+// included, if durable; else only those above the store (for answers,
+// such as version queries, that are never written to disk).
+func (t *Tiered) PutSmall(ctx context.Context, key string, meta Meta, data []byte, durable bool) error {
+	if durable {
+		if err := t.store.Put(ctx, key, meta, data); err != nil {
+			return fmt.Errorf("storing %s: %w", truncate(key), err)
+		}
 	}
-	t.PutUpper(ctx, key, meta, data)
-	return nil
-}
-
-// PutUpper keeps data in the tiers above the store only: for answers,
-// such as version queries, that are never written to disk.
-func (t *Tiered) PutUpper(ctx context.Context, key string, meta Meta, data []byte) {
 	for _, u := range t.upper {
 		if meta.Size <= u.MaxObject() {
 			t.put(ctx, u, key, meta, data)
 		}
 	}
+	return nil
 }
 
-// GetBytes reads a small object whole, for callers (the checksum database
-// client) that need content rather than a reader.
-func (t *Tiered) GetBytes(ctx context.Context, key string, check func(*Object) error) ([]byte, Meta, error) {
-	obj, err := t.Get(ctx, key, check)
-	if err != nil {
-		return nil, Meta{}, err
-	}
-	defer obj.Close()
-	if data, ok := obj.Bytes(); ok {
-		return data, obj.Meta, nil
-	}
-	data, err := io.ReadAll(obj.Reader())
-	return data, obj.Meta, err
-}
-
-// Delete removes key from every tier.
-func (t *Tiered) Delete(ctx context.Context, key string) error {
-	var errs []error
-	for _, tier := range t.all {
-		if err := tier.Delete(ctx, key); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// Purge removes key from every tier, leaving a tombstone in those that
+// Delete removes key from every tier, leaving a tombstone in those that
 // keep one, so that no node writes an older copy back.
-func (t *Tiered) Purge(ctx context.Context, key string) error {
+func (t *Tiered) Delete(ctx context.Context, key string) error {
 	var errs []error
 	for _, tier := range t.all {
 		var err error

@@ -35,15 +35,18 @@ func unregister(h *Handler) {
 	live.Unlock()
 }
 
-// proxies returns one proxy per distinct cache among the live handlers.
+// proxies returns one proxy per distinct cache among the live handlers:
+// handlers with the same namespace (upstreams, private patterns,
+// verification) on the same tier of record share what they hold.
 func proxies() []*goproxy.Proxy {
 	live.Lock()
 	defer live.Unlock()
 	seen := map[string]bool{}
 	var ps []*goproxy.Proxy
 	for h := range live.handlers {
-		if !seen[h.poolKey] {
-			seen[h.poolKey] = true
+		key := h.proxy.CacheKey("") + fmt.Sprintf("@%p", h.tiers.Store())
+		if !seen[key] {
+			seen[key] = true
 			ps = append(ps, h.proxy)
 		}
 	}

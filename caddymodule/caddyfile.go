@@ -1,11 +1,13 @@
 package caddymodule
 
 import (
+	"encoding/json"
 	"net/url"
 	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -216,66 +218,88 @@ func (h *Handler) setUpstream(d *caddyfile.Dispenser) error {
 	return nil
 }
 
+// unmarshalCache reads the cache block into tier modules: memory first
+// (unless "memory off"), the other tiers in the order given, the disk, the
+// tier of record, last. Each tier's line (and block) is read by its
+// module's own Caddyfile unmarshaler:
+//
+//	cache {
+//		memory            <size>|off
+//		memory_max_object <size>
+//		disk              <dir>
+//		disk_max          <size>
+//		redis             [<url>] { ... }    # see RedisTier
+//		<tier>            ...                # any goproxy.tiers module
+//	}
 func (h *Handler) unmarshalCache(d *caddyfile.Dispenser) error {
-	if h.Cache == nil {
-		h.Cache = new(CacheConfig)
+	if len(h.TiersRaw) > 0 {
+		return d.Err("cache given twice")
 	}
-	c := h.Cache
+	mem, disk := new(MemoryTier), new(DiskTier)
+	memOff := false
+	var others []json.RawMessage
+	seen := map[string]bool{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		switch d.Val() {
+		name := d.Val()
+		if seen[name] {
+			return d.Errf("%s given twice", name)
+		}
+		seen[name] = true
+		switch name {
 		case "memory":
+			seg := d.NewFromNextSegment()
+			seg.Next()
+			if seg.NextArg() && seg.Val() == "off" {
+				if seg.NextArg() || seg.NextBlock(0) {
+					return seg.Err("memory off takes nothing more")
+				}
+				memOff = true
+				continue
+			}
+			seg.Reset()
+			if err := mem.UnmarshalCaddyfile(seg); err != nil {
+				return err
+			}
+		case "memory_max_object", "disk_max":
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
-			if d.Val() == "off" {
-				c.MemoryOff = true
-			} else if err := parseSize(d, &c.Memory); err != nil {
+			dst := map[string]*int64{"memory_max_object": &mem.MaxObject, "disk_max": &disk.Max}[name]
+			if err := parseSize(d, dst); err != nil {
 				return err
 			}
-		case "memory_max_object":
-			if !d.NextArg() {
+			if d.NextArg() {
 				return d.ArgErr()
-			}
-			if err := parseSize(d, &c.MemoryMaxObject); err != nil {
-				return err
 			}
 		case "disk":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			c.Disk = d.Val()
-		case "disk_max":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			if err := parseSize(d, &c.DiskMax); err != nil {
+			if err := disk.UnmarshalCaddyfile(d.NewFromNextSegment()); err != nil {
 				return err
 			}
-		case "redis":
-			if c.Redis != nil {
-				return d.Err("redis given twice")
-			}
-			c.Redis = new(RedisConfig)
-			if d.NextArg() {
-				c.Redis.URL = d.Val()
-			}
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			if err := unmarshalRedis(d, c.Redis); err != nil {
-				return err
-			}
-			if c.Redis.URL == "" && len(c.Redis.Addrs) == 0 {
-				return d.Err("redis needs a URL or an addrs line")
-			}
-			continue // the block ended at its closing brace
 		default:
-			return d.Errf("unknown cache subdirective %q", d.Val())
-		}
-		if d.NextArg() {
-			return d.ArgErr()
+			// Any other tier module that reads its own Caddyfile line.
+			info, err := caddy.GetModule("goproxy.tiers." + name)
+			if err != nil {
+				return d.Errf("unknown cache subdirective %q", name)
+			}
+			mod := info.New()
+			u, ok := mod.(caddyfile.Unmarshaler)
+			if !ok {
+				return d.Errf("cache tier %q has no Caddyfile syntax", name)
+			}
+			if err := u.UnmarshalCaddyfile(d.NewFromNextSegment()); err != nil {
+				return err
+			}
+			others = append(others, caddyconfig.JSONModuleObject(mod, "tier", name, nil))
 		}
 	}
+	if memOff && seen["memory_max_object"] {
+		return d.Err("memory_max_object with memory off")
+	}
+	if !memOff {
+		h.TiersRaw = append(h.TiersRaw, caddyconfig.JSONModuleObject(mem, "tier", "memory", nil))
+	}
+	h.TiersRaw = append(h.TiersRaw, others...)
+	h.TiersRaw = append(h.TiersRaw, caddyconfig.JSONModuleObject(disk, "tier", "disk", nil))
 	return nil
 }
 
@@ -305,22 +329,8 @@ func parseDuration(d *caddyfile.Dispenser, dst *caddy.Duration) error {
 
 var _ caddyfile.Unmarshaler = (*Handler)(nil)
 
-// unmarshalRedis reads an optional block:
-//
-//	redis [<url>] {
-//		addrs       <host:port>...
-//		master_name <name>
-//		username    <user>
-//		password    <password>
-//		db          <n>
-//		tls
-//		max_object  <size>
-//		max_transfer <size>|off
-//		max_in_flight <size>
-//		key_prefix  <prefix>
-//		timeout     <duration>
-//	}
-func unmarshalRedis(d *caddyfile.Dispenser, r *RedisConfig) error {
+// unmarshalRedis reads the block of a redis line (see RedisTier).
+func unmarshalRedis(d *caddyfile.Dispenser, r *RedisTier) error {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		key := d.Val()
 		switch key {

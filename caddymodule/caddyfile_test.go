@@ -25,10 +25,8 @@ func TestAdapt(t *testing.T) {
 
 func TestAdaptShorthandAndMemoryOff(t *testing.T) {
 	got := adapt(t, ":8080 {\n\tgoproxy https://proxy.golang.org,direct {\n\t\tcache {\n\t\t\tmemory off\n\t\t}\n\t}\n}\n")
-	for _, want := range []string{`"upstream":"https://proxy.golang.org,direct"`, `"memory_off":true`} {
-		if !strings.Contains(got, want) {
-			t.Errorf("adapted config lacks %s:\n%s", want, got)
-		}
+	if want := `"tiers":[{"tier":"disk"}],"upstream":"https://proxy.golang.org,direct"`; !strings.Contains(got, want) {
+		t.Errorf("adapted config lacks %s:\n%s", want, got)
 	}
 }
 
@@ -59,8 +57,8 @@ func TestAdaptRedis(t *testing.T) {
 }
 `)
 	for _, want := range []string{
-		`"redis":{"url":"redis://127.0.0.1:6379/2"}`,
-		`"redis":{"addrs":["10.0.0.1:26379","10.0.0.2:26379"],"db":3,"key_prefix":"edge-eu:","master_name":"mymaster","max_object":4194304,"max_transfer":67108864,"password":"secret","timeout":500000000,"tls":true}`,
+		`"tiers":[{"tier":"memory"},{"tier":"redis","url":"redis://127.0.0.1:6379/2"},{"tier":"disk"}]`,
+		`"tiers":[{"max":67108864,"tier":"memory"},{"addrs":["10.0.0.1:26379","10.0.0.2:26379"],"db":3,"key_prefix":"edge-eu:","master_name":"mymaster","max_object":4194304,"max_transfer":67108864,"password":"secret","tier":"redis","timeout":500000000,"tls":true},{"root":"/tmp/x","tier":"disk"}]`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("adapted config lacks %s:\n%s", want, got)
@@ -162,7 +160,7 @@ func TestBadCaddyfile(t *testing.T) {
 		{"goproxy {\n\t\tcache {\n\t\t\tredis {\n\t\t\t\tdb x\n\t\t\t}\n\t\t}\n\t}", "Caddyfile:5"},
 		{"goproxy {\n\t\tcache {\n\t\t\tredis {\n\t\t\t\tmax_object\n\t\t\t}\n\t\t}\n\t}", "Caddyfile:5"},
 		{"goproxy {\n\t\tcache {\n\t\t\tredis {\n\t\t\t\tbogus\n\t\t\t}\n\t\t}\n\t}", "Caddyfile:5"},
-		{"goproxy {\n\t\tcache {\n\t\t\tredis {\n\t\t\t}\n\t\t}\n\t}", "Caddyfile:5"},
+		{"goproxy {\n\t\tcache {\n\t\t\tredis {\n\t\t\t}\n\t\t}\n\t}", "Caddyfile:4"},
 		{"goproxy {\n\t\tcache {\n\t\t\tredis redis://a {\n\t\t\t\taddrs b:1\n\t\t\t}\n\t\t}\n\t}", "Caddyfile:5"},
 	}
 	for _, tt := range tests {

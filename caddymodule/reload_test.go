@@ -68,15 +68,17 @@ func TestReloadKeepsCacheAndRequests(t *testing.T) {
 
 	// A config with other cache settings gets its own tiers, and the old
 	// ones are released once no config uses them.
-	live.Lock()
-	var oldKey string
-	for h := range live.handlers {
-		oldKey = h.poolKey
+	oldKeys := []string{"disk:" + disk, fmt.Sprintf("memory:%d:%d", 16<<20, DefaultMemoryMaxObject)}
+	for _, k := range oldKeys {
+		if n, ok := tierPool.References(k); !ok || n != 1 {
+			t.Fatalf("tier %s referenced %d times; want 1", k, n)
+		}
 	}
-	live.Unlock()
 	startCaddyOn(t, port, fmt.Sprintf("goproxy %s {\n\t\tsumdb %s\n\t\tcache {\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, db.VKey, t.TempDir()))
-	if n, ok := tierPool.References(oldKey); ok || n != 0 {
-		t.Errorf("the old tiers are still referenced %d times after their config was unloaded", n)
+	for _, k := range oldKeys {
+		if n, ok := tierPool.References(k); ok || n != 0 {
+			t.Errorf("the old tier %s is still referenced %d times after its config was unloaded", k, n)
+		}
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 
 	"github.com/piraeus-go/piraeus/cachetier"
 	"github.com/piraeus-go/piraeus/fetcher"
+	"github.com/piraeus-go/piraeus/httperr"
 )
 
 // KnownKeys are the verifier keys of the public checksum databases the go
@@ -51,9 +52,14 @@ type Config struct {
 	// default https://<name>.
 	DirectURL string
 	Client    *http.Client
-	Tiers     *cachetier.Tiered
-	Timeout   time.Duration // bound on one remote read; default 30s
-	Logger    *zap.Logger
+	// Cache keeps what the client verified: its signed tree, lookups and
+	// tiles, under "sumdb/<name>/..." and "sumdb-config/<name>/latest".
+	Cache Cache
+	// NotFound remembers the database's not-found answers, shared with
+	// the proxy's; nil: none are remembered.
+	NotFound *httperr.NotFoundCache
+	Timeout  time.Duration // bound on one remote read; default 30s
+	Logger   *zap.Logger
 	// OnState, if set, hears of every change of the route to the
 	// database: "upstream", "direct", "configured" or "unreachable".
 	OnState func(name, state string)
@@ -77,7 +83,8 @@ type DB struct {
 	configured  endpoint // URL as configured (a proxy's, when probed)
 	direct      endpoint // where the database itself is, for a probe's 404
 	probe       bool
-	tiers       *cachetier.Tiered
+	cache       Cache
+	notFound    *httperr.NotFoundCache
 	timeout     time.Duration
 	log         *zap.Logger
 	onState     func(name, state string)
@@ -92,7 +99,37 @@ type DB struct {
 	state  string // the last route state reported
 
 	securityErrors atomic.Int64
-	notFound       sync.Map // remote path -> *fetcher.Error of its last 404/410
+}
+
+// Cache is what a DB needs of the cache tiers.
+type Cache interface {
+	Get(ctx context.Context, key string, check func(*cachetier.Object) error) (*cachetier.Object, error)
+	PutSmall(ctx context.Context, key string, meta cachetier.Meta, data []byte, durable bool) error
+}
+
+func (d *DB) getBytes(key string) ([]byte, error) {
+	obj, err := d.cache.Get(context.Background(), key, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer obj.Close()
+	if data, ok := obj.Bytes(); ok {
+		return data, nil
+	}
+	return io.ReadAll(obj.Reader())
+}
+
+func (d *DB) rememberNotFound(path string, e *httperr.Error) {
+	if d.notFound != nil {
+		d.notFound.Put("sumdb/"+d.name+path, e)
+	}
+}
+
+func (d *DB) knownNotFound(path string) (*httperr.Error, bool) {
+	if d.notFound == nil {
+		return nil, false
+	}
+	return d.notFound.Get("sumdb/" + d.name + path)
 }
 
 // endpoint is a base URL with a client that follows redirects only on its
@@ -151,7 +188,8 @@ func New(cfg Config) (*DB, error) {
 		configured: configured,
 		direct:     direct,
 		probe:      cfg.Probe,
-		tiers:      cfg.Tiers,
+		cache:      cfg.Cache,
+		notFound:   cfg.NotFound,
 		timeout:    cfg.Timeout,
 		log:        cfg.Logger,
 		onState:    cfg.OnState,
@@ -160,7 +198,7 @@ func New(cfg Config) (*DB, error) {
 	if !d.probe {
 		d.route.Store(&route{endpoint: configured, via: "configured"})
 	}
-	if data, _, err := d.tiers.GetBytes(context.Background(), d.configKey(), nil); err == nil {
+	if data, err := d.getBytes(d.configKey()); err == nil {
 		d.latest = data
 	}
 	d.client.Store(sumdb.NewClient(ops{d}))
@@ -251,7 +289,7 @@ func (d *DB) runProbe() (any, error) {
 	switch {
 	case err == nil:
 		r = &route{endpoint: d.configured, via: "upstream", checked: time.Now()}
-	case fetcher.IsNotFound(err):
+	case httperr.IsNotFound(err):
 		r = &route{endpoint: d.direct, via: "direct", checked: time.Now()}
 	default:
 		if d.route.Load() != nil {
@@ -269,7 +307,7 @@ func (d *DB) runProbe() (any, error) {
 }
 
 func (d *DB) unreachable(err error) error {
-	return &fetcher.Error{Status: http.StatusBadGateway, Msg: "checksum database " + d.name + " unreachable: module cannot be verified; retry",
+	return &httperr.Error{Status: http.StatusBadGateway, Msg: "checksum database " + d.name + " unreachable: module cannot be verified; retry",
 		Source: "checksum database " + d.name, Err: err}
 }
 
@@ -317,7 +355,7 @@ func (d *DB) read(ctx context.Context, ep endpoint, path string) ([]byte, error)
 	source := "checksum database " + d.name
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ep.base+path, nil)
 	if err != nil {
-		return nil, &fetcher.Error{Status: http.StatusBadRequest, Msg: "invalid checksum database path", Source: source, Err: err}
+		return nil, &httperr.Error{Status: http.StatusBadRequest, Msg: "invalid checksum database path", Source: source, Err: err}
 	}
 	req.Header.Set("Accept-Encoding", "identity")
 	resp, err := ep.http.Do(req)
@@ -327,21 +365,20 @@ func (d *DB) read(ctx context.Context, ep endpoint, path string) ([]byte, error)
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
-		fe := &fetcher.Error{Status: resp.StatusCode, Msg: firstLine(msg, "not found", d.name), Source: source}
-		d.notFound.Store(path, fe)
+		fe := &httperr.Error{Status: resp.StatusCode, Msg: firstLine(msg, "not found", d.name), Source: source}
+		d.rememberNotFound(path, fe)
 		return nil, fe
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, &fetcher.Error{Status: http.StatusBadGateway, Msg: fmt.Sprintf("%s answered %d", source, resp.StatusCode), Source: source}
+		return nil, &httperr.Error{Status: http.StatusBadGateway, Msg: fmt.Sprintf("%s answered %d", source, resp.StatusCode), Source: source}
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxRemote+1))
 	if err != nil {
 		return nil, fetcher.TransportError(ctx, source, err)
 	}
 	if len(data) > maxRemote {
-		return nil, &fetcher.Error{Status: http.StatusBadGateway, Msg: source + " sent an oversized answer", Source: source}
+		return nil, &httperr.Error{Status: http.StatusBadGateway, Msg: source + " sent an oversized answer", Source: source}
 	}
-	d.notFound.Delete(path)
 	return data, nil
 }
 
@@ -356,12 +393,12 @@ func firstLine(b []byte, def string, keep ...string) string {
 // in the URL) and returns it as served: a record followed by a signed tree.
 func (d *DB) Lookup(ctx context.Context, mod, version, escaped string) ([]byte, error) {
 	if _, err := d.lookup(mod, version); err != nil {
-		if v, ok := d.notFound.Load("/lookup/" + escaped); ok {
-			return nil, v.(*fetcher.Error)
+		if fe, ok := d.knownNotFound("/lookup/" + escaped); ok {
+			return nil, fe
 		}
 		return nil, d.lookupError(err)
 	}
-	data, _, err := d.tiers.GetBytes(ctx, d.CacheKey("lookup/"+escaped), nil)
+	data, err := d.getBytes(d.CacheKey("lookup/" + escaped))
 	if err != nil {
 		return nil, fmt.Errorf("verified lookup not in cache: %w", err)
 	}
@@ -386,7 +423,7 @@ func (d *DB) lookupError(err error) error {
 	if errors.Is(err, sumdb.ErrSecurity) {
 		msg = "checksum database " + d.name + " failed verification (security error)"
 	}
-	return &fetcher.Error{Status: status, Msg: msg, Source: "checksum database " + d.name, Err: err}
+	return &httperr.Error{Status: status, Msg: msg, Source: "checksum database " + d.name, Err: err}
 }
 
 // MismatchError is a module whose hash the database contradicts.
@@ -464,7 +501,7 @@ func (d *DB) verify(mod, vers, hash string) error {
 		}
 	}
 	if want == "" {
-		return &fetcher.Error{Status: http.StatusBadGateway, Msg: "checksum database " + d.name + " has no hash for " + mod + "@" + vers, Source: "checksum database " + d.name}
+		return &httperr.Error{Status: http.StatusBadGateway, Msg: "checksum database " + d.name + " has no hash for " + mod + "@" + vers, Source: "checksum database " + d.name}
 	}
 	return &MismatchError{Module: mod, Version: strings.TrimSuffix(vers, "/go.mod"), Got: hash, Want: want}
 }
@@ -498,7 +535,7 @@ func (o ops) WriteConfig(file string, old, new []byte) error {
 		return sumdb.ErrWriteConflict
 	}
 	o.d.latest = bytes.Clone(new)
-	if err := o.d.tiers.PutSmall(context.Background(), o.d.configKey(), cachetier.MetaFor(new, time.Time{}), o.d.latest); err != nil {
+	if err := o.d.cache.PutSmall(context.Background(), o.d.configKey(), cachetier.MetaFor(new, time.Time{}), o.d.latest, true); err != nil {
 		o.d.log.Warn("saving the checksum database's latest tree failed", zap.Error(err))
 	}
 	return nil
@@ -507,12 +544,12 @@ func (o ops) WriteConfig(file string, old, new []byte) error {
 // ReadCache and WriteCache hold what the client has verified: lookups and
 // tiles, under the same paths the /sumdb/<name>/ proxy serves them.
 func (o ops) ReadCache(file string) ([]byte, error) {
-	data, _, err := o.d.tiers.GetBytes(context.Background(), "sumdb/"+file, nil)
+	data, err := o.d.getBytes("sumdb/" + file)
 	return data, err
 }
 
 func (o ops) WriteCache(file string, data []byte) {
-	if err := o.d.tiers.PutSmall(context.Background(), "sumdb/"+file, cachetier.MetaFor(data, time.Time{}), data); err != nil {
+	if err := o.d.cache.PutSmall(context.Background(), "sumdb/"+file, cachetier.MetaFor(data, time.Time{}), data, true); err != nil {
 		o.d.log.Warn("caching a verified checksum database file failed", zap.String("file", file), zap.Error(err))
 	}
 }

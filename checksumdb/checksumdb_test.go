@@ -16,7 +16,7 @@ func newDB(t *testing.T, db *testenv.SumDB) *DB {
 	}
 	tiers := cachetier.NewTiered(nil, disk)
 	t.Cleanup(func() { tiers.Close() })
-	d, err := New(Config{NameOrKey: db.VKey, URL: db.URL, Tiers: tiers})
+	d, err := New(Config{NameOrKey: db.VKey, URL: db.URL, Cache: tiers})
 	if err != nil {
 		t.Fatal(err)
 	}

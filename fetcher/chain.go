@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/piraeus-go/piraeus/artifact"
+	"github.com/piraeus-go/piraeus/httperr"
 )
 
 // Chain tries sources in order, as the go command walks GOPROXY: after a
@@ -94,7 +95,7 @@ func (c *Chain) Fetch(ctx context.Context, a artifact.Artifact) (*Response, erro
 		if ctx.Err() != nil {
 			return nil, err
 		}
-		if !IsNotFound(err) && !e.fallBackOnError {
+		if !httperr.IsNotFound(err) && !e.fallBackOnError {
 			return nil, err
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/piraeus-go/piraeus/artifact"
+	"github.com/piraeus-go/piraeus/httperr"
 	"github.com/piraeus-go/piraeus/internal/fslock"
 )
 
@@ -199,7 +200,7 @@ func (d *DirectFetcher) Fetch(ctx context.Context, a artifact.Artifact) (*Respon
 	defer release()
 	sb, err := d.newSandbox()
 	if err != nil {
-		return nil, &Error{Status: http.StatusServiceUnavailable, Msg: "direct fetch could not start", Source: "direct", Err: err}
+		return nil, &httperr.Error{Status: http.StatusServiceUnavailable, Msg: "direct fetch could not start", Source: "direct", Err: err}
 	}
 	keep := false
 	defer func() {
@@ -237,11 +238,11 @@ func (d *DirectFetcher) Fetch(ctx context.Context, a artifact.Artifact) (*Respon
 		err = run("list", "-m", "-e", "-json", a.Module+"@"+a.Version)
 		if err == nil {
 			if out.Version != a.Version || out.GoMod == "" {
-				return nil, &Error{Status: http.StatusNotFound, Msg: fmt.Sprintf("%s@%s resolves to %s", a.Module, a.Version, out.Version), Source: "direct"}
+				return nil, &httperr.Error{Status: http.StatusNotFound, Msg: fmt.Sprintf("%s@%s resolves to %s", a.Module, a.Version, out.Version), Source: "direct"}
 			}
 			data, rerr := os.ReadFile(out.GoMod)
 			if rerr != nil {
-				return nil, &Error{Status: http.StatusBadGateway, Msg: "direct fetch produced no go.mod", Source: "direct", Err: rerr}
+				return nil, &httperr.Error{Status: http.StatusBadGateway, Msg: "direct fetch produced no go.mod", Source: "direct", Err: rerr}
 			}
 			return bytesResponse(data), nil
 		}
@@ -250,14 +251,14 @@ func (d *DirectFetcher) Fetch(ctx context.Context, a artifact.Artifact) (*Respon
 		if err == nil {
 			f, oerr := os.Open(out.Zip)
 			if oerr != nil {
-				return nil, &Error{Status: http.StatusBadGateway, Msg: "direct fetch produced no zip", Source: "direct", Err: oerr}
+				return nil, &httperr.Error{Status: http.StatusBadGateway, Msg: "direct fetch produced no zip", Source: "direct", Err: oerr}
 			}
 			fi, _ := f.Stat()
 			keep = true // removed when the body is closed
 			return &Response{Body: &cleanupFile{File: f, sb: sb}, Size: fi.Size(), Source: "direct"}, nil
 		}
 	default:
-		err = &Error{Status: http.StatusNotFound, Msg: "unknown artifact", Source: "direct"}
+		err = &httperr.Error{Status: http.StatusNotFound, Msg: "unknown artifact", Source: "direct"}
 	}
 	return nil, err
 }
@@ -293,10 +294,10 @@ func (d *DirectFetcher) run(ctx context.Context, tmp, mod string, out *goOutput,
 	// command counts into HOME from a sidecar process that can outlive it.
 	telemetry := filepath.Join(home, ".config", "go", "telemetry")
 	if err := os.MkdirAll(telemetry, 0o700); err != nil {
-		return &Error{Status: http.StatusServiceUnavailable, Msg: "direct fetch could not start", Source: "direct", Err: err}
+		return &httperr.Error{Status: http.StatusServiceUnavailable, Msg: "direct fetch could not start", Source: "direct", Err: err}
 	}
 	if err := os.WriteFile(filepath.Join(telemetry, "mode"), []byte("off\n"), 0o600); err != nil {
-		return &Error{Status: http.StatusServiceUnavailable, Msg: "direct fetch could not start", Source: "direct", Err: err}
+		return &httperr.Error{Status: http.StatusServiceUnavailable, Msg: "direct fetch could not start", Source: "direct", Err: err}
 	}
 	stall := max(int(d.cfg.StallTimeout/time.Second), 1)
 	env := append(platformEnv(home),
@@ -334,7 +335,7 @@ func (d *DirectFetcher) run(ctx context.Context, tmp, mod string, out *goOutput,
 	if d.cfg.Netrc != "" {
 		netrc := filepath.Join(home, ".netrc")
 		if err := os.WriteFile(netrc, []byte(d.cfg.Netrc), 0o600); err != nil {
-			return &Error{Status: http.StatusServiceUnavailable, Msg: "direct fetch could not start", Source: "direct", Err: err}
+			return &httperr.Error{Status: http.StatusServiceUnavailable, Msg: "direct fetch could not start", Source: "direct", Err: err}
 		}
 		env = append(env, "NETRC="+netrc)
 	}
@@ -356,7 +357,7 @@ func (d *DirectFetcher) run(ctx context.Context, tmp, mod string, out *goOutput,
 		group.release()
 	}
 	if ctx.Err() == context.DeadlineExceeded {
-		return &Error{Status: http.StatusGatewayTimeout, Msg: "fetching from version control timed out", Source: "direct", Err: runErr}
+		return &httperr.Error{Status: http.StatusGatewayTimeout, Msg: "fetching from version control timed out", Source: "direct", Err: runErr}
 	}
 	if derr := json.Unmarshal(stdout.Bytes(), out); derr == nil {
 		if msg := out.errText(); msg != "" {
@@ -365,10 +366,10 @@ func (d *DirectFetcher) run(ctx context.Context, tmp, mod string, out *goOutput,
 	}
 	if runErr != nil {
 		if errors.Is(runErr, exec.ErrNotFound) || errors.Is(runErr, fs.ErrNotExist) {
-			return &Error{Status: http.StatusServiceUnavailable, Msg: "direct fetching is unavailable: go command not found", Source: "direct", Err: runErr}
+			return &httperr.Error{Status: http.StatusServiceUnavailable, Msg: "direct fetching is unavailable: go command not found", Source: "direct", Err: runErr}
 		}
 		if strings.TrimSpace(stderr.String()) == "" {
-			return &Error{Status: http.StatusBadGateway, Msg: "go command failed", Source: "direct", Err: runErr}
+			return &httperr.Error{Status: http.StatusBadGateway, Msg: "go command failed", Source: "direct", Err: runErr}
 		}
 		return vcsError(stderr.String(), mod)
 	}
@@ -390,18 +391,18 @@ var (
 // proxy.golang.org does, without saying more about the repository), 504 for
 // a timeout. The client sees one line with no URL, address or host other
 // than the module's; credentials are cut out of the log's copy too.
-func vcsError(msg, mod string) *Error {
+func vcsError(msg, mod string) *httperr.Error {
 	msg = urlCredentials.ReplaceAllString(strings.TrimSpace(msg), "://")
 	line := ClientText(lastLine(msg), mod)
 	switch {
 	case authFailure.MatchString(msg):
-		return &Error{Status: http.StatusNotFound, Msg: "not found: repository requires authentication or does not exist", Source: "direct", Err: errors.New(msg)}
+		return &httperr.Error{Status: http.StatusNotFound, Msg: "not found: repository requires authentication or does not exist", Source: "direct", Err: errors.New(msg)}
 	case noProtocol.MatchString(msg):
-		return &Error{Status: http.StatusNotFound, Msg: "not found: repository does not exist, requires authentication, or cannot be reached", Source: "direct", Err: errors.New(msg)}
+		return &httperr.Error{Status: http.StatusNotFound, Msg: "not found: repository does not exist, requires authentication, or cannot be reached", Source: "direct", Err: errors.New(msg)}
 	case timeoutText.MatchString(msg):
-		return &Error{Status: http.StatusGatewayTimeout, Msg: "fetching from version control timed out", Source: "direct", Err: errors.New(msg)}
+		return &httperr.Error{Status: http.StatusGatewayTimeout, Msg: "fetching from version control timed out", Source: "direct", Err: errors.New(msg)}
 	}
-	return &Error{Status: http.StatusNotFound, Msg: "not found: " + line, Source: "direct", Err: errors.New(msg)}
+	return &httperr.Error{Status: http.StatusNotFound, Msg: "not found: " + line, Source: "direct", Err: errors.New(msg)}
 }
 
 // lastLine is the most specific line of a go command error.

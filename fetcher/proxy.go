@@ -12,6 +12,7 @@ import (
 	"unicode"
 
 	"github.com/piraeus-go/piraeus/artifact"
+	"github.com/piraeus-go/piraeus/httperr"
 )
 
 // ProxyFetcher fetches from an upstream GOPROXY server over HTTP(S).
@@ -53,7 +54,7 @@ func (p *ProxyFetcher) Fetch(ctx context.Context, a artifact.Artifact) (*Respons
 	u.Path += "/" + a.Path()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return nil, &Error{Status: http.StatusBadGateway, Msg: "building upstream request failed", Source: p.name, Err: err}
+		return nil, &httperr.Error{Status: http.StatusBadGateway, Msg: "building upstream request failed", Source: p.name, Err: err}
 	}
 	// The body is read as sent: a compressed one would be expanded behind
 	// the limits on what is read.
@@ -72,16 +73,16 @@ func (p *ProxyFetcher) Fetch(ctx context.Context, a artifact.Artifact) (*Respons
 		if reason == "" {
 			reason = "not found"
 		}
-		return nil, &Error{Status: resp.StatusCode, Msg: reason, Source: p.name}
+		return nil, &httperr.Error{Status: resp.StatusCode, Msg: reason, Source: p.name}
 	case http.StatusForbidden:
 		// A gatekeeper's refusal, or a module the upstream will not serve:
 		// the client is told so, as the go command would be going there.
 		if reason == "" {
 			reason = "forbidden"
 		}
-		return nil, &Error{Status: http.StatusForbidden, Msg: reason, Source: p.name}
+		return nil, &httperr.Error{Status: http.StatusForbidden, Msg: reason, Source: p.name}
 	}
-	return nil, &Error{
+	return nil, &httperr.Error{
 		Status: http.StatusBadGateway,
 		Msg:    fmt.Sprintf("upstream answered %d", resp.StatusCode),
 		Source: p.name,
@@ -92,14 +93,14 @@ func (p *ProxyFetcher) Fetch(ctx context.Context, a artifact.Artifact) (*Respons
 // TransportError classifies a failed request: a deadline is a 504, anything
 // else a 502. Client messages never name the upstream (it may be an
 // internal host); Source and Err, for the log, do.
-func TransportError(ctx context.Context, source string, err error) *Error {
+func TransportError(ctx context.Context, source string, err error) *httperr.Error {
 	if errors.Is(err, ErrRedirectRefused) {
-		return &Error{Status: http.StatusBadGateway, Msg: "upstream redirected to another host; refused", Source: source, Err: err}
+		return &httperr.Error{Status: http.StatusBadGateway, Msg: "upstream redirected to another host; refused", Source: source, Err: err}
 	}
 	if errors.Is(err, context.DeadlineExceeded) || ctx.Err() == context.DeadlineExceeded {
-		return &Error{Status: http.StatusGatewayTimeout, Msg: "upstream timed out", Source: source, Err: err}
+		return &httperr.Error{Status: http.StatusGatewayTimeout, Msg: "upstream timed out", Source: source, Err: err}
 	}
-	return &Error{Status: http.StatusBadGateway, Msg: "upstream unreachable", Source: source, Err: err}
+	return &httperr.Error{Status: http.StatusBadGateway, Msg: "upstream unreachable", Source: source, Err: err}
 }
 
 // firstLine returns the first line of an error body, bounded and stripped

@@ -41,6 +41,9 @@ type Config struct {
 	// MaxTransfer is the largest object handed to waiting edges through
 	// Redis (0: DefaultMaxTransfer, -1: none).
 	MaxTransfer int64
+	// MinTransfer: objects up to this size are not handed over (the
+	// shared tier keeps them); default 0.
+	MinTransfer int64
 	// MaxInFlight bounds the bytes of all hand-overs alive in Redis at
 	// once, fleet-wide (0: DefaultMaxInFlight), so a few large zips
 	// cannot fill Redis and break the locks of the whole fleet.
@@ -280,7 +283,7 @@ return 1`)
 // for it and the fleet's hand-over budget has room. It reports whether the
 // object was handed over.
 func (f *Fleet) PutTransfer(ctx context.Context, key string, meta cachetier.Meta, src io.Reader) (bool, error) {
-	if f.cfg.MaxTransfer < 0 || meta.Size > f.cfg.MaxTransfer || !f.Waiting(ctx, key) {
+	if f.cfg.MaxTransfer < 0 || meta.Size <= f.cfg.MinTransfer || meta.Size > f.cfg.MaxTransfer || !f.Waiting(ctx, key) {
 		return false, nil
 	}
 	now := time.Now()

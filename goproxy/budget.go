@@ -20,10 +20,19 @@ type byteBudget struct {
 	max     int64
 	used    atomic.Int64
 	waiting atomic.Int32
+	changed chan struct{} // signalled when a fetch starts or stops waiting
 }
 
 func newByteBudget(max int64) *byteBudget {
-	return &byteBudget{sem: semaphore.NewWeighted(max), max: max}
+	return &byteBudget{sem: semaphore.NewWeighted(max), max: max, changed: make(chan struct{}, 1)}
+}
+
+func (b *byteBudget) wait(delta int32) {
+	b.waiting.Add(delta)
+	select {
+	case b.changed <- struct{}{}:
+	default:
+	}
 }
 
 // reader reads r, a body of size bytes (-1: unknown, at most limit),
@@ -45,9 +54,9 @@ type budgetReader struct {
 
 func (br *budgetReader) Read(p []byte) (int, error) {
 	if br.reserved == 0 {
-		br.b.waiting.Add(1)
+		br.b.wait(1)
 		err := br.b.sem.Acquire(br.ctx, br.want)
-		br.b.waiting.Add(-1)
+		br.b.wait(-1)
 		if err != nil {
 			return 0, err
 		}

@@ -131,7 +131,7 @@ func TestGracefulShutdown(t *testing.T) {
 		resp.Body.Close()
 		got <- b
 	}()
-	time.Sleep(100 * time.Millisecond) // the request is in flight, waiting on upstream
+	up.WaitTotal(t, 1) // the request is in flight, waiting on upstream
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := srv.Config.Shutdown(ctx); err != nil {

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/piraeus-go/piraeus/fetcher"
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
 
@@ -58,7 +57,7 @@ func TestDirect(t *testing.T) {
 	e := newEnv(t, up, options{
 		upstream: up.URL + ",direct",
 		private:  testenv.GitHost,
-		direct:   &fetcher.DirectConfig{GitConfig: f.git.GitConfig, Netrc: f.git.Netrc(), SandboxDir: tmp, Workers: 2},
+		direct:   DirectOptions{GitConfig: f.git.GitConfig, Netrc: f.git.Netrc(), Workers: 2}, sandboxDir: tmp,
 	})
 	hello := f.hello.Path
 
@@ -129,7 +128,7 @@ func TestDirect(t *testing.T) {
 func TestDirectAfterProxyNotFound(t *testing.T) {
 	f := newGitFixture(t)
 	up := testenv.NewUpstream(t, modA)
-	e := newEnv(t, up, options{upstream: up.URL + ",direct", direct: &fetcher.DirectConfig{GitConfig: f.git.GitConfig}})
+	e := newEnv(t, up, options{upstream: up.URL + ",direct", direct: DirectOptions{GitConfig: f.git.GitConfig}})
 	e.get(path(modA, "zip"), 200)
 	_, mod := e.get(f.hello.Path+"/@v/v1.1.0.mod", 200)
 	if !strings.HasPrefix(string(mod), "module "+f.hello.Path) {
@@ -148,7 +147,7 @@ func TestDirectAfterProxyNotFound(t *testing.T) {
 func TestDirectAuthFailureAndTimeout(t *testing.T) {
 	f := newGitFixture(t)
 	tmp := t.TempDir()
-	e := newEnv(t, nil, options{upstream: "direct", direct: &fetcher.DirectConfig{GitConfig: f.git.GitConfig, SandboxDir: tmp}})
+	e := newEnv(t, nil, options{upstream: "direct", direct: DirectOptions{GitConfig: f.git.GitConfig}, sandboxDir: tmp})
 	resp, body := e.do("GET", f.private.Path+"/@v/v1.0.0.info")
 	if resp.StatusCode != 404 || !strings.Contains(string(body), "authentication") {
 		t.Errorf("no credentials: %d %q; want 404 saying authentication", resp.StatusCode, body)
@@ -157,7 +156,7 @@ func TestDirectAuthFailureAndTimeout(t *testing.T) {
 		t.Errorf("error body leaks the repository URL or credentials: %q", body)
 	}
 
-	slow := newEnv(t, nil, options{upstream: "direct", direct: &fetcher.DirectConfig{GitConfig: f.git.GitConfig, SandboxDir: tmp, Timeout: 10 * time.Millisecond}})
+	slow := newEnv(t, nil, options{upstream: "direct", direct: DirectOptions{GitConfig: f.git.GitConfig, Timeout: 10 * time.Millisecond}, sandboxDir: tmp})
 	resp, body = slow.do("GET", f.hello.Path+"/@v/v1.0.0.zip")
 	if resp.StatusCode != 504 {
 		t.Errorf("timed-out fetch: %d %q; want 504", resp.StatusCode, body)
@@ -170,7 +169,7 @@ func TestDirectAuthFailureAndTimeout(t *testing.T) {
 
 func TestGoCommandThroughDirect(t *testing.T) {
 	f := newGitFixture(t)
-	e := newEnv(t, nil, options{upstream: "direct", direct: &fetcher.DirectConfig{GitConfig: f.git.GitConfig}})
+	e := newEnv(t, nil, options{upstream: "direct", direct: DirectOptions{GitConfig: f.git.GitConfig}})
 	env := testenv.GoEnv(t, e.srv.URL)
 	out := testenv.RunGo(t, t.TempDir(), env, "mod", "download", "-json", f.hello.Path+"@v1.1.0", f.hello.Path+"/v2@v2.0.0")
 	if strings.Contains(out, `"Error"`) {
@@ -185,7 +184,7 @@ func TestPrivateNeverReachesChecksumDB(t *testing.T) {
 	e := newEnv(t, up, options{
 		upstream: up.URL,
 		private:  testenv.GitHost,
-		direct:   &fetcher.DirectConfig{GitConfig: f.git.GitConfig},
+		direct:   DirectOptions{GitConfig: f.git.GitConfig},
 		sumdb:    db,
 	})
 	e.get(path(modA, "zip"), 200) // public: verified
@@ -211,7 +210,7 @@ func TestDirectStallTimeout(t *testing.T) {
 	hole := testenv.NewBlackhole(t)
 	f.git.Rewrite(t, "stall.piraeus.test", hole.URL)
 	e := newEnv(t, nil, options{upstream: "direct", timeout: 10 * time.Minute,
-		direct: &fetcher.DirectConfig{GitConfig: f.git.GitConfig, StallTimeout: time.Second, Timeout: 10 * time.Minute}})
+		direct: DirectOptions{GitConfig: f.git.GitConfig, StallTimeout: time.Second, Timeout: 10 * time.Minute}})
 	done := make(chan int, 1)
 	go func() {
 		resp, _ := e.do("GET", "stall.piraeus.test/x.git/@v/v1.0.0.info")

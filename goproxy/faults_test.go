@@ -101,7 +101,7 @@ func TestDiskDirectoryRemoved(t *testing.T) {
 	if n := up.Requests(path(modA, "zip")); n != 1 {
 		t.Errorf("zip fetched %d times; want 1: the tier rebuilds its directories", n)
 	}
-	if _, ok := e.disk.File(path(modA, "zip")); !ok {
+	if _, ok := e.disk.File(e.key(path(modA, "zip"))); !ok {
 		t.Error("zip not on disk after the directory came back")
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/piraeus-go/piraeus/cachetier"
 	"github.com/piraeus-go/piraeus/fetcher"
 	"github.com/piraeus-go/piraeus/fleet"
+	"github.com/piraeus-go/piraeus/httperr"
 )
 
 // fetched is what a fetch produced: the object, which every request that
@@ -61,7 +62,7 @@ func (p *Proxy) leave(fl *flight) {
 
 // cached returns a usable cached copy of a as a fetch result.
 func (p *Proxy) cached(ctx context.Context, a artifact.Artifact) (*fetched, bool) {
-	obj, err := p.cfg.Tiers.Get(ctx, a.Path(), p.checkShared(a))
+	obj, err := p.cfg.Tiers.Get(ctx, p.key(a), p.checkShared(a))
 	if err != nil {
 		return nil, false
 	}
@@ -79,11 +80,11 @@ func (p *Proxy) fromTransfer(ctx context.Context, a artifact.Artifact) (*fetched
 	if p.cfg.Fleet == nil || !a.Immutable() {
 		return nil, false
 	}
-	want, r, err := p.cfg.Fleet.GetTransfer(ctx, a.Path())
+	want, r, err := p.cfg.Fleet.GetTransfer(ctx, p.key(a))
 	if err != nil {
 		return nil, false
 	}
-	spool, err := p.cfg.Tiers.NewSpool(a.Path())
+	spool, err := p.cfg.Tiers.NewSpool(p.key(a))
 	if err != nil {
 		return nil, false
 	}
@@ -97,7 +98,7 @@ func (p *Proxy) fromTransfer(ctx context.Context, a artifact.Artifact) (*fetched
 		p.log.Error("a large object from another node does not match its hash; fetching it", zap.Stringer("artifact", a))
 		return nil, false
 	}
-	obj, err := p.cfg.Tiers.Commit(ctx, a.Path(), spool, got)
+	obj, err := p.cfg.Tiers.Commit(ctx, p.key(a), spool, got)
 	if err != nil {
 		p.log.Warn("storing a large object from another node failed; serving it uncached", zap.Stringer("artifact", a), zap.Error(err))
 	}
@@ -107,8 +108,15 @@ func (p *Proxy) fromTransfer(ctx context.Context, a artifact.Artifact) (*fetched
 // collapse joins or starts the one fetch for a and returns a handle of
 // its own on the result. The fetch runs detached from every request.
 func (p *Proxy) collapse(ctx context.Context, a artifact.Artifact) (*cachetier.Object, error) {
-	key := a.Path()
+	return p.await(ctx, p.join(a))
+}
+
+// join returns the fetch of a in progress, starting it if there is none,
+// with the caller counted as one of its users: await must follow.
+func (p *Proxy) join(a artifact.Artifact) *flight {
+	key := p.key(a)
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	fl, joined := p.fetches[key]
 	if !joined {
 		fl = &flight{done: make(chan struct{}), users: 1}
@@ -121,12 +129,16 @@ func (p *Proxy) collapse(ctx context.Context, a artifact.Artifact) (*cachetier.O
 			close(fl.done)
 			p.leave(fl)
 		}()
-	}
-	fl.users++
-	p.mu.Unlock()
-	if joined {
+	} else {
 		p.cfg.Metrics.waiter()
 	}
+	fl.users++
+	return fl
+}
+
+// await waits for a flight the caller joined and returns a handle of its
+// own on the result.
+func (p *Proxy) await(ctx context.Context, fl *flight) (*cachetier.Object, error) {
 	defer p.leave(fl)
 	select {
 	case <-ctx.Done():
@@ -158,13 +170,13 @@ func (p *Proxy) fetch(a artifact.Artifact) (*fetched, error) {
 	case err == nil:
 		p.log.Info("upstream fetch", append(fields, zap.String("outcome", "ok"))...)
 		p.cfg.Metrics.fetch(a, source, "ok", time.Since(start))
-	case fetcher.IsNotFound(err) && source == "peer":
+	case httperr.IsNotFound(err) && source == "peer":
 		p.cfg.Metrics.fetch(a, source, "not_found", time.Since(start))
-	case fetcher.IsNotFound(err):
+	case httperr.IsNotFound(err):
 		fe := asFetchError(err)
-		p.notFound.SetWithTTL(a.Path(), fe, 1, p.cfg.NotFoundTTL)
+		p.cfg.notFound.Put(p.key(a), fe)
 		if p.cfg.Fleet != nil {
-			p.cfg.Fleet.PutNotFound(ctx, a.Path(), fe.Status, fe.Msg, p.cfg.NotFoundTTL)
+			p.cfg.Fleet.PutNotFound(ctx, p.key(a), fe.Status, fe.Msg, p.cfg.NotFoundTTL)
 		}
 		p.log.Info("upstream fetch", append(fields, zap.String("outcome", "not_found"))...)
 		p.cfg.Metrics.fetch(a, source, "not_found", time.Since(start))
@@ -177,7 +189,7 @@ func (p *Proxy) fetch(a artifact.Artifact) (*fetched, error) {
 
 func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact) (f *fetched, source string, err error) {
 	if p.cfg.Fleet != nil {
-		unlock, err := p.cfg.Fleet.Lock(ctx, a.Path())
+		unlock, err := p.cfg.Fleet.Lock(ctx, p.key(a))
 		switch {
 		case err == nil:
 			defer unlock()
@@ -186,14 +198,14 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact) (f *fetc
 			if f, ok := p.cached(ctx, a); ok {
 				return f, "peer", nil
 			}
-			if fe, ok := p.knownNotFound(ctx, a.Path()); ok {
+			if fe, ok := p.knownNotFound(ctx, p.key(a)); ok {
 				return nil, "peer", fe
 			}
 			if f, ok := p.fromTransfer(ctx, a); ok {
 				return f, "peer", nil
 			}
 		case ctx.Err() != nil:
-			return nil, "peer", &fetcher.Error{Status: http.StatusGatewayTimeout, Msg: "timed out waiting for another node's fetch", Source: "lock", Err: err}
+			return nil, "peer", &httperr.Error{Status: http.StatusGatewayTimeout, Msg: "timed out waiting for another node's fetch", Source: "lock", Err: err}
 		case errors.Is(err, fleet.ErrUnavailable):
 			// The connection already warned once that Redis is down.
 		default:
@@ -204,11 +216,11 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact) (f *fetc
 	case p.fetchSlots <- struct{}{}:
 		defer func() { <-p.fetchSlots }()
 	case <-ctx.Done():
-		return nil, "", &fetcher.Error{Status: http.StatusGatewayTimeout, Msg: "timed out waiting for a free upstream fetch", Source: "proxy", Err: ctx.Err()}
+		return nil, "", &httperr.Error{Status: http.StatusGatewayTimeout, Msg: "timed out waiting for a free upstream fetch", Source: "proxy", Err: ctx.Err()}
 	}
 	resp, err := p.fetchBudgeted(ctx, a)
 	if err != nil {
-		var fe *fetcher.Error
+		var fe *httperr.Error
 		if errors.As(err, &fe) {
 			source = fe.Source
 		}
@@ -235,7 +247,7 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact) (f *fetc
 			return nil, source, invalid(source, a, err.Error())
 		}
 		meta := cachetier.MetaFor(data, expires)
-		p.cfg.Tiers.PutUpper(ctx, a.Path(), meta, data)
+		p.cfg.Tiers.PutSmall(ctx, p.key(a), meta, data, false)
 		return &fetched{obj: cachetier.NewBytesObject(meta, data)}, source, nil
 	}
 
@@ -261,16 +273,16 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact) (f *fetc
 		// Only versions valid for the module path are kept.
 		list := filterList(a.Module, small)
 		meta = cachetier.MetaFor(list, expires)
-		if err := p.cfg.Tiers.PutSmall(ctx, a.Path(), meta, list); err != nil {
+		if err := p.cfg.Tiers.PutSmall(ctx, p.key(a), meta, list, true); err != nil {
 			p.log.Error("storing fetched artifact failed; serving it uncached", zap.Stringer("artifact", a), zap.Error(err))
 		}
 		return &fetched{obj: cachetier.NewBytesObject(meta, list)}, source, nil
 	}
-	obj, err := p.cfg.Tiers.Commit(ctx, a.Path(), spool, meta)
+	obj, err := p.cfg.Tiers.Commit(ctx, p.key(a), spool, meta)
 	if err != nil {
 		p.log.Error("storing fetched artifact failed; serving it uncached", zap.Stringer("artifact", a), zap.Error(err))
-	} else if p.cfg.Fleet != nil && a.Immutable() && meta.Size > p.cfg.Tiers.SharedMaxObject() {
-		if _, err := p.cfg.Fleet.PutTransfer(ctx, a.Path(), meta, obj.Reader()); err != nil {
+	} else if p.cfg.Fleet != nil && a.Immutable() {
+		if _, err := p.cfg.Fleet.PutTransfer(ctx, p.key(a), meta, obj.Reader()); err != nil {
 			p.log.Warn("handing a large object to other nodes failed; they fetch it themselves", zap.Stringer("artifact", a), zap.Error(err))
 		}
 	}
@@ -304,9 +316,9 @@ func (b *budgetBody) Close() error {
 // more into the system's temp directory, so the client still gets its
 // answer, uncached.
 func (p *Proxy) spool(ctx context.Context, a artifact.Artifact, resp *fetcher.Response) (*cachetier.Spool, error) {
-	spool, err := p.cfg.Tiers.NewSpool(a.Path())
+	spool, err := p.cfg.Tiers.NewSpool(p.key(a))
 	if err != nil {
-		return nil, &fetcher.Error{Status: http.StatusServiceUnavailable, Msg: "cache storage unavailable", Source: "cache", Err: err}
+		return nil, &httperr.Error{Status: http.StatusServiceUnavailable, Msg: "cache storage unavailable", Source: "cache", Err: err}
 	}
 	err = spool.Fill(resp.Body, a.Kind.MaxSize())
 	if errors.Is(err, cachetier.ErrStorage) {
@@ -317,8 +329,8 @@ func (p *Proxy) spool(ctx context.Context, a artifact.Artifact, resp *fetcher.Re
 			return nil, err
 		}
 		defer resp.Body.Close()
-		if spool, err = cachetier.NewTempSpool(a.Path()); err != nil {
-			return nil, &fetcher.Error{Status: http.StatusServiceUnavailable, Msg: "cache storage unavailable", Source: "cache", Err: err}
+		if spool, err = cachetier.NewTempSpool(p.key(a)); err != nil {
+			return nil, &httperr.Error{Status: http.StatusServiceUnavailable, Msg: "cache storage unavailable", Source: "cache", Err: err}
 		}
 		err = spool.Fill(resp.Body, a.Kind.MaxSize())
 	}
@@ -329,7 +341,7 @@ func (p *Proxy) spool(ctx context.Context, a artifact.Artifact, resp *fetcher.Re
 	} else if errors.Is(err, cachetier.ErrTooLarge) {
 		err = invalid(resp.Source, a, err.Error())
 	} else if errors.Is(err, cachetier.ErrStorage) {
-		err = &fetcher.Error{Status: http.StatusServiceUnavailable, Msg: "cache storage failed; retry", Source: "cache", Err: err}
+		err = &httperr.Error{Status: http.StatusServiceUnavailable, Msg: "cache storage failed; retry", Source: "cache", Err: err}
 	} else {
 		err = bodyError(ctx, resp.Source, err)
 	}
@@ -405,15 +417,15 @@ func filterList(mod string, data []byte) []byte {
 	return out
 }
 
-func invalid(source string, a artifact.Artifact, reason string) *fetcher.Error {
+func invalid(source string, a artifact.Artifact, reason string) *httperr.Error {
 	msg := fmt.Sprintf("upstream sent an invalid %s for %s: %s", a.Kind, a.Module, reason)
 	if len(msg) > 300 {
 		msg = msg[:300]
 	}
-	return &fetcher.Error{Status: http.StatusBadGateway, Msg: strings.ReplaceAll(msg, "\n", " "), Source: source}
+	return &httperr.Error{Status: http.StatusBadGateway, Msg: strings.ReplaceAll(msg, "\n", " "), Source: source}
 }
 
-func bodyError(ctx context.Context, source string, err error) *fetcher.Error {
+func bodyError(ctx context.Context, source string, err error) *httperr.Error {
 	fe := fetcher.TransportError(ctx, source, err)
 	if fe.Status == http.StatusBadGateway {
 		fe.Msg = "upstream broke off the download"
@@ -421,8 +433,8 @@ func bodyError(ctx context.Context, source string, err error) *fetcher.Error {
 	return fe
 }
 
-func asFetchError(err error) *fetcher.Error {
-	var fe *fetcher.Error
+func asFetchError(err error) *httperr.Error {
+	var fe *httperr.Error
 	errors.As(err, &fe)
 	return fe
 }

@@ -68,8 +68,11 @@ func getCheck(url string, want []byte) error {
 	return nil
 }
 
-// redisObjKey is the Redis key of a shared object in newEnv's namespace.
-func redisObjKey(t *testing.T, key string) string { return t.Name() + ":v2:obj:{" + key + "}" }
+// redisKey is the Redis key of a shared object ("obj"), not-found answer
+// ("nf") or lock ("lock") of path, in the env's namespace.
+func (e *env) redisKey(kind, path string) string {
+	return e.t.Name() + ":v2:" + kind + ":{" + e.key(path) + "}"
+}
 
 func TestFleetCollapse(t *testing.T) {
 	r := testenv.StartRedis(t)
@@ -96,7 +99,7 @@ func TestFleetCollapse(t *testing.T) {
 	}
 	// The shared tier holds what one node fetched, namespaced by prefix
 	// and layout version.
-	key := redisObjKey(t, path(modA, "info"))
+	key := nodes[0].redisKey("obj", path(modA, "info"))
 	if reply, err := r.Do("EXISTS", key); err != nil || reply != ":1" {
 		t.Errorf("EXISTS %s = %q, %v", key, reply, err)
 	}
@@ -110,7 +113,7 @@ func TestFleetLargeObjectsStayOutOfRedis(t *testing.T) {
 	for _, n := range nodes {
 		n.get(p, 200)
 	}
-	if reply, _ := r.Do("EXISTS", redisObjKey(t, p)); reply != ":0" {
+	if reply, _ := r.Do("EXISTS", nodes[0].redisKey("obj", p)); reply != ":0" {
 		t.Errorf("a zip larger than max_object is in redis: EXISTS = %s", reply)
 	}
 	// Too large for the shared tier, and handed over only to nodes that
@@ -140,7 +143,7 @@ func TestFleetLargeObjectsHandedOver(t *testing.T) {
 	if n := up.Requests(p); n != 1 {
 		t.Errorf("a zip larger than redis max_object: %d upstream requests from three nodes; want 1", n)
 	}
-	if reply, _ := r.Do("EXISTS", redisObjKey(t, p)); reply != ":0" {
+	if reply, _ := r.Do("EXISTS", nodes[0].redisKey("obj", p)); reply != ":0" {
 		t.Errorf("the large zip was stored as a redis object: EXISTS = %s", reply)
 	}
 }
@@ -176,11 +179,12 @@ func TestFleetSurvivesRedisFailure(t *testing.T) {
 	// fetches, lock waits and tier writes are under way), then refused.
 	up.SetDelay(100 * time.Millisecond)
 	done := make(chan struct{})
+	before := up.Total()
 	go func() {
 		defer close(done)
 		check("redis killed mid-run", append(paths(0, 15), paths(15, 25)...))
 	}()
-	time.Sleep(50 * time.Millisecond)
+	up.WaitTotal(t, before+5) // fetches are under way
 	r.Stop()
 	<-done
 	up.SetDelay(0)
@@ -188,15 +192,15 @@ func TestFleetSurvivesRedisFailure(t *testing.T) {
 
 	r.Start() // back, empty (a restart or a flush loses everything)
 	check("redis restarted", paths(30, 40))
-	// The tier is used again once the breaker lets a probe through.
+	// The tier is used again once the breaker lets a probe through: each
+	// miss waits for the breaker's next probe.
 	recovered := false
 	for i := 40; i < 60 && !recovered; i++ {
 		p := path(mods[i], "info")
 		nodes[0].get(p, 200)
-		reply, _ := r.Do("EXISTS", redisObjKey(t, p))
-		recovered = reply == ":1"
-		if !recovered {
-			time.Sleep(250 * time.Millisecond)
+		reply, _ := r.Do("EXISTS", nodes[0].redisKey("obj", p))
+		if recovered = reply == ":1"; !recovered {
+			<-time.After(time.Until(nodes[0].cache.Conn.ProbeAt()))
 		}
 	}
 	if !recovered {

@@ -10,10 +10,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-	"go.uber.org/zap"
 
 	"github.com/piraeus-go/piraeus/cachetier"
-	"github.com/piraeus-go/piraeus/fetcher"
 )
 
 func TestMain(m *testing.M) {
@@ -41,23 +39,18 @@ func runChild() {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		os.Exit(2)
 	}
-	direct, err := fetcher.NewDirectFetcher(fetcher.DirectConfig{
-		GitConfig:    os.Getenv("PIRAEUS_TEST_GITCONFIG"),
-		SandboxDir:   filepath.Join(os.Getenv("PIRAEUS_TEST_DISK"), "direct"),
-		StallTimeout: 2 * time.Second,
+	diskRoot := os.Getenv("PIRAEUS_TEST_DISK")
+	disk, err := cachetier.NewDiskTier(cachetier.DiskConfig{Root: diskRoot})
+	if err != nil {
+		fail(err)
+	}
+	p, err := New(Options{
+		Upstream:   os.Getenv("PIRAEUS_TEST_UPSTREAM"),
+		SumDBOff:   true,
+		Direct:     DirectOptions{GitConfig: os.Getenv("PIRAEUS_TEST_GITCONFIG"), StallTimeout: 2 * time.Second},
+		SandboxDir: filepath.Join(diskRoot, "direct"),
+		Cache:      cachetier.NewTiered(nil, disk),
 	})
-	if err != nil {
-		fail(err)
-	}
-	chain, err := fetcher.ParseList(os.Getenv("PIRAEUS_TEST_UPSTREAM"), nil, direct)
-	if err != nil {
-		fail(err)
-	}
-	disk, err := cachetier.NewDiskTier(cachetier.DiskConfig{Root: os.Getenv("PIRAEUS_TEST_DISK")})
-	if err != nil {
-		fail(err)
-	}
-	p, err := New(Config{Fetcher: chain, Tiers: cachetier.NewTiered(nil, disk), Logger: zap.NewNop()})
 	if err != nil {
 		fail(err)
 	}

@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	"github.com/piraeus-go/piraeus/artifact"
-	"github.com/piraeus-go/piraeus/fetcher"
+	"github.com/piraeus-go/piraeus/httperr"
 )
 
 // Mode is how a cache miss is answered for the modules a rule matches.
@@ -57,27 +57,23 @@ func (p *Proxy) mode(mod string) Mode {
 	return Sync
 }
 
-// redirectError asks ServeHTTP to answer with a redirect.
-type redirectError struct{ url string }
-
-func (e *redirectError) Error() string { return "redirect to " + e.url }
-
 // redirect starts filling the cache in the background and returns where
-// to send the client, or nil when a redirect is not possible (no upstream
+// to send the client, or "" when a redirect is not possible (no upstream
 // proxy to send it to, or a private module).
-func (p *Proxy) redirect(a artifact.Artifact) error {
+func (p *Proxy) redirect(a artifact.Artifact) string {
 	if p.cfg.RedirectBase == "" || p.private(a.Module) {
-		return nil
+		return ""
 	}
+	fl := p.join(a) // in progress before the client is sent away
 	go func() {
-		obj, err := p.collapse(context.Background(), a)
+		obj, err := p.await(context.Background(), fl)
 		if err == nil {
 			obj.Close()
 		}
 	}()
-	return &redirectError{url: strings.TrimSuffix(p.cfg.RedirectBase, "/") + "/" + a.Path()}
+	return strings.TrimSuffix(p.cfg.RedirectBase, "/") + "/" + a.Path()
 }
 
 func offlineMiss(a artifact.Artifact) error {
-	return &fetcher.Error{Status: http.StatusNotFound, Msg: "not found: " + a.Module + " is served offline and " + a.String() + " is not in the cache", Source: "offline"}
+	return &httperr.Error{Status: http.StatusNotFound, Msg: "not found: " + a.Module + " is served offline and " + a.String() + " is not in the cache", Source: "offline"}
 }

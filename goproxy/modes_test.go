@@ -6,16 +6,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/piraeus-go/piraeus/artifact"
-	"github.com/piraeus-go/piraeus/fetcher"
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
 
 func TestRedirectMode(t *testing.T) {
 	up := testenv.NewUpstream(t, modA, modUp)
-	e := newEnv(t, up, options{memory: true, redirectBase: up.URL, private: "github.com/Azure",
-		direct: &fetcher.DirectConfig{GoBinary: "/nonexistent/go"}, // private modules: direct only
-		modes:  []ModeRule{{Patterns: artifact.MustParsePatterns("*"), Mode: Redirect}}})
+	e := newEnv(t, up, options{memory: true, private: "github.com/Azure",
+		direct: DirectOptions{GoBinary: "/nonexistent/go"}, // private modules: direct only
+		modes:  []ModeOption{{Pattern: "*", Mode: "redirect"}}})
 	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	p := path(modA, "zip")
 	resp, err := noFollow.Get(e.srv.URL + "/" + p)
@@ -27,13 +25,12 @@ func TestRedirectMode(t *testing.T) {
 		t.Fatalf("miss in redirect mode: %d Location %q", resp.StatusCode, resp.Header.Get("Location"))
 	}
 	// The cache fills in the background; then the proxy serves it itself.
-	for i := 0; i < 200; i++ {
-		if obj, err := e.tiers.Get(t.Context(), p, nil); err == nil {
-			obj.Close()
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+	e.waitFetch(p)
+	obj, err := e.tiers.Get(t.Context(), e.key(p), nil)
+	if err != nil {
+		t.Fatalf("the background fill did not fill the cache: %v", err)
 	}
+	obj.Close()
 	e.get(p, 200)
 	if n := up.Requests(p); n != 1 {
 		t.Errorf("upstream asked %d times; want 1 (the background fill)", n)
@@ -62,7 +59,7 @@ func TestOfflineMode(t *testing.T) {
 	online.close()
 	before := up.Total()
 
-	e := newEnv(t, up, options{diskRoot: root, modes: []ModeRule{{Patterns: artifact.MustParsePatterns("example.com"), Mode: Offline}}})
+	e := newEnv(t, up, options{diskRoot: root, modes: []ModeOption{{Pattern: "example.com", Mode: "offline"}}})
 	e.get(path(modA, "info"), 200)
 	_, list := e.get(path(modA, "list"), 200) // expired, still served
 	if string(list) != "v1.0.0\nv1.1.0\n" {

@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/dgraph-io/ristretto/v2"
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
@@ -24,74 +23,47 @@ import (
 	"github.com/piraeus-go/piraeus/checksumdb"
 	"github.com/piraeus-go/piraeus/fetcher"
 	"github.com/piraeus-go/piraeus/fleet"
+	"github.com/piraeus-go/piraeus/httperr"
 )
 
-// Defaults for Config fields left zero.
-const (
-	DefaultListTTL      = time.Minute
-	DefaultNotFoundTTL  = 30 * time.Second
-	DefaultFetchTimeout = 5 * time.Minute
-	DefaultMaxFetches   = 256
-	DefaultSpoolMax     = 2 << 30
-)
-
-// Config configures a Proxy.
-type Config struct {
+// config is the assembled state of a Proxy (see Options and New).
+type config struct {
 	Fetcher fetcher.Fetcher
-	Tiers   *cachetier.Tiered
+	Tiers   Cache
 
-	// ListTTL is how long list and @latest answers (and .info version
-	// queries) are served without asking upstream again.
-	ListTTL time.Duration
-	// NotFoundTTL is how long a 404/410 from upstream is remembered.
-	NotFoundTTL time.Duration
-	// FetchTimeout bounds one upstream fetch, body included, and the wait
-	// for another node's fetch of the same artifact.
+	ListTTL      time.Duration
+	NotFoundTTL  time.Duration
 	FetchTimeout time.Duration
-	// MaxFetches bounds the fetches from upstream running at once; more
-	// wait for a free one (within FetchTimeout).
-	MaxFetches int
-	// SpoolMax bounds the bytes of fetched bodies being spooled and
-	// checked at once; fetches beyond it wait before reading their body.
-	SpoolMax int64
+	MaxFetches   int
+	SpoolMax     int64
 
 	// SumDBs are the checksum databases proxied under /sumdb/<name>/.
 	SumDBs []*checksumdb.DB
 	// Verifier, if set, must vouch for every fetched .mod and .zip of a
 	// module not matched by NoVerify before it is stored or served.
 	Verifier *checksumdb.DB
-	// NoVerify are module path patterns (GONOSUMDB syntax) that are not
-	// checked against the Verifier.
 	NoVerify artifact.Patterns
-	// Private are module path patterns (GOPRIVATE syntax): the modules they
-	// cover are never looked up in a checksum database, not even when a
-	// client asks. Route their fetches with fetcher.Router.
+	// Private modules are never looked up in a checksum database, not
+	// even when a client asks; Fetcher routes them to their own sources.
 	Private artifact.Patterns
 
-	// Modes choose, per module pattern, how a miss is answered: fetched
-	// (sync, the default), redirected to RedirectBase while the cache
-	// fills in the background, or refused (offline).
 	Modes []ModeRule
 	// RedirectBase is the upstream proxy URL that redirect mode sends
 	// clients to; without it, redirect mode behaves as sync.
 	RedirectBase string
 
-	// Metrics, if set, receives the proxy's counters (see NewMetrics).
 	Metrics *Metrics
+	Fleet   *fleet.Fleet
+	Logger  *zap.Logger
 
-	// Fleet, if set, coordinates this node with the others that share its
-	// Redis: a node fetches only while it holds the artifact's lock (and
-	// looks in the tiers again once it has it), large objects are handed
-	// to waiting nodes, not-found answers are shared, and purges reach
-	// every node.
-	Fleet *fleet.Fleet
-
-	Logger *zap.Logger
+	client    *http.Client // of upstream proxies and checksum databases
+	notFound  *httperr.NotFoundCache
+	namespace string
 }
 
 // Proxy serves the GOPROXY protocol.
 type Proxy struct {
-	cfg     Config
+	cfg     config
 	log     *zap.Logger
 	flights singleflight.Group // checksum database reads
 
@@ -99,7 +71,6 @@ type Proxy struct {
 	fetches    map[string]*flight // artifact fetches in progress
 	fetchSlots chan struct{}      // one per upstream fetch running
 	budget     *byteBudget        // bytes of bodies being spooled
-	notFound   *ristretto.Cache[string, *fetcher.Error]
 	sumdbs     map[string]*checksumdb.DB
 
 	verifyFailures atomic.Int64
@@ -114,49 +85,26 @@ func (p *Proxy) Spooling() (bytes int64, waiting int) {
 // VerifyFailures counts fetched modules rejected by the checksum database.
 func (p *Proxy) VerifyFailures() int64 { return p.verifyFailures.Load() }
 
-// New returns a Proxy; call Close when done with it.
-func New(cfg Config) (*Proxy, error) {
-	if cfg.Fetcher == nil || cfg.Tiers == nil {
-		return nil, errors.New("goproxy: Fetcher and Tiers are required")
-	}
-	if cfg.ListTTL <= 0 {
-		cfg.ListTTL = DefaultListTTL
-	}
-	if cfg.NotFoundTTL <= 0 {
-		cfg.NotFoundTTL = DefaultNotFoundTTL
-	}
-	if cfg.FetchTimeout <= 0 {
-		cfg.FetchTimeout = DefaultFetchTimeout
-	}
-	if cfg.MaxFetches <= 0 {
-		cfg.MaxFetches = DefaultMaxFetches
-	}
-	if cfg.SpoolMax <= 0 {
-		cfg.SpoolMax = DefaultSpoolMax
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = zap.NewNop()
-	}
-	nf, err := ristretto.NewCache(&ristretto.Config[string, *fetcher.Error]{
-		NumCounters:        1e5,
-		MaxCost:            1e4, // entries
-		BufferItems:        64,
-		IgnoreInternalCost: true,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("goproxy: %w", err)
-	}
-	p := &Proxy{cfg: cfg, log: cfg.Logger, notFound: nf, sumdbs: map[string]*checksumdb.DB{}, fetches: map[string]*flight{},
+func newProxy(cfg config) *Proxy {
+	p := &Proxy{cfg: cfg, log: cfg.Logger, sumdbs: map[string]*checksumdb.DB{}, fetches: map[string]*flight{},
 		fetchSlots: make(chan struct{}, cfg.MaxFetches), budget: newByteBudget(cfg.SpoolMax)}
 	for _, db := range cfg.SumDBs {
 		p.sumdbs[db.Name()] = db
 	}
-	return p, nil
+	return p
 }
 
-// Close releases the proxy's own resources; the tiers belong to the caller.
+// key is the cache key of an artifact.
+func (p *Proxy) key(a artifact.Artifact) string { return p.CacheKey(a.Path()) }
+
+// Close releases what New opened: the checksum databases, the not-found
+// cache, idle upstream connections. The Cache belongs to the caller.
 func (p *Proxy) Close() error {
-	p.notFound.Close()
+	for _, db := range p.cfg.SumDBs {
+		db.Close()
+	}
+	p.cfg.notFound.Close()
+	p.cfg.client.CloseIdleConnections()
 	return nil
 }
 
@@ -179,17 +127,23 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	a, err := artifact.Parse(strings.TrimPrefix(r.URL.Path, "/"))
 	if err != nil {
-		var ae *artifact.Error
-		errors.As(err, &ae)
+		ae, _ := httperr.As(err)
 		writeError(w, ae.Status, ae.Msg, 0)
 		p.cfg.Metrics.request("invalid", resultOf(ae.Status))
 		return
 	}
-	obj, stale, err := p.Get(r.Context(), a)
+	ans, err := p.Get(r.Context(), a)
 	if err != nil {
 		p.cfg.Metrics.request(a.Kind.String(), p.writeFetchError(w, r, err))
 		return
 	}
+	if ans.Redirect != "" {
+		w.Header().Set("Cache-Control", "no-store")
+		http.Redirect(w, r, ans.Redirect, http.StatusFound)
+		p.cfg.Metrics.request(a.Kind.String(), "redirect")
+		return
+	}
+	obj, stale := ans.Object, ans.Stale
 	defer obj.Close()
 	h := w.Header()
 	h.Set("Content-Type", a.Kind.ContentType())
@@ -231,16 +185,9 @@ func (p *Proxy) writeFetchError(w http.ResponseWriter, r *http.Request, err erro
 	if r.Context().Err() != nil {
 		return "canceled" // the client is gone; nobody reads an answer
 	}
-	var re *redirectError
-	if errors.As(err, &re) {
-		w.Header().Set("Cache-Control", "no-store")
-		http.Redirect(w, r, re.url, http.StatusFound)
-		return "redirect"
-	}
-	var fe *fetcher.Error
-	if errors.As(err, &fe) {
+	if fe, ok := httperr.As(err); ok {
 		var maxAge time.Duration
-		if fetcher.IsNotFound(fe) {
+		if httperr.IsNotFound(fe) {
 			maxAge = p.cfg.NotFoundTTL
 		}
 		writeError(w, fe.Status, fe.Msg, maxAge)
@@ -265,16 +212,25 @@ func resultOf(status int) string {
 	return "error"
 }
 
+// Answer is what Get found for an artifact: an object to serve, or, in
+// redirect mode, where to send the client instead.
+type Answer struct {
+	*cachetier.Object // nil for a redirect; the caller closes it
+	// Stale is set when an expired list or @latest is served because the
+	// upstream failed.
+	Stale bool
+	// Redirect is the upstream URL to send the client to.
+	Redirect string
+}
+
 // Get returns the artifact from the cache or, on a miss, from upstream.
-// stale is true when an expired list or @latest answer is served because
-// upstream failed. The caller closes the object.
-func (p *Proxy) Get(ctx context.Context, a artifact.Artifact) (obj *cachetier.Object, stale bool, err error) {
-	key := a.Path()
+func (p *Proxy) Get(ctx context.Context, a artifact.Artifact) (Answer, error) {
+	key := p.key(a)
 	var old *cachetier.Object
 	if obj, err := p.cfg.Tiers.Get(ctx, key, p.checkShared(a)); err == nil {
 		if obj.Fresh(time.Now()) {
 			p.cfg.Metrics.hit(obj.Tier)
-			return obj, false, nil
+			return Answer{Object: obj}, nil
 		}
 		old = obj
 	}
@@ -282,42 +238,42 @@ func (p *Proxy) Get(ctx context.Context, a artifact.Artifact) (obj *cachetier.Ob
 	mode := p.mode(a.Module)
 	if mode == Offline {
 		if old != nil {
-			return old, true, nil
+			return Answer{Object: old, Stale: true}, nil
 		}
-		return nil, false, offlineMiss(a)
+		return Answer{}, offlineMiss(a)
 	}
 	if fe, ok := p.knownNotFound(ctx, key); ok {
 		old.Close()
-		return nil, false, fe
+		return Answer{}, fe
 	}
 	if mode == Redirect && old == nil {
-		if err := p.redirect(a); err != nil {
-			return nil, false, err
+		if url := p.redirect(a); url != "" {
+			return Answer{Redirect: url}, nil
 		}
 	}
-	obj, err = p.collapse(ctx, a)
+	obj, err := p.collapse(ctx, a)
 	if err == nil {
 		old.Close()
-		return obj, false, nil
+		return Answer{Object: obj}, nil
 	}
-	if old != nil && !fetcher.IsNotFound(err) && !fetcher.IsRefusal(err) && ctx.Err() == nil {
+	if old != nil && !httperr.IsNotFound(err) && !httperr.IsRefusal(err) && ctx.Err() == nil {
 		p.log.Warn("upstream failed; serving stale copy", zap.Stringer("artifact", a), zap.Error(err))
-		return old, true, nil
+		return Answer{Object: old, Stale: true}, nil
 	}
 	old.Close()
-	return nil, false, err
+	return Answer{}, err
 }
 
 // knownNotFound returns a remembered not-found answer for key: this node's,
 // or one another node shared.
-func (p *Proxy) knownNotFound(ctx context.Context, key string) (*fetcher.Error, bool) {
-	if fe, ok := p.notFound.Get(key); ok {
+func (p *Proxy) knownNotFound(ctx context.Context, key string) (*httperr.Error, bool) {
+	if fe, ok := p.cfg.notFound.Get(key); ok {
 		return fe, true
 	}
 	if p.cfg.Fleet != nil {
 		if status, msg, ok := p.cfg.Fleet.GetNotFound(ctx, key); ok {
-			fe := &fetcher.Error{Status: status, Msg: msg, Source: "peer"}
-			p.notFound.SetWithTTL(key, fe, 1, p.cfg.NotFoundTTL)
+			fe := &httperr.Error{Status: status, Msg: msg, Source: "peer"}
+			p.cfg.notFound.Put(key, fe)
 			return fe, true
 		}
 	}
@@ -331,9 +287,9 @@ func (p *Proxy) Purge(ctx context.Context, as ...artifact.Artifact) error {
 	keys := make([]string, len(as))
 	var errs []error
 	for i, a := range as {
-		keys[i] = a.Path()
-		p.notFound.Del(keys[i])
-		errs = append(errs, p.cfg.Tiers.Purge(ctx, keys[i]))
+		keys[i] = p.key(a)
+		p.cfg.notFound.Del(keys[i])
+		errs = append(errs, p.cfg.Tiers.Delete(ctx, keys[i]))
 	}
 	if p.cfg.Fleet != nil {
 		errs = append(errs, p.cfg.Fleet.Purge(ctx, keys))
@@ -345,7 +301,7 @@ func (p *Proxy) Purge(ctx context.Context, as ...artifact.Artifact) error {
 // purged.
 func (p *Proxy) ForgetNotFound(keys []string) {
 	for _, k := range keys {
-		p.notFound.Del(k)
+		p.cfg.notFound.Del(k)
 	}
 }
 

@@ -2,7 +2,6 @@ package goproxy
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -14,19 +13,15 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/piraeus-go/piraeus/artifact"
 	"github.com/piraeus-go/piraeus/cachetier"
 	"github.com/piraeus-go/piraeus/checksumdb"
-	"github.com/piraeus-go/piraeus/fetcher"
-	"github.com/piraeus-go/piraeus/fleet"
-	"github.com/piraeus-go/piraeus/internal/redisconn"
+	"github.com/piraeus-go/piraeus/internal/testcache"
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
 
@@ -41,6 +36,7 @@ type env struct {
 	t        *testing.T
 	up       *testenv.Upstream
 	proxy    *Proxy
+	cache    *testcache.Cache
 	tiers    *cachetier.Tiered
 	disk     *cachetier.DiskTier
 	db       *checksumdb.DB // the verifier, if options.sumdb
@@ -49,31 +45,33 @@ type env struct {
 }
 
 type options struct {
-	upstream     string // GOPROXY list; "" means the fixture upstream
-	memory       bool
-	listTTL      time.Duration
-	timeout      time.Duration
-	diskRoot     string
-	maxInMemory  int64
-	redis        *testenv.Redis // shared tier and cross-node lock
-	redisMax     int64
-	redisTimeout time.Duration
-	direct       *fetcher.DirectConfig
-	private      string
-	logger       *zap.Logger // default: the test's log
-	modes        []ModeRule
-	redirectBase string
-	sumdb        *testenv.SumDB // verify against and proxy this database
-	sumdbProbe   bool           // reach it through the upstream's /sumdb/, probing /supported
-	sumdbTimeout time.Duration
-	noVerify     string
-	client       *http.Client // for the upstream proxies; default http.DefaultClient
-	maxFetches   int
-	spoolMax     int64
-	diskMax      int64
-	handOverMax  int64 // fleet-wide bytes of hand-overs in flight
+	upstream        string // GOPROXY list; "" means the fixture upstream
+	memory          bool
+	listTTL         time.Duration
+	timeout         time.Duration
+	diskRoot        string
+	maxInMemory     int64
+	redis           *testenv.Redis // shared tier and fleet
+	redisMax        int64
+	redisTimeout    time.Duration
+	direct          DirectOptions
+	sandboxDir      string
+	private         string
+	logger          *zap.Logger // default: the test's log
+	modes           []ModeOption
+	sumdb           *testenv.SumDB // verify against and proxy this database; none: sumdb off
+	sumdbProbe      bool           // reach it through the upstream's /sumdb/, probing /supported
+	sumdbTimeout    time.Duration
+	noVerify        string
+	maxConnsPerHost int
+	maxFetches      int
+	spoolMax        int64
+	diskMax         int64
+	handOverMax     int64 // fleet-wide bytes of hand-overs in flight
 }
 
+// newEnv assembles a proxy with New, as the Caddy module does, on real
+// tiers, and serves it on loopback.
 func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 	t.Helper()
 	if o.upstream == "" {
@@ -82,96 +80,58 @@ func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 	if o.diskRoot == "" {
 		o.diskRoot = t.TempDir()
 	}
-	var direct *fetcher.DirectFetcher
-	if o.direct != nil {
-		d, err := fetcher.NewDirectFetcher(*o.direct)
-		if err != nil {
-			t.Fatal(err)
-		}
-		direct = d
-	}
-	chain, err := fetcher.ParseList(o.upstream, o.client, direct)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var source fetcher.Fetcher = chain
-	if o.private != "" {
-		if direct == nil {
-			t.Fatal("options.private needs options.direct")
-		}
-		source = &fetcher.Router{Patterns: artifact.MustParsePatterns(o.private), Private: direct, Public: chain}
-	}
 	if o.logger == nil {
 		o.logger = zaptest.NewLogger(t)
 	}
-	disk, err := cachetier.NewDiskTier(cachetier.DiskConfig{Root: o.diskRoot, MaxBytes: o.diskMax, Logger: o.logger})
+	cache := testcache.New(t, testcache.Options{
+		DiskRoot: o.diskRoot, DiskMax: o.diskMax, Memory: o.memory, MemoryMaxObject: o.maxInMemory,
+		Redis: o.redis, RedisMax: o.redisMax, RedisTimeout: o.redisTimeout, HandOverMax: o.handOverMax, Logger: o.logger,
+	})
+	opts := Options{
+		Upstream: o.upstream, Direct: o.direct, SandboxDir: o.sandboxDir, Modes: o.modes,
+		ListTTL: o.listTTL, FetchTimeout: o.timeout, MaxConnsPerHost: o.maxConnsPerHost, MaxFetches: o.maxFetches, SpoolMax: o.spoolMax,
+		SumDBTimeout: o.sumdbTimeout, Cache: cache.Tiers, Fleet: cache.Fleet, Logger: o.logger,
+	}
+	if o.private != "" {
+		opts.Private = []string{o.private}
+	}
+	if o.noVerify != "" {
+		opts.NoVerify = []string{o.noVerify}
+	}
+	switch {
+	case o.sumdb == nil:
+		opts.SumDBOff = true
+	case o.sumdbProbe:
+		up.ProxySumDB(o.sumdb)
+		// Through the upstream's /sumdb/, as by default; the database
+		// itself if the upstream says it does not proxy it. Every request
+		// after a failed probe probes again.
+		opts.SumDBs = []SumDBOptions{{Name: o.sumdb.VKey, DirectURL: o.sumdb.URL, ProbeRetry: time.Nanosecond}}
+	default:
+		opts.SumDBs = []SumDBOptions{{Name: o.sumdb.VKey, URL: o.sumdb.URL}}
+	}
+	p, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var upper []cachetier.Tier
-	if o.memory {
-		if o.maxInMemory == 0 {
-			o.maxInMemory = 1 << 20
-		}
-		mem, err := cachetier.NewMemoryTier(64<<20, o.maxInMemory)
-		if err != nil {
-			t.Fatal(err)
-		}
-		upper = append(upper, mem)
-	}
-	var conn *redisconn.Conn
-	prefix := t.Name() + ":v2:"
-	if o.redis != nil {
-		conn, err = redisconn.Open(redisconn.Config{URL: o.redis.URL(), Timeout: o.redisTimeout, Logger: o.logger})
-		if err != nil {
-			t.Fatal(err)
-		}
-		upper = append(upper, cachetier.NewRedisTier(cachetier.RedisConfig{Conn: conn, Prefix: prefix, MaxObject: o.redisMax, Logger: o.logger}))
-		t.Cleanup(func() { conn.Close() })
-	}
-	tiers := cachetier.NewTiered(func(tier, op, key string, err error) {
-		o.logger.Warn("cache tier failed", zap.String("tier", tier), zap.String("op", op), zap.String("key", key), zap.Error(err))
-	}, disk, upper...)
-	var fl *fleet.Fleet
-	var proxy atomic.Pointer[Proxy] // for the not-found answers of purges, once it exists
-	if o.redis != nil {
-		fl, err = fleet.New(fleet.Config{Conn: conn, Prefix: prefix, Logger: o.logger, MaxInFlight: o.handOverMax, OnPurge: func(keys []string) {
-			for _, k := range keys {
-				tiers.DeleteLocal(context.Background(), k)
-			}
-			if p := proxy.Load(); p != nil {
-				p.ForgetNotFound(keys)
-			}
-		}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { fl.Close() })
-	}
-	cfg := Config{Modes: o.modes, RedirectBase: o.redirectBase, Private: artifact.MustParsePatterns(o.private), Fetcher: source, Tiers: tiers, ListTTL: o.listTTL, FetchTimeout: o.timeout, Fleet: fl, Logger: o.logger, MaxFetches: o.maxFetches, SpoolMax: o.spoolMax, NoVerify: artifact.MustParsePatterns(o.noVerify)}
-	var db *checksumdb.DB
-	if o.sumdb != nil {
-		dbc := checksumdb.Config{NameOrKey: o.sumdb.VKey, URL: o.sumdb.URL, Tiers: tiers, Logger: o.logger, Timeout: o.sumdbTimeout}
-		if o.sumdbProbe {
-			up.ProxySumDB(o.sumdb)
-			dbc.URL, dbc.Probe, dbc.DirectURL = up.URL+"/sumdb/"+o.sumdb.Name, true, o.sumdb.URL
-			dbc.ProbeRetry = time.Nanosecond // every request after a failure probes again
-		}
-		db, err = checksumdb.New(dbc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.SumDBs, cfg.Verifier = []*checksumdb.DB{db}, db
-	}
-	p, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy.Store(p)
-	e := &env{t: t, up: up, proxy: p, tiers: tiers, disk: disk, db: db, srv: newServer(t, p), diskRoot: o.diskRoot}
+	cache.OnPurge(p.ForgetNotFound)
+	e := &env{t: t, up: up, proxy: p, cache: cache, tiers: cache.Tiers, disk: cache.Disk, db: p.cfg.Verifier, srv: newServer(t, p), diskRoot: o.diskRoot}
 	t.Cleanup(e.close)
 	return e
 }
+
+// waitFetch waits for the fetch of path in progress, if any.
+func (e *env) waitFetch(path string) {
+	e.proxy.mu.Lock()
+	fl := e.proxy.fetches[e.key(path)]
+	e.proxy.mu.Unlock()
+	if fl != nil {
+		<-fl.done
+	}
+}
+
+// key is the cache key of a path in the env's proxy.
+func (e *env) key(path string) string { return e.proxy.CacheKey(path) }
 
 func newServer(t *testing.T, h http.Handler) *httptest.Server {
 	srv := httptest.NewServer(h)
@@ -182,7 +142,6 @@ func newServer(t *testing.T, h http.Handler) *httptest.Server {
 func (e *env) close() {
 	e.srv.Close()
 	e.proxy.Close()
-	e.tiers.Close()
 }
 
 func (e *env) do(method, path string, hdr ...string) (*http.Response, []byte) {
@@ -263,7 +222,7 @@ func TestEndpoints(t *testing.T) {
 				}
 			}
 			// A version query never touches the disk.
-			if file, ok := e.disk.File("example.com/a/@v/main.info"); ok {
+			if file, ok := e.disk.File(e.key("example.com/a/@v/main.info")); ok {
 				t.Errorf("query answer written to disk: %s", file)
 			}
 		})
@@ -399,7 +358,7 @@ func TestChain(t *testing.T) {
 			list := strings.NewReplacer("A", a.URL, "B", b.URL).Replace(tt.list)
 			// direct runs a go command that does not exist: a 503 shows
 			// that the chain reached it.
-			e := newEnv(t, nil, options{upstream: list, direct: &fetcher.DirectConfig{GoBinary: "/nonexistent/go"}})
+			e := newEnv(t, nil, options{upstream: list, direct: DirectOptions{GoBinary: "/nonexistent/go"}})
 			resp, body := e.do("GET", path(modA, "mod"))
 			if resp.StatusCode != tt.status {
 				t.Fatalf("status %d (%q); want %d", resp.StatusCode, body, tt.status)
@@ -437,13 +396,13 @@ func TestNotFound(t *testing.T) {
 
 func TestStaleOnError(t *testing.T) {
 	up := testenv.NewUpstream(t, modA)
-	e := newEnv(t, up, options{memory: true, listTTL: 50 * time.Millisecond})
+	// Lists expire as soon as they are stored.
+	e := newEnv(t, up, options{memory: true, listTTL: time.Nanosecond})
 	p := path(modA, "list")
 	_, body := e.get(p, 200)
 	if string(body) != "v1.0.0\n" {
 		t.Fatalf("list %q", body)
 	}
-	time.Sleep(80 * time.Millisecond) // let the list expire
 	up.SetFailure(500)
 	resp, body := e.get(p, 200)
 	if string(body) != "v1.0.0\n" || resp.Header.Get("Cache-Control") != "no-cache" {
@@ -462,7 +421,6 @@ func TestStaleOnError(t *testing.T) {
 	// A stale @latest survives an unreachable upstream too.
 	lp := path(modA, "latest")
 	e.get(lp, 200)
-	time.Sleep(80 * time.Millisecond)
 	e.up.SetDelay(0)
 	up.SetFailure(502)
 	_, body = e.get(lp, 200)
@@ -607,7 +565,7 @@ func TestCorruptDiskFile(t *testing.T) {
 			p := path(modA, "zip")
 			before := up.Requests(p)
 			e.get(p, 200)
-			file, _ := e.disk.File(p)
+			file, _ := e.disk.File(e.key(p))
 			data, err := os.ReadFile(file)
 			if err != nil {
 				t.Fatal(err)
@@ -720,7 +678,7 @@ func assertNotCached(t *testing.T, e *env, key string) {
 		if m, ok := tier.(*cachetier.MemoryTier); ok {
 			m.Wait()
 		}
-		if obj, err := tier.Get(t.Context(), key); err == nil {
+		if obj, err := tier.Get(t.Context(), e.key(key)); err == nil {
 			obj.Close()
 			t.Errorf("%s tier holds %s", tier.Name(), key)
 		}
@@ -743,9 +701,3 @@ func TestFetchTimeout(t *testing.T) {
 }
 
 func strconvItoa(i int) string { return fmt.Sprint(i) }
-
-func fetcherClient() *http.Client { return fetcher.NewHTTPClient(fetcher.HTTPConfig{}) }
-
-func fetcherClientMaxConns(n int) *http.Client {
-	return fetcher.NewHTTPClient(fetcher.HTTPConfig{MaxConnsPerHost: n})
-}

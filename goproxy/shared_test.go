@@ -12,7 +12,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/piraeus-go/piraeus/artifact"
 	"github.com/piraeus-go/piraeus/cachetier"
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
@@ -36,15 +35,15 @@ func TestFleetForgedRedisValueRejected(t *testing.T) {
 		path(modA, "zip"): evil.Zip(t),
 		path(modA, "mod"): []byte("module example.com/a\n\nrequire example.com/evil v1.0.0\n"),
 	}
+	e := newEnv(t, up, options{memory: true, redis: r, sumdb: db})
 	rc := redisClient(t, r)
 	for key, data := range forged {
 		meta := cachetier.MetaFor(data, time.Time{})
-		val := append(cachetier.EncodeHeader(key, meta), data...)
-		if err := rc.Set(context.Background(), redisObjKey(t, key), val, 0).Err(); err != nil {
+		val := append(cachetier.EncodeHeader(e.key(key), meta), data...)
+		if err := rc.Set(context.Background(), e.redisKey("obj", key), val, 0).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	e := newEnv(t, up, options{memory: true, redis: r, sumdb: db})
 	want := map[string][]byte{path(modA, "zip"): modA.Zip(t), path(modA, "mod"): modA.Mod()}
 	for key := range forged {
 		for range 2 {
@@ -55,7 +54,7 @@ func TestFleetForgedRedisValueRejected(t *testing.T) {
 		if n := up.Requests(key); n != 1 {
 			t.Errorf("%s fetched %d times; want 1 (the forged value refused, the genuine one cached)", key, n)
 		}
-		if val, _ := rc.Get(context.Background(), redisObjKey(t, key)).Bytes(); bytes.Contains(val, forged[key]) {
+		if val, _ := rc.Get(context.Background(), e.redisKey("obj", key)).Bytes(); bytes.Contains(val, forged[key]) {
 			t.Errorf("%s: the forged value is still in redis", key)
 		}
 	}
@@ -69,23 +68,23 @@ func TestFleetForgedRedisValueRejected(t *testing.T) {
 func TestFleetNotFoundEntriesOnlyNotFound(t *testing.T) {
 	r := testenv.StartRedis(t)
 	up := testenv.NewUpstream(t, modA)
+	e := newEnv(t, up, options{redis: r})
 	rc := redisClient(t, r)
 	for key, val := range map[string]string{
 		path(modA, "info"): "500 upstream on fire",
 		path(modA, "mod"):  "200 module example.com/evil",
 		path(modA, "zip"):  "302 https://evil.example/x.zip",
 	} {
-		rc.Set(context.Background(), t.Name()+":v2:nf:{"+key+"}", val, time.Minute)
+		rc.Set(context.Background(), e.redisKey("nf", key), val, time.Minute)
 	}
-	e := newEnv(t, up, options{redis: r})
 	for _, k := range []string{"info", "mod", "zip"} {
 		e.get(path(modA, k), 200)
-		if n, _ := rc.Exists(context.Background(), t.Name()+":v2:nf:{"+path(modA, k)+"}").Result(); n != 0 {
+		if n, _ := rc.Exists(context.Background(), e.redisKey("nf", path(modA, k))).Result(); n != 0 {
 			t.Errorf("the forged not-found entry of %s was kept", k)
 		}
 	}
 	// A genuine one is shared.
-	rc.Set(context.Background(), t.Name()+":v2:nf:{example.com/a/@v/v1.9.9.info}", "410 gone for good\nsecond line", time.Minute)
+	rc.Set(context.Background(), e.redisKey("nf", "example.com/a/@v/v1.9.9.info"), "410 gone for good\nsecond line", time.Minute)
 	if _, body := e.get("example.com/a/@v/v1.9.9.info", 410); string(body) != "gone for good\n" {
 		t.Errorf("shared not-found reason %q", body)
 	}
@@ -96,9 +95,8 @@ func TestFleetNotFoundEntriesOnlyNotFound(t *testing.T) {
 func TestFleetLockWithoutTTLBroken(t *testing.T) {
 	r := testenv.StartRedis(t)
 	up := testenv.NewUpstream(t, modA)
-	rc := redisClient(t, r)
-	rc.Set(context.Background(), t.Name()+":v2:lock:{"+path(modA, "info")+"}", "forever", 0)
 	e := newEnv(t, up, options{redis: r, timeout: 30 * time.Second})
+	redisClient(t, r).Set(context.Background(), e.redisKey("lock", path(modA, "info")), "forever", 0)
 	e.get(path(modA, "info"), 200)
 }
 
@@ -144,41 +142,42 @@ func TestFleetPurge(t *testing.T) {
 	data := modA.Zip(t)
 	meta := cachetier.MetaFor(data, time.Time{})
 	meta.Stored = time.Now().Add(-time.Minute)
-	if err := nodes[1].disk.Put(t.Context(), zip, meta, data); err != nil {
+	if err := nodes[1].disk.Put(t.Context(), nodes[1].key(zip), meta, data); err != nil {
 		t.Fatal(err)
 	}
 	lateDisk := t.TempDir() // a node that is down during the purge
 	late := newEnv(t, up, options{diskRoot: lateDisk})
-	late.disk.Put(t.Context(), zip, meta, data)
+	late.disk.Put(t.Context(), late.key(zip), meta, data)
 	late.close()
 
 	if err := nodes[0].proxy.PurgeVersion(t.Context(), modA.Path, modA.Version); err != nil {
 		t.Fatal(err)
 	}
+	// gone waits for a purge to reach e, and reports whether e dropped
+	// its copies.
 	gone := func(e *env) bool {
-		for range 500 { // the purge reaches other nodes within a poll
-			_, held := e.disk.File(zip)
-			if m, ok := e.tiers.Tiers()[0].(*cachetier.MemoryTier); ok {
-				if obj, err := m.Get(t.Context(), zip); err == nil {
-					obj.Close()
-					held = true
-				}
-			}
-			if !held {
-				return true
-			}
-			time.Sleep(10 * time.Millisecond)
+		select {
+		case <-e.cache.Purged():
+		case <-time.After(time.Minute):
+			return false
 		}
-		return false
+		_, held := e.disk.File(e.key(zip))
+		if m, ok := e.tiers.Tiers()[0].(*cachetier.MemoryTier); ok {
+			if obj, err := m.Get(t.Context(), e.key(zip)); err == nil {
+				obj.Close()
+				held = true
+			}
+		}
+		return !held
 	}
 	if !gone(nodes[1]) {
 		t.Fatal("the other node still holds the purged zip")
 	}
 	// Node 1's disk copy, promoted, would not go back into Redis either.
-	if err := nodes[1].tiers.Tiers()[1].Put(t.Context(), zip, meta, data); err != nil {
+	if err := nodes[1].tiers.Tiers()[1].Put(t.Context(), nodes[1].key(zip), meta, data); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := redisClient(t, r).Exists(t.Context(), redisObjKey(t, zip)).Result(); n != 0 {
+	if n, _ := redisClient(t, r).Exists(t.Context(), nodes[1].redisKey("obj", zip)).Result(); n != 0 {
 		t.Error("a copy stored before the purge was written back into redis")
 	}
 	before := up.Requests(zip)
@@ -235,7 +234,7 @@ func TestUpstreamIdentityEncoding(t *testing.T) {
 		w.Header().Set("Content-Encoding", "gzip") // sent anyway: a gzip bomb, say
 		w.Write([]byte("\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"))
 	})
-	e := newEnv(t, up, options{client: fetcherClient()})
+	e := newEnv(t, up, options{})
 	if resp, body := e.do("GET", path(modA, "mod")); resp.StatusCode != 502 {
 		t.Errorf("compressed go.mod: %d %q; want 502", resp.StatusCode, body)
 	}
@@ -278,11 +277,15 @@ func TestSpoolBudget(t *testing.T) {
 	}
 	// Every answer's headers are in: one fetch reads its body, the other
 	// two wait for the budget.
-	for i := 0; i < 1000; i++ {
+	for timeout := time.After(time.Minute); ; {
 		if _, waiting := e.proxy.Spooling(); waiting == 2 {
 			break
 		}
-		time.Sleep(5 * time.Millisecond)
+		select {
+		case <-e.proxy.budget.changed:
+		case <-timeout:
+			t.Fatal("the fetches never waited for the budget")
+		}
 	}
 	used, waiting := e.proxy.Spooling()
 	if waiting != 2 || used > 1<<20 {
@@ -308,7 +311,7 @@ func TestUpstreamConcurrencyCapped(t *testing.T) {
 		max  int
 	}{
 		{"fetches", options{maxFetches: 3}, 3},
-		{"connections per host", options{client: fetcherClientMaxConns(2)}, 2},
+		{"connections per host", options{maxConnsPerHost: 2}, 2},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			up := testenv.NewUpstream(t, mods...)
@@ -336,7 +339,7 @@ func TestUpstreamConcurrencyCapped(t *testing.T) {
 // redirected again.
 func TestRedirectHonoursNotFound(t *testing.T) {
 	up := testenv.NewUpstream(t, modA)
-	e := newEnv(t, up, options{redirectBase: up.URL, modes: []ModeRule{{Patterns: artifact.MustParsePatterns("*"), Mode: Redirect}}})
+	e := newEnv(t, up, options{modes: []ModeOption{{Pattern: "*", Mode: "redirect"}}})
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	missing := "example.com/a/@v/v1.9.9.info"
 	resp, err := client.Get(e.srv.URL + "/" + missing)
@@ -348,15 +351,7 @@ func TestRedirectHonoursNotFound(t *testing.T) {
 		t.Fatalf("first request: %d; want 302", resp.StatusCode)
 	}
 	// The background fill learns that it does not exist.
-	for i := 0; i < 500 && up.Requests(missing) == 0; i++ {
-		time.Sleep(10 * time.Millisecond)
-	}
-	for i := 0; i < 500; i++ {
-		if _, ok := e.proxy.notFound.Get(missing); ok {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	e.waitFetch(missing)
 	resp, err = client.Get(e.srv.URL + "/" + missing)
 	if err != nil {
 		t.Fatal(err)

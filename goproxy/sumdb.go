@@ -17,7 +17,7 @@ import (
 	"github.com/piraeus-go/piraeus/artifact"
 	"github.com/piraeus-go/piraeus/cachetier"
 	"github.com/piraeus-go/piraeus/checksumdb"
-	"github.com/piraeus-go/piraeus/fetcher"
+	"github.com/piraeus-go/piraeus/httperr"
 )
 
 // serveSumDB answers /sumdb/<name>/{supported,latest,lookup/...,tile/...}
@@ -72,7 +72,7 @@ func (p *Proxy) serveSumDB(w http.ResponseWriter, r *http.Request, rest string) 
 			return
 		}
 		ctype = "application/octet-stream"
-		if cached, _, cerr := p.cfg.Tiers.GetBytes(ctx, db.CacheKey(sub), nil); cerr == nil {
+		if cached, _, cerr := getBytes(ctx, p.cfg.Tiers, p.CacheKey(db.CacheKey(sub))); cerr == nil {
 			data, immutable = cached, true // verified by the sumdb client
 			break
 		}
@@ -108,8 +108,8 @@ func (p *Proxy) serveSumDB(w http.ResponseWriter, r *http.Request, rest string) 
 // sumdbLatest serves the database's signed tree head, kept for ListTTL
 // and served stale when the database cannot be reached.
 func (p *Proxy) sumdbLatest(ctx context.Context, db *checksumdb.DB) ([]byte, error) {
-	key := db.CacheKey("latest")
-	stale, meta, err := p.cfg.Tiers.GetBytes(ctx, key, nil)
+	key := p.CacheKey(db.CacheKey("latest"))
+	stale, meta, err := getBytes(ctx, p.cfg.Tiers, key)
 	if err == nil && meta.Fresh(time.Now()) {
 		return stale, nil
 	}
@@ -119,18 +119,32 @@ func (p *Proxy) sumdbLatest(ctx context.Context, db *checksumdb.DB) ([]byte, err
 			return nil, err
 		}
 		if err := db.CheckSigned(data); err != nil {
-			return nil, &fetcher.Error{Status: http.StatusBadGateway, Msg: "checksum database " + db.Name() + " sent a tree that fails its signature", Source: db.Name(), Err: err}
+			return nil, &httperr.Error{Status: http.StatusBadGateway, Msg: "checksum database " + db.Name() + " sent a tree that fails its signature", Source: db.Name(), Err: err}
 		}
-		if err := p.cfg.Tiers.PutSmall(ctx, key, cachetier.MetaFor(data, time.Now().Add(p.cfg.ListTTL)), data); err != nil {
+		if err := p.cfg.Tiers.PutSmall(ctx, key, cachetier.MetaFor(data, time.Now().Add(p.cfg.ListTTL)), data, true); err != nil {
 			p.log.Warn("caching checksum database tree failed", zap.Error(err))
 		}
 		return data, nil
 	})
-	if err != nil && stale != nil && !fetcher.IsNotFound(err) {
+	if err != nil && stale != nil && !httperr.IsNotFound(err) {
 		p.log.Warn("checksum database unreachable; serving stale tree", zap.String("sumdb", db.Name()), zap.Error(err))
 		return stale, nil
 	}
 	return data, err
+}
+
+// getBytes reads a small object whole.
+func getBytes(ctx context.Context, c Cache, key string) ([]byte, cachetier.Meta, error) {
+	obj, err := c.Get(ctx, key, nil)
+	if err != nil {
+		return nil, cachetier.Meta{}, err
+	}
+	defer obj.Close()
+	if data, ok := obj.Bytes(); ok {
+		return data, obj.Meta, nil
+	}
+	data, err := io.ReadAll(obj.Reader())
+	return data, obj.Meta, err
 }
 
 // collapseBytes runs fn once for concurrent callers with the same key,
@@ -196,13 +210,13 @@ func (p *Proxy) verify(a artifact.Artifact, data []byte, zipFile string) error {
 		p.cfg.Metrics.verifyFailure()
 		p.log.Error("checksum mismatch: not caching or serving", zap.String("module", a.Module), zap.String("version", a.Version),
 			zap.Stringer("kind", a.Kind), zap.String("got", mm.Got), zap.String("want", mm.Want), zap.String("sumdb", db.Name()))
-		return &fetcher.Error{Status: http.StatusBadGateway, Msg: "SECURITY ERROR: " + mm.Error(), Source: db.Name(), Err: err}
+		return &httperr.Error{Status: http.StatusBadGateway, Msg: "SECURITY ERROR: " + mm.Error(), Source: db.Name(), Err: err}
 	}
-	var fe *fetcher.Error
+	var fe *httperr.Error
 	if errors.As(err, &fe) {
 		return fe
 	}
-	return &fetcher.Error{Status: http.StatusBadGateway, Msg: "verifying against checksum database " + db.Name() + " failed", Source: db.Name(), Err: err}
+	return &httperr.Error{Status: http.StatusBadGateway, Msg: "verifying against checksum database " + db.Name() + " failed", Source: db.Name(), Err: err}
 }
 
 // checkShared returns the check of a .mod or .zip read from a tier that

@@ -13,7 +13,7 @@ import (
 	"golang.org/x/mod/module"
 
 	"github.com/piraeus-go/piraeus/artifact"
-	"github.com/piraeus-go/piraeus/fetcher"
+	"github.com/piraeus-go/piraeus/httperr"
 )
 
 // WarmItem is one artifact to put in the cache ahead of demand.
@@ -111,7 +111,7 @@ func (p *Proxy) warmOne(ctx context.Context, it WarmItem) WarmResult {
 		r.Status, r.Error = "failed", err.Error()
 		return r
 	}
-	if obj, err := p.cfg.Tiers.Get(ctx, a.Path(), p.checkShared(a)); err == nil {
+	if obj, err := p.cfg.Tiers.Get(ctx, p.key(a), p.checkShared(a)); err == nil {
 		obj.Close()
 		r.Status = "cached"
 		return r
@@ -127,7 +127,7 @@ func (p *Proxy) warmOne(ctx context.Context, it WarmItem) WarmResult {
 }
 
 func clientMessage(err error) string {
-	var fe *fetcher.Error
+	var fe *httperr.Error
 	if errors.As(err, &fe) {
 		return fe.Msg
 	}

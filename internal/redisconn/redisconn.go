@@ -93,6 +93,14 @@ func Open(cfg Config) (*Conn, error) {
 // Close closes the client.
 func (c *Conn) Close() error { return c.Client.Close() }
 
+// ProbeAt is when the open breaker next lets a request through; a time
+// in the past when it is closed.
+func (c *Conn) ProbeAt() time.Time {
+	c.br.mu.Lock()
+	defer c.br.mu.Unlock()
+	return c.br.openUntil
+}
+
 // Available reports whether the breaker lets a request through.
 func (c *Conn) Available() bool { return c.br.allow() }
 

@@ -29,6 +29,7 @@ type Upstream struct {
 	total   atomic.Int64
 
 	inFlight, maxInFlight atomic.Int64
+	arrived               chan struct{} // signalled on every request
 
 	mu        sync.Mutex
 	modules   map[string]map[string]Module // path -> version -> module
@@ -48,6 +49,7 @@ func NewUpstream(t testing.TB, mods ...Module) *Upstream {
 		bigZips:   map[string]string{},
 		overrides: map[string]http.HandlerFunc{},
 		sumdbs:    map[string]http.Handler{},
+		arrived:   make(chan struct{}, 1),
 		counts:    map[string]int{},
 	}
 	for _, m := range mods {
@@ -168,6 +170,20 @@ func (u *Upstream) Requests(path string) int {
 	return u.counts[path]
 }
 
+// WaitTotal waits until the upstream has had n requests in all; it fails
+// the test after a minute.
+func (u *Upstream) WaitTotal(t testing.TB, n int) {
+	t.Helper()
+	timeout := time.After(time.Minute)
+	for u.Total() < n {
+		select {
+		case <-u.arrived:
+		case <-timeout:
+			t.Fatalf("the upstream had %d requests; waited for %d", u.Total(), n)
+		}
+	}
+}
+
 // Close stops the upstream: connections are refused from now on, as for a
 // host that is down.
 func (u *Upstream) Close() { u.srv.Close() }
@@ -209,6 +225,10 @@ func (u *Upstream) serve(w http.ResponseWriter, r *http.Request) {
 	u.total.Add(1)
 	n := u.inFlight.Add(1)
 	defer u.inFlight.Add(-1)
+	select {
+	case u.arrived <- struct{}{}:
+	default:
+	}
 	for m := u.maxInFlight.Load(); n > m && !u.maxInFlight.CompareAndSwap(m, n); m = u.maxInFlight.Load() {
 	}
 	u.mu.Lock()

@@ -1,0 +1,431 @@
+package caddymodule
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
+
+	"github.com/piraeus-go/piraeus/cachetier"
+	"github.com/piraeus-go/piraeus/fleet"
+	"github.com/piraeus-go/piraeus/internal/redisconn"
+)
+
+func init() {
+	caddy.RegisterModule(MemoryTier{})
+	caddy.RegisterModule(RedisTier{})
+	caddy.RegisterModule(DiskTier{})
+}
+
+// TierModule is a guest module of the namespace goproxy.tiers: it opens
+// one cache tier in Provision (shared through a pool with every config
+// that names the same tier, so that a reload keeps it warm and two
+// configs never run two of one tier) and lets go of it in Cleanup.
+type TierModule interface {
+	caddy.Module
+	Tier() cachetier.Tier
+}
+
+// tierPool holds open tiers across config reloads, keyed by tier identity.
+var tierPool = caddy.NewUsagePool()
+
+type pooledTier struct {
+	tier    cachetier.Tier
+	redis   *redisEntry // for a Redis tier
+	destroy func() error
+}
+
+func (p *pooledTier) Destruct() error { return p.destroy() }
+
+// DefaultMemory and DefaultMemoryMaxObject size the memory tier.
+const (
+	DefaultMemory          = 128 << 20
+	DefaultMemoryMaxObject = 8 << 20
+)
+
+// MemoryTier keeps small objects in memory (ristretto; cost in bytes).
+// One memory tier is shared by the configs with the same sizes.
+type MemoryTier struct {
+	// Max is the budget in bytes. Default 128MiB.
+	Max int64 `json:"max,omitempty"`
+	// MaxObject is the largest object kept. Default 8MiB.
+	MaxObject int64 `json:"max_object,omitempty"`
+
+	key  string
+	tier *cachetier.MemoryTier
+}
+
+func (MemoryTier) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "goproxy.tiers.memory", New: func() caddy.Module { return new(MemoryTier) }}
+}
+
+func (m *MemoryTier) Provision(caddy.Context) error {
+	if m.Max == 0 {
+		m.Max = DefaultMemory
+	}
+	if m.MaxObject == 0 {
+		m.MaxObject = DefaultMemoryMaxObject
+	}
+	m.key = fmt.Sprintf("memory:%d:%d", m.Max, m.MaxObject)
+	val, _, err := tierPool.LoadOrNew(m.key, func() (caddy.Destructor, error) {
+		t, err := cachetier.NewMemoryTier(m.Max, m.MaxObject)
+		if err != nil {
+			return nil, err
+		}
+		return &pooledTier{tier: t, destroy: t.Close}, nil
+	})
+	if err != nil {
+		m.key = ""
+		return fmt.Errorf("goproxy: %w", err)
+	}
+	m.tier = val.(*pooledTier).tier.(*cachetier.MemoryTier)
+	return nil
+}
+
+func (m *MemoryTier) Validate() error {
+	if m.Max < 0 || m.MaxObject < 0 {
+		return fmt.Errorf("goproxy: memory tier sizes must not be negative")
+	}
+	return nil
+}
+
+func (m *MemoryTier) Cleanup() error { return releaseTier(m.key) }
+
+func (m *MemoryTier) Tier() cachetier.Tier { return m.tier }
+
+// UnmarshalCaddyfile reads `memory <size>|off [{ max_object <size> }]`.
+// (`off` is handled by the cache block.)
+func (m *MemoryTier) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // "memory"
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	if err := parseSize(d, &m.Max); err != nil {
+		return err
+	}
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(d.Nesting()) {
+		if d.Val() != "max_object" || !d.NextArg() {
+			return d.Errf("want: max_object <size>")
+		}
+		if err := parseSize(d, &m.MaxObject); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DiskTier keeps every object in files under a directory: the tier of
+// record. One disk tier runs per directory, whatever else differs.
+type DiskTier struct {
+	// Root is the directory. Default: goproxy under Caddy's data directory.
+	Root string `json:"root,omitempty"`
+	// Max bounds what the tier uses, directories included; above it the
+	// least recently read objects are removed. Default: unbounded.
+	Max int64 `json:"max,omitempty"`
+
+	key  string
+	tier *cachetier.DiskTier
+}
+
+func (DiskTier) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "goproxy.tiers.disk", New: func() caddy.Module { return new(DiskTier) }}
+}
+
+func (t *DiskTier) Provision(ctx caddy.Context) error {
+	if t.Root == "" {
+		t.Root = filepath.Join(caddy.AppDataDir(), "goproxy")
+	}
+	root, err := filepath.Abs(caddy.NewReplacer().ReplaceKnown(t.Root, ""))
+	if err != nil {
+		return fmt.Errorf("goproxy: disk tier: %w", err)
+	}
+	t.Root = root
+	logger := ctx.Logger()
+	t.key = "disk:" + root
+	val, _, err := tierPool.LoadOrNew(t.key, func() (caddy.Destructor, error) {
+		d, err := cachetier.NewDiskTier(cachetier.DiskConfig{Root: root, MaxBytes: t.Max, Logger: logger})
+		if err != nil {
+			return nil, err
+		}
+		return &pooledTier{tier: d, destroy: d.Close}, nil
+	})
+	if err != nil {
+		t.key = ""
+		return fmt.Errorf("goproxy: %w", err)
+	}
+	t.tier = val.(*pooledTier).tier.(*cachetier.DiskTier)
+	// The newest config's bound holds (a reload may change it).
+	return t.tier.SetMaxBytes(t.Max)
+}
+
+func (t *DiskTier) Validate() error {
+	if t.Max < 0 {
+		return fmt.Errorf("goproxy: disk tier max must not be negative")
+	}
+	return nil
+}
+
+func (t *DiskTier) Cleanup() error { return releaseTier(t.key) }
+
+func (t *DiskTier) Tier() cachetier.Tier { return t.tier }
+
+// UnmarshalCaddyfile reads `disk <dir> [{ max <size> }]`.
+func (t *DiskTier) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // "disk"
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	t.Root = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(d.Nesting()) {
+		if d.Val() != "max" || !d.NextArg() {
+			return d.Errf("want: max <size>")
+		}
+		if err := parseSize(d, &t.Max); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RedisTier shares objects through Redis (a single node, Sentinel or
+// Cluster) with every node using the same Redis and key prefix, and
+// coordinates those nodes as a fleet: a lock per artifact, hand-over of
+// larger objects, shared not-found answers, purges. Placeholders such as
+// {env.REDIS_PASSWORD} are replaced.
+type RedisTier struct {
+	URL        string   `json:"url,omitempty"`
+	Addrs      []string `json:"addrs,omitempty"`
+	MasterName string   `json:"master_name,omitempty"`
+	Username   string   `json:"username,omitempty"`
+	Password   string   `json:"password,omitempty"`
+	DB         int      `json:"db,omitempty"`
+	TLS        bool     `json:"tls,omitempty"`
+	// MaxObject is the largest object stored in Redis. Default 8MiB.
+	MaxObject int64 `json:"max_object,omitempty"`
+	// MaxTransfer is the largest object above MaxObject that an edge
+	// hands to the edges waiting for it through Redis (in chunks that
+	// expire after two minutes). Default 256MiB; -1 turns hand-over off.
+	MaxTransfer int64 `json:"max_transfer,omitempty"`
+	// MaxInFlight bounds the bytes of all hand-overs alive in Redis at
+	// once, fleet-wide. Default 256MiB.
+	MaxInFlight int64 `json:"max_in_flight,omitempty"`
+	// KeyPrefix namespaces the keys. Default "piraeus:". Every key also
+	// holds a digest of the deployment's upstreams, private patterns and
+	// verification settings, so deployments whose answers differ never
+	// share objects even under one prefix.
+	KeyPrefix string `json:"key_prefix,omitempty"`
+	// Timeout bounds one Redis operation. Default 1s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+
+	key   string
+	entry *redisEntry
+}
+
+// redisEntry is what one Redis configuration opens: the connection, the
+// tier on it, and the fleet, which applies other nodes' purges to the
+// local tiers of every config that uses it.
+type redisEntry struct {
+	conn  *redisconn.Conn
+	tier  *cachetier.RedisTier
+	fleet *fleet.Fleet
+
+	mu        sync.Mutex
+	listeners map[purgeListener]struct{}
+}
+
+// purgeListener drops keys another node purged from what it holds.
+type purgeListener interface {
+	forgetPurged(keys []string)
+}
+
+func (e *redisEntry) listen(l purgeListener, on bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if on {
+		e.listeners[l] = struct{}{}
+	} else {
+		delete(e.listeners, l)
+	}
+}
+
+func (e *redisEntry) onPurge(keys []string) {
+	e.mu.Lock()
+	ls := make([]purgeListener, 0, len(e.listeners))
+	for l := range e.listeners {
+		ls = append(ls, l)
+	}
+	e.mu.Unlock()
+	for _, l := range ls {
+		l.forgetPurged(keys)
+	}
+}
+
+// redisKeyVersion is bumped when the layout of Redis values changes, so
+// that nodes of different versions sharing one Redis do not read each
+// other's values.
+const redisKeyVersion = "v2:"
+
+// DefaultRedisKeyPrefix is the default for RedisTier.KeyPrefix.
+const DefaultRedisKeyPrefix = "piraeus:"
+
+func (RedisTier) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "goproxy.tiers.redis", New: func() caddy.Module { return new(RedisTier) }}
+}
+
+func (r *RedisTier) Provision(ctx caddy.Context) error {
+	if r.KeyPrefix == "" {
+		r.KeyPrefix = DefaultRedisKeyPrefix
+	}
+	if r.MaxObject == 0 {
+		r.MaxObject = cachetier.DefaultRedisMaxObject
+	}
+	id, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("goproxy: %w", err)
+	}
+	r.key = "redis:" + string(id)
+	logger := ctx.Logger()
+	val, _, err := tierPool.LoadOrNew(r.key, func() (caddy.Destructor, error) { return r.open(logger) })
+	if err != nil {
+		r.key = ""
+		return fmt.Errorf("goproxy: %w", err)
+	}
+	r.entry = val.(*pooledTier).redis
+	return nil
+}
+
+func (r *RedisTier) open(logger *zap.Logger) (*pooledTier, error) {
+	repl := caddy.NewReplacer()
+	addrs := make([]string, len(r.Addrs))
+	for i, a := range r.Addrs {
+		addrs[i] = repl.ReplaceKnown(a, "")
+	}
+	conn, err := redisconn.Open(redisconn.Config{
+		URL:        repl.ReplaceKnown(r.URL, ""),
+		Addrs:      addrs,
+		MasterName: repl.ReplaceKnown(r.MasterName, ""),
+		Username:   repl.ReplaceKnown(r.Username, ""),
+		Password:   repl.ReplaceKnown(r.Password, ""),
+		DB:         r.DB,
+		TLS:        r.TLS,
+		Timeout:    time.Duration(r.Timeout),
+		Logger:     logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	prefix := r.KeyPrefix + redisKeyVersion
+	e := &redisEntry{conn: conn, listeners: map[purgeListener]struct{}{}}
+	e.tier = cachetier.NewRedisTier(cachetier.RedisConfig{Conn: conn, Prefix: prefix, MaxObject: r.MaxObject, Logger: logger})
+	e.fleet, err = fleet.New(fleet.Config{
+		Conn:        conn,
+		Prefix:      prefix,
+		MinTransfer: r.MaxObject,
+		MaxTransfer: r.MaxTransfer,
+		MaxInFlight: r.MaxInFlight,
+		OnPurge:     e.onPurge,
+		Logger:      logger.Named("fleet"),
+	})
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return &pooledTier{
+		tier:  e.tier,
+		redis: e,
+		destroy: func() error {
+			e.fleet.Close()
+			return conn.Close()
+		},
+	}, nil
+}
+
+func (r *RedisTier) Validate() error {
+	if (r.URL == "") == (len(r.Addrs) == 0) {
+		return fmt.Errorf("goproxy: redis needs a url or addrs, not both")
+	}
+	if r.MaxObject < 0 || r.DB < 0 || r.Timeout < 0 || r.MaxInFlight < 0 {
+		return fmt.Errorf("goproxy: redis max_object, max_in_flight, db and timeout must not be negative")
+	}
+	return nil
+}
+
+func (r *RedisTier) Cleanup() error { return releaseTier(r.key) }
+
+func (r *RedisTier) Tier() cachetier.Tier { return r.entry.tier }
+
+// UnmarshalCaddyfile reads:
+//
+//	redis [<url>] {
+//		addrs        <host:port>...
+//		master_name  <name>
+//		username     <user>
+//		password     <password>
+//		db           <n>
+//		tls
+//		max_object   <size>
+//		max_transfer <size>|off
+//		max_in_flight <size>
+//		key_prefix   <prefix>
+//		timeout      <duration>
+//	}
+func (r *RedisTier) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // "redis"
+	if d.NextArg() {
+		r.URL = d.Val()
+	}
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if err := unmarshalRedis(d, r); err != nil {
+		return err
+	}
+	if r.URL == "" && len(r.Addrs) == 0 {
+		return d.Err("redis needs a URL or an addrs line")
+	}
+	return nil
+}
+
+func releaseTier(key string) error {
+	if key == "" {
+		return nil
+	}
+	_, err := tierPool.Delete(key)
+	return err
+}
+
+// forgetPurged drops keys from the local tiers (memory, disk) and the
+// not-found answers of a handler.
+func (h *Handler) forgetPurged(keys []string) {
+	for _, k := range keys {
+		h.tiers.DeleteLocal(context.Background(), k)
+	}
+	if h.proxy != nil {
+		h.proxy.ForgetNotFound(keys)
+	}
+}
+
+// Interface guards
+var (
+	_ TierModule            = (*MemoryTier)(nil)
+	_ TierModule            = (*DiskTier)(nil)
+	_ TierModule            = (*RedisTier)(nil)
+	_ caddy.Provisioner     = (*RedisTier)(nil)
+	_ caddy.Validator       = (*RedisTier)(nil)
+	_ caddy.CleanerUpper    = (*RedisTier)(nil)
+	_ caddyfile.Unmarshaler = (*MemoryTier)(nil)
+	_ caddyfile.Unmarshaler = (*DiskTier)(nil)
+	_ caddyfile.Unmarshaler = (*RedisTier)(nil)
+)

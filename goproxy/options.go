@@ -1,0 +1,365 @@
+package goproxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/piraeus-go/piraeus/artifact"
+	"github.com/piraeus-go/piraeus/cachetier"
+	"github.com/piraeus-go/piraeus/checksumdb"
+	"github.com/piraeus-go/piraeus/fetcher"
+	"github.com/piraeus-go/piraeus/fleet"
+	"github.com/piraeus-go/piraeus/httperr"
+)
+
+// Defaults for Options fields left zero.
+const (
+	DefaultUpstream     = "https://proxy.golang.org"
+	DefaultSumDB        = "sum.golang.org"
+	DefaultListTTL      = time.Minute
+	DefaultNotFoundTTL  = 30 * time.Second
+	DefaultFetchTimeout = 5 * time.Minute
+	DefaultMaxFetches   = 256
+	DefaultSpoolMax     = 2 << 30
+	// notFoundEntries bounds the not-found answers remembered.
+	notFoundEntries = 1 << 16
+)
+
+// Options is everything a Proxy is made of. New is the one place that
+// fills in the defaults, for the Caddy module, the tests, the benchmarks
+// and any other user of the package alike.
+type Options struct {
+	// Upstream is a GOPROXY-style list of sources: proxy URLs, "direct"
+	// and "off", separated by ',' (fall through on 404/410) or '|' (on
+	// any error). Default DefaultUpstream.
+	Upstream string
+	// Private are module path patterns (GOPRIVATE syntax, any letter case)
+	// fetched only through PrivateUpstream (default "direct") and never
+	// sent to public upstreams or checksum databases.
+	Private         []string
+	PrivateUpstream string
+	// Direct configures fetching from version control.
+	Direct DirectOptions
+	// SumDBs are the checksum databases proxied under /sumdb/<name>/; the
+	// first verifies every fetched .mod and .zip. Default: DefaultSumDB,
+	// unless SumDBOff.
+	SumDBs   []SumDBOptions
+	SumDBOff bool
+	// NoVerify are module path patterns (GONOSUMDB syntax) not verified.
+	NoVerify []string
+	// Modes choose per module pattern how a miss is answered; the first
+	// matching rule wins.
+	Modes []ModeOption
+
+	ListTTL      time.Duration // freshness of list and @latest; DefaultListTTL
+	NotFoundTTL  time.Duration // how long a 404/410 is remembered; DefaultNotFoundTTL
+	FetchTimeout time.Duration // one upstream fetch, body included; DefaultFetchTimeout
+	// DialTimeout, ResponseHeaderTimeout and MaxConnsPerHost bound the
+	// client of upstream proxies and checksum databases (see
+	// fetcher.HTTPConfig); SumDBTimeout bounds one checksum database read.
+	DialTimeout           time.Duration
+	ResponseHeaderTimeout time.Duration
+	SumDBTimeout          time.Duration
+	MaxConnsPerHost       int
+	MaxFetches            int   // upstream fetches at once; DefaultMaxFetches
+	SpoolMax              int64 // bytes of bodies spooled at once; DefaultSpoolMax
+
+	// Cache holds what the proxy serves; required.
+	Cache Cache
+	// SandboxDir holds the sandboxes of direct fetches. Default:
+	// piraeus-direct in the system's temp directory.
+	SandboxDir string
+	// Fleet, if set, coordinates this node with the others that share its
+	// Redis: a node fetches only while it holds the artifact's lock (and
+	// looks in the cache again once it has it), large objects are handed
+	// to waiting nodes, not-found answers are shared, and purges reach
+	// every node.
+	Fleet *fleet.Fleet
+	// Metrics, if set, receives the proxy's counters (see NewMetrics).
+	Metrics *Metrics
+	Logger  *zap.Logger
+}
+
+// DirectOptions configures fetching from version control with the go
+// command. Netrc (credentials) is given to fetches of private modules only.
+type DirectOptions struct {
+	Workers      int           // per pool (public, private); default 4
+	PerHost      int           // per pool and host; default 2
+	Timeout      time.Duration // one go command; default 10m
+	StallTimeout time.Duration // a git transfer below 1 KiB/s; default 30s
+	GoBinary     string
+	Env          []string
+	Netrc        string // netrc contents
+	GitConfig    string // a git config file
+}
+
+// SumDBOptions names a checksum database and where to reach it.
+type SumDBOptions struct {
+	// Name is a known database name (sum.golang.org) or a verifier key.
+	Name string
+	// URL serves the database. Default: the first upstream proxy's
+	// /sumdb/<name>, probed, or https://<name> when the first upstream is
+	// not a proxy.
+	URL string
+	// DirectURL is where the database is read when the probed upstream
+	// does not proxy it; default https://<name>.
+	DirectURL string
+	// ProbeRetry is how soon a failed probe is retried; default 2s.
+	ProbeRetry time.Duration
+}
+
+// ModeOption applies a download mode (sync, redirect, offline) to the
+// modules a pattern matches.
+type ModeOption struct {
+	Pattern string
+	Mode    string
+}
+
+// Cache is what the proxy needs of the cache tiers: *cachetier.Tiered.
+type Cache interface {
+	// Get returns the object stored under key; check vets an object from a
+	// tier that other nodes write (see cachetier.Tiered.Get).
+	Get(ctx context.Context, key string, check func(*cachetier.Object) error) (*cachetier.Object, error)
+	// NewSpool starts the temp file of a fetch of key.
+	NewSpool(key string) (*cachetier.Spool, error)
+	// Commit stores a checked spool and returns the object, read from the
+	// spool's own file or memory; on a storage failure, the object (served
+	// uncached) and the error.
+	Commit(ctx context.Context, key string, s *cachetier.Spool, meta cachetier.Meta) (*cachetier.Object, error)
+	// PutSmall stores small content, durably or in memory only.
+	PutSmall(ctx context.Context, key string, meta cachetier.Meta, data []byte, durable bool) error
+	// Delete removes key everywhere, leaving a tombstone where a tier
+	// keeps them.
+	Delete(ctx context.Context, key string) error
+}
+
+// Namespace is the digest of what makes this proxy's answers differ from
+// another's: its upstreams, private modules and their source, checksum
+// databases and what is not verified. Cache keys start with it, so that
+// proxies sharing tiers (one disk directory, one Redis) never serve each
+// other's objects.
+func (o Options) Namespace() string {
+	upstream := o.Upstream
+	if upstream == "" {
+		upstream = DefaultUpstream
+	}
+	var sumdbs []string
+	for _, db := range o.SumDBs {
+		sumdbs = append(sumdbs, db.Name, db.URL)
+	}
+	id, _ := json.Marshal([]any{upstream, o.Private, o.PrivateUpstream, sumdbs, o.SumDBOff, o.NoVerify})
+	sum := sha256.Sum256(id)
+	return "d" + hex.EncodeToString(sum[:4])
+}
+
+// New assembles a Proxy: the upstream lists and the direct fetchers
+// (public and private pools), the checksum databases, the patterns and
+// modes, with every default filled in. Close releases what it opened.
+func New(o Options) (*Proxy, error) {
+	if o.Cache == nil {
+		return nil, errors.New("goproxy: Cache is required")
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Upstream == "" {
+		o.Upstream = DefaultUpstream
+	}
+	if o.SandboxDir == "" {
+		o.SandboxDir = filepath.Join(os.TempDir(), "piraeus-direct")
+	}
+	cfg := config{
+		ListTTL:      orDefault(o.ListTTL, DefaultListTTL),
+		NotFoundTTL:  orDefault(o.NotFoundTTL, DefaultNotFoundTTL),
+		FetchTimeout: orDefault(o.FetchTimeout, DefaultFetchTimeout),
+		MaxFetches:   orDefault(o.MaxFetches, DefaultMaxFetches),
+		SpoolMax:     orDefault(o.SpoolMax, DefaultSpoolMax),
+		Fleet:        o.Fleet,
+		Metrics:      o.Metrics,
+		Logger:       o.Logger,
+		namespace:    o.Namespace(),
+	}
+	var err error
+	if cfg.Private, err = artifact.ParsePatterns(o.Private...); err != nil {
+		return nil, fmt.Errorf("goproxy: private: %w", err)
+	}
+	if cfg.NoVerify, err = artifact.ParsePatterns(o.NoVerify...); err != nil {
+		return nil, fmt.Errorf("goproxy: verify off: %w", err)
+	}
+	for _, m := range o.Modes {
+		mode, err := ParseMode(m.Mode)
+		if err != nil {
+			return nil, fmt.Errorf("goproxy: %w", err)
+		}
+		pats, err := artifact.ParsePatterns(m.Pattern)
+		if err != nil {
+			return nil, fmt.Errorf("goproxy: mode: %w", err)
+		}
+		cfg.Modes = append(cfg.Modes, ModeRule{Patterns: pats, Mode: mode})
+	}
+	cfg.client = fetcher.NewHTTPClient(fetcher.HTTPConfig{
+		MaxConnsPerHost: o.MaxConnsPerHost, DialTimeout: o.DialTimeout, HeaderTimeout: o.ResponseHeaderTimeout,
+	})
+
+	// Public and private modules are fetched from version control by
+	// separate pools; only the private one has the credentials.
+	direct := func(name, netrc string) (*fetcher.DirectFetcher, error) {
+		d := o.Direct
+		return fetcher.NewDirectFetcher(fetcher.DirectConfig{
+			Name: name, Workers: d.Workers, PerHost: d.PerHost, Timeout: d.Timeout, StallTimeout: d.StallTimeout,
+			GoBinary: d.GoBinary, Env: d.Env, Netrc: netrc, GitConfig: d.GitConfig, SandboxDir: o.SandboxDir,
+		})
+	}
+	publicDirect, err := direct("public", "")
+	if err != nil {
+		return nil, fmt.Errorf("goproxy: %w", err)
+	}
+	chain, err := fetcher.ParseList(o.Upstream, cfg.client, publicDirect)
+	if err != nil {
+		return nil, fmt.Errorf("goproxy: upstream: %w", err)
+	}
+	cfg.Fetcher = chain
+	if !cfg.Private.Empty() {
+		list := o.PrivateUpstream
+		if list == "" {
+			list = "direct"
+		}
+		privateDirect, err := direct("private", o.Direct.Netrc)
+		if err != nil {
+			return nil, fmt.Errorf("goproxy: %w", err)
+		}
+		privateChain, err := fetcher.ParseList(list, cfg.client, privateDirect)
+		if err != nil {
+			return nil, fmt.Errorf("goproxy: private upstream: %w", err)
+		}
+		cfg.Fetcher = &fetcher.Router{Patterns: cfg.Private, Private: privateChain, Public: chain}
+	}
+	cfg.RedirectBase = chain.FirstProxyURL()
+	if u, err := url.Parse(cfg.RedirectBase); err == nil && u.User != nil {
+		cfg.RedirectBase = "" // never send clients an upstream's credentials
+	}
+
+	cfg.notFound, err = httperr.NewNotFoundCache(notFoundEntries, cfg.NotFoundTTL)
+	if err != nil {
+		return nil, fmt.Errorf("goproxy: %w", err)
+	}
+	cfg.Tiers = o.Cache
+	if cfg.SumDBs, err = openSumDBs(o, chain, cfg); err != nil {
+		cfg.notFound.Close()
+		return nil, err
+	}
+	if len(cfg.SumDBs) > 0 {
+		cfg.Verifier = cfg.SumDBs[0]
+	}
+	p := newProxy(cfg)
+	p.logVerification()
+	return p, nil
+}
+
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// openSumDBs opens the configured checksum databases, or the default one,
+// as the go command would reach them.
+func openSumDBs(o Options, chain *fetcher.Chain, cfg config) ([]*checksumdb.DB, error) {
+	configs := o.SumDBs
+	if len(configs) == 0 && !o.SumDBOff {
+		configs = []SumDBOptions{{Name: DefaultSumDB}}
+	}
+	if len(configs) > 0 && o.SumDBOff {
+		return nil, errors.New("goproxy: sumdb off and a sumdb given")
+	}
+	var dbs []*checksumdb.DB
+	for _, c := range configs {
+		dbURL, probe := c.URL, false
+		if dbURL == "" {
+			// Through the first proxy if it proxies the database (a 404
+			// from its /supported says it does not), else straight to it.
+			name := c.Name
+			if v, err := note.NewVerifier(c.Name); err == nil {
+				name = v.Name()
+			}
+			if base := chain.FirstProxyURL(); base != "" {
+				dbURL, probe = strings.TrimSuffix(base, "/")+"/sumdb/"+name, true
+			} else {
+				dbURL = "https://" + name
+			}
+		}
+		db, err := checksumdb.New(checksumdb.Config{
+			NameOrKey:  c.Name,
+			URL:        dbURL,
+			Probe:      probe,
+			DirectURL:  c.DirectURL,
+			ProbeRetry: c.ProbeRetry,
+			Client:     cfg.client,
+			Cache:      namespaced{cfg.Tiers, cfg.namespace + "/"},
+			NotFound:   cfg.notFound,
+			Timeout:    o.SumDBTimeout,
+			Logger:     cfg.Logger.Named("sumdb"),
+			OnState:    cfg.Metrics.SumDBState,
+		})
+		if err != nil {
+			for _, db := range dbs {
+				db.Close()
+			}
+			return nil, fmt.Errorf("goproxy: %w", err)
+		}
+		dbs = append(dbs, db)
+	}
+	return dbs, nil
+}
+
+// logVerification says once, at start, what verifies which modules.
+func (p *Proxy) logVerification() {
+	db := p.cfg.Verifier
+	if db == nil {
+		p.log.Error("no checksum database (sumdb off): every fetched module is cached unverified")
+		return
+	}
+	p.log.Info("checksum database verifies every fetched .mod and .zip",
+		zap.String("sumdb", db.Name()), zap.String("url", db.URL()),
+		zap.String("except_private", p.cfg.Private.String()), zap.String("except_verify_off", p.cfg.NoVerify.String()))
+}
+
+// namespaced is a Cache whose keys start with a namespace: the checksum
+// database client's, whose keys are its own ("sumdb/<name>/...").
+type namespaced struct {
+	c  Cache
+	ns string
+}
+
+func (n namespaced) Get(ctx context.Context, key string, check func(*cachetier.Object) error) (*cachetier.Object, error) {
+	return n.c.Get(ctx, n.ns+key, check)
+}
+func (n namespaced) NewSpool(key string) (*cachetier.Spool, error) { return n.c.NewSpool(n.ns + key) }
+func (n namespaced) Commit(ctx context.Context, key string, s *cachetier.Spool, meta cachetier.Meta) (*cachetier.Object, error) {
+	return n.c.Commit(ctx, n.ns+key, s, meta)
+}
+func (n namespaced) PutSmall(ctx context.Context, key string, meta cachetier.Meta, data []byte, durable bool) error {
+	return n.c.PutSmall(ctx, n.ns+key, meta, data, durable)
+}
+func (n namespaced) Delete(ctx context.Context, key string) error { return n.c.Delete(ctx, n.ns+key) }
+
+// CacheKey is the key under which the proxy stores path (an artifact's
+// escaped path, or a checksum database file) in its Cache.
+func (p *Proxy) CacheKey(path string) string { return p.cfg.namespace + "/" + path }
+
+var _ http.Handler = (*Proxy)(nil)

@@ -1,0 +1,51 @@
+package httperr
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+)
+
+// NotFoundCache remembers not-found answers (404, 410) for a while. It is
+// bounded in entries: keys come from clients, and a flood of distinct
+// missing paths must not grow it.
+type NotFoundCache struct {
+	c   *ristretto.Cache[string, *Error]
+	ttl time.Duration
+}
+
+// NewNotFoundCache keeps up to entries answers for ttl each.
+func NewNotFoundCache(entries int64, ttl time.Duration) (*NotFoundCache, error) {
+	c, err := ristretto.NewCache(&ristretto.Config[string, *Error]{
+		NumCounters:        entries * 10,
+		MaxCost:            entries,
+		BufferItems:        64,
+		IgnoreInternalCost: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("not-found cache: %w", err)
+	}
+	return &NotFoundCache{c: c, ttl: ttl}, nil
+}
+
+// Get returns the answer remembered for key.
+func (n *NotFoundCache) Get(key string) (*Error, bool) { return n.c.Get(key) }
+
+// Put remembers e for key if it is a not-found answer; a Get right after
+// it sees it (ristretto buffers writes: Put waits for them).
+func (n *NotFoundCache) Put(key string, e *Error) {
+	if n.ttl > 0 && IsNotFound(e) {
+		n.c.SetWithTTL(key, e, 1, n.ttl)
+		n.c.Wait()
+	}
+}
+
+// Del forgets key.
+func (n *NotFoundCache) Del(key string) { n.c.Del(key) }
+
+// TTL is how long an answer is remembered.
+func (n *NotFoundCache) TTL() time.Duration { return n.ttl }
+
+// Close releases the cache.
+func (n *NotFoundCache) Close() { n.c.Close() }

@@ -1,0 +1,128 @@
+// Package testcache opens the real cache tiers of a test (memory, Redis,
+// disk) and the fleet on them, wired as the Caddy module wires them.
+package testcache
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/piraeus-go/piraeus/cachetier"
+	"github.com/piraeus-go/piraeus/fleet"
+	"github.com/piraeus-go/piraeus/internal/redisconn"
+	"github.com/piraeus-go/piraeus/internal/testenv"
+)
+
+// Options says which tiers a test's cache has.
+type Options struct {
+	DiskRoot        string // default: a temp dir
+	DiskMax         int64
+	Memory          bool
+	MemoryMaxObject int64 // default 1 MiB
+	Redis           *testenv.Redis
+	RedisMax        int64
+	RedisTimeout    time.Duration
+	Prefix          string // Redis key prefix; default the test's name
+	HandOverMax     int64  // fleet-wide bytes of hand-overs in flight
+	Logger          *zap.Logger
+}
+
+// Cache is real tiers (memory, Redis, disk) and, with Redis, the fleet on
+// it, wired as the Caddy module wires them: other nodes' purges drop the
+// local copies and reach OnPurge. Everything is closed when the test ends.
+type Cache struct {
+	Tiers *cachetier.Tiered
+	Disk  *cachetier.DiskTier
+	Fleet *fleet.Fleet
+	Conn  *redisconn.Conn // with Redis
+
+	forget atomic.Pointer[func(keys []string)]
+	purged chan struct{} // signalled after each purge applied
+}
+
+// Purged receives after each purge from another node was applied.
+func (c *Cache) Purged() <-chan struct{} { return c.purged }
+
+// New opens a test's cache.
+func New(t testing.TB, o Options) *Cache {
+	t.Helper()
+	if o.DiskRoot == "" {
+		o.DiskRoot = t.TempDir()
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Prefix == "" {
+		o.Prefix = t.Name() + ":"
+	}
+	c := &Cache{purged: make(chan struct{}, 16)}
+	disk, err := cachetier.NewDiskTier(cachetier.DiskConfig{Root: o.DiskRoot, MaxBytes: o.DiskMax, Logger: o.Logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Disk = disk
+	var upper []cachetier.Tier
+	if o.Memory {
+		if o.MemoryMaxObject == 0 {
+			o.MemoryMaxObject = 1 << 20
+		}
+		mem, err := cachetier.NewMemoryTier(64<<20, o.MemoryMaxObject)
+		if err != nil {
+			t.Fatal(err)
+		}
+		upper = append(upper, mem)
+	}
+	var conn *redisconn.Conn
+	prefix := o.Prefix + "v2:"
+	if o.Redis != nil {
+		if conn, err = redisconn.Open(redisconn.Config{URL: o.Redis.URL(), Timeout: o.RedisTimeout, Logger: o.Logger}); err != nil {
+			t.Fatal(err)
+		}
+		c.Conn = conn
+		upper = append(upper, cachetier.NewRedisTier(cachetier.RedisConfig{Conn: conn, Prefix: prefix, MaxObject: o.RedisMax, Logger: o.Logger}))
+	}
+	c.Tiers = cachetier.NewTiered(func(tier, op, key string, err error) {
+		o.Logger.Warn("cache tier failed", zap.String("tier", tier), zap.String("op", op), zap.String("key", key), zap.Error(err))
+	}, disk, upper...)
+	if o.Redis != nil {
+		minTransfer := o.RedisMax
+		if minTransfer == 0 {
+			minTransfer = cachetier.DefaultRedisMaxObject
+		}
+		c.Fleet, err = fleet.New(fleet.Config{
+			Conn: conn, Prefix: prefix, MinTransfer: minTransfer, MaxInFlight: o.HandOverMax, Logger: o.Logger,
+			OnPurge: func(keys []string) {
+				for _, k := range keys {
+					c.Tiers.DeleteLocal(context.Background(), k)
+				}
+				if f := c.forget.Load(); f != nil {
+					(*f)(keys)
+				}
+				select {
+				case c.purged <- struct{}{}:
+				default:
+				}
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		if c.Fleet != nil {
+			c.Fleet.Close()
+		}
+		c.Tiers.Close()
+		if conn != nil {
+			conn.Close()
+		}
+	})
+	return c
+}
+
+// OnPurge gives the keys that other nodes purge to f too (a proxy's
+// ForgetNotFound).
+func (c *Cache) OnPurge(f func(keys []string)) { c.forget.Store(&f) }
