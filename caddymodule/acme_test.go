@@ -12,12 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/letsencrypt/pebble/v2/ca"
 	"github.com/letsencrypt/pebble/v2/db"
 	"github.com/letsencrypt/pebble/v2/va"
 	"github.com/letsencrypt/pebble/v2/wfe"
 
+	"github.com/piraeus-go/piraeus/internal/testcaddy"
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
 
@@ -63,16 +63,8 @@ func pebble(t *testing.T) (dirURL, serverCert, issuedRoot string) {
 func TestACMEMirror(t *testing.T) {
 	dirURL, serverCert, issuedRoot := pebble(t)
 	up := testenv.NewUpstream(t, hello)
-	port := freePort(t)
-	config := fmt.Sprintf(`{
-	admin localhost:%d
-	skip_install_trust
-	persist_config off
-	auto_https disable_redirects
-	storage file_system %s
-	email ops@piraeus.test
-}
-https://127.0.0.1:%d {
+	port := testenv.FreePort(t)
+	config := testcaddy.Global("auto_https disable_redirects", "storage file_system "+t.TempDir(), "email ops@piraeus.test") + fmt.Sprintf(`https://127.0.0.1:%d {
 	bind 127.0.0.1
 	tls {
 		issuer acme {
@@ -87,11 +79,8 @@ https://127.0.0.1:%d {
 		}
 	}
 }
-`, adminPort(), t.TempDir(), port, dirURL, serverCert, up.URL, up.VerifiedBy(t).VKey, t.TempDir())
-	caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort()}).InitServer(config, "caddyfile")
-	if t.Failed() {
-		t.FailNow()
-	}
+`, port, dirURL, serverCert, up.URL, up.VerifiedBy(t).VKey, t.TempDir())
+	testcaddy.Load(t, config)
 	base := fmt.Sprintf("https://127.0.0.1:%d", port)
 	var err error
 	for range 300 { // the certificate is obtained in the background: up to 30 s

@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/piraeus-go/piraeus/internal/testcaddy"
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
 
@@ -22,25 +22,15 @@ import (
 // CA's root certificate file for SSL_CERT_FILE.
 func startCaddyTLS(t *testing.T, goproxyBlock string) (base, rootCert string) {
 	t.Helper()
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	storage := t.TempDir()
-	config := fmt.Sprintf(`{
-	admin localhost:%d
-	skip_install_trust
-	persist_config off
-	auto_https disable_redirects
-	storage file_system %s
-}
-https://localhost:%d {
+	config := testcaddy.Global("auto_https disable_redirects", "storage file_system "+storage) + fmt.Sprintf(`https://localhost:%d {
 	bind 127.0.0.1
 	tls internal
 	%s
 }
-`, adminPort(), storage, port, goproxyBlock)
-	caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort()}).InitServer(config, "caddyfile")
-	if t.Failed() {
-		t.FailNow()
-	}
+`, port, goproxyBlock)
+	testcaddy.Load(t, config)
 	base = fmt.Sprintf("https://localhost:%d", port)
 	rootCert = filepath.Join(storage, "pki", "authorities", "local", "root.crt")
 	// Caddy issues the certificate in the background: wait for a handshake

@@ -10,8 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
-
+	"github.com/piraeus-go/piraeus/internal/testcaddy"
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
 
@@ -22,7 +21,7 @@ func TestFleetThroughCaddy(t *testing.T) {
 	r := testenv.StartRedis(t)
 	up := testenv.NewUpstream(t, hello, thing)
 	up.SetDelay(200 * time.Millisecond)
-	ports := []int{freePort(t), freePort(t), freePort(t)}
+	ports := []int{testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)}
 	var sites strings.Builder
 	db := up.VerifiedBy(t)
 	for _, port := range ports {
@@ -41,8 +40,8 @@ func TestFleetThroughCaddy(t *testing.T) {
 }
 `, port, up.URL, db.VKey, t.TempDir(), r.URL())
 	}
-	config := fmt.Sprintf("{\n\tadmin localhost:%d\n\tskip_install_trust\n\tpersist_config off\n}\n%s", adminPort(), sites.String())
-	caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort()}).InitServer(config, "caddyfile")
+	config := testcaddy.Global() + sites.String()
+	testcaddy.Load(t, config)
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -96,7 +95,7 @@ func TestFleetPrefixSeparatesDeployments(t *testing.T) {
 	a := testenv.Module{Path: "example.com/shared", Version: "v1.0.0", Files: map[string]string{"x.go": "package x\n\nconst Who = \"A\"\n"}}
 	b := testenv.Module{Path: "example.com/shared", Version: "v1.0.0", Files: map[string]string{"x.go": "package x\n\nconst Who = \"B\"\n"}}
 	upA, upB := testenv.NewUpstream(t, a), testenv.NewUpstream(t, b)
-	portA, portB := freePort(t), freePort(t)
+	portA, portB := testenv.FreePort(t), testenv.FreePort(t)
 	site := func(port int, up *testenv.Upstream) string {
 		return fmt.Sprintf(`http://127.0.0.1:%d {
 	bind 127.0.0.1
@@ -111,15 +110,15 @@ func TestFleetPrefixSeparatesDeployments(t *testing.T) {
 }
 `, port, up.URL, t.TempDir(), r.URL())
 	}
-	config := fmt.Sprintf("{\n\tadmin localhost:%d\n\tskip_install_trust\n\tpersist_config off\n}\n", adminPort()) + site(portA, upA) + site(portB, upB)
-	caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort()}).InitServer(config, "caddyfile")
+	config := testcaddy.Global() + site(portA, upA) + site(portB, upB)
+	testcaddy.Load(t, config)
 	zip := testenv.EscapedPath(a.Path, a.Version, "zip")
 	for range 2 {
 		for _, tt := range []struct {
 			port int
 			want []byte
 		}{{portA, a.Zip(t)}, {portB, b.Zip(t)}} {
-			if got := mustGet(t, fmt.Sprintf("http://127.0.0.1:%d/%s", tt.port, zip)); !bytes.Equal(got, tt.want) {
+			if got := testenv.MustGet(t, fmt.Sprintf("http://127.0.0.1:%d/%s", tt.port, zip)); !bytes.Equal(got, tt.want) {
 				t.Fatalf("site on port %d served the other deployment's zip", tt.port)
 			}
 		}

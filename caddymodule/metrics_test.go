@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/piraeus-go/piraeus/internal/testcaddy"
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
 
@@ -20,7 +21,7 @@ import (
 // each goproxy_ sample as "name{labels}" -> value.
 func scrape(t *testing.T) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get(fmt.Sprintf("http://localhost:%d/metrics", adminPort()))
+	resp, err := http.Get(fmt.Sprintf("http://localhost:%d/metrics", testcaddy.AdminPort()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/piraeus-go/piraeus/internal/testcaddy"
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
 
@@ -139,7 +140,7 @@ func TestPrivateNamesNeverLeave(t *testing.T) {
 			t.Errorf("checksum database lookup of %s through the mirror: %d; want 404 (or 400 for an invalid one)", mod, s)
 		}
 	}
-	admin := fmt.Sprintf("http://localhost:%d/goproxy/warm", adminPort())
+	admin := fmt.Sprintf("http://localhost:%d/goproxy/warm", testcaddy.AdminPort())
 	goMod := "module example.com/app\n\ngo 1.21\n\nrequire (\n\tgit.piraeus.test/Private/LIB.git v1.0.1\n\tgit.piraeus.test/private v0.1.0\n)\n"
 	resp, err := http.Post(admin, "text/plain", strings.NewReader(goMod))
 	if err != nil {
@@ -186,7 +187,7 @@ func TestPublicDirectGetsNoCredentials(t *testing.T) {
 	if resp.StatusCode != 404 || !strings.Contains(string(body), "authentication") {
 		t.Errorf("public module in a protected repository: %d %q; want 404 (needs authentication)", resp.StatusCode, body)
 	}
-	mustGet(t, base+"/"+testenv.EscapedPath(f.repo.Path, "v1.0.0", "info"))
+	testenv.MustGet(t, base+"/"+testenv.EscapedPath(f.repo.Path, "v1.0.0", "info"))
 	var private, public int
 	for _, p := range f.git.PathsWithCredentials() {
 		switch {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/piraeus-go/piraeus/internal/testcaddy"
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
 
@@ -29,15 +30,15 @@ func TestReloadKeepsCacheAndRequests(t *testing.T) {
 		}
 		w.Write(zip[100:])
 	})
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	disk := t.TempDir()
 	db := up.VerifiedBy(t)
 	block := func(ttl string) string {
 		return fmt.Sprintf("goproxy %s {\n\t\tsumdb %s\n\t\tlist_ttl %s\n\t\tcache {\n\t\t\tmemory 16MiB\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, db.VKey, ttl, disk)
 	}
-	base := startCaddyOn(t, port, block("1m"))
+	base := testcaddy.Site(t, port, block("1m"))
 	info := testenv.EscapedPath(hello.Path, hello.Version, "info")
-	mustGet(t, base+"/"+info)
+	testenv.MustGet(t, base+"/"+info)
 
 	got := make(chan []byte, 1)
 	go func() {
@@ -51,14 +52,14 @@ func TestReloadKeepsCacheAndRequests(t *testing.T) {
 		got <- b
 	}()
 	<-started
-	startCaddyOn(t, port, block("2m")) // reload, same cache, other settings
+	testcaddy.Site(t, port, block("2m")) // reload, same cache, other settings
 	close(release)
 	if b := <-got; !bytes.Equal(b, zip) {
 		t.Fatalf("download in flight across the reload got %d bytes; want %d", len(b), len(zip))
 	}
 
 	before := up.Total()
-	mustGet(t, base+"/"+info)
+	testenv.MustGet(t, base+"/"+info)
 	if n := up.Total() - before; n != 0 {
 		t.Errorf("after the reload upstream was asked %d times", n)
 	}
@@ -74,24 +75,10 @@ func TestReloadKeepsCacheAndRequests(t *testing.T) {
 			t.Fatalf("tier %s referenced %d times; want 1", k, n)
 		}
 	}
-	startCaddyOn(t, port, fmt.Sprintf("goproxy %s {\n\t\tsumdb %s\n\t\tcache {\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, db.VKey, t.TempDir()))
+	testcaddy.Site(t, port, fmt.Sprintf("goproxy %s {\n\t\tsumdb %s\n\t\tcache {\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, db.VKey, t.TempDir()))
 	for _, k := range oldKeys {
 		if n, ok := tierPool.References(k); ok || n != 0 {
 			t.Errorf("the old tier %s is still referenced %d times after its config was unloaded", k, n)
 		}
 	}
-}
-
-func mustGet(t *testing.T, url string) []byte {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		t.Fatalf("GET %s: %d %q", url, resp.StatusCode, b)
-	}
-	return b
 }

@@ -2,17 +2,14 @@ package caddymodule
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
-
+	"github.com/piraeus-go/piraeus/internal/testcaddy"
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
 
@@ -28,49 +25,11 @@ var (
 	}}
 )
 
-// adminPort is this test binary's Caddy admin port: caddytest runs one
-// Caddy per process, and packages tested in parallel must not share one.
-var adminPort = sync.OnceValue(func() int { return freePort(nil) })
-
-func freePort(t testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		if t != nil {
-			t.Fatal(err)
-		}
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// startCaddy loads a Caddyfile site block serving goproxy on a loopback
-// port through Caddy's test harness and returns the site's base URL.
+// startCaddy loads a site block serving goproxy on a loopback port
+// through Caddy's test harness and returns the site's base URL.
 func startCaddy(t *testing.T, goproxyBlock string) string {
 	t.Helper()
-	return startCaddyOn(t, freePort(t), goproxyBlock)
-}
-
-// startCaddyOn loads the config with the site on port; loading again on
-// the same port is a config reload.
-func startCaddyOn(t *testing.T, port int, goproxyBlock string) string {
-	t.Helper()
-	config := fmt.Sprintf(`{
-	admin localhost:%d
-	skip_install_trust
-	persist_config off
-}
-http://127.0.0.1:%d {
-	bind 127.0.0.1
-	%s
-}
-`, adminPort(), port, goproxyBlock)
-	tester := caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort()})
-	tester.InitServer(config, "caddyfile")
-	if t.Failed() {
-		t.FailNow()
-	}
-	return fmt.Sprintf("http://127.0.0.1:%d", port)
+	return testcaddy.Site(t, testenv.FreePort(t), goproxyBlock)
 }
 
 func TestGoCommandThroughCaddy(t *testing.T) {

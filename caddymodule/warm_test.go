@@ -14,13 +14,14 @@ import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 
+	"github.com/piraeus-go/piraeus/internal/testcaddy"
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
 
 func TestWarmAndPurge(t *testing.T) {
 	up := testenv.NewUpstream(t, hello, thing)
 	base := startCaddy(t, fmt.Sprintf("goproxy %s {\n\t\tsumdb %s\n\t\tcache {\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, up.VerifiedBy(t).VKey, t.TempDir()))
-	admin := fmt.Sprintf("localhost:%d", adminPort())
+	admin := fmt.Sprintf("localhost:%d", testcaddy.AdminPort())
 	dir := t.TempDir()
 	var sum []byte
 	for _, m := range []testenv.Module{hello, thing} {
@@ -75,7 +76,7 @@ func TestWarmAndPurge(t *testing.T) {
 	if err := runCaddyCommand(&out, "purge", "--address", admin, "example.com/hello@v1.0.0"); err != nil {
 		t.Fatalf("purge: %v", err)
 	}
-	mustGet(t, base+"/"+testenv.EscapedPath(hello.Path, hello.Version, "zip"))
+	testenv.MustGet(t, base+"/"+testenv.EscapedPath(hello.Path, hello.Version, "zip"))
 	if n := up.Requests(testenv.EscapedPath(hello.Path, hello.Version, "zip")); n != 2 {
 		t.Errorf("after purge the zip was fetched %d times in all; want 2", n)
 	}

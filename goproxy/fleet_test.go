@@ -1,10 +1,7 @@
 package goproxy
 
 import (
-	"bytes"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -39,7 +36,7 @@ func hammer(nodes []*env, paths []string, want map[string][]byte, copies int) []
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				err := getCheck(node.srv.URL+"/"+p, want[p])
+				err := testenv.GetCheck(node.srv.URL+"/"+p, want[p])
 				if err != nil {
 					mu.Lock()
 					errs = append(errs, fmt.Errorf("%s: %w", p, err))
@@ -50,22 +47,6 @@ func hammer(nodes []*env, paths []string, want map[string][]byte, copies int) []
 	}
 	wg.Wait()
 	return errs
-}
-
-func getCheck(url string, want []byte) error {
-	resp, err := http.Get(url)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != 200 || (want != nil && !bytes.Equal(body, want)) {
-		return fmt.Errorf("status %d, %d bytes: %q", resp.StatusCode, len(body), body[:min(len(body), 100)])
-	}
-	return nil
 }
 
 // redisKey is the Redis key of a shared object ("obj"), not-found answer

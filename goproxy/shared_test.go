@@ -210,7 +210,7 @@ func TestWaitersServedFromFetchedFile(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := getCheck(e.srv.URL+"/"+path(big, "zip"), want); err != nil {
+			if err := testenv.GetCheck(e.srv.URL+"/"+path(big, "zip"), want); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -322,7 +322,7 @@ func TestUpstreamConcurrencyCapped(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					if err := getCheck(e.srv.URL+"/"+path(m, "info"), m.Info()); err != nil {
+					if err := testenv.GetCheck(e.srv.URL+"/"+path(m, "info"), m.Info()); err != nil {
 						t.Error(err)
 					}
 				}()

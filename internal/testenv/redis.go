@@ -34,12 +34,7 @@ func StartRedis(t testing.TB) *Redis {
 	if err != nil {
 		t.Fatal("redis-server is needed by this test: install it with `apt-get install redis-server` (Debian) — .ci/run does this")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	port := FreePort(t)
 	r := &Redis{t: t, bin: bin, port: port, Addr: "127.0.0.1:" + strconv.Itoa(port)}
 	r.Start()
 	t.Cleanup(r.Stop)

@@ -1,0 +1,58 @@
+package testenv
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+)
+
+// FreePort returns a free TCP port on 127.0.0.1.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Get fetches url and returns the status and the whole body.
+func Get(url string) (int, []byte, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
+}
+
+// MustGet fetches url, failing the test unless it answers 200.
+func MustGet(t testing.TB, url string) []byte {
+	t.Helper()
+	status, body, err := Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status != http.StatusOK {
+		t.Fatalf("GET %s: %d %q", url, status, body)
+	}
+	return body
+}
+
+// GetCheck fetches url and says what is wrong with the answer: a failed
+// request, a status other than 200, or a body other than want (if not nil).
+func GetCheck(url string, want []byte) error {
+	status, body, err := Get(url)
+	if err != nil {
+		return err
+	}
+	if status != http.StatusOK || (want != nil && !bytes.Equal(body, want)) {
+		return fmt.Errorf("status %d, %d bytes: %q", status, len(body), body[:min(len(body), 100)])
+	}
+	return nil
+}
