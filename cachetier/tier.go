@@ -79,6 +79,17 @@ func (o *Object) Bytes() ([]byte, bool) {
 	return o.data, o.file == nil
 }
 
+// Content returns the whole content: the bytes held in memory, or read
+// from the file.
+func (o *Object) Content() ([]byte, error) {
+	if o.file == nil {
+		return o.data, nil
+	}
+	data := make([]byte, o.Size)
+	_, err := io.ReadFull(o.Reader(), data)
+	return data, err
+}
+
 // Clone returns another handle on the same content, to be closed on its
 // own; nil if o has been closed. Reads of several clones of a file may run
 // concurrently.

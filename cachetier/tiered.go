@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 )
 
@@ -96,8 +95,8 @@ func (t *Tiered) promote(ctx context.Context, key string, obj *Object, upper []T
 		data, inMemory := obj.Bytes()
 		if !inMemory {
 			// Read the file once; the caller is served from these bytes.
-			data = make([]byte, obj.Size)
-			if _, err := io.ReadFull(obj.Reader(), data); err != nil {
+			var err error
+			if data, err = obj.Content(); err != nil {
 				t.report(t.store, "promote", key, err)
 				return obj
 			}
@@ -144,8 +143,7 @@ func (t *Tiered) Commit(ctx context.Context, key string, s *Spool, meta Meta) (*
 			continue
 		}
 		if data == nil {
-			data = make([]byte, meta.Size)
-			if _, err := io.ReadFull(obj.Reader(), data); err != nil {
+			if data, err = obj.Content(); err != nil {
 				t.report(t.store, "read", key, err)
 				return obj, nil
 			}

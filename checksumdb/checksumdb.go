@@ -113,10 +113,7 @@ func (d *DB) getBytes(key string) ([]byte, error) {
 		return nil, err
 	}
 	defer obj.Close()
-	if data, ok := obj.Bytes(); ok {
-		return data, nil
-	}
-	return io.ReadAll(obj.Reader())
+	return obj.Content()
 }
 
 func (d *DB) rememberNotFound(path string, e *httperr.Error) {

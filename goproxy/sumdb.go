@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -140,10 +139,7 @@ func getBytes(ctx context.Context, c Cache, key string) ([]byte, cachetier.Meta,
 		return nil, cachetier.Meta{}, err
 	}
 	defer obj.Close()
-	if data, ok := obj.Bytes(); ok {
-		return data, obj.Meta, nil
-	}
-	data, err := io.ReadAll(obj.Reader())
+	data, err := obj.Content()
 	return data, obj.Meta, err
 }
 
@@ -233,14 +229,10 @@ func (p *Proxy) checkShared(a artifact.Artifact) func(*cachetier.Object) error {
 		return nil // nothing to check against: the tier checked key and hash
 	}
 	return func(obj *cachetier.Object) error {
-		data, ok := obj.Bytes()
-		if !ok {
-			var err error
-			if data, err = io.ReadAll(obj.Reader()); err != nil {
-				return err
-			}
+		data, err := obj.Content()
+		if err != nil {
+			return err
 		}
-		var err error
 		if a.Kind == artifact.Mod {
 			err = db.VerifyMod(a.Module, a.Version, data)
 		} else {
