@@ -200,6 +200,80 @@ func dirExists(p string) bool {
 	return err == nil && fi.IsDir()
 }
 
+// Bound is the bound on what the tier uses (0: none).
+func (d *DiskTier) Bound() int64 { return d.maxBytes.Load() }
+
+// Check writes a block to a temp file and removes it: the tier can take
+// objects (its file system is writable and not full).
+func (d *DiskTier) Check(context.Context) error {
+	f, err := d.createTemp("check-*")
+	if err == nil {
+		_, err = f.Write(make([]byte, blockSize))
+		if serr := f.Sync(); err == nil {
+			err = serr
+		}
+		f.Close()
+		os.Remove(f.Name())
+	}
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the cause, without the cache's path
+		}
+		return fmt.Errorf("disk not writable: %w", err)
+	}
+	return nil
+}
+
+// List reads the keys of the objects on disk from their headers, in the
+// order of their files; a token is the last file read.
+func (d *DiskTier) List(_ context.Context, after string, limit int) ([]string, string, error) {
+	dirAfter, nameAfter, _ := strings.Cut(after, "/")
+	var keys []string
+	for i := range fanOut {
+		dir := fmt.Sprintf("%02x", i)
+		if dir < dirAfter {
+			continue
+		}
+		entries, err := os.ReadDir(filepath.Join(d.objects, dir))
+		if err != nil {
+			continue
+		}
+		for _, e := range entries { // sorted by name
+			if dir == dirAfter && e.Name() <= nameAfter {
+				continue
+			}
+			if key, ok := readKey(filepath.Join(d.objects, dir, e.Name())); ok {
+				keys = append(keys, key)
+			}
+			if len(keys) >= limit {
+				return keys, dir + "/" + e.Name(), nil
+			}
+		}
+	}
+	return keys, "", nil
+}
+
+// readKey is the key a file's header names.
+func readKey(p string) (string, bool) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	hdr := make([]byte, fixedHeader+maxKeyLen)
+	n, _ := f.ReadAt(hdr, 0)
+	if n < fixedHeader {
+		return "", false
+	}
+	_, keyLen, err := decodeFixed(hdr[:fixedHeader])
+	if err != nil || fixedHeader+keyLen > n {
+		return "", false
+	}
+	key := string(hdr[fixedHeader : fixedHeader+keyLen])
+	return key, checkHeader(hdr[:fixedHeader+keyLen], key) == nil
+}
+
 // SetMaxBytes changes the bound (0: none).
 func (d *DiskTier) SetMaxBytes(n int64) error {
 	if n != 0 && n <= dirOverhead {

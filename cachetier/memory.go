@@ -74,6 +74,9 @@ func (m *MemoryTier) Put(_ context.Context, key string, meta Meta, data []byte) 
 	return nil
 }
 
+// Bound is the budget.
+func (m *MemoryTier) Bound() int64 { return m.cache.MaxCost() }
+
 // Usage is the part of the budget in use, in bytes.
 func (m *MemoryTier) Usage() (objects, bytes int64) {
 	return -1, m.cache.MaxCost() - m.cache.RemainingCost()

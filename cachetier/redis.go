@@ -152,6 +152,15 @@ func (r *RedisTier) Purge(ctx context.Context, key string) error {
 	return nil
 }
 
+// Check pings Redis.
+func (r *RedisTier) Check(ctx context.Context) error {
+	err := r.conn.Do(ctx, func(ctx context.Context) error { return r.conn.Client.Ping(ctx).Err() })
+	if err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	return nil
+}
+
 // Close does nothing: the connection belongs to whoever opened it.
 func (r *RedisTier) Close() error { return nil }
 

@@ -175,3 +175,22 @@ type Store interface {
 type UsageReporter interface {
 	Usage() (objects, bytes int64)
 }
+
+// Bounded is implemented by tiers with a bound on what they hold, in
+// bytes (0: unbounded).
+type Bounded interface {
+	Bound() int64
+}
+
+// Checker is implemented by tiers that can say whether they work now
+// (writable, reachable), for readiness probes.
+type Checker interface {
+	Check(ctx context.Context) error
+}
+
+// Lister is implemented by tiers that can list the keys they hold, in a
+// stable order, a page at a time: after is "" or the next of the previous
+// page; next is "" after the last page.
+type Lister interface {
+	List(ctx context.Context, after string, limit int) (keys []string, next string, err error)
+}

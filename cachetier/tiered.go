@@ -207,6 +207,27 @@ func (t *Tiered) DeleteLocal(ctx context.Context, key string) error {
 	return errors.Join(errs...)
 }
 
+// Check asks every tier that can say whether it works.
+func (t *Tiered) Check(ctx context.Context) error {
+	for _, tier := range t.all {
+		if c, ok := tier.(Checker); ok {
+			if err := c.Check(ctx); err != nil {
+				return fmt.Errorf("%s tier: %w", tier.Name(), err)
+			}
+		}
+	}
+	return nil
+}
+
+// List lists the keys the tier of record holds (see Lister).
+func (t *Tiered) List(ctx context.Context, after string, limit int) ([]string, string, error) {
+	l, ok := t.store.(Lister)
+	if !ok {
+		return nil, "", fmt.Errorf("the %s tier cannot list what it holds", t.store.Name())
+	}
+	return l.List(ctx, after, limit)
+}
+
 // Close closes every tier.
 func (t *Tiered) Close() error {
 	var errs []error

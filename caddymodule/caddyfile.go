@@ -56,6 +56,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_conns_per_host <n>
 //		max_fetches   <n>
 //		spool_max     <size>
+//		health                  # GET /healthz, /readyz
+//		status        [<path>]  # the status page, default /-/status
+//		catalog                 # GET /catalog
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
@@ -190,6 +193,22 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("invalid count %q", d.Val())
 			}
 			*dst = n
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "health", "catalog":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			*map[string]*bool{"health": &h.Health, "catalog": &h.Catalog}[d.Val()] = true
+		case "status":
+			h.StatusPath = "/-/status"
+			if d.NextArg() {
+				if !strings.HasPrefix(d.Val(), "/") || strings.ContainsAny(d.Val(), "?#") {
+					return d.Errf("status %q: want a path such as /-/status", d.Val())
+				}
+				h.StatusPath = d.Val()
+			}
 			if d.NextArg() {
 				return d.ArgErr()
 			}

@@ -91,6 +91,17 @@ type Handler struct {
 	// checked against the checksum database.
 	NoVerify []string `json:"no_verify,omitempty"`
 
+	// Health answers GET /healthz (200 while the process serves) and
+	// /readyz (200, or 503 with the reason: a tier that does not work, a
+	// checksum database that cannot be reached).
+	Health bool `json:"health,omitempty"`
+	// StatusPath serves a status page there (HTML; JSON with
+	// ?format=json). The Caddyfile's `status` alone means /-/status.
+	StatusPath string `json:"status_path,omitempty"`
+	// Catalog answers GET /catalog with the module versions the mirror
+	// holds, in Athens' format, paged with ?token= and ?pagesize=.
+	Catalog bool `json:"catalog,omitempty"`
+
 	proxy  *goproxy.Proxy
 	tiers  *cachetier.Tiered
 	redis  *redisEntry // the fleet, if a Redis tier is configured
@@ -213,17 +224,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.redis.listen(h, true)
 	}
 	register(h)
-	h.logger.Info("goproxy ready", zap.String("upstream", opts.Upstream), zap.String("disk", h.disk),
-		zap.Strings("tiers", tierNames(h.tiers)), zap.Bool("fleet", h.redis != nil))
 	return nil
-}
-
-func tierNames(t *cachetier.Tiered) []string {
-	var names []string
-	for _, tier := range t.Tiers() {
-		names = append(names, tier.Name())
-	}
-	return names
 }
 
 // defaultTiers is memory and disk with their defaults.
@@ -250,6 +251,9 @@ func (h *Handler) options() (goproxy.Options, error) {
 		MaxConnsPerHost:       h.MaxConnsPerHost,
 		MaxFetches:            h.MaxFetches,
 		SpoolMax:              h.SpoolMax,
+		Health:                h.Health,
+		StatusPath:            h.StatusPath,
+		Catalog:               h.Catalog,
 	}
 	for _, db := range h.SumDBs {
 		o.SumDBs = append(o.SumDBs, goproxy.SumDBOptions{Name: db.Name, URL: db.URL})

@@ -63,6 +63,9 @@ type Config struct {
 	// OnState, if set, hears of every change of the route to the
 	// database: "upstream", "direct", "configured" or "unreachable".
 	OnState func(name, state string)
+	// OnRead, if set, hears of every read from the database, for logs and
+	// metrics: the path, its error, how long it took and how many bytes.
+	OnRead func(name, path string, err error, d time.Duration, n int)
 	// ProbeRetry is how long after a failed probe the next one may run;
 	// default 2s. Meanwhile modules that need verification are refused.
 	ProbeRetry time.Duration
@@ -93,6 +96,7 @@ type DB struct {
 	probes      singleflight.Group
 	failedUntil atomic.Int64 // unix nanoseconds: no new probe before
 	probeRetry  time.Duration
+	onRead      func(name, path string, err error, d time.Duration, n int)
 
 	mu     sync.Mutex
 	latest []byte // the latest verified signed tree (the client's config)
@@ -191,6 +195,7 @@ func New(cfg Config) (*DB, error) {
 		log:        cfg.Logger,
 		onState:    cfg.OnState,
 		probeRetry: cfg.ProbeRetry,
+		onRead:     cfg.OnRead,
 	}
 	if !d.probe {
 		d.route.Store(&route{endpoint: configured, via: "configured"})
@@ -228,6 +233,20 @@ func newEndpoint(rawURL string, client *http.Client) (endpoint, error) {
 		return endpoint{}, fmt.Errorf("invalid URL %q", rawURL)
 	}
 	return endpoint{base: strings.TrimSuffix(rawURL, "/"), http: fetcher.SameHostClient(client, u.Scheme, u.Host)}, nil
+}
+
+// Ready reports whether the database can be read now: its route is
+// known (probing for it, within ctx, if need be) and the last probe did
+// not fail.
+func (d *DB) Ready(ctx context.Context) error {
+	d.mu.Lock()
+	state := d.state
+	d.mu.Unlock()
+	if state == "unreachable" && time.Now().UnixNano() < d.failedUntil.Load() {
+		return errors.New("unreachable")
+	}
+	_, err := d.endpoint(ctx)
+	return err
 }
 
 // Route says where the database is read from: "configured" (its URL as
@@ -346,7 +365,10 @@ func (d *DB) Remote(ctx context.Context, path string) ([]byte, error) {
 	return d.read(ctx, ep, path)
 }
 
-func (d *DB) read(ctx context.Context, ep endpoint, path string) ([]byte, error) {
+func (d *DB) read(ctx context.Context, ep endpoint, path string) (data []byte, err error) {
+	if d.onRead != nil {
+		defer func(start time.Time) { d.onRead(d.name, path, err, time.Since(start), len(data)) }(time.Now())
+	}
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	source := "checksum database " + d.name
@@ -369,7 +391,7 @@ func (d *DB) read(ctx context.Context, ep endpoint, path string) ([]byte, error)
 	if resp.StatusCode != http.StatusOK {
 		return nil, &httperr.Error{Status: http.StatusBadGateway, Msg: fmt.Sprintf("%s answered %d", source, resp.StatusCode), Source: source}
 	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxRemote+1))
+	data, err = io.ReadAll(io.LimitReader(resp.Body, maxRemote+1))
 	if err != nil {
 		return nil, fetcher.TransportError(ctx, source, err)
 	}

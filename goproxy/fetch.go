@@ -163,16 +163,22 @@ func (p *Proxy) fetch(a artifact.Artifact) (*fetched, error) {
 		zap.String("module", a.Module), zap.String("version", a.Version), zap.Stringer("kind", a.Kind),
 		zap.String("upstream", source), zap.Duration("duration", time.Since(start)), zap.Int64("bytes", f.size()),
 	}
+	rec := FetchRecord{Time: start, Module: a.Module, Version: a.Version, Kind: a.Kind.String(), Upstream: source,
+		Duration: time.Since(start), Bytes: f.size()}
 	switch {
 	case err == nil && source == "peer":
 		p.log.Debug("fetched by another node", fields...)
 		p.cfg.Metrics.fetch(a, source, "peer", time.Since(start))
+		rec.Outcome = "peer"
 	case err == nil:
 		p.log.Info("upstream fetch", append(fields, zap.String("outcome", "ok"))...)
 		p.cfg.Metrics.fetch(a, source, "ok", time.Since(start))
+		rec.Outcome = "ok"
 	case httperr.IsNotFound(err) && source == "peer":
 		p.cfg.Metrics.fetch(a, source, "not_found", time.Since(start))
+		rec.Outcome = "not_found"
 	case httperr.IsNotFound(err):
+		rec.Outcome = "not_found"
 		fe := asFetchError(err)
 		p.cfg.notFound.Put(p.key(a), fe)
 		if p.cfg.Fleet != nil {
@@ -183,7 +189,9 @@ func (p *Proxy) fetch(a artifact.Artifact) (*fetched, error) {
 	default:
 		p.log.Warn("upstream fetch", append(fields, zap.String("outcome", "error"), zap.Error(err))...)
 		p.cfg.Metrics.fetch(a, source, "error", time.Since(start))
+		rec.Outcome = "error"
 	}
+	p.stats.fetched(rec)
 	return f, err
 }
 

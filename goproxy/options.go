@@ -77,6 +77,16 @@ type Options struct {
 	MaxFetches            int   // upstream fetches at once; DefaultMaxFetches
 	SpoolMax              int64 // bytes of bodies spooled at once; DefaultSpoolMax
 
+	// Health answers GET /healthz (the process serves) and /readyz (the
+	// tiers work, and the checksum database is reachable when it verifies).
+	Health bool
+	// StatusPath, if set, serves the status page there (HTML, or JSON
+	// with ?format=json).
+	StatusPath string
+	// Catalog answers GET /catalog with the module versions the mirror
+	// holds, in Athens' format.
+	Catalog bool
+
 	// Cache holds what the proxy serves; required.
 	Cache Cache
 	// SandboxDir holds the sandboxes of direct fetches. Default:
@@ -144,6 +154,12 @@ type Cache interface {
 	// Delete removes key everywhere, leaving a tombstone where a tier
 	// keeps them.
 	Delete(ctx context.Context, key string) error
+
+	// For operators: the tiers (occupancy and bounds), whether they work
+	// now, and what the tier of record holds, a page at a time.
+	Tiers() []cachetier.Tier
+	Check(ctx context.Context) error
+	List(ctx context.Context, after string, limit int) (keys []string, next string, err error)
 }
 
 // Namespace is the digest of what makes this proxy's answers differ from
@@ -191,6 +207,9 @@ func New(o Options) (*Proxy, error) {
 		Metrics:      o.Metrics,
 		Logger:       o.Logger,
 		namespace:    o.Namespace(),
+		Health:       o.Health,
+		StatusPath:   o.StatusPath,
+		Catalog:      o.Catalog,
 	}
 	var err error
 	if cfg.Private, err = artifact.ParsePatterns(o.Private...); err != nil {
@@ -257,15 +276,23 @@ func New(o Options) (*Proxy, error) {
 		return nil, fmt.Errorf("goproxy: %w", err)
 	}
 	cfg.Tiers = o.Cache
-	if cfg.SumDBs, err = openSumDBs(o, chain, cfg); err != nil {
+	// The databases report their reads to the proxy, which exists only
+	// after them: they are set on it before it serves.
+	var p *Proxy
+	onRead := func(name, path string, err error, d time.Duration, n int) {
+		if p != nil {
+			p.sumdbFetched(name, path, err, d, n)
+		}
+	}
+	if cfg.SumDBs, err = openSumDBs(o, chain, cfg, onRead); err != nil {
 		cfg.notFound.Close()
 		return nil, err
 	}
 	if len(cfg.SumDBs) > 0 {
 		cfg.Verifier = cfg.SumDBs[0]
 	}
-	p := newProxy(cfg)
-	p.logVerification()
+	p = newProxy(cfg)
+	p.logStart(o)
 	return p, nil
 }
 
@@ -279,7 +306,7 @@ func orDefault[T comparable](v, def T) T {
 
 // openSumDBs opens the configured checksum databases, or the default one,
 // as the go command would reach them.
-func openSumDBs(o Options, chain *fetcher.Chain, cfg config) ([]*checksumdb.DB, error) {
+func openSumDBs(o Options, chain *fetcher.Chain, cfg config, onRead func(name, path string, err error, d time.Duration, n int)) ([]*checksumdb.DB, error) {
 	configs := o.SumDBs
 	if len(configs) == 0 && !o.SumDBOff {
 		configs = []SumDBOptions{{Name: DefaultSumDB}}
@@ -315,6 +342,7 @@ func openSumDBs(o Options, chain *fetcher.Chain, cfg config) ([]*checksumdb.DB, 
 			Timeout:    o.SumDBTimeout,
 			Logger:     cfg.Logger.Named("sumdb"),
 			OnState:    cfg.Metrics.SumDBState,
+			OnRead:     onRead,
 		})
 		if err != nil {
 			for _, db := range dbs {
@@ -327,16 +355,39 @@ func openSumDBs(o Options, chain *fetcher.Chain, cfg config) ([]*checksumdb.DB, 
 	return dbs, nil
 }
 
-// logVerification says once, at start, what verifies which modules.
-func (p *Proxy) logVerification() {
+// logStart says once, at start, how the proxy is made: the upstream list,
+// the tiers with their bounds, what verifies which modules, private
+// patterns and modes.
+func (p *Proxy) logStart(o Options) {
+	var tiers []string
+	for _, t := range p.cfg.Tiers.Tiers() {
+		desc := t.Name()
+		if b, ok := t.(cachetier.Bounded); ok && b.Bound() > 0 {
+			desc += " " + humanBytes(b.Bound())
+		}
+		tiers = append(tiers, desc)
+	}
+	var modes []string
+	for _, m := range o.Modes {
+		modes = append(modes, m.Pattern+"="+m.Mode)
+	}
+	private := o.PrivateUpstream
+	if private == "" && !p.cfg.Private.Empty() {
+		private = "direct"
+	}
+	fields := []zap.Field{
+		zap.String("upstream", o.Upstream), zap.Strings("tiers", tiers),
+		zap.String("private", p.cfg.Private.String()), zap.String("private_upstream", private),
+		zap.Strings("modes", modes), zap.String("namespace", p.cfg.namespace),
+	}
 	db := p.cfg.Verifier
 	if db == nil {
-		p.log.Error("no checksum database (sumdb off): every fetched module is cached unverified")
+		p.log.Error("goproxy ready; no checksum database (sumdb off): every fetched module is cached unverified", fields...)
 		return
 	}
-	p.log.Info("checksum database verifies every fetched .mod and .zip",
-		zap.String("sumdb", db.Name()), zap.String("url", db.URL()),
-		zap.String("except_private", p.cfg.Private.String()), zap.String("except_verify_off", p.cfg.NoVerify.String()))
+	p.log.Info("goproxy ready; a checksum database verifies every fetched .mod and .zip", append(fields,
+		zap.String("sumdb", db.Name()), zap.String("sumdb_url", db.URL()),
+		zap.String("except_private", p.cfg.Private.String()), zap.String("except_verify_off", p.cfg.NoVerify.String()))...)
 }
 
 // namespaced is a Cache whose keys start with a namespace: the checksum

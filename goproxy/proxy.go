@@ -56,6 +56,10 @@ type config struct {
 	Fleet   *fleet.Fleet
 	Logger  *zap.Logger
 
+	Health     bool   // answer /healthz and /readyz
+	StatusPath string // where the status page is; "" for none
+	Catalog    bool   // answer /catalog
+
 	client    *http.Client // of upstream proxies and checksum databases
 	notFound  *httperr.NotFoundCache
 	namespace string
@@ -72,6 +76,7 @@ type Proxy struct {
 	fetchSlots chan struct{}      // one per upstream fetch running
 	budget     *byteBudget        // bytes of bodies being spooled
 	sumdbs     map[string]*checksumdb.DB
+	stats      *stats
 
 	verifyFailures atomic.Int64
 }
@@ -87,7 +92,7 @@ func (p *Proxy) VerifyFailures() int64 { return p.verifyFailures.Load() }
 
 func newProxy(cfg config) *Proxy {
 	p := &Proxy{cfg: cfg, log: cfg.Logger, sumdbs: map[string]*checksumdb.DB{}, fetches: map[string]*flight{},
-		fetchSlots: make(chan struct{}, cfg.MaxFetches), budget: newByteBudget(cfg.SpoolMax)}
+		fetchSlots: make(chan struct{}, cfg.MaxFetches), budget: newByteBudget(cfg.SpoolMax), stats: newStats()}
 	for _, db := range cfg.SumDBs {
 		p.sumdbs[db.Name()] = db
 	}
@@ -120,6 +125,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.serveSumDB(w, r, rest)
 		return
 	}
+	if p.serveOps(w, r) {
+		return
+	}
 	if strings.Contains(strings.ToLower(r.URL.RawPath), "%2f") {
 		writeError(w, http.StatusBadRequest, "encoded slash in request path", 0)
 		p.cfg.Metrics.request("invalid", "bad_request")
@@ -132,6 +140,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.cfg.Metrics.request("invalid", resultOf(ae.Status))
 		return
 	}
+	p.stats.request(a)
 	ans, err := p.Get(r.Context(), a)
 	if err != nil {
 		p.cfg.Metrics.request(a.Kind.String(), p.writeFetchError(w, r, err))
@@ -230,11 +239,13 @@ func (p *Proxy) Get(ctx context.Context, a artifact.Artifact) (Answer, error) {
 	if obj, err := p.cfg.Tiers.Get(ctx, key, p.checkShared(a)); err == nil {
 		if obj.Fresh(time.Now()) {
 			p.cfg.Metrics.hit(obj.Tier)
+			p.stats.hit(obj.Tier)
 			return Answer{Object: obj}, nil
 		}
 		old = obj
 	}
 	p.cfg.Metrics.miss(a)
+	p.stats.miss()
 	mode := p.mode(a.Module)
 	if mode == Offline {
 		if old != nil {

@@ -60,10 +60,14 @@ func (p *Proxy) serveSumDB(w http.ResponseWriter, r *http.Request, rest string) 
 			writeError(w, http.StatusNotFound, "private module: not in any checksum database", 0)
 			return
 		}
+		immutable = true
+		if cached, ok := p.sumdbHit(ctx, db, sub); ok {
+			data = cached // only verified lookups are cached
+			break
+		}
 		data, err = p.collapseBytes(ctx, "sumdb/"+name+"/"+sub, func(ctx context.Context) ([]byte, error) {
 			return db.Lookup(ctx, mod, ver, mv)
 		})
-		immutable = true
 	case strings.HasPrefix(sub, "tile/"):
 		t, perr := tlog.ParseTilePath(sub)
 		if perr != nil || t.Path() != sub {
@@ -71,7 +75,7 @@ func (p *Proxy) serveSumDB(w http.ResponseWriter, r *http.Request, rest string) 
 			return
 		}
 		ctype = "application/octet-stream"
-		if cached, _, cerr := getBytes(ctx, p.cfg.Tiers, p.CacheKey(db.CacheKey(sub))); cerr == nil {
+		if cached, ok := p.sumdbHit(ctx, db, sub); ok {
 			data, immutable = cached, true // verified by the sumdb client
 			break
 		}
@@ -102,6 +106,47 @@ func (p *Proxy) serveSumDB(w http.ResponseWriter, r *http.Request, rest string) 
 		h.Set("Cache-Control", "no-store")
 	}
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data))
+}
+
+// sumdbHit returns a lookup or tile the database client verified and
+// cached, counting the hit or the miss as for modules.
+func (p *Proxy) sumdbHit(ctx context.Context, db *checksumdb.DB, sub string) ([]byte, bool) {
+	obj, err := p.cfg.Tiers.Get(ctx, p.CacheKey(db.CacheKey(sub)), nil)
+	if err != nil {
+		p.cfg.Metrics.miss(artifact.Artifact{})
+		p.stats.miss()
+		return nil, false
+	}
+	defer obj.Close()
+	data, err := obj.Content()
+	if err != nil {
+		return nil, false
+	}
+	p.cfg.Metrics.hit(obj.Tier)
+	p.stats.hit(obj.Tier)
+	return data, true
+}
+
+// sumdbFetched logs and counts a read from a checksum database as an
+// upstream fetch (kind "sumdb"); checksumdb.Config.OnRead.
+func (p *Proxy) sumdbFetched(name, path string, err error, d time.Duration, n int) {
+	outcome := "ok"
+	switch {
+	case httperr.IsNotFound(err):
+		outcome = "not_found"
+	case err != nil:
+		outcome = "error"
+	}
+	fields := []zap.Field{zap.String("sumdb", name), zap.String("path", path), zap.String("kind", "sumdb"),
+		zap.Duration("duration", d), zap.Int("bytes", n), zap.String("outcome", outcome)}
+	if err != nil && outcome == "error" {
+		p.log.Warn("upstream fetch", append(fields, zap.Error(err))...)
+	} else {
+		p.log.Info("upstream fetch", fields...)
+	}
+	p.cfg.Metrics.fetch(artifact.Artifact{}, name, outcome, d)
+	p.stats.fetched(FetchRecord{Time: time.Now().Add(-d), Module: name + path, Kind: "sumdb", Upstream: name,
+		Outcome: outcome, Duration: d, Bytes: int64(n)})
 }
 
 // sumdbLatest serves the database's signed tree head, kept for ListTTL
@@ -187,6 +232,7 @@ func (p *Proxy) verify(a artifact.Artifact, data []byte, zipFile string) error {
 	db, reason := p.verifier(a)
 	if db == nil {
 		p.cfg.Metrics.unverified(reason)
+		p.stats.storedUnverified(reason)
 		p.log.Error("module stored without checksum verification", zap.String("module", a.Module), zap.String("version", a.Version),
 			zap.Stringer("kind", a.Kind), zap.String("reason", reason))
 		return nil

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -22,8 +23,9 @@ type WarmItem struct {
 	Kind            artifact.Kind
 }
 
-// WarmList reads what a go.mod (its require lines: .info, .mod and .zip)
-// or a go.sum (a hash line: .zip and .info; a /go.mod line: .mod) needs.
+// WarmList reads what a go.mod (its require lines: .info, .mod and .zip),
+// a go.sum (a hash line: .zip and .info; a /go.mod line: .mod) or a page of
+// a catalog (Athens' /catalog JSON: .info, .mod and .zip) needs.
 func WarmList(data []byte) ([]WarmItem, error) {
 	var items []WarmItem
 	seen := map[WarmItem]bool{}
@@ -35,6 +37,19 @@ func WarmList(data []byte) ([]WarmItem, error) {
 				items = append(items, it)
 			}
 		}
+	}
+	if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && trimmed[0] == '{' {
+		var page struct{ Modules []CatalogEntry }
+		if err := json.Unmarshal(trimmed, &page); err != nil {
+			return nil, fmt.Errorf("catalog page: %v", err)
+		}
+		for _, m := range page.Modules {
+			add(m.Module, m.Version, artifact.Info, artifact.Mod, artifact.Zip)
+		}
+		if len(items) == 0 {
+			return nil, errors.New("no modules found in the catalog page")
+		}
+		return items, nil
 	}
 	if f, err := modfile.ParseLax("go.mod", data, nil); err == nil && f.Module != nil {
 		for _, r := range f.Require {
