@@ -46,11 +46,11 @@ func TestStatusPage(t *testing.T) {
 	}
 	info := testenv.EscapedPath(hello.Path, hello.Version, "info")
 	zip := testenv.EscapedPath(hello.Path, hello.Version, "zip")
-	get(info, 200) // miss
-	get(info, 200) // hit
-	get(zip, 200)  // miss
-	get(zip, 200)  // hit
-	get(zip, 200)  // hit
+	get(info, 200)                                                  // miss
+	get(info, 200)                                                  // hit
+	get(zip, 200)                                                   // miss
+	get(zip, 200)                                                   // hit
+	get(zip, 200)                                                   // hit
 	get(testenv.EscapedPath(thing.Path, thing.Version, "mod"), 200) // miss
 	get("example.com/hello/@v/v1.9.9.info", 404)                    // miss
 
