@@ -10,9 +10,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
+	"github.com/piraeus-go/piraeus/internal/breaker"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 )
@@ -38,7 +38,7 @@ type Config struct {
 type Conn struct {
 	Client  redis.UniversalClient
 	Timeout time.Duration
-	br      breaker
+	br      *breaker.Breaker
 }
 
 // ErrUnavailable is returned while the breaker is open.
@@ -85,8 +85,7 @@ func Open(cfg Config) (*Conn, error) {
 	opts.MaxRetries = 1
 	opts.DialerRetries = 1
 	opts.DisableIdentity = true
-	c := &Conn{Client: redis.NewUniversalClient(opts), Timeout: cfg.Timeout}
-	c.br.log = cfg.Logger
+	c := &Conn{Client: redis.NewUniversalClient(opts), Timeout: cfg.Timeout, br: breaker.New("redis", cfg.Logger)}
 	return c, nil
 }
 
@@ -95,19 +94,15 @@ func (c *Conn) Close() error { return c.Client.Close() }
 
 // ProbeAt is when the open breaker next lets a request through; a time
 // in the past when it is closed.
-func (c *Conn) ProbeAt() time.Time {
-	c.br.mu.Lock()
-	defer c.br.mu.Unlock()
-	return c.br.openUntil
-}
+func (c *Conn) ProbeAt() time.Time { return c.br.ProbeAt() }
 
 // Available reports whether the breaker lets a request through.
-func (c *Conn) Available() bool { return c.br.allow() }
+func (c *Conn) Available() bool { return c.br.Allow() }
 
 // Do runs op with the operation timeout if the breaker allows it, and
 // records its outcome; redis.Nil (a missing key) is a success.
 func (c *Conn) Do(ctx context.Context, op func(ctx context.Context) error) error {
-	if !c.br.allow() {
+	if !c.br.Allow() {
 		return ErrUnavailable
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
@@ -115,76 +110,11 @@ func (c *Conn) Do(ctx context.Context, op func(ctx context.Context) error) error
 	err := op(ctx)
 	switch {
 	case err == nil || errors.Is(err, redis.Nil):
-		c.br.success()
+		c.br.Success()
 	case errors.Is(err, context.Canceled):
 		// the caller gave up: says nothing about Redis
 	default:
-		c.br.failure(err)
+		c.br.Failure(err)
 	}
 	return err
-}
-
-// breaker opens after breakerThreshold consecutive failures and then lets
-// one request through per cooldown, doubling the cooldown up to a limit
-// while Redis stays down.
-type breaker struct {
-	log *zap.Logger
-
-	mu        sync.Mutex
-	failures  int
-	cooldown  time.Duration
-	openUntil time.Time // no request before this, but one probe after it
-	tripped   time.Time // when the breaker last opened or backed off
-	open      bool
-}
-
-const (
-	breakerThreshold   = 3
-	breakerMinCooldown = 500 * time.Millisecond
-	breakerMaxCooldown = 15 * time.Second
-)
-
-func (b *breaker) allow() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if !b.open {
-		return true
-	}
-	if time.Now().Before(b.openUntil) {
-		return false
-	}
-	// Half-open: this caller probes; the others wait for its outcome.
-	b.openUntil = time.Now().Add(b.cooldown)
-	return true
-}
-
-func (b *breaker) success() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.open {
-		b.log.Warn("redis is reachable again; using it")
-	}
-	b.failures, b.open, b.cooldown = 0, false, 0
-}
-
-func (b *breaker) failure(err error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	now := time.Now()
-	b.failures++
-	if b.open {
-		// A failed probe backs off further; requests that were already
-		// under way when the breaker opened do not.
-		if now.Sub(b.tripped) >= b.cooldown {
-			b.cooldown = min(b.cooldown*2, breakerMaxCooldown)
-			b.openUntil, b.tripped = now.Add(b.cooldown), now
-		}
-		return
-	}
-	if b.failures < breakerThreshold {
-		return
-	}
-	b.log.Warn("redis unavailable; bypassing it", zap.Error(err))
-	b.open, b.cooldown = true, breakerMinCooldown
-	b.openUntil, b.tripped = now.Add(b.cooldown), now
 }

@@ -1,0 +1,98 @@
+// Package breaker is a circuit breaker for a remote store (Redis, an S3
+// bucket): after consecutive failures it stops asking for a while, so a
+// store that is down or hangs costs a bounded delay, and it probes again
+// with one request per cooldown, backing off while the store stays down.
+package breaker
+
+import (
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// New returns a closed breaker; name says what it guards, in its logs.
+func New(name string, log *zap.Logger) *Breaker {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Breaker{name: name, log: log}
+}
+
+// ProbeAt is when the open breaker next lets a request through; a time in
+// the past when it is closed.
+func (b *Breaker) ProbeAt() time.Time {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.openUntil
+}
+
+// Breaker opens after breakerThreshold consecutive failures and then lets
+// one request through per cooldown, doubling the cooldown up to a limit
+// while the store stays down.
+type Breaker struct {
+	name string
+	log  *zap.Logger
+
+	mu        sync.Mutex
+	failures  int
+	cooldown  time.Duration
+	openUntil time.Time // no request before this, but one probe after it
+	tripped   time.Time // when the breaker last opened or backed off
+	open      bool
+}
+
+const (
+	breakerThreshold   = 3
+	breakerMinCooldown = 500 * time.Millisecond
+	breakerMaxCooldown = 15 * time.Second
+)
+
+// Allow reports whether a request may go; when the breaker is open, one
+// caller per cooldown is let through to probe.
+func (b *Breaker) Allow() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.open {
+		return true
+	}
+	if time.Now().Before(b.openUntil) {
+		return false
+	}
+	// Half-open: this caller probes; the others wait for its outcome.
+	b.openUntil = time.Now().Add(b.cooldown)
+	return true
+}
+
+// Success records a request that worked.
+func (b *Breaker) Success() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.open {
+		b.log.Warn(b.name + " is reachable again; using it")
+	}
+	b.failures, b.open, b.cooldown = 0, false, 0
+}
+
+// Failure records a request that failed.
+func (b *Breaker) Failure(err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := time.Now()
+	b.failures++
+	if b.open {
+		// A failed probe backs off further; requests that were already
+		// under way when the breaker opened do not.
+		if now.Sub(b.tripped) >= b.cooldown {
+			b.cooldown = min(b.cooldown*2, breakerMaxCooldown)
+			b.openUntil, b.tripped = now.Add(b.cooldown), now
+		}
+		return
+	}
+	if b.failures < breakerThreshold {
+		return
+	}
+	b.log.Warn(b.name+" unavailable; bypassing it", zap.Error(err))
+	b.open, b.cooldown = true, breakerMinCooldown
+	b.openUntil, b.tripped = now.Add(b.cooldown), now
+}
