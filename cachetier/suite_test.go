@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/piraeus-go/piraeus/internal/testenv"
 )
 
 // The tier suite: every Tier keeps the same contract, whatever it keeps
@@ -27,6 +29,7 @@ func TestTierSuite(t *testing.T) {
 			rt, _ := openRedis(t)
 			return rt
 		},
+		"s3": func(t *testing.T) Tier { return openS3(t, testenv.StartS3(t), S3Config{}) },
 	}
 	for name, open := range tiers {
 		t.Run(name, func(t *testing.T) { tierSuite(t, open) })

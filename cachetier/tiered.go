@@ -4,14 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 )
 
-// Tiered composes tiers in lookup order, fastest first, with a Store (the
-// disk) last as the tier of record: every fetched object is committed to
-// it, and written to each faster tier whose size limit it fits.
+// Tiered composes tiers in lookup order, fastest first, with a Store (a
+// disk or a bucket) last as the tier of record: every fetched object is
+// committed to it, and written to each faster tier whose size limit it
+// fits. A Store above the last one (a bounded local disk above a bucket)
+// is a local copy: fetches spool in it, objects are streamed into it
+// (never through memory), and it takes what the store holds as it is read.
 type Tiered struct {
-	upper []Tier
+	upper []Tier // above the store, the local store excepted
+	local Store  // a Store above the store, or nil
 	store Store
 	all   []Tier
 	// onError hears of tier failures (not misses) that Get and the
@@ -41,8 +46,22 @@ type purger interface {
 // NewTiered returns the tiers upper..., then store. onError, if not nil,
 // hears of tier failures that are worked around.
 func NewTiered(onError func(tier, op, key string, err error), store Store, upper ...Tier) *Tiered {
-	all := append(upper[:len(upper):len(upper)], store)
-	return &Tiered{upper: upper, store: store, all: all, onError: onError}
+	t := &Tiered{store: store, all: append(upper[:len(upper):len(upper)], store), onError: onError}
+	for _, u := range upper {
+		if s, ok := u.(Store); ok && t.local == nil {
+			t.local = s
+			continue
+		}
+		t.upper = append(t.upper, u)
+	}
+	return t
+}
+
+// Uploader is implemented by a store that can take an object from a
+// reader without taking over a spool (a bucket), so that a local store
+// above it can take the spool.
+type Uploader interface {
+	Upload(ctx context.Context, key string, meta Meta, r io.Reader) error
 }
 
 // Tiers lists the tiers in lookup order.
@@ -89,6 +108,10 @@ func (t *Tiered) promote(ctx context.Context, key string, obj *Object, upper []T
 		return obj
 	}
 	for _, u := range upper {
+		if u == t.local {
+			t.copyLocal(ctx, key, obj)
+			continue
+		}
 		if obj.Size > u.MaxObject() {
 			continue
 		}
@@ -108,6 +131,35 @@ func (t *Tiered) promote(ctx context.Context, key string, obj *Object, upper []T
 	return obj
 }
 
+// copyLocal streams obj into the local store through a spool of its own,
+// checking what was copied: obj stays readable by the caller.
+func (t *Tiered) copyLocal(ctx context.Context, key string, obj *Object) {
+	if data, ok := obj.Bytes(); ok && obj.Size <= smallObject {
+		t.put(ctx, t.local, key, obj.Meta, data)
+		return
+	}
+	sp, err := t.local.NewSpool(key)
+	if err != nil {
+		t.report(t.local, "promote", key, err)
+		return
+	}
+	defer sp.Close()
+	if err := sp.Fill(obj.Reader(), obj.Size); err != nil {
+		t.report(t.local, "promote", key, err)
+		return
+	}
+	if got := sp.Meta(time.Time{}); got.Size != obj.Size || got.Sum != obj.Sum {
+		t.report(t.local, "promote", key, errors.New("copy does not match the object read"))
+		return
+	}
+	copied, err := t.local.Commit(ctx, key, sp, obj.Meta)
+	if err != nil {
+		t.report(t.local, "promote", key, err)
+		return
+	}
+	copied.Close()
+}
+
 func (t *Tiered) put(ctx context.Context, tier Tier, key string, meta Meta, data []byte) {
 	if err := tier.Put(ctx, key, meta, data); err != nil {
 		t.report(tier, "put", key, err)
@@ -118,9 +170,13 @@ func (t *Tiered) put(ctx context.Context, tier Tier, key string, meta Meta, data
 // system's temp directory when the store cannot take one (then the object
 // is served from it, uncached).
 func (t *Tiered) NewSpool(key string) (*Spool, error) {
-	s, err := t.store.NewSpool(key)
+	spooler := t.store
+	if t.local != nil {
+		spooler = t.local
+	}
+	s, err := spooler.NewSpool(key)
 	if err != nil {
-		t.report(t.store, "spool", key, err)
+		t.report(spooler, "spool", key, err)
 		return NewTempSpool(key)
 	}
 	return s, nil
@@ -132,8 +188,28 @@ func (t *Tiered) NewSpool(key string) (*Spool, error) {
 // readable whatever happens to the stored copy. When the store fails,
 // the object is still returned, read from the spool and uncached, with
 // the store's error.
+//
+// With a local store, the object is uploaded to the store from the spool,
+// which the local store then takes: a failed upload is reported and the
+// object stays cached locally.
 func (t *Tiered) Commit(ctx context.Context, key string, s *Spool, meta Meta) (*Object, error) {
-	obj, err := t.store.Commit(ctx, key, s, meta)
+	var obj *Object
+	var err error
+	if up, ok := t.store.(Uploader); ok && t.local != nil {
+		upErr := up.Upload(ctx, key, meta, s.Reader())
+		obj, err = t.local.Commit(ctx, key, s, meta)
+		switch {
+		case err != nil && upErr == nil: // in the store; served from the spool
+			t.report(t.local, "put", key, err)
+			obj, err = s.Object(meta, t.store.Name()), nil
+		case err != nil:
+			err = errors.Join(upErr, err)
+		case upErr != nil: // cached here only
+			t.report(t.store, "put", key, upErr)
+		}
+	} else {
+		obj, err = t.store.Commit(ctx, key, s, meta)
+	}
 	if err != nil {
 		return s.Object(meta, "spool"), fmt.Errorf("storing %s: %w", truncate(key), err)
 	}
@@ -165,6 +241,9 @@ func (t *Tiered) PutSmall(ctx context.Context, key string, meta Meta, data []byt
 		if err := t.store.Put(ctx, key, meta, data); err != nil {
 			return fmt.Errorf("storing %s: %w", truncate(key), err)
 		}
+	}
+	if t.local != nil {
+		t.put(ctx, t.local, key, meta, data)
 	}
 	for _, u := range t.upper {
 		if meta.Size <= u.MaxObject() {

@@ -1,0 +1,474 @@
+package cachetier
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+	"go.uber.org/zap"
+
+	"github.com/piraeus-go/piraeus/internal/breaker"
+)
+
+// S3Config configures an S3Tier.
+type S3Config struct {
+	// Endpoint is the S3 service's URL, e.g. https://s3.eu-west-1.amazonaws.com
+	// or http://127.0.0.1:9000.
+	Endpoint  string
+	Bucket    string
+	Region    string
+	Prefix    string // of every object name; may be empty
+	AccessKey string
+	SecretKey string
+	// Timeout bounds one operation's answer (a stat, a list, a small put)
+	// and any wait for a transfer's next bytes: a bucket that stalls fails
+	// within it. Default 10s.
+	Timeout time.Duration
+	// SpoolDir holds the temp files of uploads and of verified downloads.
+	// Default: the system's temp directory.
+	SpoolDir string
+	// Transport, if set, carries the requests (tests trust a CA with it).
+	Transport http.RoundTripper
+	Logger    *zap.Logger
+}
+
+// S3Tier keeps every object in a bucket of an S3-compatible store, so that
+// edges with no persistent disk share what they fetched: a tier of record.
+// An object's body is its content alone (so a pre-signed URL serves it as
+// it is); its key, size, SHA-256, fetch time and expiry are in its
+// metadata, and a read checks all of them, the content's hash included,
+// before the object is served. Uploads stream from the spool (multipart
+// for large zips); an object appears only once whole. A breaker stops
+// asking a bucket that fails or stalls, for a while.
+type S3Tier struct {
+	cfg       S3Config
+	client    *minio.Client
+	transport *http.Transport // nil when the config gave one
+	br        *breaker.Breaker
+	log       *zap.Logger
+}
+
+// NewS3Tier returns a tier on cfg.Bucket, which must exist.
+func NewS3Tier(cfg S3Config) (*S3Tier, error) {
+	u, err := url.Parse(cfg.Endpoint)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("s3 tier: endpoint %q: want http(s)://host[:port]", cfg.Endpoint)
+	}
+	if cfg.Bucket == "" {
+		return nil, errors.New("s3 tier: no bucket")
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.SpoolDir == "" {
+		cfg.SpoolDir = os.TempDir()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	s := &S3Tier{cfg: cfg, br: breaker.New("s3 bucket "+cfg.Bucket, cfg.Logger), log: cfg.Logger}
+	if cfg.Transport == nil {
+		s.transport = newS3Transport(cfg.Timeout)
+		cfg.Transport = s.transport
+	}
+	client, err := minio.New(u.Host, &minio.Options{
+		Creds:     credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
+		Secure:    u.Scheme == "https",
+		Region:    cfg.Region,
+		Transport: cfg.Transport,
+		// One retry: a store that fails twice is left to the breaker,
+		// and the request goes upstream, rather than waiting out the
+		// client's ten retries with backoff.
+		MaxRetries: 2,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("s3 tier: %w", err)
+	}
+	s.client = client
+	return s, nil
+}
+
+// newS3Transport returns a transport whose connections fail when the
+// store sends or takes nothing for timeout: a stalled bucket ends a
+// download or an upload of any size within that time, where a timeout on
+// the whole transfer would have to allow for the largest zip.
+func newS3Transport(timeout time.Duration) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	dialer := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
+	t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &stallConn{Conn: c, timeout: timeout}, nil
+	}
+	t.ResponseHeaderTimeout = timeout
+	// Idle connections close before their pending read would time out.
+	t.IdleConnTimeout = timeout / 2
+	t.DisableCompression = true
+	t.MaxIdleConnsPerHost = 64
+	return t
+}
+
+// stallConn sets a deadline before each read and write.
+type stallConn struct {
+	net.Conn
+	timeout time.Duration
+}
+
+func (c *stallConn) Read(p []byte) (int, error) {
+	c.Conn.SetReadDeadline(time.Now().Add(c.timeout))
+	return c.Conn.Read(p)
+}
+
+func (c *stallConn) Write(p []byte) (int, error) {
+	c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
+	return c.Conn.Write(p)
+}
+
+func (s *S3Tier) Name() string     { return "s3" }
+func (s *S3Tier) MaxObject() int64 { return 1<<63 - 1 }
+
+// Object names: the key itself under the prefix when it fits S3's limit of
+// 1024 bytes, its hash otherwise.
+func (s *S3Tier) objectName(key string) string {
+	if name := s.cfg.Prefix + "o/" + key; len(name) <= 1024 {
+		return name
+	}
+	sum := sha256.Sum256([]byte(key))
+	return s.cfg.Prefix + "h/" + base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// Metadata of an object, as x-amz-meta-piraeus-*.
+const (
+	metaKey     = "Piraeus-Key"
+	metaSum     = "Piraeus-Sha256"
+	metaStored  = "Piraeus-Stored"
+	metaExpires = "Piraeus-Expires"
+)
+
+func encodeMeta(key string, m Meta) map[string]string {
+	md := map[string]string{
+		metaKey:    url.PathEscape(key),
+		metaSum:    base64.StdEncoding.EncodeToString(m.Sum[:]),
+		metaStored: strconv.FormatInt(m.Stored.UnixNano(), 10),
+	}
+	if !m.Expires.IsZero() {
+		md[metaExpires] = strconv.FormatInt(m.Expires.UnixNano(), 10)
+	}
+	return md
+}
+
+// decodeMeta reads an object's metadata, checking that it names key.
+func decodeMeta(key string, info minio.ObjectInfo) (Meta, error) {
+	get := func(k string) string {
+		for mk, v := range info.UserMetadata {
+			if strings.EqualFold(mk, k) {
+				return v
+			}
+		}
+		return ""
+	}
+	if stored, err := url.PathUnescape(get(metaKey)); err != nil || stored != key {
+		return Meta{}, fmt.Errorf("stored under key %q, read as %q", truncate(get(metaKey)), truncate(key))
+	}
+	sum, err := base64.StdEncoding.DecodeString(get(metaSum))
+	if err != nil || len(sum) != 32 {
+		return Meta{}, errors.New("no SHA-256 in the metadata")
+	}
+	m := Meta{Size: info.Size}
+	copy(m.Sum[:], sum)
+	if n, err := strconv.ParseInt(get(metaStored), 10, 64); err == nil {
+		m.Stored = time.Unix(0, n)
+	}
+	if v := get(metaExpires); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return Meta{}, errors.New("bad expiry in the metadata")
+		}
+		m.Expires = time.Unix(0, n)
+	}
+	return m, nil
+}
+
+func isNoSuchKey(err error) bool {
+	code := minio.ToErrorResponse(err).Code
+	return code == "NoSuchKey" || code == "NotFound"
+}
+
+// do runs op within the operation timeout if the breaker allows it.
+func (s *S3Tier) do(ctx context.Context, op func(ctx context.Context) error) error {
+	if !s.br.Allow() {
+		return ErrMiss
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	err := op(ctx)
+	switch {
+	case err == nil || isNoSuchKey(err):
+		s.br.Success()
+	case errors.Is(err, context.Canceled):
+	default:
+		s.br.Failure(err)
+	}
+	return err
+}
+
+// stat returns the checked meta of key's object.
+func (s *S3Tier) stat(ctx context.Context, key string) (Meta, error) {
+	var info minio.ObjectInfo
+	err := s.do(ctx, func(ctx context.Context) (err error) {
+		info, err = s.client.StatObject(ctx, s.cfg.Bucket, s.objectName(key), minio.StatObjectOptions{})
+		return err
+	})
+	if errors.Is(err, ErrMiss) || isNoSuchKey(err) {
+		return Meta{}, ErrMiss
+	}
+	if err != nil {
+		return Meta{}, fmt.Errorf("s3 tier: %w", err)
+	}
+	meta, err := decodeMeta(key, info)
+	if err != nil {
+		s.reject(ctx, key, err)
+		return Meta{}, ErrMiss
+	}
+	return meta, nil
+}
+
+// Get downloads key's object into a spool file (or memory, when small)
+// while hashing it, and returns it only if it is whole and its hash
+// matches: nothing is served before it has been checked.
+func (s *S3Tier) Get(ctx context.Context, key string) (*Object, error) {
+	if !s.br.Allow() {
+		return nil, ErrMiss
+	}
+	obj, err := s.client.GetObject(ctx, s.cfg.Bucket, s.objectName(key), minio.GetObjectOptions{})
+	if err != nil {
+		return nil, s.readFailed(err)
+	}
+	defer obj.Close()
+	info, err := obj.Stat() // sends the request: one round trip in all
+	if err != nil {
+		return nil, s.readFailed(err)
+	}
+	s.br.Success()
+	meta, err := decodeMeta(key, info)
+	if err != nil {
+		s.reject(ctx, key, err)
+		return nil, ErrMiss
+	}
+	if meta.Size <= smallObject {
+		data, err := io.ReadAll(io.LimitReader(obj, meta.Size+1))
+		if err != nil {
+			return nil, s.readFailed(err)
+		}
+		if int64(len(data)) != meta.Size || sha256.Sum256(data) != meta.Sum {
+			s.reject(ctx, key, errors.New("content does not match its size and SHA-256"))
+			return nil, ErrMiss
+		}
+		return &Object{Meta: meta, Tier: "s3", data: data}, nil
+	}
+	sp, err := s.NewSpool(key)
+	if err != nil {
+		return nil, fmt.Errorf("s3 tier: %w", err)
+	}
+	defer sp.Close()
+	if err := sp.Fill(obj, meta.Size); err != nil {
+		if errors.Is(err, ErrTooLarge) {
+			s.reject(ctx, key, err)
+			return nil, ErrMiss
+		}
+		return nil, s.readFailed(err)
+	}
+	if got := sp.Meta(time.Time{}); got.Size != meta.Size || got.Sum != meta.Sum {
+		s.reject(ctx, key, errors.New("content does not match its size and SHA-256"))
+		return nil, ErrMiss
+	}
+	return sp.Object(meta, "s3"), nil
+}
+
+// smallObject: objects up to this size are read into memory, larger ones
+// into a spool file.
+const smallObject = 1 << 20
+
+func (s *S3Tier) readFailed(err error) error {
+	if isNoSuchKey(err) {
+		s.br.Success()
+		return ErrMiss
+	}
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	s.br.Failure(err)
+	return fmt.Errorf("s3 tier: reading: %w", err)
+}
+
+// reject deletes an object that fails its checks, so it is fetched again.
+func (s *S3Tier) reject(ctx context.Context, key string, why error) {
+	s.do(context.WithoutCancel(ctx), func(ctx context.Context) error {
+		return s.client.RemoveObject(ctx, s.cfg.Bucket, s.objectName(key), minio.RemoveObjectOptions{})
+	})
+	s.log.Error("s3 object rejected and deleted; it will be fetched again", zap.String("key", truncate(key)), zap.Error(why))
+}
+
+func (s *S3Tier) put(ctx context.Context, key string, meta Meta, r io.Reader, timeout bool) error {
+	if !s.br.Allow() {
+		return errors.New("s3 tier: bucket unavailable")
+	}
+	opts := minio.PutObjectOptions{
+		UserMetadata: encodeMeta(key, meta),
+		ContentType:  "application/octet-stream",
+		PartSize:     16 << 20, // one part in memory at a time
+		NumThreads:   1,
+	}
+	if timeout {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.Timeout)
+		defer cancel()
+	}
+	_, err := s.client.PutObject(ctx, s.cfg.Bucket, s.objectName(key), r, meta.Size, opts)
+	if err != nil {
+		s.br.Failure(err)
+		return fmt.Errorf("s3 tier: storing %s: %w", truncate(key), err)
+	}
+	s.br.Success()
+	return nil
+}
+
+// Put stores a small object.
+func (s *S3Tier) Put(ctx context.Context, key string, meta Meta, data []byte) error {
+	if int64(len(data)) != meta.Size || sha256.Sum256(data) != meta.Sum {
+		return fmt.Errorf("s3 tier: %s does not match its meta", truncate(key))
+	}
+	return s.put(ctx, key, meta, bytes.NewReader(data), true)
+}
+
+// NewSpool starts a temp file for an object of key, in SpoolDir.
+func (s *S3Tier) NewSpool(key string) (*Spool, error) {
+	f, err := os.CreateTemp(s.cfg.SpoolDir, "piraeus-s3-*")
+	if err != nil {
+		return nil, err
+	}
+	return newSpool(f, key)
+}
+
+// Commit uploads the spool (streamed; multipart when large) and returns the
+// object read from the spool's file, which is no longer needed by name.
+func (s *S3Tier) Commit(ctx context.Context, key string, sp *Spool, meta Meta) (*Object, error) {
+	if sp.done || sp.key != key {
+		return nil, fmt.Errorf("s3 tier: spool of %q cannot be committed as %q", truncate(sp.key), truncate(key))
+	}
+	if err := s.Upload(ctx, key, meta, sp.Reader()); err != nil {
+		return nil, err
+	}
+	return sp.Object(meta, "s3"), nil
+}
+
+// Upload streams meta.Size bytes of r into key's object, bounded by ctx
+// alone (a large zip takes longer than one operation's timeout).
+func (s *S3Tier) Upload(ctx context.Context, key string, meta Meta, r io.Reader) error {
+	return s.put(ctx, key, meta, r, false)
+}
+
+func (s *S3Tier) Delete(ctx context.Context, key string) error {
+	err := s.do(ctx, func(ctx context.Context) error {
+		return s.client.RemoveObject(ctx, s.cfg.Bucket, s.objectName(key), minio.RemoveObjectOptions{})
+	})
+	if err != nil && !errors.Is(err, ErrMiss) && !isNoSuchKey(err) {
+		return fmt.Errorf("s3 tier: %w", err)
+	}
+	return nil
+}
+
+// Check writes and removes a small object: the bucket takes objects.
+func (s *S3Tier) Check(ctx context.Context) error {
+	name := s.cfg.Prefix + "check/" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	err := s.do(ctx, func(ctx context.Context) error {
+		if _, err := s.client.PutObject(ctx, s.cfg.Bucket, name, strings.NewReader("ok"), 2, minio.PutObjectOptions{}); err != nil {
+			return err
+		}
+		return s.client.RemoveObject(ctx, s.cfg.Bucket, name, minio.RemoveObjectOptions{})
+	})
+	if errors.Is(err, ErrMiss) {
+		return errors.New("bucket unavailable")
+	}
+	return err
+}
+
+// List lists the keys of the objects in the bucket, in the order of their
+// names; a token is the last name read.
+func (s *S3Tier) List(ctx context.Context, after string, limit int) ([]string, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	prefix := s.cfg.Prefix + "o/"
+	if after == "" {
+		after = prefix
+	}
+	var keys []string
+	for info := range s.client.ListObjects(ctx, s.cfg.Bucket, minio.ListObjectsOptions{Prefix: prefix, StartAfter: after, Recursive: true}) {
+		if info.Err != nil {
+			return nil, "", fmt.Errorf("s3 tier: listing: %w", info.Err)
+		}
+		keys = append(keys, strings.TrimPrefix(info.Key, prefix))
+		if len(keys) >= limit {
+			return keys, info.Key, nil
+		}
+	}
+	return keys, "", nil
+}
+
+// Presign returns a URL that serves key's object, the content alone, for
+// ttl, if the object is at least minSize bytes; ErrMiss otherwise.
+func (s *S3Tier) Presign(ctx context.Context, key string, minSize int64, ttl time.Duration) (string, error) {
+	meta, err := s.stat(ctx, key)
+	if err != nil {
+		return "", err
+	}
+	if meta.Size < minSize {
+		return "", ErrMiss
+	}
+	u, err := s.client.PresignedGetObject(ctx, s.cfg.Bucket, s.objectName(key), ttl, nil)
+	if err != nil {
+		return "", fmt.Errorf("s3 tier: %w", err)
+	}
+	return u.String(), nil
+}
+
+// Close closes the idle connections to the store.
+func (s *S3Tier) Close() error {
+	if s.transport != nil {
+		s.transport.CloseIdleConnections()
+	}
+	return nil
+}
+
+// ProbeAt is when the breaker next lets a request reach a bucket that
+// failed; a time in the past when the bucket is in use.
+func (s *S3Tier) ProbeAt() time.Time { return s.br.ProbeAt() }
+
+// Shared reports that other nodes write the bucket too: a .mod or .zip
+// read from it is checked against the checksum database.
+func (s *S3Tier) Shared() bool { return true }
+
+// Reject deletes a value that failed the caller's check.
+func (s *S3Tier) Reject(ctx context.Context, key string, why error) { s.reject(ctx, key, why) }
+
+var (
+	_ Store    = (*S3Tier)(nil)
+	_ Lister   = (*S3Tier)(nil)
+	_ Uploader = (*S3Tier)(nil)
+	_ Checker  = (*S3Tier)(nil)
+)

@@ -1,0 +1,319 @@
+package cachetier
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/piraeus-go/piraeus/internal/testenv"
+)
+
+func openS3(t *testing.T, srv *testenv.S3, cfg S3Config) *S3Tier {
+	t.Helper()
+	cfg.Endpoint, cfg.Bucket, cfg.AccessKey, cfg.SecretKey = srv.Endpoint, "piraeus", srv.AccessKey, srv.SecretKey
+	if cfg.SpoolDir == "" {
+		cfg.SpoolDir = t.TempDir()
+	}
+	s, err := NewS3Tier(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// noise is size bytes that do not compress, as a zip's are.
+func noise(size int) []byte {
+	b := make([]byte, size)
+	x := uint64(0x9e3779b97f4a7c15)
+	for i := range b {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		b[i] = byte(x)
+	}
+	return b
+}
+
+// spoolOf fills a spool of tier with data.
+func spoolOf(t *testing.T, tier Store, key string, data []byte) (*Spool, Meta) {
+	t.Helper()
+	sp, err := tier.NewSpool(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sp.Close() })
+	if err := sp.Fill(bytes.NewReader(data), int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	return sp, sp.Meta(time.Time{})
+}
+
+// A zip larger than a part goes up in parts, streamed from the spool, and
+// comes back whole, from a file, checked; its name in the bucket is its
+// key, and a key too long for S3 gets a hashed name.
+func TestS3LargeObjectsAndNames(t *testing.T) {
+	srv := testenv.StartS3(t)
+	s := openS3(t, srv, S3Config{Prefix: "mirror/"})
+	ctx := context.Background()
+	data := noise(40 << 20) // three parts
+	key := "ns/example.com/big/@v/v1.0.0.zip"
+	sp, meta := spoolOf(t, s, key, data)
+	obj, err := s.Commit(ctx, key, sp, meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj.Close()
+	got, err := s.Get(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer got.Close()
+	if _, inMemory := got.Bytes(); inMemory {
+		t.Error("a 40MiB object was read into memory")
+	}
+	if b := readAll(t, got); !bytes.Equal(b, data) || got.Sum != meta.Sum {
+		t.Fatal("large object read back differs")
+	}
+	long := "ns/example.com/" + strings.Repeat("a", 1100) + "/@v/v1.0.0.mod"
+	put(t, s, long, []byte("module x\n"), time.Time{})
+	if o, err := s.Get(ctx, long); err != nil || string(readAll(t, o)) != "module x\n" {
+		t.Fatalf("long key: %v", err)
+	}
+	var names []string
+	for _, n := range srv.Objects("piraeus") {
+		if !strings.HasPrefix(n, ".") { // the server's own
+			names = append(names, n)
+		}
+	}
+	if len(names) != 2 || names[0] != "mirror/h/"+names[0][len("mirror/h/"):] || names[1] != "mirror/o/"+key {
+		t.Errorf("objects in the bucket: %q", names)
+	}
+	keys, next, err := s.List(ctx, "", 10)
+	if err != nil || len(keys) != 1 || keys[0] != key || next != "" {
+		t.Errorf("List: %q %q %v", keys, next, err)
+	}
+}
+
+// What is read is checked: content changed in the bucket, or an object
+// copied under another key, is refused, deleted and logged.
+func TestS3ChecksWhatItReads(t *testing.T) {
+	srv := testenv.StartS3(t)
+	core, logs := observer.New(zapcore.ErrorLevel)
+	s := openS3(t, srv, S3Config{Logger: zap.New(core)})
+	ctx := context.Background()
+	for _, size := range []int{100, 2 << 20} { // in memory, and spooled
+		key := "ns/example.com/a/@v/v1.0.0.zip"
+		data := noise(size)
+		put(t, s, key, data, time.Time{})
+		// Flip a byte of the stored file behind the server's back.
+		p := filepath.Join(srv.Root, "piraeus", "o", filepath.FromSlash(key))
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[len(b)/2] ^= 1
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Get(ctx, key); !errors.Is(err, ErrMiss) {
+			t.Fatalf("%d bytes, damaged: %v; want a miss", size, err)
+		}
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("damaged object not deleted: %v", err)
+		}
+	}
+	put(t, s, "ns/example.com/a/@v/v1.0.0.mod", []byte("module example.com/a\n"), time.Time{})
+	_, err := s.client.CopyObject(ctx,
+		minio.CopyDestOptions{Bucket: "piraeus", Object: s.objectName("ns/example.com/b/@v/v1.0.0.mod")},
+		minio.CopySrcOptions{Bucket: "piraeus", Object: s.objectName("ns/example.com/a/@v/v1.0.0.mod")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, "ns/example.com/b/@v/v1.0.0.mod"); !errors.Is(err, ErrMiss) {
+		t.Fatalf("object copied to another key: %v; want a miss", err)
+	}
+	if n := logs.FilterMessageSnippet("rejected").Len(); n != 3 {
+		t.Errorf("%d rejections logged at error level; want 3", n)
+	}
+}
+
+// An upload that fails midway leaves no object: nothing partial is ever
+// visible, in one part or in several.
+func TestS3NoPartialObjects(t *testing.T) {
+	srv := testenv.StartS3(t)
+	s := openS3(t, srv, S3Config{})
+	for _, size := range []int{1 << 20, 20 << 20} {
+		data := noise(size)
+		key := "ns/example.com/p/@v/v1.0.0.zip"
+		ctx, cancel := context.WithCancel(context.Background())
+		r := &cancelAfter{r: bytes.NewReader(data), n: int64(size) * 3 / 4, cancel: cancel}
+		err := s.Upload(ctx, key, MetaFor(data, time.Time{}), r)
+		cancel()
+		if err == nil {
+			t.Fatalf("%d bytes: an upload cancelled midway succeeded", size)
+		}
+		if _, err := s.Get(context.Background(), key); !errors.Is(err, ErrMiss) {
+			t.Fatalf("%d bytes: after a failed upload: %v; want a miss", size, err)
+		}
+	}
+}
+
+// cancelAfter reads r and cancels a context once n bytes have been read.
+type cancelAfter struct {
+	r      io.Reader
+	n      int64
+	cancel context.CancelFunc
+}
+
+func (c *cancelAfter) Read(p []byte) (int, error) {
+	if c.n <= 0 {
+		c.cancel()
+		return 0, context.Canceled
+	}
+	if int64(len(p)) > c.n {
+		p = p[:c.n]
+	}
+	n, err := c.r.Read(p)
+	c.n -= int64(n)
+	return n, err
+}
+
+// A bucket that stalls costs a bounded wait: reads miss and writes fail
+// within the timeout, then the breaker stops asking until its probe finds
+// the bucket back.
+func TestS3StallsAreBounded(t *testing.T) {
+	srv := testenv.StartS3(t)
+	s := openS3(t, srv, S3Config{Timeout: 300 * time.Millisecond})
+	ctx := context.Background()
+	put(t, s, "ns/example.com/s/@v/v1.0.0.info", []byte(`{"Version":"v1.0.0"}`), time.Time{})
+	srv.Pause()
+	resumed := false
+	defer func() {
+		if !resumed {
+			srv.Resume()
+		}
+	}()
+	for range 3 {
+		start := time.Now()
+		if _, err := s.Get(ctx, "ns/example.com/s/@v/v1.0.0.info"); err == nil {
+			t.Fatal("a stalled bucket answered")
+		}
+		if d := time.Since(start); d > 10*time.Second {
+			t.Fatalf("a read of a stalled bucket took %v", d)
+		}
+	}
+	if !s.ProbeAt().After(time.Now()) {
+		t.Fatal("the breaker did not open after three failures")
+	}
+	if _, err := s.Get(ctx, "ns/example.com/s/@v/v1.0.0.info"); !errors.Is(err, ErrMiss) {
+		t.Errorf("open breaker: %v; want a miss at once", err)
+	}
+	if err := s.Put(ctx, "ns/example.com/s/@v/v1.0.1.info", MetaFor([]byte("x"), time.Time{}), []byte("x")); err == nil {
+		t.Error("a write to an open breaker succeeded")
+	}
+	srv.Resume()
+	resumed = true
+	<-time.After(time.Until(s.ProbeAt()))
+	if o, err := s.Get(ctx, "ns/example.com/s/@v/v1.0.0.info"); err != nil {
+		t.Fatalf("after the bucket came back: %v", err)
+	} else {
+		o.Close()
+	}
+}
+
+// A pre-signed URL serves the content alone, for objects at least as
+// large as asked.
+func TestS3Presign(t *testing.T) {
+	srv := testenv.StartS3(t)
+	s := openS3(t, srv, S3Config{})
+	ctx := context.Background()
+	data := noise(3 << 20)
+	put(t, s, "ns/example.com/z/@v/v1.0.0.zip", data, time.Time{})
+	if _, err := s.Presign(ctx, "ns/example.com/z/@v/v1.0.0.zip", 4<<20, time.Minute); !errors.Is(err, ErrMiss) {
+		t.Errorf("presigned below the size asked: %v", err)
+	}
+	u, err := s.Presign(ctx, "ns/example.com/z/@v/v1.0.0.zip", 1<<20, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || sha256.Sum256(body) != sha256.Sum256(data) {
+		t.Fatalf("GET presigned: %d, %d bytes", resp.StatusCode, len(body))
+	}
+}
+
+// Edges with a bounded local disk above one bucket: a fetch is spooled on
+// the disk and kept there and in the bucket; another edge reads it from
+// the bucket and keeps a copy on its own disk, streamed (not in memory).
+func TestTieredDiskAboveS3(t *testing.T) {
+	srv := testenv.StartS3(t)
+	ctx := context.Background()
+	edge := func() (*Tiered, *DiskTier) {
+		d := openDisk(t, DiskConfig{})
+		mem, err := NewMemoryTier(8<<20, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { mem.Close() })
+		return NewTiered(nil, openS3(t, srv, S3Config{}), mem, d), d
+	}
+	a, diskA := edge()
+	b, diskB := edge()
+	key := "ns/example.com/d/@v/v1.0.0.zip"
+	data := noise(3 << 20)
+	sp, err := a.NewSpool(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Dir(filepath.Dir(sp.Name())) != diskA.Root() {
+		t.Errorf("spool %s is not on the local disk %s", sp.Name(), diskA.Root())
+	}
+	if err := sp.Fill(bytes.NewReader(data), int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	obj, err := a.Commit(ctx, key, sp, sp.Meta(time.Time{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj.Close()
+	if _, ok := diskA.File(key); !ok {
+		t.Error("committed object not on the local disk")
+	}
+	got, err := b.Get(ctx, key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Tier != "s3" || !bytes.Equal(readAll(t, got), data) {
+		t.Fatalf("other edge: from %s", got.Tier)
+	}
+	if _, inMemory := got.Bytes(); inMemory {
+		t.Error("an object above the memory tier's limit was promoted through memory")
+	}
+	got.Close()
+	if _, ok := diskB.File(key); !ok {
+		t.Fatal("object read from the bucket not copied to the local disk")
+	}
+	if got, err = b.Get(ctx, key, nil); err != nil || got.Tier != "disk" {
+		t.Fatalf("second read: %v", err)
+	}
+	got.Close()
+}
