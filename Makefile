@@ -7,6 +7,8 @@ TOOLS := $(CURDIR)/bin/tools
 export PATH := $(TOOLS):$(PATH)
 XCADDY_VERSION ?= v0.4.5
 STATICCHECK_VERSION ?= v0.8.2
+# The S3 server the tests run (a real one, on loopback).
+VERSITYGW_VERSION ?= v1.8.0
 
 .PHONY: build run test lint tools bench fuzz soak fmt vet clean
 
@@ -21,13 +23,16 @@ run: build
 test: lint
 	$(GO) test -race -count=1 -timeout 30m ./...
 
-tools: $(TOOLS)/xcaddy $(TOOLS)/staticcheck
+tools: $(TOOLS)/xcaddy $(TOOLS)/staticcheck $(TOOLS)/versitygw
 
 $(TOOLS)/xcaddy:
 	GOBIN=$(TOOLS) $(GO) install github.com/caddyserver/xcaddy/cmd/xcaddy@$(XCADDY_VERSION)
 
 $(TOOLS)/staticcheck:
 	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+$(TOOLS)/versitygw:
+	GOBIN=$(TOOLS) $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)
 
 # gofmt, go vet, staticcheck, and a go.mod that go mod tidy leaves alone.
 lint: tools

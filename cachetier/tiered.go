@@ -307,6 +307,22 @@ func (t *Tiered) List(ctx context.Context, after string, limit int) ([]string, s
 	return l.List(ctx, after, limit)
 }
 
+// Presigner is implemented by a store that can hand out short-lived URLs
+// serving an object's content (a bucket).
+type Presigner interface {
+	Presign(ctx context.Context, key string, minSize int64, ttl time.Duration) (string, error)
+}
+
+// Presign returns a URL serving key's content from the store, for ttl, if
+// the store can make one and the object has at least minSize bytes;
+// ErrMiss otherwise.
+func (t *Tiered) Presign(ctx context.Context, key string, minSize int64, ttl time.Duration) (string, error) {
+	if p, ok := t.store.(Presigner); ok {
+		return p.Presign(ctx, key, minSize, ttl)
+	}
+	return "", ErrMiss
+}
+
 // Close closes every tier.
 func (t *Tiered) Close() error {
 	var errs []error

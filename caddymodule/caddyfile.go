@@ -35,12 +35,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //
 //	goproxy [<upstream list>] {
 //		upstream      <list>          # GOPROXY syntax: https://a,https://b|direct
-//		cache {
-//			memory            <size>|off
-//			memory_max_object <size>
-//			disk              <dir>
-//			disk_max          <size>
-//		}
+//		cache { ... }                                 # see unmarshalCache
 //		private       <module path patterns>          # GOPRIVATE syntax
 //		private_upstream <list>                       # default: direct
 //		direct { ... }                                # see unmarshalDirect
@@ -52,6 +47,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		fetch_timeout <duration>
 //		dial_timeout  <duration>
 //		response_header_timeout <duration>
+//		upstream_redirects follow|same_host
 //		sumdb_timeout <duration>
 //		max_conns_per_host <n>
 //		max_fetches   <n>
@@ -196,6 +192,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if d.NextArg() {
 				return d.ArgErr()
 			}
+		case "upstream_redirects":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if v := d.Val(); v != "follow" && v != "same_host" {
+				return d.Errf("upstream_redirects %q: want follow or same_host", v)
+			}
+			h.UpstreamRedirects = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
 		case "health", "catalog":
 			if d.NextArg() {
 				return d.ArgErr()
@@ -241,9 +248,10 @@ func (h *Handler) setUpstream(d *caddyfile.Dispenser) error {
 }
 
 // unmarshalCache reads the cache block into tier modules: memory first
-// (unless "memory off"), the other tiers in the order given, the disk, the
-// tier of record, last. Each tier's line (and block) is read by its
-// module's own Caddyfile unmarshaler:
+// (unless "memory off"), the other tiers in the order given, then the tier
+// of record: the disk, or, with s3, the bucket (below a local disk only
+// if disk or disk_max is given). Each tier's line (and block) is read by
+// its module's own Caddyfile unmarshaler:
 //
 //	cache {
 //		memory            <size>|off
@@ -251,6 +259,7 @@ func (h *Handler) setUpstream(d *caddyfile.Dispenser) error {
 //		disk              <dir>
 //		disk_max          <size>
 //		redis             [<url>] { ... }    # see RedisTier
+//		s3                { ... }            # see S3Tier
 //		<tier>            ...                # any goproxy.tiers module
 //	}
 func (h *Handler) unmarshalCache(d *caddyfile.Dispenser) error {
@@ -258,6 +267,7 @@ func (h *Handler) unmarshalCache(d *caddyfile.Dispenser) error {
 		return d.Err("cache given twice")
 	}
 	mem, disk := new(MemoryTier), new(DiskTier)
+	var store json.RawMessage // a bucket, the tier of record
 	memOff := false
 	var others []json.RawMessage
 	seen := map[string]bool{}
@@ -297,6 +307,12 @@ func (h *Handler) unmarshalCache(d *caddyfile.Dispenser) error {
 			if err := disk.UnmarshalCaddyfile(d.NewFromNextSegment()); err != nil {
 				return err
 			}
+		case "s3":
+			s3 := new(S3Tier)
+			if err := s3.UnmarshalCaddyfile(d.NewFromNextSegment()); err != nil {
+				return err
+			}
+			store = caddyconfig.JSONModuleObject(s3, "tier", "s3", nil)
 		default:
 			// Any other tier module that reads its own Caddyfile line.
 			info, err := caddy.GetModule("goproxy.tiers." + name)
@@ -321,7 +337,14 @@ func (h *Handler) unmarshalCache(d *caddyfile.Dispenser) error {
 		h.TiersRaw = append(h.TiersRaw, caddyconfig.JSONModuleObject(mem, "tier", "memory", nil))
 	}
 	h.TiersRaw = append(h.TiersRaw, others...)
-	h.TiersRaw = append(h.TiersRaw, caddyconfig.JSONModuleObject(disk, "tier", "disk", nil))
+	// The disk is the tier of record, or, above a bucket, a local copy
+	// when one is asked for.
+	if store == nil || seen["disk"] || seen["disk_max"] {
+		h.TiersRaw = append(h.TiersRaw, caddyconfig.JSONModuleObject(disk, "tier", "disk", nil))
+	}
+	if store != nil {
+		h.TiersRaw = append(h.TiersRaw, store)
+	}
 	return nil
 }
 

@@ -32,7 +32,8 @@ type Handler struct {
 	Upstream string `json:"upstream,omitempty"`
 
 	// TiersRaw are the cache tiers, fastest first and the tier of record
-	// (a disk) last: guest modules of the namespace goproxy.tiers. Default:
+	// (a disk or a bucket) last: guest modules of the namespace
+	// goproxy.tiers. A disk above a bucket is a local copy. Default:
 	// memory (128MiB) and disk (goproxy under Caddy's data directory).
 	TiersRaw []json.RawMessage `json:"tiers,omitempty" caddy:"namespace=goproxy.tiers inline_key=tier"`
 
@@ -51,6 +52,10 @@ type Handler struct {
 	ResponseHeaderTimeout caddy.Duration `json:"response_header_timeout,omitempty"`
 	// SumDBTimeout bounds one read from a checksum database. Default 30s.
 	SumDBTimeout caddy.Duration `json:"sumdb_timeout,omitempty"`
+	// UpstreamRedirects is "follow" (the default: redirects to other hosts,
+	// such as a CDN, are followed as the go command follows them, without
+	// credentials and never from https to http) or "same_host".
+	UpstreamRedirects string `json:"upstream_redirects,omitempty"`
 	// MaxConnsPerHost caps the connections to one upstream host; more
 	// requests wait for a free one. Default 64.
 	MaxConnsPerHost int `json:"max_conns_per_host,omitempty"`
@@ -105,7 +110,8 @@ type Handler struct {
 	proxy  *goproxy.Proxy
 	tiers  *cachetier.Tiered
 	redis  *redisEntry // the fleet, if a Redis tier is configured
-	disk   string      // the tier of record's root, for metrics and logs
+	disk   string      // the disk tier's root, for metrics and logs
+	s3     *S3Tier     // the s3 tier, if any
 	logger *zap.Logger
 }
 
@@ -189,10 +195,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if d, ok := tm.(*DiskTier); ok {
 			h.disk = d.Root
 		}
+		if s, ok := tm.(*S3Tier); ok {
+			h.s3 = s
+		}
 	}
 	store, ok := tiers[len(tiers)-1].(cachetier.Store)
 	if !ok {
-		return fmt.Errorf("goproxy: the last tier must keep every object (a disk), not %s", tiers[len(tiers)-1].Name())
+		return fmt.Errorf("goproxy: the last tier must keep every object (a disk or s3), not %s", tiers[len(tiers)-1].Name())
+	}
+	if h.s3 != nil && h.s3.Tier() != store {
+		return fmt.Errorf("goproxy: the s3 tier must be the last, the tier of record")
 	}
 	onError := func(tier, op, key string, err error) {
 		h.logger.Warn("cache tier failed", zap.String("tier", tier), zap.String("op", op), zap.String("key", key), zap.Error(err))
@@ -216,6 +228,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	if h.redis != nil {
 		opts.Fleet = h.redis.fleet
+	}
+	if h.s3 != nil {
+		opts.RedirectLarge, opts.RedirectPrivate, opts.RedirectTTL = h.s3.RedirectLarge, h.s3.RedirectPrivate, time.Duration(h.s3.RedirectTTL)
 	}
 	if h.proxy, err = goproxy.New(opts); err != nil {
 		return err
@@ -249,6 +264,7 @@ func (h *Handler) options() (goproxy.Options, error) {
 		ResponseHeaderTimeout: time.Duration(h.ResponseHeaderTimeout),
 		SumDBTimeout:          time.Duration(h.SumDBTimeout),
 		MaxConnsPerHost:       h.MaxConnsPerHost,
+		SameHostRedirects:     h.UpstreamRedirects == "same_host",
 		MaxFetches:            h.MaxFetches,
 		SpoolMax:              h.SpoolMax,
 		Health:                h.Health,
@@ -304,6 +320,9 @@ func (h *Handler) Validate() error {
 	}
 	if h.ListTTL < 0 || h.NotFoundTTL < 0 || h.FetchTimeout < 0 || h.DialTimeout < 0 || h.ResponseHeaderTimeout < 0 || h.SumDBTimeout < 0 {
 		return fmt.Errorf("goproxy: durations must not be negative")
+	}
+	if h.UpstreamRedirects != "" && h.UpstreamRedirects != "follow" && h.UpstreamRedirects != "same_host" {
+		return fmt.Errorf("goproxy: upstream_redirects %q: want follow or same_host", h.UpstreamRedirects)
 	}
 	if h.MaxConnsPerHost < 0 || h.MaxFetches < 0 || h.SpoolMax < 0 {
 		return fmt.Errorf("goproxy: max_conns_per_host, max_fetches and spool_max must not be negative")

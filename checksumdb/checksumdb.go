@@ -232,7 +232,7 @@ func newEndpoint(rawURL string, client *http.Client) (endpoint, error) {
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return endpoint{}, fmt.Errorf("invalid URL %q", rawURL)
 	}
-	return endpoint{base: strings.TrimSuffix(rawURL, "/"), http: fetcher.SameHostClient(client, u.Scheme, u.Host)}, nil
+	return endpoint{base: strings.TrimSuffix(rawURL, "/"), http: fetcher.WithRedirectPolicy(client)}, nil
 }
 
 // Ready reports whether the database can be read now: its route is

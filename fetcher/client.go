@@ -1,10 +1,12 @@
 package fetcher
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -25,6 +27,11 @@ type HTTPConfig struct {
 	DialTimeout time.Duration
 	// HeaderTimeout bounds the wait for an answer's headers.
 	HeaderTimeout time.Duration
+	// SameHostRedirects keeps redirects to the host first asked (see
+	// CheckRedirect).
+	SameHostRedirects bool
+	// TLS, if set, configures TLS (e.g. the roots of a private CA).
+	TLS *tls.Config
 }
 
 // NewHTTPClient returns the client used for upstream proxies: keep-alive
@@ -54,26 +61,58 @@ func NewHTTPClient(cfg HTTPConfig) *http.Client {
 		TLSHandshakeTimeout:   cfg.DialTimeout,
 		ResponseHeaderTimeout: cfg.HeaderTimeout,
 		ExpectContinueTimeout: time.Second,
+		TLSClientConfig:       cfg.TLS,
 	}
-	return &http.Client{Transport: t}
+	return &http.Client{Transport: t, CheckRedirect: CheckRedirect(cfg.SameHostRedirects)}
 }
 
-// ErrRedirectRefused is returned when an upstream redirects elsewhere.
-var ErrRedirectRefused = errors.New("redirect to another host refused")
-
-// SameHostClient returns a copy of client that follows at most five
-// redirects, and only to the same host and scheme (or http to https): an
-// upstream cannot send the proxy to hosts it was not configured for.
-func SameHostClient(client *http.Client, scheme, host string) *http.Client {
+// WithRedirectPolicy returns client, or a copy of it with the default
+// redirect policy if it has none (nil means http.DefaultClient).
+func WithRedirectPolicy(client *http.Client) *http.Client {
+	if client == nil {
+		client = http.DefaultClient
+	}
+	if client.CheckRedirect != nil {
+		return client
+	}
 	c := *client
-	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
-		if len(via) >= 5 {
-			return fmt.Errorf("%w: too many redirects", ErrRedirectRefused)
+	c.CheckRedirect = CheckRedirect(false)
+	return &c
+}
+
+// ErrRedirectRefused is returned when an upstream redirect is not
+// followed.
+var ErrRedirectRefused = errors.New("redirect refused")
+
+// MaxRedirects is how many redirects a request follows, as the go
+// command does.
+const MaxRedirects = 10
+
+// CheckRedirect returns the redirect policy of upstream requests, the go
+// command's: at most MaxRedirects hops, never from https to plain http,
+// and no credentials (an Authorization header, URL userinfo, cookies)
+// carried to a host other than the first request's. sameHost refuses any
+// other host at all (http to https on the same host is allowed). The
+// answer at the end of the chain is read, checked and verified like any.
+func CheckRedirect(sameHost bool) func(req *http.Request, via []*http.Request) error {
+	return func(req *http.Request, via []*http.Request) error {
+		if len(via) >= MaxRedirects {
+			return fmt.Errorf("%w: stopped after %d redirects", ErrRedirectRefused, MaxRedirects)
 		}
-		if req.URL.Host != host || (req.URL.Scheme != scheme && req.URL.Scheme != "https") {
-			return fmt.Errorf("%w: %s", ErrRedirectRefused, req.URL.Host)
+		first := via[0].URL
+		if req.URL.Scheme != "https" && (req.URL.Scheme != "http" || first.Scheme == "https") {
+			return fmt.Errorf("%w: from %s to %s", ErrRedirectRefused, first.Scheme, req.URL.Scheme)
+		}
+		if strings.EqualFold(req.URL.Host, first.Host) {
+			return nil
+		}
+		if sameHost {
+			return fmt.Errorf("%w: to another host", ErrRedirectRefused)
+		}
+		req.URL.User = nil
+		for _, h := range []string{"Authorization", "Cookie"} {
+			req.Header.Del(h)
 		}
 		return nil
 	}
-	return &c
 }

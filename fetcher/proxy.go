@@ -37,10 +37,7 @@ func NewProxyFetcher(rawURL string, client *http.Client) (*ProxyFetcher, error) 
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	u.RawPath = ""
-	if client == nil {
-		client = http.DefaultClient
-	}
-	return &ProxyFetcher{base: u, name: u.Host, client: SameHostClient(client, u.Scheme, u.Host)}, nil
+	return &ProxyFetcher{base: u, name: u.Host, client: WithRedirectPolicy(client)}, nil
 }
 
 // Name is the upstream's host, for logs.
@@ -95,7 +92,11 @@ func (p *ProxyFetcher) Fetch(ctx context.Context, a artifact.Artifact) (*Respons
 // internal host); Source and Err, for the log, do.
 func TransportError(ctx context.Context, source string, err error) *httperr.Error {
 	if errors.Is(err, ErrRedirectRefused) {
-		return &httperr.Error{Status: http.StatusBadGateway, Msg: "upstream redirected to another host; refused", Source: source, Err: err}
+		msg := "upstream redirect refused"
+		if ue := (*url.Error)(nil); errors.As(err, &ue) { // the policy's words, without the URL
+			msg = "upstream " + ue.Err.Error()
+		}
+		return &httperr.Error{Status: http.StatusBadGateway, Msg: msg, Source: source, Err: err}
 	}
 	if errors.Is(err, context.DeadlineExceeded) || ctx.Err() == context.DeadlineExceeded {
 		return &httperr.Error{Status: http.StatusGatewayTimeout, Msg: "upstream timed out", Source: source, Err: err}

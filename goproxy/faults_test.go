@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -106,25 +107,102 @@ func TestDiskDirectoryRemoved(t *testing.T) {
 	}
 }
 
+// Upstream redirects are followed as the go command follows them: to
+// another host (a CDN) without the upstream's credentials, up to ten hops,
+// never from https to http; what the chain ends with is verified like any
+// answer. same_host keeps them to the upstream's host.
 func TestUpstreamRedirects(t *testing.T) {
 	other := testenv.NewUpstream(t, modA) // another host (port)
 	up := testenv.NewUpstream(t, modA)
-	up.Override(path(modA, "zip"), func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, other.URL+"/"+path(modA, "zip"), http.StatusFound)
-	})
-	up.Override(path(modA, "mod"), func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, "/"+path(modA, "mod")+"x", http.StatusFound) // same host
-	})
-	up.Override(path(modA, "mod")+"x", func(w http.ResponseWriter, r *http.Request) { w.Write(modA.Mod()) })
-	e := newEnv(t, up, options{})
-	resp, body := e.do("GET", path(modA, "zip"))
-	if resp.StatusCode != 502 || !bytes.Contains(body, []byte("redirected to another host")) {
-		t.Errorf("cross-host redirect: %d %q", resp.StatusCode, body)
+	db := up.VerifiedBy(t)
+	var mu sync.Mutex
+	auth := map[string]string{} // server: the Authorization header it got
+	record := func(server string, r *http.Request) {
+		mu.Lock()
+		auth[server] = r.Header.Get("Authorization")
+		mu.Unlock()
 	}
-	if other.Total() != 0 {
-		t.Error("the proxy followed a redirect to a host it was not configured for")
+	zip, mod, info := path(modA, "zip"), path(modA, "mod"), path(modA, "info")
+	up.Override(zip, func(w http.ResponseWriter, r *http.Request) {
+		record("upstream", r)
+		http.Redirect(w, r, other.URL+"/"+zip, http.StatusFound)
+	})
+	other.Override(zip, func(w http.ResponseWriter, r *http.Request) {
+		record("other", r)
+		w.Write(modA.Zip(t))
+	})
+	up.Override(mod, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/"+mod+"x", http.StatusFound) // same host
+	})
+	up.Override(mod+"x", func(w http.ResponseWriter, r *http.Request) { w.Write(modA.Mod()) })
+	// .info bounces between the two hosts forever.
+	up.Override(info, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+"/"+info, http.StatusFound)
+	})
+	other.Override(info, func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, up.URL+"/"+info, http.StatusFound) })
+
+	withCreds := strings.Replace(up.URL, "http://", "http://piraeus:hunter2@", 1)
+	e := newEnv(t, up, options{upstream: withCreds, sumdb: db})
+	if _, got := e.get(zip, 200); !bytes.Equal(got, modA.Zip(t)) {
+		t.Error("zip through a cross-host redirect differs")
 	}
-	e.get(path(modA, "mod"), 200)
+	mu.Lock()
+	if auth["upstream"] == "" || auth["other"] != "" {
+		t.Errorf("Authorization: upstream got %q, the other host %q; want it at the upstream only", auth["upstream"], auth["other"])
+	}
+	mu.Unlock()
+	e.get(mod, 200)
+	resp, body := e.do("GET", info)
+	if resp.StatusCode != 502 || !bytes.Contains(body, []byte("stopped after 10 redirects")) {
+		t.Errorf("redirect loop: %d %q", resp.StatusCode, body)
+	}
+	if n := up.Requests(info) + other.Requests(info); n != 10 {
+		t.Errorf("redirect loop: %d requests; want 10 (the first and nine hops)", n)
+	}
+
+	// What the chain ends with is verified: a zip that is not the one the
+	// checksum database knows is refused and not kept.
+	bad := testenv.Module{Path: modA.Path, Version: modA.Version, Files: map[string]string{"a.go": "package a // changed\n"}}
+	tampered := testenv.NewUpstream(t)
+	tampered.Override(zip, func(w http.ResponseWriter, r *http.Request) { w.Write(bad.Zip(t)) })
+	up2 := testenv.NewUpstream(t, modA)
+	up2.Override(zip, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, tampered.URL+"/"+zip, http.StatusFound)
+	})
+	e2 := newEnv(t, up2, options{sumdb: db})
+	if resp, body := e2.do("GET", zip); resp.StatusCode == 200 {
+		t.Errorf("a tampered zip behind a redirect was served: %q", body)
+	}
+	if _, ok := e2.disk.File(e2.key(zip)); ok {
+		t.Error("a tampered zip behind a redirect was stored")
+	}
+
+	// Never from https to http.
+	secure := testenv.NewTLSUpstream(t, modA)
+	secure.Override(zip, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+"/"+zip, http.StatusFound)
+	})
+	before := other.Requests(zip)
+	e3 := newEnv(t, secure, options{sumdb: db})
+	e3.get(mod, 200) // https works
+	resp, body = e3.do("GET", zip)
+	if resp.StatusCode != 502 || !bytes.Contains(body, []byte("from https to http")) {
+		t.Errorf("https to http: %d %q", resp.StatusCode, body)
+	}
+	if other.Requests(zip) != before {
+		t.Error("the proxy followed a redirect from https to http")
+	}
+
+	// same_host: today's rule, for operators who want it.
+	e4 := newEnv(t, up, options{sameHost: true, sumdb: db})
+	resp, body = e4.do("GET", zip)
+	if resp.StatusCode != 502 || !bytes.Contains(body, []byte("to another host")) {
+		t.Errorf("same_host, cross-host redirect: %d %q", resp.StatusCode, body)
+	}
+	if other.Requests(zip) != before {
+		t.Error("same_host: the proxy followed a redirect to another host")
+	}
+	e4.get(mod, 200)
 }
 
 // Error answers never echo the upstream's credentials, host or path.

@@ -3,6 +3,7 @@ package goproxy
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -34,6 +35,7 @@ const (
 	DefaultFetchTimeout = 5 * time.Minute
 	DefaultMaxFetches   = 256
 	DefaultSpoolMax     = 2 << 30
+	DefaultRedirectTTL  = 5 * time.Minute
 	// notFoundEntries bounds the not-found answers remembered.
 	notFoundEntries = 1 << 16
 )
@@ -74,8 +76,15 @@ type Options struct {
 	ResponseHeaderTimeout time.Duration
 	SumDBTimeout          time.Duration
 	MaxConnsPerHost       int
-	MaxFetches            int   // upstream fetches at once; DefaultMaxFetches
-	SpoolMax              int64 // bytes of bodies spooled at once; DefaultSpoolMax
+	// SameHostRedirects refuses upstream redirects to another host; by
+	// default they are followed as the go command follows them (see
+	// fetcher.CheckRedirect).
+	SameHostRedirects bool
+	// UpstreamTLS, if set, configures TLS to upstreams and checksum
+	// databases (e.g. a private CA's roots).
+	UpstreamTLS *tls.Config
+	MaxFetches  int   // upstream fetches at once; DefaultMaxFetches
+	SpoolMax    int64 // bytes of bodies spooled at once; DefaultSpoolMax
 
 	// Health answers GET /healthz (the process serves) and /readyz (the
 	// tiers work, and the checksum database is reachable when it verifies).
@@ -89,6 +98,14 @@ type Options struct {
 
 	// Cache holds what the proxy serves; required.
 	Cache Cache
+	// RedirectLarge, if set, answers a .zip of at least this many bytes
+	// that the tier of record (an object store) holds with a 302 to a
+	// pre-signed URL that lasts RedirectTTL (default 5m), so that large
+	// zips need not pass through the proxy. Private modules are served as
+	// usual unless RedirectPrivate.
+	RedirectLarge   int64
+	RedirectPrivate bool
+	RedirectTTL     time.Duration
 	// SandboxDir holds the sandboxes of direct fetches. Default:
 	// piraeus-direct in the system's temp directory.
 	SandboxDir string
@@ -154,6 +171,10 @@ type Cache interface {
 	// Delete removes key everywhere, leaving a tombstone where a tier
 	// keeps them.
 	Delete(ctx context.Context, key string) error
+	// Presign returns a short-lived URL serving key's content from the
+	// tier of record, if that is an object store and the object has at
+	// least minSize bytes; cachetier.ErrMiss otherwise.
+	Presign(ctx context.Context, key string, minSize int64, ttl time.Duration) (string, error)
 
 	// For operators: the tiers (occupancy and bounds), whether they work
 	// now, and what the tier of record holds, a page at a time.
@@ -210,6 +231,10 @@ func New(o Options) (*Proxy, error) {
 		Health:       o.Health,
 		StatusPath:   o.StatusPath,
 		Catalog:      o.Catalog,
+
+		RedirectLarge:   o.RedirectLarge,
+		RedirectPrivate: o.RedirectPrivate,
+		RedirectTTL:     orDefault(o.RedirectTTL, DefaultRedirectTTL),
 	}
 	var err error
 	if cfg.Private, err = artifact.ParsePatterns(o.Private...); err != nil {
@@ -231,6 +256,7 @@ func New(o Options) (*Proxy, error) {
 	}
 	cfg.client = fetcher.NewHTTPClient(fetcher.HTTPConfig{
 		MaxConnsPerHost: o.MaxConnsPerHost, DialTimeout: o.DialTimeout, HeaderTimeout: o.ResponseHeaderTimeout,
+		SameHostRedirects: o.SameHostRedirects, TLS: o.UpstreamTLS,
 	})
 
 	// Public and private modules are fetched from version control by

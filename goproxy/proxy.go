@@ -51,6 +51,11 @@ type config struct {
 	// RedirectBase is the upstream proxy URL that redirect mode sends
 	// clients to; without it, redirect mode behaves as sync.
 	RedirectBase string
+	// Zips of at least RedirectLarge bytes in an object store are served
+	// by pre-signed URLs (see Options.RedirectLarge).
+	RedirectLarge   int64
+	RedirectPrivate bool
+	RedirectTTL     time.Duration
 
 	Metrics *Metrics
 	Fleet   *fleet.Fleet
@@ -221,20 +226,28 @@ func resultOf(status int) string {
 	return "error"
 }
 
-// Answer is what Get found for an artifact: an object to serve, or, in
-// redirect mode, where to send the client instead.
+// Answer is what Get found for an artifact: an object to serve, or where
+// to send the client instead (the upstream, in redirect mode; a
+// pre-signed URL of a large zip in the object store).
 type Answer struct {
 	*cachetier.Object // nil for a redirect; the caller closes it
 	// Stale is set when an expired list or @latest is served because the
 	// upstream failed.
 	Stale bool
-	// Redirect is the upstream URL to send the client to.
+	// Redirect is the URL to send the client to.
 	Redirect string
 }
 
 // Get returns the artifact from the cache or, on a miss, from upstream.
 func (p *Proxy) Get(ctx context.Context, a artifact.Artifact) (Answer, error) {
 	key := p.key(a)
+	if a.Kind == artifact.Zip && p.cfg.RedirectLarge > 0 && (p.cfg.RedirectPrivate || !p.private(a.Module)) {
+		if url, err := p.cfg.Tiers.Presign(ctx, key, p.cfg.RedirectLarge, p.cfg.RedirectTTL); err == nil {
+			p.cfg.Metrics.hit("presigned")
+			p.stats.hit("presigned")
+			return Answer{Redirect: url}, nil
+		}
+	}
 	var old *cachetier.Object
 	if obj, err := p.cfg.Tiers.Get(ctx, key, p.checkShared(a)); err == nil {
 		if obj.Fresh(time.Now()) {

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -22,6 +23,7 @@ import (
 // counts every request it gets, by escaped path.
 type Upstream struct {
 	URL string
+	TLS *tls.Config // trusts the server's certificate, for an https upstream
 
 	srv     *httptest.Server
 	failure atomic.Int32 // status to answer everything with; 0: serve
@@ -44,6 +46,19 @@ type Upstream struct {
 // NewUpstream starts an upstream serving mods.
 func NewUpstream(t testing.TB, mods ...Module) *Upstream {
 	t.Helper()
+	return newUpstream(t, httptest.NewServer, mods)
+}
+
+// NewTLSUpstream starts an upstream serving mods over https, with a
+// certificate that TLS (a client config) trusts.
+func NewTLSUpstream(t testing.TB, mods ...Module) *Upstream {
+	t.Helper()
+	u := newUpstream(t, httptest.NewTLSServer, mods)
+	u.TLS = u.srv.Client().Transport.(*http.Transport).TLSClientConfig
+	return u
+}
+
+func newUpstream(t testing.TB, start func(http.Handler) *httptest.Server, mods []Module) *Upstream {
 	u := &Upstream{
 		modules:   map[string]map[string]Module{},
 		bigZips:   map[string]string{},
@@ -55,7 +70,7 @@ func NewUpstream(t testing.TB, mods ...Module) *Upstream {
 	for _, m := range mods {
 		u.Add(m)
 	}
-	u.srv = httptest.NewServer(http.HandlerFunc(u.serve))
+	u.srv = start(http.HandlerFunc(u.serve))
 	u.URL = u.srv.URL
 	t.Cleanup(u.srv.Close)
 	return u
