@@ -92,7 +92,10 @@ func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 		Upstream: o.upstream, Direct: o.direct, SandboxDir: o.sandboxDir, Modes: o.modes,
 		ListTTL: o.listTTL, FetchTimeout: o.timeout, MaxConnsPerHost: o.maxConnsPerHost, MaxFetches: o.maxFetches, SpoolMax: o.spoolMax,
 		SumDBTimeout: o.sumdbTimeout, Cache: cache.Tiers, Fleet: cache.Fleet, Logger: o.logger,
-		SameHostRedirects: o.sameHost, UpstreamTLS: up.TLS,
+		SameHostRedirects: o.sameHost,
+	}
+	if up != nil {
+		opts.UpstreamTLS = up.TLS
 	}
 	if o.private != "" {
 		opts.Private = []string{o.private}
