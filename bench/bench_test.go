@@ -3,6 +3,7 @@
 package bench
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -30,15 +31,17 @@ func (d *discard) Write(p []byte) (int, error) {
 }
 
 // BenchmarkHit serves cache hits from each tier alone: memory, redis (a
-// real redis-server on loopback, memory tier off) and disk.
+// real redis-server on loopback, memory tier off), disk, and s3 (a real
+// versitygw on loopback, no memory and no disk above it).
 func BenchmarkHit(b *testing.B) {
 	up := testenv.NewUpstream(b)
 	up.AddBigZip(mod, testenv.WriteBigZip(b, b.TempDir(), mod, 5<<20))
 	r := testenv.StartRedis(b)
-	for _, tier := range []string{"memory", "redis", "disk"} {
+	s3 := testenv.StartS3(b)
+	for _, tier := range []string{"memory", "redis", "disk", "s3"} {
 		for _, kind := range []string{"info", "mod", "zip"} {
 			b.Run(tier+"/"+kind, func(b *testing.B) {
-				p := newProxy(b, up.URL, tier, r)
+				p := newProxy(b, up.URL, tier, r, s3)
 				req := httptest.NewRequest("GET", "/"+testenv.EscapedPath(mod.Path, mod.Version, kind), nil)
 				w := &discard{h: http.Header{}}
 				p.ServeHTTP(w, req) // warm
@@ -60,11 +63,56 @@ func BenchmarkHit(b *testing.B) {
 	}
 }
 
-func newProxy(b *testing.B, upstream, tier string, r *testenv.Redis) *goproxy.Proxy {
+// BenchmarkColdMiss serves a version no tier holds yet, fetched from a
+// loopback upstream with no delay, checked and written through to the
+// tier of record: disk, redis above disk (the write-through of a fleet
+// edge), and s3 (uploaded to a real versitygw; no disk). Each iteration
+// asks for a new version; making its zip is not timed.
+func BenchmarkColdMiss(b *testing.B) {
+	up := testenv.NewUpstream(b)
+	r := testenv.StartRedis(b)
+	s3 := testenv.StartS3(b)
+	zips := b.TempDir()
+	for _, tier := range []string{"disk", "redis", "s3"} {
+		for _, kind := range []string{"mod", "zip"} {
+			b.Run(tier+"/"+kind, func(b *testing.B) {
+				p := newProxy(b, up.URL, tier, r, s3)
+				w := &discard{h: http.Header{}}
+				var n int
+				for b.Loop() {
+					b.StopTimer()
+					n++
+					m := testenv.Module{Path: "example.com/cold/" + tier + "/" + kind, Version: fmt.Sprintf("v1.0.%d", n)}
+					if kind == "zip" {
+						zip := testenv.WriteBigZip(b, zips, m, 1<<20)
+						up.AddBigZip(m, zip)
+					} else {
+						up.Add(m)
+					}
+					req := httptest.NewRequest("GET", "/"+testenv.EscapedPath(m.Path, m.Version, kind), nil)
+					clear(w.h)
+					w.status, w.n = 0, 0
+					b.StartTimer()
+					p.ServeHTTP(w, req)
+					if w.status != 0 && w.status != 200 {
+						b.Fatalf("status %d", w.status)
+					}
+				}
+				b.SetBytes(w.n)
+				b.ReportAllocs()
+			})
+		}
+	}
+}
+
+func newProxy(b *testing.B, upstream, tier string, r *testenv.Redis, s3 *testenv.S3) *goproxy.Proxy {
 	b.Helper()
 	o := testcache.Options{Memory: tier == "memory", MemoryMaxObject: 8 << 20}
-	if tier == "redis" {
+	switch tier {
+	case "redis":
 		o.Redis = r
+	case "s3":
+		o.S3 = s3
 	}
 	cache := testcache.New(b, o)
 	p, err := goproxy.New(goproxy.Options{Upstream: upstream, SumDBOff: true, Cache: cache.Tiers, Fleet: cache.Fleet})

@@ -26,6 +26,7 @@ func s3Site(port int, up *testenv.Upstream, db *testenv.SumDB, s3 *testenv.S3, m
 	bind 127.0.0.1
 	goproxy %s {
 		sumdb %s
+		health
 		cache {
 			memory %s
 			%s
@@ -157,11 +158,26 @@ func TestS3FleetThroughCaddy(t *testing.T) {
 // is whole and right.
 func TestS3BucketFailureThroughCaddy(t *testing.T) {
 	s3 := testenv.StartS3(t)
-	up := testenv.NewUpstream(t, hello, thing)
+	up := testenv.NewUpstream(t, hello, hello11, thing)
 	db := up.VerifiedBy(t)
 	port := testenv.FreePort(t)
 	testcaddy.Load(t, testcaddy.Global()+s3Site(port, up, db, s3, "off", "", ""))
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	readyz := func(want int, says string) {
+		t.Helper()
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want || !strings.Contains(string(body), says) {
+			t.Errorf("/readyz: %d %q; want %d saying %q", resp.StatusCode, body, want, says)
+		}
+		t.Logf("/readyz: %d %s", resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	readyz(200, "ready")
+	testenv.RunGo(t, t.TempDir(), testenv.GoEnv(t, base), "mod", "download", "example.com/hello@v1.1.0")
 
 	s3.Pause()
 	paused := true
@@ -179,6 +195,7 @@ func TestS3BucketFailureThroughCaddy(t *testing.T) {
 	paused = false
 	s3.Stop()
 	testenv.RunGo(t, t.TempDir(), testenv.GoEnv(t, base), "mod", "download", "github.com/Azure/Go-Thing@v0.3.0")
+	readyz(503, "s3 tier")
 	s3.Start()
 
 	// Every object in the bucket is the artifact it is named for, whole.
@@ -189,8 +206,8 @@ func TestS3BucketFailureThroughCaddy(t *testing.T) {
 			continue
 		}
 		_, p, _ := strings.Cut(rest, "/") // after the namespace
-		if strings.HasPrefix(p, "sumdb/") {
-			continue
+		if strings.HasPrefix(p, "sumdb/") || strings.HasPrefix(p, "sumdb-config/") {
+			continue // the checksum database's, checked against it
 		}
 		want := testenv.MustGet(t, up.URL+"/"+p)
 		got, err := os.ReadFile(filepath.Join(s3.Root, "piraeus", filepath.FromSlash(name)))
@@ -201,6 +218,9 @@ func TestS3BucketFailureThroughCaddy(t *testing.T) {
 			t.Errorf("%s in the bucket: %d bytes, not the %d of the artifact", p, len(got), len(want))
 		}
 		n++
+	}
+	if n < 3 {
+		t.Errorf("%d artifacts in the bucket; want at least those of example.com/hello@v1.1.0", n)
 	}
 	t.Logf("%d artifacts in the bucket after the failures, all whole", n)
 }

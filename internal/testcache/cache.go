@@ -4,6 +4,8 @@ package testcache
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,11 +25,15 @@ type Options struct {
 	Memory          bool
 	MemoryMaxObject int64 // default 1 MiB
 	Redis           *testenv.Redis
-	RedisMax        int64
-	RedisTimeout    time.Duration
-	Prefix          string // Redis key prefix; default the test's name
-	HandOverMax     int64  // fleet-wide bytes of hand-overs in flight
-	Logger          *zap.Logger
+	// S3, if set, makes a new bucket of this server the tier of record in
+	// place of the disk, which is then kept only if LocalDisk is set.
+	S3           *testenv.S3
+	LocalDisk    bool
+	RedisMax     int64
+	RedisTimeout time.Duration
+	Prefix       string // Redis key prefix; default the test's name
+	HandOverMax  int64  // fleet-wide bytes of hand-overs in flight
+	Logger       *zap.Logger
 }
 
 // Cache is real tiers (memory, Redis, disk) and, with Redis, the fleet on
@@ -35,7 +41,8 @@ type Options struct {
 // local copies and reach OnPurge. Everything is closed when the test ends.
 type Cache struct {
 	Tiers *cachetier.Tiered
-	Disk  *cachetier.DiskTier
+	Disk  *cachetier.DiskTier // nil with S3 and no LocalDisk
+	S3    *cachetier.S3Tier   // with S3
 	Fleet *fleet.Fleet
 	Conn  *redisconn.Conn // with Redis
 
@@ -59,11 +66,27 @@ func New(t testing.TB, o Options) *Cache {
 		o.Prefix = t.Name() + ":"
 	}
 	c := &Cache{purged: make(chan struct{}, 16)}
-	disk, err := cachetier.NewDiskTier(cachetier.DiskConfig{Root: o.DiskRoot, MaxBytes: o.DiskMax, Logger: o.Logger})
-	if err != nil {
-		t.Fatal(err)
+	var store cachetier.Store
+	if o.S3 == nil || o.LocalDisk {
+		disk, err := cachetier.NewDiskTier(cachetier.DiskConfig{Root: o.DiskRoot, MaxBytes: o.DiskMax, Logger: o.Logger})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Disk, store = disk, disk
 	}
-	c.Disk = disk
+	var err error
+	if o.S3 != nil {
+		bucket := bucketName(t.Name())
+		o.S3.NewBucket(bucket)
+		if c.S3, err = cachetier.NewS3Tier(cachetier.S3Config{
+			Endpoint: o.S3.Endpoint, Bucket: bucket, AccessKey: o.S3.AccessKey, SecretKey: o.S3.SecretKey,
+			SpoolDir: t.TempDir(), Logger: o.Logger,
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.S3.Close() })
+		store = c.S3
+	}
 	var upper []cachetier.Tier
 	if o.Memory {
 		if o.MemoryMaxObject == 0 {
@@ -84,9 +107,12 @@ func New(t testing.TB, o Options) *Cache {
 		c.Conn = conn
 		upper = append(upper, cachetier.NewRedisTier(cachetier.RedisConfig{Conn: conn, Prefix: prefix, MaxObject: o.RedisMax, Logger: o.Logger}))
 	}
+	if c.S3 != nil && c.Disk != nil {
+		upper = append(upper, c.Disk) // a local disk above the bucket
+	}
 	c.Tiers = cachetier.NewTiered(func(tier, op, key string, err error) {
 		o.Logger.Warn("cache tier failed", zap.String("tier", tier), zap.String("op", op), zap.String("key", key), zap.Error(err))
-	}, disk, upper...)
+	}, store, upper...)
 	if o.Redis != nil {
 		minTransfer := o.RedisMax
 		if minTransfer == 0 {
@@ -126,3 +152,20 @@ func New(t testing.TB, o Options) *Cache {
 // OnPurge gives the keys that other nodes purge to f too (a proxy's
 // ForgetNotFound).
 func (c *Cache) OnPurge(f func(keys []string)) { c.forget.Store(&f) }
+
+var bucketSeq atomic.Int64
+
+// bucketName makes a valid S3 bucket name, unique in the process, from a
+// test's name.
+func bucketName(test string) string {
+	b := []byte(strings.ToLower(test))
+	for i, c := range b {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') {
+			b[i] = '-'
+		}
+	}
+	if len(b) > 40 {
+		b = b[:40]
+	}
+	return fmt.Sprintf("t-%s-%d", b, bucketSeq.Add(1))
+}
