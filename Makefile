@@ -45,7 +45,8 @@ vet:
 	$(GO) vet ./...
 
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./bench/
+	$(GO) test -run '^$$' -bench 'Hit|ColdMiss' -benchmem -count 1 ./bench/
+	$(GO) test -run '^$$' -bench Graph -benchtime 1x -timeout 60m ./bench/
 	$(GO) run ./bench/loadtest
 	$(GO) run ./bench/soak -d $(SOAKTIME)
 

@@ -8,8 +8,10 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -102,14 +104,22 @@ func WriteBigZip(t testing.TB, dir string, m Module, size int64) string {
 	return p
 }
 
-// WriteNoiseZip writes a valid module zip for m holding its go.mod and
-// size bytes of incompressible data.
+// WriteNoiseZip writes a valid module zip for m holding its go.mod, its
+// Files, and size bytes of incompressible data.
 func WriteNoiseZip(w io.Writer, m Module, size int64) error {
 	zw := zip.NewWriter(w)
 	prefix := m.Path + "@" + m.Version + "/"
 	fw, err := zw.CreateHeader(&zip.FileHeader{Name: prefix + "go.mod", Method: zip.Deflate})
 	if err == nil {
 		_, err = fw.Write(m.Mod())
+	}
+	for _, name := range slices.Sorted(maps.Keys(m.Files)) {
+		if err == nil {
+			fw, err = zw.CreateHeader(&zip.FileHeader{Name: prefix + name, Method: zip.Deflate})
+		}
+		if err == nil {
+			_, err = io.WriteString(fw, m.Files[name])
+		}
 	}
 	if err == nil {
 		fw, err = zw.CreateHeader(&zip.FileHeader{Name: prefix + "data.bin", Method: zip.Store})

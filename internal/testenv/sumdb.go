@@ -60,7 +60,7 @@ func NewSumDB(t testing.TB, name string, mods ...Module) *SumDB {
 			return nil, &fs.PathError{Op: "lookup", Path: path + "@" + vers, Err: fs.ErrNotExist}
 		}
 		if zipFile != "" {
-			return goSumLinesOf(m, zipFile)
+			return GoSumLinesOf(m, zipFile)
 		}
 		return GoSumLines(m, dir)
 	}
@@ -128,11 +128,11 @@ func GoSumLines(m Module, tmp string) ([]byte, error) {
 	if err := os.WriteFile(zipFile, buf.Bytes(), 0o644); err != nil {
 		return nil, err
 	}
-	return goSumLinesOf(m, zipFile)
+	return GoSumLinesOf(m, zipFile)
 }
 
-// goSumLinesOf is GoSumLines for a zip already in zipFile.
-func goSumLinesOf(m Module, zipFile string) ([]byte, error) {
+// GoSumLinesOf is GoSumLines for a zip already in zipFile.
+func GoSumLinesOf(m Module, zipFile string) ([]byte, error) {
 	zh, err := dirhash.HashZip(zipFile, dirhash.Hash1)
 	if err != nil {
 		return nil, err

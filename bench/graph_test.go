@@ -1,0 +1,369 @@
+package bench
+
+import (
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/piraeus-go/piraeus/internal/testenv"
+)
+
+var (
+	graphReps   = flag.Int("graph.reps", 3, "BenchmarkGraph: runs of each client per delay (the median is reported)")
+	graphDelays = flag.String("graph.delays", "0ms,50ms", "BenchmarkGraph: upstream delays per request")
+	caddyBin    = flag.String("caddy", "../bin/caddy", "Caddy with Piraeus (make build)")
+)
+
+// The generated module graph: levels of modules below the main module,
+// each requiring some of the next levels', as a large server's graph does.
+var graphLevels = []int{12, 22, 30, 32, 28, 22, 14} // 160 modules, depth 7
+
+// graph is a module graph served by a counting loopback upstream that
+// also proxies the checksum database that knows every module.
+type graph struct {
+	up      *testenv.Upstream
+	db      *testenv.SumDB
+	app     string // the main module, tidy, with a complete go.sum
+	modules int
+	files   int   // versions served (each with .info, .mod and .zip)
+	bytes   int64 // of the zips of the selected versions
+	gocache string
+}
+
+// BenchmarkGraph runs the go command (`go mod download all`, then `go
+// build` in a separate run) with a fresh module cache against a generated
+// graph of 160 modules: straight from the upstream, through a cold
+// Piraeus (bin/caddy in its default configuration, a new process with an
+// empty cache) and through the same Piraeus warm, interleaved, at each
+// upstream delay; it prints the times, their ratios to the direct time,
+// upstream requests per artifact and the Caddy process's peak RSS.
+// Run it with -benchtime 1x (make bench does).
+func BenchmarkGraph(b *testing.B) {
+	bin, err := filepath.Abs(*caddyBin)
+	if err == nil {
+		_, err = os.Stat(bin)
+	}
+	if err != nil {
+		b.Fatalf("%s: %v: run `make build` first (make bench does)", *caddyBin, err)
+	}
+	var delays []time.Duration
+	for _, s := range strings.Split(*graphDelays, ",") {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			b.Fatalf("-graph.delays: %v", err)
+		}
+		delays = append(delays, d)
+	}
+	g := newGraph(b)
+	fmt.Printf("graph: %d modules (depth %d), %d module versions, %.0f MiB of zips selected; %s, GOMAXPROCS=%d, %d reps (median)\n",
+		g.modules, len(graphLevels), g.files, float64(g.bytes)/(1<<20), runtime.Version(), runtime.GOMAXPROCS(0), *graphReps)
+	for b.Loop() {
+		for _, delay := range delays {
+			g.up.SetDelay(delay)
+			g.measure(b, bin, delay)
+		}
+	}
+}
+
+// newGraph generates the modules, their zips, the upstream and the
+// checksum database, and a tidy main module importing all of it.
+func newGraph(b *testing.B) *graph {
+	rng := rand.New(rand.NewPCG(16, 2026))
+	dir := b.TempDir()
+	g := &graph{up: testenv.NewUpstream(b), gocache: b.TempDir()}
+	g.db = g.up.VerifiedBy(b)
+
+	type node struct {
+		path string
+		reqs []int
+		size int64
+	}
+	var nodes []node
+	var byLevel [][]int
+	for l, n := range graphLevels {
+		byLevel = append(byLevel, nil)
+		for i := range n {
+			byLevel[l] = append(byLevel[l], len(nodes))
+			nodes = append(nodes, node{path: fmt.Sprintf("example.com/graph/l%d/m%02d", l+1, i)})
+		}
+	}
+	g.modules = len(nodes)
+	// Every module is required by one of the level above; most require a
+	// few more of the next two levels.
+	for l := 1; l < len(byLevel); l++ {
+		for _, c := range byLevel[l] {
+			p := byLevel[l-1][rng.IntN(len(byLevel[l-1]))]
+			nodes[p].reqs = append(nodes[p].reqs, c)
+		}
+	}
+	for l := 0; l < len(byLevel)-1; l++ {
+		for _, i := range byLevel[l] {
+			for range rng.IntN(4) {
+				dl := l + 1 + rng.IntN(min(2, len(byLevel)-1-l))
+				c := byLevel[dl][rng.IntN(len(byLevel[dl]))]
+				if !slices.Contains(nodes[i].reqs, c) {
+					nodes[i].reqs = append(nodes[i].reqs, c)
+				}
+			}
+		}
+	}
+	// Zips from a few KiB to tens of MiB.
+	for i := range nodes {
+		switch r := rng.IntN(100); {
+		case r < 70:
+			nodes[i].size = 4<<10 + rng.Int64N(60<<10)
+		case r < 92:
+			nodes[i].size = 64<<10 + rng.Int64N(960<<10)
+		default:
+			nodes[i].size = 1<<20 + rng.Int64N(3<<20)
+		}
+	}
+	for i, size := range []int64{10 << 20, 20 << 20, 30 << 20} {
+		nodes[byLevel[2+2*i][0]].size = size
+	}
+
+	// Two versions of each: v1.1.0's requirements ask for either version
+	// of each dependency, v1.0.0's for v1.0.0, so the go command reads
+	// go.mod files of versions it will not select, as it does on real
+	// graphs. Dependencies say go 1.16: their graphs are not pruned, so
+	// the go command walks every level.
+	for _, n := range nodes {
+		for _, v := range []string{"v1.0.0", "v1.1.0"} {
+			var req, imports strings.Builder
+			for _, c := range n.reqs {
+				cv := "v1.0.0"
+				if v == "v1.1.0" && rng.IntN(3) > 0 {
+					cv = "v1.1.0"
+				}
+				fmt.Fprintf(&req, "\t%s %s\n", nodes[c].path, cv)
+				fmt.Fprintf(&imports, "import _ %q\n", nodes[c].path)
+			}
+			gomod := "module " + n.path + "\n\ngo 1.16\n"
+			if req.Len() > 0 {
+				gomod += "\nrequire (\n" + req.String() + ")\n"
+			}
+			pkg := filepath.Base(n.path)
+			m := testenv.Module{Path: n.path, Version: v, GoMod: gomod, Files: map[string]string{
+				pkg + ".go": "package " + pkg + "\n\n" + imports.String() + "\n// Version is the module's version.\nconst Version = " + strconv.Quote(v) + "\n",
+			}}
+			size := n.size
+			if v == "v1.0.0" {
+				size /= 8
+			}
+			g.up.AddBigZip(m, testenv.WriteBigZip(b, dir, m, size))
+			g.files++
+		}
+	}
+
+	// The main module imports the first level; go mod tidy (straight from
+	// the upstream, untimed) completes its go.mod and writes its go.sum.
+	g.app = filepath.Join(dir, "app")
+	var req, imports strings.Builder
+	for _, i := range byLevel[0] {
+		fmt.Fprintf(&req, "\t%s v1.1.0\n", nodes[i].path)
+		fmt.Fprintf(&imports, "import _ %q\n", nodes[i].path)
+	}
+	must(b, os.MkdirAll(g.app, 0o755))
+	must(b, os.WriteFile(filepath.Join(g.app, "go.mod"), []byte("module example.com/app\n\ngo 1.21\n\nrequire (\n"+req.String()+")\n"), 0o644))
+	must(b, os.WriteFile(filepath.Join(g.app, "main.go"), []byte("package main\n\n"+imports.String()+"\nfunc main() {}\n"), 0o644))
+	g.run(b, g.up.URL, g.app, "mod", "tidy")
+	out := g.run(b, g.up.URL, g.app, "list", "-m", "-f", "{{.Path}} {{.Version}}", "all")
+	selected := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
+		p, v, _ := strings.Cut(line, " ")
+		selected[p] = v
+	}
+	if len(selected) != len(nodes) {
+		b.Fatalf("the graph selects %d modules, not %d:\n%s", len(selected), len(nodes), out)
+	}
+	for p, v := range selected {
+		fi, err := os.Stat(g.up.ZipFile(testenv.EscapedPath(p, v, "zip")))
+		must(b, err)
+		g.bytes += fi.Size()
+	}
+	// Compile once, so that go build runs below measure fetching and
+	// extracting modules, not the compiler.
+	g.run(b, g.up.URL, g.app, "build", "-o", os.DevNull, ".")
+	return g
+}
+
+// run runs the go command with a fresh module cache, removed afterwards,
+// and returns its output.
+func (g *graph) run(b *testing.B, goproxy, dir string, args ...string) string {
+	b.Helper()
+	modcache, err := os.MkdirTemp("", "piraeus-graph-modcache-")
+	must(b, err)
+	defer os.RemoveAll(modcache)
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GO") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, "GOPROXY="+goproxy, "GOSUMDB="+g.db.VKey, "GOMODCACHE="+modcache, "GOCACHE="+g.gocache,
+		"GOPATH="+filepath.Join(modcache, "gopath"), "GOFLAGS=-modcacherw", "GOTOOLCHAIN=local", "GOWORK=off", "GO111MODULE=on",
+		"GONOSUMDB=", "GOPRIVATE=", "GONOPROXY=")
+	cmd := exec.Command(testenv.GoBin(b), args...)
+	cmd.Dir, cmd.Env = dir, env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		b.Fatalf("go %s (GOPROXY=%s): %v\n%s", strings.Join(args, " "), goproxy, err, out)
+	}
+	return string(out)
+}
+
+// timed runs the go command in a copy of the main module and returns how
+// long it took.
+func (g *graph) timed(b *testing.B, goproxy string, args ...string) time.Duration {
+	b.Helper()
+	dir := b.TempDir()
+	for _, f := range []string{"go.mod", "go.sum", "main.go"} {
+		data, err := os.ReadFile(filepath.Join(g.app, f))
+		must(b, err)
+		must(b, os.WriteFile(filepath.Join(dir, f), data, 0o644))
+	}
+	start := time.Now()
+	g.run(b, goproxy, dir, args...)
+	return time.Since(start)
+}
+
+// measure runs each client interleaved at one delay and prints a table.
+func (g *graph) measure(b *testing.B, bin string, delay time.Duration) {
+	ops := []struct {
+		name string
+		args []string
+	}{
+		{"go mod download all", []string{"mod", "download", "all"}},
+		{"go build", []string{"build", "-o", os.DevNull, "."}},
+	}
+	type figures struct{ direct, cold, warm []time.Duration }
+	results := make([]figures, len(ops))
+	var peakRSS int64
+	perArtifact, maxPerArtifact := 0.0, 0
+	for range *graphReps {
+		for i, op := range ops {
+			results[i].direct = append(results[i].direct, g.timed(b, g.up.URL, op.args...))
+			c := startCaddy(b, bin, g.up.URL, g.db.VKey)
+			before := len(g.up.Paths())
+			results[i].cold = append(results[i].cold, g.timed(b, c.url, op.args...))
+			counts := map[string]int{}
+			for _, p := range g.up.Paths()[before:] {
+				if !strings.HasPrefix(p, "sumdb/") {
+					counts[p]++
+				}
+			}
+			total := 0
+			for _, n := range counts {
+				total += n
+				maxPerArtifact = max(maxPerArtifact, n)
+			}
+			if len(counts) > 0 {
+				perArtifact = max(perArtifact, float64(total)/float64(len(counts)))
+			}
+			results[i].warm = append(results[i].warm, g.timed(b, c.url, op.args...))
+			peakRSS = max(peakRSS, c.stop(b))
+		}
+	}
+	fmt.Printf("\nupstream delay %s per request\n", delay)
+	fmt.Printf("%-22s %9s %9s %9s %12s %12s\n", "", "direct", "cold", "warm", "cold/direct", "warm/direct")
+	for i, op := range ops {
+		d, c, w := median(results[i].direct), median(results[i].cold), median(results[i].warm)
+		fmt.Printf("%-22s %9s %9s %9s %12.2f %12.2f\n", op.name, d.Round(10*time.Millisecond), c.Round(10*time.Millisecond), w.Round(10*time.Millisecond),
+			c.Seconds()/d.Seconds(), w.Seconds()/d.Seconds())
+		b.ReportMetric(c.Seconds()/d.Seconds(), fmt.Sprintf("cold/direct-%s-%s", strings.Fields(op.name)[1], delay))
+	}
+	fmt.Printf("upstream requests per artifact (cold): %.2f, at most %d for one\n", perArtifact, maxPerArtifact)
+	fmt.Printf("peak RSS of bin/caddy: %.1f MiB\n", float64(peakRSS)/1024)
+	b.ReportMetric(float64(peakRSS)/1024, "peak-RSS-MiB-"+delay.String())
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// caddy is bin/caddy serving Piraeus in its default configuration (memory
+// and disk tiers in a fresh data directory) in front of the upstream.
+type caddy struct {
+	url string
+	cmd *exec.Cmd
+	tmp string
+}
+
+func startCaddy(b *testing.B, bin, upstream, vkey string) *caddy {
+	b.Helper()
+	tmp, err := os.MkdirTemp("", "piraeus-graph-caddy-")
+	must(b, err)
+	port := testenv.FreePort(b)
+	cf := filepath.Join(tmp, "Caddyfile")
+	must(b, os.WriteFile(cf, fmt.Appendf(nil, `{
+	admin off
+	persist_config off
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	goproxy %s {
+		sumdb %s
+	}
+}
+`, port, upstream, vkey), 0o644))
+	cmd := exec.Command(bin, "run", "--config", cf, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+tmp, "XDG_CONFIG_HOME="+tmp, "HOME="+tmp)
+	must(b, cmd.Start())
+	c := &caddy{url: fmt.Sprintf("http://127.0.0.1:%d", port), cmd: cmd, tmp: tmp}
+	for range 200 { // up to 20 s
+		if conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			conn.Close()
+			if resp, err := http.Get(c.url + "/healthz-none"); err == nil {
+				resp.Body.Close()
+				return c
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.stop(b)
+	b.Fatal("bin/caddy did not start")
+	return nil
+}
+
+// stop ends the process, removes its data and returns its peak RSS in KiB.
+func (c *caddy) stop(b *testing.B) int64 {
+	rss := procStatus(c.cmd.Process.Pid, "VmHWM:")
+	c.cmd.Process.Kill()
+	c.cmd.Wait()
+	os.RemoveAll(c.tmp)
+	return rss
+}
+
+func procStatus(pid int, field string) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, field); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+func must(b *testing.B, err error) {
+	b.Helper()
+	if err != nil {
+		b.Fatal(err)
+	}
+}
