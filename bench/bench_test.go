@@ -3,11 +3,18 @@
 package bench
 
 import (
+	"context"
+	"flag"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/piraeus-go/piraeus/cachetier"
 	"github.com/piraeus-go/piraeus/goproxy"
 	"github.com/piraeus-go/piraeus/internal/testcache"
 	"github.com/piraeus-go/piraeus/internal/testenv"
@@ -121,4 +128,49 @@ func newProxy(b *testing.B, upstream, tier string, r *testenv.Redis, s3 *testenv
 	}
 	b.Cleanup(func() { p.Close() })
 	return p
+}
+
+var scaleObjects = flag.String("scale.objects", "1000,10000,100000", "BenchmarkDiskHitScale: object counts (1000000 needs about 4 GiB of disk)")
+
+// BenchmarkDiskHitScale reads random objects of a disk tier holding N
+// small objects (each read once before, so its hash is known): the cost
+// of a hit must not grow with N.
+func BenchmarkDiskHitScale(b *testing.B) {
+	for _, s := range strings.Split(*scaleObjects, ",") {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			b.Fatalf("-scale.objects: %v", err)
+		}
+		b.Run(fmt.Sprintf("objects=%d", n), func(b *testing.B) {
+			d, err := cachetier.NewDiskTier(cachetier.DiskConfig{Root: b.TempDir()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer d.Close()
+			ctx := context.Background()
+			keys := make([]string, n)
+			for i := range keys {
+				keys[i] = fmt.Sprintf("ns/example.com/scale/m%d/@v/v1.0.0.mod", i)
+				data := fmt.Appendf(nil, "module example.com/scale/m%d\n\ngo 1.21\n", i)
+				if err := d.Put(ctx, keys[i], cachetier.MetaFor(data, time.Time{}), data); err != nil {
+					b.Fatal(err)
+				}
+			}
+			read := func(k string) {
+				obj, err := d.Get(ctx, k)
+				if err != nil {
+					b.Fatal(err)
+				}
+				obj.Close()
+			}
+			for _, k := range keys {
+				read(k)
+			}
+			rng := rand.New(rand.NewPCG(1, uint64(n)))
+			b.ReportAllocs()
+			for b.Loop() {
+				read(keys[rng.IntN(n)])
+			}
+		})
+	}
 }

@@ -1,8 +1,10 @@
 package bench
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -23,6 +25,7 @@ var (
 	graphReps   = flag.Int("graph.reps", 3, "BenchmarkGraph: runs of each client per delay (the median is reported)")
 	graphDelays = flag.String("graph.delays", "0ms,50ms", "BenchmarkGraph: upstream delays per request")
 	caddyBin    = flag.String("caddy", "../bin/caddy", "Caddy with Piraeus (make build)")
+	heapProfile = flag.String("graph.heapprofile", "", "BenchmarkGraph: write the heap profile of bin/caddy after the first cold go mod download all to this file, and print its top")
 )
 
 // The generated module graph: levels of modules below the main module,
@@ -271,6 +274,9 @@ func (g *graph) measure(b *testing.B, bin string, delay time.Duration) {
 			if len(counts) > 0 {
 				perArtifact = max(perArtifact, float64(total)/float64(len(counts)))
 			}
+			if *heapProfile != "" && i == 0 && delay == 0 {
+				c.writeHeapProfile(b, *heapProfile)
+			}
 			results[i].warm = append(results[i].warm, g.timed(b, c.url, op.args...))
 			peakRSS = max(peakRSS, c.stop(b))
 		}
@@ -297,19 +303,49 @@ func median(ds []time.Duration) time.Duration {
 // caddy is bin/caddy serving Piraeus in its default configuration (memory
 // and disk tiers in a fresh data directory) in front of the upstream.
 type caddy struct {
-	url string
-	cmd *exec.Cmd
-	tmp string
+	url   string
+	admin string
+	cmd   *exec.Cmd
+	tmp   string
 }
+
+// writeHeapProfile saves the process's heap profile (through Caddy's admin
+// endpoint) to file and prints its top entries and the runtime's figures.
+func (c *caddy) writeHeapProfile(b *testing.B, file string) {
+	b.Helper()
+	resp, err := http.Get(c.admin + "/debug/pprof/heap?gc=1")
+	must(b, err)
+	data, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	must(b, err)
+	must(b, os.WriteFile(file, data, 0o644))
+	out, err := exec.Command(testenv.GoBin(b), "tool", "pprof", "-top", "-nodecount=15", "-sample_index=inuse_space", file).CombinedOutput()
+	must(b, err)
+	fmt.Printf("heap profile of bin/caddy after a cold go mod download all (%s):\n%s", file, out)
+	resp, err = http.Get(c.admin + "/debug/vars")
+	must(b, err)
+	var vars struct {
+		Memstats runtime.MemStats `json:"memstats"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&vars)
+	resp.Body.Close()
+	must(b, err)
+	m := vars.Memstats
+	fmt.Printf("runtime: heap in use %.1f MiB, heap idle %.1f MiB (released %.1f), stacks %.1f MiB, other runtime %.1f MiB, total from the OS %.1f MiB, %d GCs\n",
+		mib(m.HeapInuse), mib(m.HeapIdle), mib(m.HeapReleased), mib(m.StackSys), mib(m.MSpanSys+m.MCacheSys+m.BuckHashSys+m.GCSys+m.OtherSys), mib(m.Sys), m.NumGC)
+	fmt.Printf("RSS now %.1f MiB\n", float64(procStatus(c.cmd.Process.Pid, "VmRSS:"))/1024)
+}
+
+func mib(n uint64) float64 { return float64(n) / (1 << 20) }
 
 func startCaddy(b *testing.B, bin, upstream, vkey string) *caddy {
 	b.Helper()
 	tmp, err := os.MkdirTemp("", "piraeus-graph-caddy-")
 	must(b, err)
-	port := testenv.FreePort(b)
+	port, admin := testenv.FreePort(b), testenv.FreePort(b)
 	cf := filepath.Join(tmp, "Caddyfile")
 	must(b, os.WriteFile(cf, fmt.Appendf(nil, `{
-	admin off
+	admin 127.0.0.1:%d
 	persist_config off
 }
 http://127.0.0.1:%d {
@@ -318,11 +354,11 @@ http://127.0.0.1:%d {
 		sumdb %s
 	}
 }
-`, port, upstream, vkey), 0o644))
+`, admin, port, upstream, vkey), 0o644))
 	cmd := exec.Command(bin, "run", "--config", cf, "--adapter", "caddyfile")
 	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+tmp, "XDG_CONFIG_HOME="+tmp, "HOME="+tmp)
 	must(b, cmd.Start())
-	c := &caddy{url: fmt.Sprintf("http://127.0.0.1:%d", port), cmd: cmd, tmp: tmp}
+	c := &caddy{url: fmt.Sprintf("http://127.0.0.1:%d", port), admin: fmt.Sprintf("http://127.0.0.1:%d", admin), cmd: cmd, tmp: tmp}
 	for range 200 { // up to 20 s
 		if conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
 			conn.Close()

@@ -53,9 +53,11 @@ const (
 	DefaultStaleMax = 7 * 24 * time.Hour
 	// dirOverhead is what the fan-out directories use.
 	dirOverhead = fanOut * blockSize
-	// verifiedSlots sizes the table of files whose content hash was
-	// checked (8 bytes a slot, 4-way associative, lossy).
-	verifiedSlots = 1 << 20
+	// The table of files whose content hash was checked (8 bytes a slot,
+	// 4-way associative, lossy) starts small and grows to four slots per
+	// object held, up to verifiedMaxSlots (32 MiB).
+	verifiedMinSlots = 1 << 14
+	verifiedMaxSlots = 1 << 22
 )
 
 // DiskConfig configures a DiskTier.
@@ -82,7 +84,7 @@ type DiskTier struct {
 	log                *zap.Logger
 
 	seed     maphash.Seed
-	verified []atomic.Uint64 // fingerprints of checked files, see remember
+	verified atomic.Pointer[[]atomic.Uint64] // fingerprints of checked files, see remember
 
 	nObjects, nBytes atomic.Int64  // occupancy
 	maxBytes         atomic.Int64  // the bound, 0: none
@@ -94,6 +96,7 @@ type DiskTier struct {
 	stop    chan struct{}
 	wg      sync.WaitGroup
 	sweep   atomic.Int32 // next fan-out directory to sweep for stale objects
+	hashed  atomic.Int64 // reads that hashed a file's content
 }
 
 // NewDiskTier opens (creating if needed) a disk tier, removes the temp
@@ -121,12 +124,13 @@ func NewDiskTier(cfg DiskConfig) (*DiskTier, error) {
 		tmp:        filepath.Join(root, "tmp"),
 		log:        cfg.Logger,
 		seed:       maphash.MakeSeed(),
-		verified:   make([]atomic.Uint64, verifiedSlots),
 		countStart: time.Now(),
 		kick:       make(chan struct{}, 1),
 		counted:    make(chan struct{}),
 		stop:       make(chan struct{}),
 	}
+	table := make([]atomic.Uint64, verifiedMinSlots)
+	d.verified.Store(&table)
 	if err := d.SetMaxBytes(cfg.MaxBytes); err != nil {
 		return nil, err
 	}
@@ -407,6 +411,7 @@ func (d *DiskTier) check(p, key string, f *os.File) (Meta, int64, error) {
 	}
 	st := fileStat(fi)
 	if !d.isVerified(p, fi, st) {
+		d.hashed.Add(1)
 		h := sha256.New()
 		if _, err := io.Copy(h, io.NewSectionReader(f, hl, meta.Size)); err != nil {
 			return Meta{}, 0, fmt.Errorf("hashing content: %w", err)
@@ -437,7 +442,7 @@ func (d *DiskTier) touch(p string, f *os.File) {
 
 // fingerprint identifies a file's path and identity; a file edited in
 // place, replaced or restored changes it.
-func (d *DiskTier) fingerprint(p string, fi fs.FileInfo, st sysStat) (slot int, fp uint64) {
+func (d *DiskTier) fingerprint(p string, fi fs.FileInfo, st sysStat, slots int) (slot int, fp uint64) {
 	var h maphash.Hash
 	h.SetSeed(d.seed)
 	h.WriteString(p)
@@ -450,13 +455,14 @@ func (d *DiskTier) fingerprint(p string, fi fs.FileInfo, st sysStat) (slot int, 
 	binary.LittleEndian.PutUint64(b[32:], uint64(st.ctime))
 	h.Write(b[:40])
 	fp = h.Sum64() | 1 // never 0, the empty slot
-	return int(bucket&(verifiedSlots-1)) &^ 3, fp
+	return int(bucket&uint64(slots-1)) &^ 3, fp
 }
 
 func (d *DiskTier) isVerified(p string, fi fs.FileInfo, st sysStat) bool {
-	slot, fp := d.fingerprint(p, fi, st)
+	table := *d.verified.Load()
+	slot, fp := d.fingerprint(p, fi, st, len(table))
 	for i := range 4 {
-		if d.verified[slot+i].Load() == fp {
+		if table[slot+i].Load() == fp {
 			return true
 		}
 	}
@@ -464,10 +470,37 @@ func (d *DiskTier) isVerified(p string, fi fs.FileInfo, st sysStat) bool {
 }
 
 // remember records that the file's content matched its hash. The table is
-// a lossy cache: a file pushed out is hashed again on its next read.
+// a lossy cache: a file pushed out is hashed again on its next read, and
+// so is every file once when the table grows with the tier.
 func (d *DiskTier) remember(p string, fi fs.FileInfo, st sysStat) {
-	slot, fp := d.fingerprint(p, fi, st)
-	d.verified[slot+int(fp>>62)].Store(fp)
+	tp := d.verified.Load()
+	if want := verifiedSlotsFor(d.nObjects.Load()); want > len(*tp) {
+		table := make([]atomic.Uint64, want)
+		if d.verified.CompareAndSwap(tp, &table) {
+			tp = &table
+		} else {
+			tp = d.verified.Load()
+		}
+	}
+	table := *tp
+	slot, fp := d.fingerprint(p, fi, st, len(table))
+	for i := range 4 { // a free slot of the set, else one chosen by fp
+		v := table[slot+i].Load()
+		if v == fp || v == 0 && table[slot+i].CompareAndSwap(0, fp) {
+			return
+		}
+	}
+	table[slot+int(fp>>62)].Store(fp)
+}
+
+// verifiedSlotsFor is the table size for n objects: a power of two, four
+// slots per object, within the bounds.
+func verifiedSlotsFor(n int64) int {
+	slots := verifiedMinSlots
+	for int64(slots) < 4*n && slots < verifiedMaxSlots {
+		slots *= 2
+	}
+	return slots
 }
 
 func (d *DiskTier) corrupt(key, p string, err error) {

@@ -45,8 +45,11 @@ func (p *pooledTier) Destruct() error { return p.destroy() }
 
 // DefaultMemory and DefaultMemoryMaxObject size the memory tier.
 const (
-	DefaultMemory          = 128 << 20
-	DefaultMemoryMaxObject = 8 << 20
+	DefaultMemory = 128 << 20
+	// DefaultMemoryMaxObject keeps the small objects in memory (.info,
+	// .mod, lists, checksum database tiles and small zips); larger zips are
+	// read from disk through the page cache.
+	DefaultMemoryMaxObject = 256 << 10
 )
 
 // MemoryTier keeps small objects in memory (ristretto; cost in bytes).
@@ -54,7 +57,7 @@ const (
 type MemoryTier struct {
 	// Max is the budget in bytes. Default 128MiB.
 	Max int64 `json:"max,omitempty"`
-	// MaxObject is the largest object kept. Default 8MiB.
+	// MaxObject is the largest object kept. Default 256KiB.
 	MaxObject int64 `json:"max_object,omitempty"`
 
 	key  string
@@ -65,7 +68,7 @@ func (MemoryTier) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "goproxy.tiers.memory", New: func() caddy.Module { return new(MemoryTier) }}
 }
 
-func (m *MemoryTier) Provision(caddy.Context) error {
+func (m *MemoryTier) Provision(ctx caddy.Context) error {
 	if m.Max == 0 {
 		m.Max = DefaultMemory
 	}
@@ -78,7 +81,12 @@ func (m *MemoryTier) Provision(caddy.Context) error {
 		if err != nil {
 			return nil, err
 		}
-		return &pooledTier{tier: t, destroy: t.Close}, nil
+		key, logger := m.key, ctx.Logger()
+		trackMemoryBudget(key, m.Max, logger)
+		return &pooledTier{tier: t, destroy: func() error {
+			trackMemoryBudget(key, 0, logger)
+			return t.Close()
+		}}, nil
 	})
 	if err != nil {
 		m.key = ""
