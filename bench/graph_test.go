@@ -25,6 +25,7 @@ var (
 	graphReps   = flag.Int("graph.reps", 3, "BenchmarkGraph: runs of each client per delay (the median is reported)")
 	graphDelays = flag.String("graph.delays", "0ms,50ms", "BenchmarkGraph: upstream delays per request")
 	caddyBin    = flag.String("caddy", "../bin/caddy", "Caddy with Piraeus (make build)")
+	cpuProfile  = flag.String("graph.cpuprofile", "", "BenchmarkGraph: write a CPU profile of bin/caddy during the first cold go mod download all to this file, and print its top")
 	heapProfile = flag.String("graph.heapprofile", "", "BenchmarkGraph: write the heap profile of bin/caddy after the first cold go mod download all to this file, and print its top")
 )
 
@@ -259,7 +260,18 @@ func (g *graph) measure(b *testing.B, bin string, delay time.Duration) {
 			results[i].direct = append(results[i].direct, g.timed(b, g.up.URL, op.args...))
 			c := startCaddy(b, bin, g.up.URL, g.db.VKey)
 			before := len(g.up.Paths())
+			var profiled chan []byte
+			if *cpuProfile != "" && i == 0 && delay == 0 && len(results[i].cold) == 0 {
+				profiled = c.startCPUProfile(b)
+			}
 			results[i].cold = append(results[i].cold, g.timed(b, c.url, op.args...))
+			if profiled != nil {
+				data := <-profiled
+				must(b, os.WriteFile(*cpuProfile, data, 0o644))
+				out, err := exec.Command(testenv.GoBin(b), "tool", "pprof", "-top", "-cum", "-nodecount=40", *cpuProfile).CombinedOutput()
+				must(b, err)
+				fmt.Printf("CPU profile of bin/caddy during a cold go mod download all (%s):\n%s", *cpuProfile, out)
+			}
 			counts := map[string]int{}
 			for _, p := range g.up.Paths()[before:] {
 				if !strings.HasPrefix(p, "sumdb/") {
@@ -334,6 +346,23 @@ func (c *caddy) writeHeapProfile(b *testing.B, file string) {
 	fmt.Printf("runtime: heap in use %.1f MiB, heap idle %.1f MiB (released %.1f), stacks %.1f MiB, other runtime %.1f MiB, total from the OS %.1f MiB, %d GCs\n",
 		mib(m.HeapInuse), mib(m.HeapIdle), mib(m.HeapReleased), mib(m.StackSys), mib(m.MSpanSys+m.MCacheSys+m.BuckHashSys+m.GCSys+m.OtherSys), mib(m.Sys), m.NumGC)
 	fmt.Printf("RSS now %.1f MiB\n", float64(procStatus(c.cmd.Process.Pid, "VmRSS:"))/1024)
+}
+
+// startCPUProfile starts a 5 s CPU profile of the process; the channel
+// gets it when it ends.
+func (c *caddy) startCPUProfile(b *testing.B) chan []byte {
+	ch := make(chan []byte, 1)
+	go func() {
+		resp, err := http.Get(c.admin + "/debug/pprof/profile?seconds=5")
+		if err != nil {
+			ch <- nil
+			return
+		}
+		data, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		ch <- data
+	}()
+	return ch
 }
 
 func mib(n uint64) float64 { return float64(n) / (1 << 20) }

@@ -379,7 +379,9 @@ func (d *DiskTier) Get(_ context.Context, key string) (*Object, error) {
 			d.corrupt(key, p, err)
 			return nil, ErrMiss
 		}
-		return newFileObject(meta, "disk", f, off), nil
+		obj := newFileObject(meta, "disk", f, off)
+		obj.own = true // opened for this reader alone
+		return obj, nil
 	}
 	return nil, ErrMiss
 }

@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -51,6 +52,7 @@ type Object struct {
 	data   []byte
 	file   *sharedFile
 	off    int64 // where the content starts in the file
+	own    bool  // the file is this object's alone: its offset may be used
 	closed bool
 }
 
@@ -66,12 +68,106 @@ func newFileObject(meta Meta, tier string, f *os.File, off int64) *Object {
 	return &Object{Meta: meta, Tier: tier, file: sf, off: off}
 }
 
-// Reader returns a reader over the content, positioned at its start.
+// Reader returns a reader over the content, positioned at its start. A
+// file of the object's own is read so that net/http can send it with
+// sendfile(2) (see ownFileReader).
 func (o *Object) Reader() io.ReadSeeker {
 	if o.file != nil {
-		return io.NewSectionReader(o.file.f, o.off, o.Size)
+		sr := io.NewSectionReader(o.file.f, o.off, o.Size)
+		if o.own {
+			return &ownFileReader{SectionReader: sr, f: o.file.f, off: o.off}
+		}
+		return sr
 	}
 	return bytes.NewReader(o.data)
+}
+
+// ownFileReader reads a section of a file that no other reader shares.
+// It reads with ReadAt, as a SectionReader does, and is also a
+// syscall.Conn: net/http then copies it to a TCP connection with
+// sendfile(2), from the file's offset, which SyscallConn sets to the
+// reader's position first. After such a copy the file's offset is the
+// truth, and the next Read or Seek takes its position from it.
+type ownFileReader struct {
+	*io.SectionReader
+	f    *os.File
+	off  int64
+	sent bool // the file's offset was handed out (and may have moved)
+}
+
+// SendfileSource returns what a ResponseWriter's ReadFrom should be given
+// for r: r itself, except for an io.LimitedReader over all the rest of a
+// file object's own reader, which is replaced by that reader. A writer
+// that wraps its source in a LimitedReader of its own (Caddy's idle
+// timeout writer sends in 64 KiB chunks) would otherwise hide the file
+// from net/http, which unwraps one LimitedReader only, and the content
+// would be copied through user space instead of sent with sendfile(2).
+// The file's content runs to its end, so nothing beyond it can be sent.
+func SendfileSource(r io.Reader) io.Reader {
+	lr, ok := r.(*io.LimitedReader)
+	if !ok {
+		return r
+	}
+	fr, ok := lr.R.(*ownFileReader)
+	if !ok || fr.sync() != nil {
+		return r
+	}
+	pos, _ := fr.SectionReader.Seek(0, io.SeekCurrent)
+	if lr.N < fr.Size()-pos || fr.off+fr.Size() != fr.end() {
+		return r
+	}
+	return fr
+}
+
+// end is the file's size, or -1.
+func (r *ownFileReader) end() int64 {
+	fi, err := r.f.Stat()
+	if err != nil {
+		return -1
+	}
+	return fi.Size()
+}
+
+func (r *ownFileReader) sync() error {
+	if !r.sent {
+		return nil
+	}
+	cur, err := r.f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return err
+	}
+	r.sent = false
+	_, err = r.SectionReader.Seek(cur-r.off, io.SeekStart)
+	return err
+}
+
+func (r *ownFileReader) Read(p []byte) (int, error) {
+	if err := r.sync(); err != nil {
+		return 0, err
+	}
+	return r.SectionReader.Read(p)
+}
+
+func (r *ownFileReader) Seek(offset int64, whence int) (int64, error) {
+	if err := r.sync(); err != nil {
+		return 0, err
+	}
+	return r.SectionReader.Seek(offset, whence)
+}
+
+// SyscallConn positions the file at the reader's position and returns
+// its raw connection, for sendfile(2): callers read at most the bytes left
+// in the section (net/http's copy is bounded by the content's length).
+func (r *ownFileReader) SyscallConn() (syscall.RawConn, error) {
+	if err := r.sync(); err != nil {
+		return nil, err
+	}
+	pos, _ := r.SectionReader.Seek(0, io.SeekCurrent)
+	if _, err := r.f.Seek(r.off+pos, io.SeekStart); err != nil {
+		return nil, err
+	}
+	r.sent = true
+	return r.f.SyscallConn()
 }
 
 // Bytes returns the content if it is held in memory.
@@ -98,6 +194,7 @@ func (o *Object) Clone() *Object {
 		return nil
 	}
 	c := *o
+	c.own = false // the file is shared from now on: ReadAt only
 	return &c
 }
 

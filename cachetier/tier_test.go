@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -445,4 +448,106 @@ func TestTieredChecksSharedTier(t *testing.T) {
 	if n, _ := conn.Client.Exists(t.Context(), rt.objKey(key)).Result(); n != 1 {
 		t.Error("a value that could not be checked was deleted")
 	}
+}
+
+// A disk object read by one request alone is sent with sendfile(2) from
+// the file's offset (its reader is a syscall.Conn); what arrives, whole
+// or by ranges, is the content, however reads and sends are mixed.
+func TestDiskObjectServedFromItsFile(t *testing.T) {
+	d := openDisk(t, DiskConfig{})
+	data := noise(3<<20 + 17)
+	key := "example.com/big/@v/v1.0.0.zip"
+	put(t, d, key, data, time.Time{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		obj, err := d.Get(r.Context(), key)
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		defer obj.Close()
+		rd := obj.Reader()
+		if _, ok := rd.(syscall.Conn); !ok {
+			http.Error(w, "the reader of a disk object is not a syscall.Conn", 500)
+			return
+		}
+		if r.URL.Query().Has("mixed") { // read some, then let net/http send the rest
+			buf := make([]byte, 1000)
+			io.ReadFull(rd, buf)
+			w.Write(buf)
+			io.CopyN(w, rd, 2<<20)
+			io.Copy(w, rd)
+			return
+		}
+		if r.URL.Query().Has("chunked") {
+			// As under Caddy: a writer that sends in chunks, each one a
+			// LimitedReader of its own, below one that gives it the file.
+			w = sendfileWriter{chunkingWriter{w}}
+		}
+		http.ServeContent(w, r, "", time.Time{}, rd)
+	}))
+	defer srv.Close()
+	get := func(query, rng string) []byte {
+		req, _ := http.NewRequest("GET", srv.URL+"/"+query, nil)
+		if rng != "" {
+			req.Header.Set("Range", rng)
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode >= 300 {
+			t.Fatalf("%s %s: %d %v %.100s", query, rng, resp.StatusCode, err, body)
+		}
+		return body
+	}
+	if !bytes.Equal(get("", ""), data) {
+		t.Error("whole content differs")
+	}
+	if !bytes.Equal(get("", "bytes=1000000-2000000"), data[1000000:2000001]) {
+		t.Error("range differs")
+	}
+	if !bytes.Equal(get("?mixed", ""), data) {
+		t.Error("content read partly, then sent, differs")
+	}
+	if !bytes.Equal(get("?chunked", ""), data) {
+		t.Error("content sent in chunks differs")
+	}
+	if !bytes.Equal(get("?chunked", "bytes=5-70000"), data[5:70001]) {
+		t.Error("a range sent in chunks differs")
+	}
+	// A clone shares the file: it reads with ReadAt only.
+	obj, err := d.Get(t.Context(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obj.Close()
+	c := obj.Clone()
+	defer c.Close()
+	if _, ok := c.Reader().(syscall.Conn); ok {
+		t.Error("a clone's reader may move the shared file's offset")
+	}
+}
+
+// chunkingWriter sends what its ReadFrom is given 64 KiB at a time, each
+// chunk an io.LimitedReader, as Caddy's IdleTimeoutWriter does.
+type chunkingWriter struct{ http.ResponseWriter }
+
+func (c chunkingWriter) ReadFrom(r io.Reader) (int64, error) {
+	var total int64
+	for {
+		n, err := c.ResponseWriter.(io.ReaderFrom).ReadFrom(io.LimitReader(r, 64<<10))
+		total += n
+		if err != nil || n < 64<<10 {
+			return total, err
+		}
+	}
+}
+
+// sendfileWriter hands its writer the file itself (SendfileSource).
+type sendfileWriter struct{ chunkingWriter }
+
+func (s sendfileWriter) ReadFrom(r io.Reader) (int64, error) {
+	return s.chunkingWriter.ReadFrom(SendfileSource(r))
 }

@@ -48,6 +48,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		dial_timeout  <duration>
 //		response_header_timeout <duration>
 //		upstream_redirects follow|same_host
+//		prefetch      off|mod|zip [{ workers <n>; depth <n>; max_bytes <size>; private }]
 //		sumdb_timeout <duration>
 //		max_conns_per_host <n>
 //		max_fetches   <n>
@@ -191,6 +192,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			*dst = n
 			if d.NextArg() {
 				return d.ArgErr()
+			}
+		case "prefetch":
+			if err := h.unmarshalPrefetch(d); err != nil {
+				return err
 			}
 		case "upstream_redirects":
 			if !d.NextArg() {
@@ -495,5 +500,49 @@ func unmarshalDirect(d *caddyfile.Dispenser, c *DirectConfig) error {
 			c.GitConfig = args[0]
 		}
 	}
+	return nil
+}
+
+// unmarshalPrefetch reads `prefetch off|mod|zip [{ workers <n>; depth <n>;
+// max_bytes <size>; private }]`.
+func (h *Handler) unmarshalPrefetch(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	c := &PrefetchConfig{Mode: d.Val()}
+	if c.Mode != "off" && c.Mode != "mod" && c.Mode != "zip" {
+		return d.Errf("prefetch %q: want off, mod or zip", c.Mode)
+	}
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch key := d.Val(); key {
+		case "workers", "depth":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(d.Val())
+			if err != nil || n <= 0 {
+				return d.Errf("prefetch %s %q: want a positive number", key, d.Val())
+			}
+			*map[string]*int{"workers": &c.Workers, "depth": &c.Depth}[key] = n
+		case "max_bytes":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if err := parseSize(d, &c.MaxBytes); err != nil {
+				return err
+			}
+		case "private":
+			c.Private = true
+		default:
+			return d.Errf("unknown prefetch subdirective %q", key)
+		}
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	}
+	h.Prefetch = c
 	return nil
 }

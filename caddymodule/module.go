@@ -96,6 +96,10 @@ type Handler struct {
 	// checked against the checksum database.
 	NoVerify []string `json:"no_verify,omitempty"`
 
+	// Prefetch fetches the requirements of each fetched .mod ahead of the
+	// go command. Default: mode "mod" with the default limits.
+	Prefetch *PrefetchConfig `json:"prefetch,omitempty"`
+
 	// Health answers GET /healthz (200 while the process serves) and
 	// /readyz (200, or 503 with the reason: a tier that does not work, a
 	// checksum database that cannot be reached).
@@ -113,6 +117,25 @@ type Handler struct {
 	disk   string      // the disk tier's root, for metrics and logs
 	s3     *S3Tier     // the s3 tier, if any
 	logger *zap.Logger
+}
+
+// PrefetchConfig configures dependency-aware prefetch: when a .mod is
+// fetched, its requirements' .mod files (mode "mod"), or their .mod, .info
+// and .zip (mode "zip"), are fetched in the background, never delaying a
+// request, and never for private modules unless Private.
+type PrefetchConfig struct {
+	// Mode is off, mod (the default) or zip.
+	Mode string `json:"mode,omitempty"`
+	// Workers bounds the prefetches running at once. Default 8.
+	Workers int `json:"workers,omitempty"`
+	// Depth bounds the requirement levels prefetched below a requested
+	// .mod. Default 10.
+	Depth int `json:"depth,omitempty"`
+	// MaxBytes bounds the prefetched bytes no client asked for yet.
+	// Default 256MiB.
+	MaxBytes int64 `json:"max_bytes,omitempty"`
+	// Private allows prefetching private modules.
+	Private bool `json:"private,omitempty"`
 }
 
 // DirectConfig configures fetching from version control with the go
@@ -271,6 +294,13 @@ func (h *Handler) options() (goproxy.Options, error) {
 		StatusPath:            h.StatusPath,
 		Catalog:               h.Catalog,
 	}
+	o.Prefetch = goproxy.PrefetchOptions{Mode: "mod"}
+	if c := h.Prefetch; c != nil {
+		o.Prefetch = goproxy.PrefetchOptions{Mode: c.Mode, Workers: c.Workers, Depth: c.Depth, MaxBytes: c.MaxBytes, Private: c.Private}
+		if o.Prefetch.Mode == "" {
+			o.Prefetch.Mode = "mod"
+		}
+	}
 	for _, db := range h.SumDBs {
 		o.SumDBs = append(o.SumDBs, goproxy.SumDBOptions{Name: db.Name, URL: db.URL})
 	}
@@ -323,6 +353,14 @@ func (h *Handler) Validate() error {
 	}
 	if h.UpstreamRedirects != "" && h.UpstreamRedirects != "follow" && h.UpstreamRedirects != "same_host" {
 		return fmt.Errorf("goproxy: upstream_redirects %q: want follow or same_host", h.UpstreamRedirects)
+	}
+	if c := h.Prefetch; c != nil {
+		if c.Mode != "" && c.Mode != "off" && c.Mode != "mod" && c.Mode != "zip" {
+			return fmt.Errorf("goproxy: prefetch mode %q: want off, mod or zip", c.Mode)
+		}
+		if c.Workers < 0 || c.Depth < 0 || c.MaxBytes < 0 {
+			return fmt.Errorf("goproxy: prefetch limits must not be negative")
+		}
 	}
 	if h.MaxConnsPerHost < 0 || h.MaxFetches < 0 || h.SpoolMax < 0 {
 		return fmt.Errorf("goproxy: max_conns_per_host, max_fetches and spool_max must not be negative")

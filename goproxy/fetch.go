@@ -277,6 +277,7 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact) (f *fetc
 	if err := p.verify(a, small, spool.Name()); err != nil {
 		return nil, source, err
 	}
+	p.prefetch.afterMod(a, small) // in the background
 	if a.Kind == artifact.List {
 		// Only versions valid for the module path are kept.
 		list := filterList(a.Module, small)

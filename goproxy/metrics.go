@@ -23,6 +23,8 @@ type Metrics struct {
 	unverifiedMods *prometheus.CounterVec // reason
 	sumdbStates    *prometheus.CounterVec // sumdb, state
 	servedBytes    *prometheus.CounterVec // kind
+	prefetches     *prometheus.CounterVec // kind, outcome
+	prefetchHits   *prometheus.CounterVec // kind
 }
 
 // NewMetrics creates the collectors and registers them on reg, reusing
@@ -50,6 +52,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Changes of how a checksum database is reached, by database and new state (upstream, direct, configured, unreachable)."}, []string{"sumdb", "state"}),
 		servedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "served_bytes_total",
 			Help: "Response body bytes served, by artifact kind."}, []string{"kind"}),
+		prefetches: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "prefetches_total",
+			Help: "Artifacts considered for prefetch, by kind and outcome (fetched, cached, not_found, failed, budget, queue_full)."}, []string{"kind", "outcome"}),
+		prefetchHits: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "prefetch_used_total",
+			Help: "Prefetched artifacts that a client asked for later, by kind; divided by prefetches_total{outcome=\"fetched\"}, the prefetch's hit rate."}, []string{"kind"}),
 	}
 	var err error
 	m.requests, err = register(reg, m.requests)
@@ -79,6 +85,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	if err == nil {
 		m.servedBytes, err = register(reg, m.servedBytes)
+	}
+	if err == nil {
+		m.prefetches, err = register(reg, m.prefetches)
+	}
+	if err == nil {
+		m.prefetchHits, err = register(reg, m.prefetchHits)
 	}
 	return m, err
 }
@@ -187,4 +199,18 @@ func RegisterTierUsage(reg prometheus.Registerer, tiers []cachetier.Tier, cache 
 		}
 	}
 	return nil
+}
+
+// prefetch counts one artifact considered for prefetch and its outcome.
+func (m *Metrics) prefetch(a artifact.Artifact, outcome string) {
+	if m != nil {
+		m.prefetches.WithLabelValues(a.Kind.String(), outcome).Inc()
+	}
+}
+
+// prefetchUsed counts a prefetched artifact that a client asked for.
+func (m *Metrics) prefetchUsed(a artifact.Artifact) {
+	if m != nil {
+		m.prefetchHits.WithLabelValues(a.Kind.String()).Inc()
+	}
 }

@@ -106,6 +106,9 @@ type Options struct {
 	RedirectLarge   int64
 	RedirectPrivate bool
 	RedirectTTL     time.Duration
+	// Prefetch fetches the requirements of each fetched .mod ahead of
+	// demand; off unless set.
+	Prefetch PrefetchOptions
 	// SandboxDir holds the sandboxes of direct fetches. Default:
 	// piraeus-direct in the system's temp directory.
 	SandboxDir string
@@ -318,6 +321,10 @@ func New(o Options) (*Proxy, error) {
 		cfg.Verifier = cfg.SumDBs[0]
 	}
 	p = newProxy(cfg)
+	if p.prefetch, err = newPrefetcher(p, o.Prefetch); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("goproxy: %w", err)
+	}
 	p.logStart(o)
 	return p, nil
 }
@@ -405,6 +412,7 @@ func (p *Proxy) logStart(o Options) {
 		zap.String("upstream", o.Upstream), zap.Strings("tiers", tiers),
 		zap.String("private", p.cfg.Private.String()), zap.String("private_upstream", private),
 		zap.Strings("modes", modes), zap.String("namespace", p.cfg.namespace),
+		zap.String("prefetch", p.prefetch.describe()),
 	}
 	db := p.cfg.Verifier
 	if db == nil {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -82,6 +83,7 @@ type Proxy struct {
 	budget     *byteBudget        // bytes of bodies being spooled
 	sumdbs     map[string]*checksumdb.DB
 	stats      *stats
+	prefetch   *prefetcher // nil when off
 
 	verifyFailures atomic.Int64
 }
@@ -110,6 +112,7 @@ func (p *Proxy) key(a artifact.Artifact) string { return p.CacheKey(a.Path()) }
 // Close releases what New opened: the checksum databases, the not-found
 // cache, idle upstream connections. The Cache belongs to the caller.
 func (p *Proxy) Close() error {
+	p.prefetch.close()
 	for _, db := range p.cfg.SumDBs {
 		db.Close()
 	}
@@ -173,10 +176,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.Set("Cache-Control", "public, max-age="+strconv.Itoa(int(p.cfg.ListTTL/time.Second)))
 	}
 	p.cfg.Metrics.request(a.Kind.String(), result)
-	if p.cfg.Metrics == nil {
-		http.ServeContent(w, r, "", time.Time{}, obj.Reader())
-		return
-	}
 	cw := &countingWriter{ResponseWriter: w}
 	http.ServeContent(cw, r, "", time.Time{}, obj.Reader())
 	p.cfg.Metrics.served(a, cw.n)
@@ -191,6 +190,20 @@ type countingWriter struct {
 func (c *countingWriter) Write(b []byte) (int, error) {
 	n, err := c.ResponseWriter.Write(b)
 	c.n += int64(n)
+	return n, err
+}
+
+// ReadFrom keeps the ResponseWriter's own ReadFrom in use, given the
+// cache file itself where that lets it send with sendfile(2).
+func (c *countingWriter) ReadFrom(r io.Reader) (int64, error) {
+	var n int64
+	var err error
+	if rf, ok := c.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(cachetier.SendfileSource(r))
+	} else {
+		n, err = io.Copy(c.ResponseWriter, r)
+	}
+	c.n += n
 	return n, err
 }
 
@@ -241,6 +254,7 @@ type Answer struct {
 // Get returns the artifact from the cache or, on a miss, from upstream.
 func (p *Proxy) Get(ctx context.Context, a artifact.Artifact) (Answer, error) {
 	key := p.key(a)
+	p.prefetch.requested(a)
 	if a.Kind == artifact.Zip && p.cfg.RedirectLarge > 0 && (p.cfg.RedirectPrivate || !p.private(a.Module)) {
 		if url, err := p.cfg.Tiers.Presign(ctx, key, p.cfg.RedirectLarge, p.cfg.RedirectTTL); err == nil {
 			p.cfg.Metrics.hit("presigned")

@@ -69,6 +69,7 @@ type options struct {
 	diskMax         int64
 	handOverMax     int64 // fleet-wide bytes of hand-overs in flight
 	sameHost        bool  // refuse upstream redirects to other hosts
+	prefetch        PrefetchOptions
 }
 
 // newEnv assembles a proxy with New, as the Caddy module does, on real
@@ -92,7 +93,7 @@ func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 		Upstream: o.upstream, Direct: o.direct, SandboxDir: o.sandboxDir, Modes: o.modes,
 		ListTTL: o.listTTL, FetchTimeout: o.timeout, MaxConnsPerHost: o.maxConnsPerHost, MaxFetches: o.maxFetches, SpoolMax: o.spoolMax,
 		SumDBTimeout: o.sumdbTimeout, Cache: cache.Tiers, Fleet: cache.Fleet, Logger: o.logger,
-		SameHostRedirects: o.sameHost,
+		SameHostRedirects: o.sameHost, Prefetch: o.prefetch,
 	}
 	if up != nil {
 		opts.UpstreamTLS = up.TLS
