@@ -424,6 +424,14 @@ func (d *DB) Lookup(ctx context.Context, mod, version, escaped string) ([]byte, 
 	return data, nil
 }
 
+// Warm looks up mod@version's record in the background, so that a
+// verification that follows soon (of a .mod or .zip being fetched) finds
+// it, and the tiles proving it, already read. Lookups are collapsed by
+// the sumdb client; a failure here only makes the verification ask again.
+func (d *DB) Warm(mod, version string) {
+	go d.lookup(mod, strings.TrimSuffix(version, "/go.mod"))
+}
+
 // lookup asks the sumdb client. The client remembers failed lookups and
 // tiles for its lifetime, which suits one go command but not a server: after
 // a failure it is replaced, keeping the verified tree it had reached, so a
