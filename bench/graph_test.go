@@ -25,6 +25,7 @@ var (
 	graphReps   = flag.Int("graph.reps", 3, "BenchmarkGraph: runs of each client per delay (the median is reported)")
 	graphDelays = flag.String("graph.delays", "0ms,50ms", "BenchmarkGraph: upstream delays per request")
 	caddyBin    = flag.String("caddy", "../bin/caddy", "Caddy with Piraeus (make build)")
+	graphExtra  = flag.String("graph.goproxy", "", "BenchmarkGraph: extra lines for the goproxy block (default: none, the default configuration)")
 	cpuProfile  = flag.String("graph.cpuprofile", "", "BenchmarkGraph: write a CPU profile of bin/caddy during the first cold go mod download all to this file, and print its top")
 	heapProfile = flag.String("graph.heapprofile", "", "BenchmarkGraph: write the heap profile of bin/caddy after the first cold go mod download all to this file, and print its top")
 )
@@ -242,7 +243,10 @@ func (g *graph) timed(b *testing.B, goproxy string, args ...string) time.Duratio
 	return time.Since(start)
 }
 
-// measure runs each client interleaved at one delay and prints a table.
+// measure runs each client interleaved at one delay and prints a table:
+// straight from the upstream, through a cold Piraeus in its default
+// configuration and the same one warm, and through a cold Piraeus with
+// prefetch zip.
 func (g *graph) measure(b *testing.B, bin string, delay time.Duration) {
 	ops := []struct {
 		name string
@@ -251,59 +255,86 @@ func (g *graph) measure(b *testing.B, bin string, delay time.Duration) {
 		{"go mod download all", []string{"mod", "download", "all"}},
 		{"go build", []string{"build", "-o", os.DevNull, "."}},
 	}
-	type figures struct{ direct, cold, warm []time.Duration }
+	type figures struct{ direct, cold, warm, coldZip []time.Duration }
 	results := make([]figures, len(ops))
-	var peakRSS int64
+	var peak, peakAnon int64
 	perArtifact, maxPerArtifact := 0.0, 0
+	var prefetched, used [2]float64 // default, prefetch zip
+	cold := func(i int, extra string, profile bool) (*caddy, time.Duration) {
+		c := startCaddy(b, bin, g.up.URL, g.db.VKey, extra)
+		before := len(g.up.Paths())
+		var profiled chan []byte
+		if profile {
+			profiled = c.startCPUProfile(b)
+		}
+		d := g.timed(b, c.url, ops[i].args...)
+		if profiled != nil {
+			data := <-profiled
+			must(b, os.WriteFile(*cpuProfile, data, 0o644))
+			out, err := exec.Command(testenv.GoBin(b), "tool", "pprof", "-top", "-cum", "-nodecount=40", *cpuProfile).CombinedOutput()
+			must(b, err)
+			fmt.Printf("CPU profile of bin/caddy during a cold go mod download all (%s):\n%s", *cpuProfile, out)
+		}
+		counts := map[string]int{}
+		for _, p := range g.up.Paths()[before:] {
+			if !strings.HasPrefix(p, "sumdb/") {
+				counts[p]++
+			}
+		}
+		total := 0
+		for _, n := range counts {
+			total += n
+			maxPerArtifact = max(maxPerArtifact, n)
+		}
+		if len(counts) > 0 {
+			perArtifact = max(perArtifact, float64(total)/float64(len(counts)))
+		}
+		return c, d
+	}
+	stop := func(c *caddy, k int) {
+		f, u := c.prefetchCounts(b)
+		prefetched[k] += f
+		used[k] += u
+		hwm, anon := c.stop(b)
+		peak, peakAnon = max(peak, hwm), max(peakAnon, anon)
+	}
 	for range *graphReps {
-		for i, op := range ops {
-			results[i].direct = append(results[i].direct, g.timed(b, g.up.URL, op.args...))
-			c := startCaddy(b, bin, g.up.URL, g.db.VKey)
-			before := len(g.up.Paths())
-			var profiled chan []byte
-			if *cpuProfile != "" && i == 0 && delay == 0 && len(results[i].cold) == 0 {
-				profiled = c.startCPUProfile(b)
-			}
-			results[i].cold = append(results[i].cold, g.timed(b, c.url, op.args...))
-			if profiled != nil {
-				data := <-profiled
-				must(b, os.WriteFile(*cpuProfile, data, 0o644))
-				out, err := exec.Command(testenv.GoBin(b), "tool", "pprof", "-top", "-cum", "-nodecount=40", *cpuProfile).CombinedOutput()
-				must(b, err)
-				fmt.Printf("CPU profile of bin/caddy during a cold go mod download all (%s):\n%s", *cpuProfile, out)
-			}
-			counts := map[string]int{}
-			for _, p := range g.up.Paths()[before:] {
-				if !strings.HasPrefix(p, "sumdb/") {
-					counts[p]++
-				}
-			}
-			total := 0
-			for _, n := range counts {
-				total += n
-				maxPerArtifact = max(maxPerArtifact, n)
-			}
-			if len(counts) > 0 {
-				perArtifact = max(perArtifact, float64(total)/float64(len(counts)))
-			}
-			if *heapProfile != "" && i == 0 && delay == 0 {
+		for i := range ops {
+			results[i].direct = append(results[i].direct, g.timed(b, g.up.URL, ops[i].args...))
+			c, d := cold(i, "", *cpuProfile != "" && i == 0 && delay == 0 && len(results[i].cold) == 0)
+			results[i].cold = append(results[i].cold, d)
+			if *heapProfile != "" && i == 0 && delay == 0 && len(results[i].warm) == 0 {
 				c.writeHeapProfile(b, *heapProfile)
 			}
-			results[i].warm = append(results[i].warm, g.timed(b, c.url, op.args...))
-			peakRSS = max(peakRSS, c.stop(b))
+			results[i].warm = append(results[i].warm, g.timed(b, c.url, ops[i].args...))
+			stop(c, 0)
+			c, d = cold(i, "prefetch zip", false)
+			results[i].coldZip = append(results[i].coldZip, d)
+			stop(c, 1)
 		}
 	}
 	fmt.Printf("\nupstream delay %s per request\n", delay)
-	fmt.Printf("%-22s %9s %9s %9s %12s %12s\n", "", "direct", "cold", "warm", "cold/direct", "warm/direct")
+	fmt.Printf("%-20s %8s %8s %8s %8s | %8s %8s %8s\n", "", "direct", "cold", "warm", "cold-zip", "cold", "warm", "cold-zip")
 	for i, op := range ops {
-		d, c, w := median(results[i].direct), median(results[i].cold), median(results[i].warm)
-		fmt.Printf("%-22s %9s %9s %9s %12.2f %12.2f\n", op.name, d.Round(10*time.Millisecond), c.Round(10*time.Millisecond), w.Round(10*time.Millisecond),
-			c.Seconds()/d.Seconds(), w.Seconds()/d.Seconds())
-		b.ReportMetric(c.Seconds()/d.Seconds(), fmt.Sprintf("cold/direct-%s-%s", strings.Fields(op.name)[1], delay))
+		d, c, w, z := median(results[i].direct), median(results[i].cold), median(results[i].warm), median(results[i].coldZip)
+		r := func(x time.Duration) float64 { return x.Seconds() / d.Seconds() }
+		round := func(x time.Duration) time.Duration { return x.Round(10 * time.Millisecond) }
+		fmt.Printf("%-20s %8s %8s %8s %8s | %7.2fx %7.2fx %7.2fx\n", op.name, round(d), round(c), round(w), round(z), r(c), r(w), r(z))
+		verb := strings.Fields(op.name)[1]
+		b.ReportMetric(r(c), fmt.Sprintf("cold/direct-%s-%s", verb, delay))
+		b.ReportMetric(r(z), fmt.Sprintf("coldzip/direct-%s-%s", verb, delay))
 	}
+	fmt.Printf("(cold: default configuration, prefetch mod; cold-zip: prefetch zip; ratios to direct)\n")
 	fmt.Printf("upstream requests per artifact (cold): %.2f, at most %d for one\n", perArtifact, maxPerArtifact)
-	fmt.Printf("peak RSS of bin/caddy: %.1f MiB\n", float64(peakRSS)/1024)
-	b.ReportMetric(float64(peakRSS)/1024, "peak-RSS-MiB-"+delay.String())
+	for k, name := range []string{"prefetch mod", "prefetch zip"} {
+		if prefetched[k] > 0 {
+			fmt.Printf("%s: %.0f artifacts prefetched per cold run, %.0f%% of them asked for by the go command\n",
+				name, prefetched[k]/float64(2**graphReps), 100*used[k]/prefetched[k])
+		}
+	}
+	fmt.Printf("peak RSS of bin/caddy: %.1f MiB (VmHWM), of which anonymous at most %.1f MiB (sampled); the rest is Caddy's executable, mapped\n",
+		float64(peak)/1024, float64(peakAnon)/1024)
+	b.ReportMetric(float64(peak)/1024, "peak-RSS-MiB-"+delay.String())
 }
 
 func median(ds []time.Duration) time.Duration {
@@ -319,6 +350,9 @@ type caddy struct {
 	admin string
 	cmd   *exec.Cmd
 	tmp   string
+
+	stopSampling chan struct{}
+	sampled      chan int64 // the peak of RssAnon, KiB
 }
 
 // writeHeapProfile saves the process's heap profile (through Caddy's admin
@@ -367,7 +401,7 @@ func (c *caddy) startCPUProfile(b *testing.B) chan []byte {
 
 func mib(n uint64) float64 { return float64(n) / (1 << 20) }
 
-func startCaddy(b *testing.B, bin, upstream, vkey string) *caddy {
+func startCaddy(b *testing.B, bin, upstream, vkey, extra string) *caddy {
 	b.Helper()
 	tmp, err := os.MkdirTemp("", "piraeus-graph-caddy-")
 	must(b, err)
@@ -381,9 +415,10 @@ http://127.0.0.1:%d {
 	bind 127.0.0.1
 	goproxy %s {
 		sumdb %s
+		%s
 	}
 }
-`, admin, port, upstream, vkey), 0o644))
+`, admin, port, upstream, vkey, *graphExtra+"\n\t\t"+extra), 0o644))
 	cmd := exec.Command(bin, "run", "--config", cf, "--adapter", "caddyfile")
 	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+tmp, "XDG_CONFIG_HOME="+tmp, "HOME="+tmp)
 	must(b, cmd.Start())
@@ -393,6 +428,7 @@ http://127.0.0.1:%d {
 			conn.Close()
 			if resp, err := http.Get(c.url + "/healthz-none"); err == nil {
 				resp.Body.Close()
+				c.sampleAnon()
 				return c
 			}
 		}
@@ -403,13 +439,61 @@ http://127.0.0.1:%d {
 	return nil
 }
 
-// stop ends the process, removes its data and returns its peak RSS in KiB.
-func (c *caddy) stop(b *testing.B) int64 {
-	rss := procStatus(c.cmd.Process.Pid, "VmHWM:")
+// sampleAnon samples the process's anonymous RSS every 20 ms until stop.
+func (c *caddy) sampleAnon() {
+	c.stopSampling, c.sampled = make(chan struct{}), make(chan int64, 1)
+	go func() {
+		var peak int64
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			peak = max(peak, procStatus(c.cmd.Process.Pid, "RssAnon:"))
+			select {
+			case <-c.stopSampling:
+				c.sampled <- peak
+				return
+			case <-t.C:
+			}
+		}
+	}()
+}
+
+// prefetchCounts reads the prefetched artifacts and those asked for later
+// from the process's metrics.
+func (c *caddy) prefetchCounts(b *testing.B) (fetched, used float64) {
+	resp, err := http.Get(c.admin + "/metrics")
+	must(b, err)
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	must(b, err)
+	for _, line := range strings.Split(string(data), "\n") {
+		name, value, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		v, _ := strconv.ParseFloat(value, 64)
+		switch {
+		case strings.HasPrefix(name, "goproxy_prefetches_total{") && strings.Contains(name, `outcome="fetched"`):
+			fetched += v
+		case strings.HasPrefix(name, "goproxy_prefetch_used_total{"):
+			used += v
+		}
+	}
+	return fetched, used
+}
+
+// stop ends the process, removes its data and returns its peak RSS and
+// peak anonymous RSS in KiB.
+func (c *caddy) stop(b *testing.B) (hwm, anon int64) {
+	hwm = procStatus(c.cmd.Process.Pid, "VmHWM:")
+	if c.stopSampling != nil {
+		close(c.stopSampling)
+		anon = <-c.sampled
+	}
 	c.cmd.Process.Kill()
 	c.cmd.Wait()
 	os.RemoveAll(c.tmp)
-	return rss
+	return hwm, anon
 }
 
 func procStatus(pid int, field string) int64 {

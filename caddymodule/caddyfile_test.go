@@ -173,6 +173,31 @@ func TestAdaptS3(t *testing.T) {
 	}
 }
 
+func TestAdaptPrefetch(t *testing.T) {
+	got := adapt(t, `:8080 {
+	goproxy {
+		prefetch zip {
+			workers 4
+			depth 6
+			max_bytes 1GiB
+			private
+		}
+	}
+	goproxy /b/* {
+		prefetch off
+	}
+}
+`)
+	for _, want := range []string{
+		`"prefetch":{"depth":6,"max_bytes":1073741824,"mode":"zip","private":true,"workers":4}`,
+		`"prefetch":{"mode":"off"}`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("adapted config lacks %s:\n%s", want, got)
+		}
+	}
+}
+
 func TestBadCaddyfile(t *testing.T) {
 	tests := []struct {
 		body, want string
@@ -211,6 +236,10 @@ func TestBadCaddyfile(t *testing.T) {
 		{"goproxy {\n\t\tcache {\n\t\t\ts3 {\n\t\t\t\tredirect_large big\n\t\t\t}\n\t\t}\n\t}", "Caddyfile:5"},
 		{"goproxy {\n\t\tcache {\n\t\t\ts3 x\n\t\t}\n\t}", "Caddyfile:4"},
 		{"goproxy {\n\t\tupstream_redirects never\n\t}", "Caddyfile:3"},
+		{"goproxy {\n\t\tprefetch\n\t}", "Caddyfile:3"},
+		{"goproxy {\n\t\tprefetch all\n\t}", "Caddyfile:3"},
+		{"goproxy {\n\t\tprefetch zip {\n\t\t\tdepth -1\n\t\t}\n\t}", "Caddyfile:4"},
+		{"goproxy {\n\t\tprefetch zip {\n\t\t\tbogus\n\t\t}\n\t}", "Caddyfile:4"},
 	}
 	for _, tt := range tests {
 		caddyfile := ":8080 {\n\t" + tt.body + "\n}\n"
@@ -221,6 +250,27 @@ func TestBadCaddyfile(t *testing.T) {
 		}
 		if !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("adapting %q: error %q does not name %s", tt.body, err, tt.want)
+		}
+	}
+}
+
+// Prefetch of .mod files is on unless configured otherwise.
+func TestPrefetchDefault(t *testing.T) {
+	for _, tt := range []struct {
+		h    Handler
+		want string
+	}{
+		{Handler{}, "mod"},
+		{Handler{Prefetch: &PrefetchConfig{Workers: 2}}, "mod"},
+		{Handler{Prefetch: &PrefetchConfig{Mode: "off"}}, "off"},
+		{Handler{Prefetch: &PrefetchConfig{Mode: "zip"}}, "zip"},
+	} {
+		o, err := tt.h.options()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.Prefetch.Mode != tt.want {
+			t.Errorf("prefetch %+v: mode %q; want %q", tt.h.Prefetch, o.Prefetch.Mode, tt.want)
 		}
 	}
 }
