@@ -70,6 +70,7 @@ http://127.0.0.1:%[1]d {
 http://127.0.0.1:%[2]d {
 	bind 127.0.0.1
 	goproxy http://127.0.0.1:%[1]d {
+		sumdb off # the fixture is in no checksum database; hits are measured
 		cache {
 			memory 128MiB
 			memory_max_object 8MiB
@@ -80,6 +81,7 @@ http://127.0.0.1:%[2]d {
 http://127.0.0.1:%[3]d {
 	bind 127.0.0.1
 	goproxy http://127.0.0.1:%[1]d {
+		sumdb off # the fixture is in no checksum database; hits are measured
 		cache {
 			memory off
 			disk %[6]s/disk

@@ -137,6 +137,9 @@ http://127.0.0.1:%d {
 		}
 		fetch_timeout 1s
 		not_found_ttl 5s
+		# The generated modules are in no checksum database, and the
+		# default one (sum.golang.org) is not reachable from here.
+		sumdb off
 	}
 }
 `, port, ul.Addr(), filepath.Join(tmp, "cache"))
