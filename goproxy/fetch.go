@@ -166,6 +166,9 @@ func (p *Proxy) fetch(a artifact.Artifact) (*fetched, error) {
 	rec := FetchRecord{Time: start, Module: a.Module, Version: a.Version, Kind: a.Kind.String(), Upstream: source,
 		Duration: time.Since(start), Bytes: f.size()}
 	switch {
+	case source == "cache":
+		// Stored (or found missing) by a fetch that had just ended.
+		return f, err
 	case err == nil && source == "peer":
 		p.log.Debug("fetched by another node", fields...)
 		p.cfg.Metrics.fetch(a, source, "peer", time.Since(start))
@@ -218,6 +221,16 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact) (f *fetc
 			// The connection already warned once that Redis is down.
 		default:
 			p.log.Warn("fleet lock unavailable; fetching without it", zap.Stringer("artifact", a), zap.Error(err))
+		}
+	} else {
+		// A fetch of a that ended between the requester's look in the
+		// cache and the start of this one stored it, or found it
+		// missing: no second upstream request.
+		if f, ok := p.cached(ctx, a); ok {
+			return f, "cache", nil
+		}
+		if fe, ok := p.cfg.notFound.Get(p.key(a)); ok {
+			return nil, "cache", fe
 		}
 	}
 	if db, _ := p.verifier(a); db != nil && a.Immutable() && (a.Kind == artifact.Mod || a.Kind == artifact.Zip) {

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/piraeus-go/piraeus/artifact"
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
 
@@ -132,4 +133,37 @@ func TestPrefetchZipAndBudget(t *testing.T) {
 	if st := e2.proxy.PrefetchStats(); st.Fetched != 1 || st.Skipped == 0 {
 		t.Errorf("prefetch stats with a 1-byte budget: %+v; want 1 fetched, the rest skipped", st)
 	}
+}
+
+// A fetch that starts just after another one for the same artifact ended
+// (the requester looked in the cache before that one stored its result)
+// finds the result and asks the upstream nothing: no artifact is fetched
+// twice, and no missing one asked for twice.
+func TestFetchAfterFetchEndedFindsItsResult(t *testing.T) {
+	up := testenv.NewUpstream(t, modA)
+	e := newEnv(t, up, options{})
+	e.get(path(modA, "zip"), 200)
+	e.get(testenv.EscapedPath("example.com/missing", "v1.0.0", "mod"), 404)
+	before := up.Total()
+	a := mustArtifact(t, path(modA, "zip"))
+	obj, err := e.proxy.collapse(t.Context(), a) // as a requester that missed would
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj.Close()
+	if _, err := e.proxy.collapse(t.Context(), mustArtifact(t, testenv.EscapedPath("example.com/missing", "v1.0.0", "mod"))); err == nil {
+		t.Error("a remembered missing module was found")
+	}
+	if n := up.Total() - before; n != 0 {
+		t.Errorf("%d upstream requests for what a fetch that had ended already answered", n)
+	}
+}
+
+func mustArtifact(t *testing.T, p string) artifact.Artifact {
+	t.Helper()
+	a, err := artifact.Parse(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }
