@@ -75,6 +75,16 @@ func TestReadinessNeedsChecksumDatabase(t *testing.T) {
 		t.Errorf("/readyz with its checksum database unreachable: %d %q", status, body)
 	}
 	t.Logf("checksum database unreachable: /readyz %d %q", status, bytes.TrimSpace(body))
+
+	// A database whose route is known (configured here; or not proxied by
+	// the upstream, so read directly) must answer too.
+	closed := fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t))
+	base = startCaddy(t, fmt.Sprintf("goproxy %s {\n\t\thealth\n\t\tsumdb sum.golang.org %s\n\t\tcache {\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, closed, t.TempDir()))
+	status, body, _ = testenv.Get(base + "/readyz")
+	if status != 503 || !strings.Contains(string(body), "checksum database sum.golang.org") {
+		t.Errorf("/readyz with its configured checksum database down: %d %q", status, body)
+	}
+	t.Logf("configured checksum database down: /readyz %d %q", status, bytes.TrimSpace(body))
 }
 
 // The catalog lists what the mirror holds, in Athens' format and pages;

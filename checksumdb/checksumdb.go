@@ -95,6 +95,7 @@ type DB struct {
 	route       atomic.Pointer[route]
 	probes      singleflight.Group
 	failedUntil atomic.Int64 // unix nanoseconds: no new probe before
+	readAt      atomic.Int64 // unix nanoseconds: the last read of the signed tree for Ready
 	probeRetry  time.Duration
 	onRead      func(name, path string, err error, d time.Duration, n int)
 
@@ -245,9 +246,36 @@ func (d *DB) Ready(ctx context.Context) error {
 	if state == "unreachable" && time.Now().UnixNano() < d.failedUntil.Load() {
 		return errors.New("unreachable")
 	}
-	_, err := d.endpoint(ctx)
-	return err
+	ep, err := d.endpoint(ctx)
+	if err != nil {
+		return err
+	}
+	// The route is known; the database behind it must answer too (its
+	// signed tree head), checked at most every readyTTL, once for all
+	// concurrent callers and detached from them.
+	if time.Now().UnixNano()-d.readAt.Load() < int64(readyTTL) {
+		return nil
+	}
+	select {
+	case res := <-d.probes.DoChan("ready", func() (any, error) {
+		_, err := d.read(context.Background(), ep, "/latest")
+		if err == nil {
+			d.readAt.Store(time.Now().UnixNano())
+		}
+		return nil, err
+	}):
+		if res.Err != nil {
+			return d.unreachable(res.Err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fetcher.TransportError(ctx, "checksum database "+d.name, ctx.Err())
+	}
 }
+
+// readyTTL is how long a successful read of the signed tree keeps Ready
+// from reading it again.
+const readyTTL = 10 * time.Second
 
 // Route says where the database is read from: "configured" (its URL as
 // given), "upstream" (through the upstream proxy), "direct" (the upstream
