@@ -475,16 +475,7 @@ func (d *DiskTier) isVerified(p string, fi fs.FileInfo, st sysStat) bool {
 // a lossy cache: a file pushed out is hashed again on its next read, and
 // so is every file once when the table grows with the tier.
 func (d *DiskTier) remember(p string, fi fs.FileInfo, st sysStat) {
-	tp := d.verified.Load()
-	if want := verifiedSlotsFor(d.nObjects.Load()); want > len(*tp) {
-		table := make([]atomic.Uint64, want)
-		if d.verified.CompareAndSwap(tp, &table) {
-			tp = &table
-		} else {
-			tp = d.verified.Load()
-		}
-	}
-	table := *tp
+	table := *d.growVerified()
 	slot, fp := d.fingerprint(p, fi, st, len(table))
 	for i := range 4 { // a free slot of the set, else one chosen by fp
 		v := table[slot+i].Load()
@@ -493,6 +484,27 @@ func (d *DiskTier) remember(p string, fi fs.FileInfo, st sysStat) {
 		}
 	}
 	table[slot+int(fp>>62)].Store(fp)
+}
+
+// growVerified returns the table of checked files, first replacing it by
+// a larger one if the tier outgrew it. While the start-up count runs the
+// table is left alone, and sized once when it ends: files checked
+// meanwhile are hashed once more, not at every doubling.
+func (d *DiskTier) growVerified() *[]atomic.Uint64 {
+	tp := d.verified.Load()
+	select {
+	case <-d.counted:
+	default:
+		return tp
+	}
+	if want := verifiedSlotsFor(d.nObjects.Load()); want > len(*tp) {
+		table := make([]atomic.Uint64, want)
+		if d.verified.CompareAndSwap(tp, &table) {
+			return &table
+		}
+		return d.verified.Load()
+	}
+	return tp
 }
 
 // verifiedSlotsFor is the table size for n objects: a power of two, four
