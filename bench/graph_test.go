@@ -379,7 +379,7 @@ func (c *caddy) writeHeapProfile(b *testing.B, file string) {
 	m := vars.Memstats
 	fmt.Printf("runtime: heap in use %.1f MiB, heap idle %.1f MiB (released %.1f), stacks %.1f MiB, other runtime %.1f MiB, total from the OS %.1f MiB, %d GCs\n",
 		mib(m.HeapInuse), mib(m.HeapIdle), mib(m.HeapReleased), mib(m.StackSys), mib(m.MSpanSys+m.MCacheSys+m.BuckHashSys+m.GCSys+m.OtherSys), mib(m.Sys), m.NumGC)
-	fmt.Printf("RSS now %.1f MiB\n", float64(procStatus(c.cmd.Process.Pid, "VmRSS:"))/1024)
+	fmt.Printf("RSS now %.1f MiB\n", float64(testenv.ProcStatusKiB(c.cmd.Process.Pid, "VmRSS:"))/1024)
 }
 
 // startCPUProfile starts a 5 s CPU profile of the process; the channel
@@ -447,7 +447,7 @@ func (c *caddy) sampleAnon() {
 		t := time.NewTicker(20 * time.Millisecond)
 		defer t.Stop()
 		for {
-			peak = max(peak, procStatus(c.cmd.Process.Pid, "RssAnon:"))
+			peak = max(peak, testenv.ProcStatusKiB(c.cmd.Process.Pid, "RssAnon:"))
 			select {
 			case <-c.stopSampling:
 				c.sampled <- peak
@@ -485,7 +485,7 @@ func (c *caddy) prefetchCounts(b *testing.B) (fetched, used float64) {
 // stop ends the process, removes its data and returns its peak RSS and
 // peak anonymous RSS in KiB.
 func (c *caddy) stop(b *testing.B) (hwm, anon int64) {
-	hwm = procStatus(c.cmd.Process.Pid, "VmHWM:")
+	hwm = testenv.ProcStatusKiB(c.cmd.Process.Pid, "VmHWM:")
 	if c.stopSampling != nil {
 		close(c.stopSampling)
 		anon = <-c.sampled
@@ -494,20 +494,6 @@ func (c *caddy) stop(b *testing.B) (hwm, anon int64) {
 	c.cmd.Wait()
 	os.RemoveAll(c.tmp)
 	return hwm, anon
-}
-
-func procStatus(pid int, field string) int64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, field); ok {
-			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return n
-		}
-	}
-	return 0
 }
 
 func must(b *testing.B, err error) {

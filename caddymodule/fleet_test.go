@@ -3,8 +3,6 @@ package caddymodule
 import (
 	"bytes"
 	"fmt"
-	"io"
-	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -46,8 +44,14 @@ func TestFleetThroughCaddy(t *testing.T) {
 		t.FailNow()
 	}
 
-	// Three go commands, one per edge, with empty module caches, plus 100
-	// concurrent plain requests spread over the edges.
+	coldBurst(t, up, ports, 100)
+}
+
+// coldBurst runs three go commands, one per edge, with empty module
+// caches, plus n concurrent GETs of thing's zip spread over the edges,
+// and checks that each artifact cost one upstream request.
+func coldBurst(t *testing.T, up *testenv.Upstream, ports []int, n int) {
+	t.Helper()
 	var wg sync.WaitGroup
 	for _, port := range ports {
 		wg.Add(1)
@@ -59,20 +63,13 @@ func TestFleetThroughCaddy(t *testing.T) {
 			}
 		}()
 	}
-	zip := testenv.EscapedPath(thing.Path, thing.Version, "zip")
-	for i := range 100 {
+	zip, want := testenv.EscapedPath(thing.Path, thing.Version, "zip"), thing.Zip(t)
+	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/%s", ports[i%3], zip))
-			if err != nil {
+			if err := testenv.GetCheck(fmt.Sprintf("http://127.0.0.1:%d/%s", ports[i%len(ports)], zip), want); err != nil {
 				t.Error(err)
-				return
-			}
-			n, _ := io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 || n == 0 {
-				t.Errorf("GET %s: %d, %d bytes", zip, resp.StatusCode, n)
 			}
 		}()
 	}
@@ -81,7 +78,7 @@ func TestFleetThroughCaddy(t *testing.T) {
 		for _, kind := range []string{"info", "mod", "zip"} {
 			p := testenv.EscapedPath(m.Path, m.Version, kind)
 			if n := up.Requests(p); n != 1 {
-				t.Errorf("%s: %d upstream requests from three edges; want 1", p, n)
+				t.Errorf("%s: %d upstream requests from %d edges; want 1", p, n, len(ports))
 			}
 		}
 	}

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -110,36 +109,7 @@ func TestS3FleetThroughCaddy(t *testing.T) {
 		t.Fatalf("tiers %s; want memory,redis,s3 (no disk)", got)
 	}
 
-	var wg sync.WaitGroup
-	for _, port := range ports {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			env := testenv.GoEnv(t, fmt.Sprintf("http://127.0.0.1:%d", port))
-			if out, err := testenv.TryGo(t, t.TempDir(), env, "mod", "download", "example.com/hello@v1.0.0", "github.com/Azure/Go-Thing@v0.3.0"); err != nil {
-				t.Errorf("go mod download via :%d: %v\n%s", port, err, out)
-			}
-		}()
-	}
-	zip := testenv.EscapedPath(thing.Path, thing.Version, "zip")
-	for i := range 60 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := testenv.GetCheck(fmt.Sprintf("http://127.0.0.1:%d/%s", ports[i%3], zip), thing.Zip(t)); err != nil {
-				t.Error(err)
-			}
-		}()
-	}
-	wg.Wait()
-	for _, m := range []testenv.Module{hello, thing} {
-		for _, kind := range []string{"info", "mod", "zip"} {
-			p := testenv.EscapedPath(m.Path, m.Version, kind)
-			if n := up.Requests(p); n != 1 {
-				t.Errorf("%s: %d upstream requests from three edges; want 1", p, n)
-			}
-		}
-	}
+	coldBurst(t, up, ports, 60)
 
 	// A new edge: its own (no) memory, no Redis, the same bucket.
 	late := testenv.FreePort(t)

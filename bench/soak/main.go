@@ -159,7 +159,7 @@ http://127.0.0.1:%d {
 	var peak atomic.Int64
 	go func() {
 		for ctx.Err() == nil {
-			if rss := rssKiB(cmd.Process.Pid, "VmHWM:"); rss > 0 {
+			if rss := testenv.ProcStatusKiB(cmd.Process.Pid, "VmHWM:"); rss > 0 {
 				peak.Store(rss)
 			}
 			time.Sleep(200 * time.Millisecond)
@@ -274,20 +274,6 @@ func (s *stats) record(o outcome) {
 			s.examples = append(s.examples, o.err)
 		}
 	}
-}
-
-func rssKiB(pid int, field string) int64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, field); ok {
-			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return n
-		}
-	}
-	return 0
 }
 
 func waitUp(base string) {
