@@ -380,7 +380,7 @@ func (d *DiskTier) Get(_ context.Context, key string) (*Object, error) {
 			return nil, ErrMiss
 		}
 		obj := newFileObject(meta, "disk", f, off)
-		obj.own = true // opened for this reader alone
+		obj.own = true // opened for this reader alone; check saw the content end the file
 		return obj, nil
 	}
 	return nil, ErrMiss

@@ -52,7 +52,7 @@ type Object struct {
 	data   []byte
 	file   *sharedFile
 	off    int64 // where the content starts in the file
-	own    bool  // the file is this object's alone: its offset may be used
+	own    bool  // the file is this object's alone (its offset may be used), its content runs to its end
 	closed bool
 }
 
@@ -113,19 +113,10 @@ func SendfileSource(r io.Reader) io.Reader {
 		return r
 	}
 	pos, _ := fr.SectionReader.Seek(0, io.SeekCurrent)
-	if lr.N < fr.Size()-pos || fr.off+fr.Size() != fr.end() {
+	if lr.N < fr.Size()-pos {
 		return r
 	}
 	return fr
-}
-
-// end is the file's size, or -1.
-func (r *ownFileReader) end() int64 {
-	fi, err := r.f.Stat()
-	if err != nil {
-		return -1
-	}
-	return fi.Size()
 }
 
 func (r *ownFileReader) sync() error {
@@ -168,6 +159,14 @@ func (r *ownFileReader) SyscallConn() (syscall.RawConn, error) {
 	}
 	r.sent = true
 	return r.f.SyscallConn()
+}
+
+// ReaderAt reads the content in place.
+func (o *Object) ReaderAt() io.ReaderAt {
+	if o.file != nil {
+		return io.NewSectionReader(o.file.f, o.off, o.Size)
+	}
+	return bytes.NewReader(o.data)
 }
 
 // Bytes returns the content if it is held in memory.

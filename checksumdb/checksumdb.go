@@ -501,18 +501,18 @@ func (d *DB) VerifyMod(mod, version string, data []byte) error {
 	return d.verify(mod, version+"/go.mod", h)
 }
 
-// VerifyZipBytes checks a module zip held in memory against the database.
-func (d *DB) VerifyZipBytes(mod, version string, data []byte) error {
-	h, err := HashZipBytes(data)
+// VerifyZipReader checks a module zip, read in place, against the database.
+func (d *DB) VerifyZipReader(mod, version string, r io.ReaderAt, size int64) error {
+	h, err := HashZipReader(r, size)
 	if err != nil {
 		return fmt.Errorf("hashing zip: %w", err)
 	}
 	return d.verify(mod, version, h)
 }
 
-// HashZipBytes is dirhash.HashZip (h1:) of a zip held in memory.
-func HashZipBytes(data []byte) (string, error) {
-	z, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
+// HashZipReader is dirhash.HashZip (h1:) of a zip read in place.
+func HashZipReader(r io.ReaderAt, size int64) (string, error) {
+	z, err := zip.NewReader(r, size)
 	if err != nil {
 		return "", err
 	}

@@ -109,12 +109,8 @@ func TestFleetLargeObjectsStayOutOfRedis(t *testing.T) {
 
 func TestFleetLargeObjectsHandedOver(t *testing.T) {
 	const size = 6 << 20
-	big := testenv.Module{Path: "example.com/big", Version: "v1.0.0"}
-	zipFile := testenv.WriteBigZip(t, t.TempDir(), big, size)
 	r := testenv.StartRedis(t)
-	up := testenv.NewUpstream(t)
-	up.AddBigZip(big, zipFile)
-	up.SetDelay(200 * time.Millisecond)
+	up, big, zipFile := bigZipUpstream(t, size, 200*time.Millisecond)
 	nodes := newFleet(t, up, 3, options{redis: r, redisMax: 1 << 20})
 	want, _ := os.ReadFile(zipFile)
 	p := path(big, "zip")

@@ -271,12 +271,12 @@ func (pf *prefetcher) addUnused(key string, size int64) {
 	pf.unusedBytes += size
 }
 
-// requested notes that a client asked for a: a prefetch of it was useful.
-func (pf *prefetcher) requested(a artifact.Artifact) {
+// requested notes that a client asked for a, stored under key: a
+// prefetch of it was useful.
+func (pf *prefetcher) requested(a artifact.Artifact, key string) {
 	if pf == nil || !a.Immutable() {
 		return
 	}
-	key := pf.p.key(a)
 	pf.mu.Lock()
 	defer pf.mu.Unlock()
 	if u, ok := pf.unused[key]; ok {

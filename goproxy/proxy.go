@@ -254,7 +254,7 @@ type Answer struct {
 // Get returns the artifact from the cache or, on a miss, from upstream.
 func (p *Proxy) Get(ctx context.Context, a artifact.Artifact) (Answer, error) {
 	key := p.key(a)
-	p.prefetch.requested(a)
+	p.prefetch.requested(a, key)
 	if a.Kind == artifact.Zip && p.cfg.RedirectLarge > 0 && (p.cfg.RedirectPrivate || !p.private(a.Module)) {
 		if url, err := p.cfg.Tiers.Presign(ctx, key, p.cfg.RedirectLarge, p.cfg.RedirectTTL); err == nil {
 			p.cfg.Metrics.hit("presigned")

@@ -483,13 +483,22 @@ func TestCollapse(t *testing.T) {
 	}
 }
 
-func TestLargeZipStreamed(t *testing.T) {
-	const size = 48 << 20
+// bigZipUpstream serves example.com/big@v1.0.0 with a zip of about size
+// bytes, each answer delayed by delay; it returns the upstream, the module
+// and the zip's file.
+func bigZipUpstream(t *testing.T, size int64, delay time.Duration) (*testenv.Upstream, testenv.Module, string) {
+	t.Helper()
 	big := testenv.Module{Path: "example.com/big", Version: "v1.0.0"}
 	zipFile := testenv.WriteBigZip(t, t.TempDir(), big, size)
 	up := testenv.NewUpstream(t)
 	up.AddBigZip(big, zipFile)
-	up.SetDelay(100 * time.Millisecond)
+	up.SetDelay(delay)
+	return up, big, zipFile
+}
+
+func TestLargeZipStreamed(t *testing.T) {
+	const size = 48 << 20
+	up, big, zipFile := bigZipUpstream(t, size, 100*time.Millisecond)
 	e := newEnv(t, up, options{memory: true, maxInMemory: 1 << 20})
 	want, err := os.ReadFile(zipFile)
 	if err != nil {

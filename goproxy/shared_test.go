@@ -105,12 +105,8 @@ func TestFleetLockWithoutTTLBroken(t *testing.T) {
 // small.
 func TestFleetHandOverBudget(t *testing.T) {
 	const size = 3 << 20
-	big := testenv.Module{Path: "example.com/big", Version: "v1.0.0"}
-	zipFile := testenv.WriteBigZip(t, t.TempDir(), big, size)
 	r := testenv.StartRedis(t)
-	up := testenv.NewUpstream(t)
-	up.AddBigZip(big, zipFile)
-	up.SetDelay(200 * time.Millisecond)
+	up, big, zipFile := bigZipUpstream(t, size, 200*time.Millisecond)
 	nodes := newFleet(t, up, 3, options{redis: r, redisMax: 1 << 20, handOverMax: 1 << 20})
 	want, _ := os.ReadFile(zipFile)
 	p := path(big, "zip")
@@ -196,11 +192,7 @@ func TestFleetPurge(t *testing.T) {
 // itself, even when eviction removes it at once.
 func TestWaitersServedFromFetchedFile(t *testing.T) {
 	const size = 2 << 20
-	big := testenv.Module{Path: "example.com/big", Version: "v1.0.0"}
-	zipFile := testenv.WriteBigZip(t, t.TempDir(), big, size)
-	up := testenv.NewUpstream(t)
-	up.AddBigZip(big, zipFile)
-	up.SetDelay(300 * time.Millisecond)
+	up, big, zipFile := bigZipUpstream(t, size, 300*time.Millisecond)
 	// The bound leaves less room than the zip takes: it is evicted as soon
 	// as it is stored.
 	e := newEnv(t, up, options{diskMax: 256*4096 + size/2})

@@ -275,14 +275,17 @@ func (p *Proxy) checkShared(a artifact.Artifact) func(*cachetier.Object) error {
 		return nil // nothing to check against: the tier checked key and hash
 	}
 	return func(obj *cachetier.Object) error {
-		data, err := obj.Content()
-		if err != nil {
-			return err
-		}
+		var err error
 		if a.Kind == artifact.Mod {
+			var data []byte
+			if data, err = obj.Content(); err != nil {
+				return err
+			}
 			err = db.VerifyMod(a.Module, a.Version, data)
 		} else {
-			err = db.VerifyZipBytes(a.Module, a.Version, data)
+			// Read in place (a bucket's large objects are spooled to a
+			// file): a zip is never held whole in memory to be checked.
+			err = db.VerifyZipReader(a.Module, a.Version, obj.ReaderAt(), obj.Size)
 		}
 		var mm *checksumdb.MismatchError
 		if errors.As(err, &mm) {
