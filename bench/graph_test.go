@@ -206,6 +206,12 @@ func newGraph(b *testing.B) *graph {
 // run runs the go command with a fresh module cache, removed afterwards,
 // and returns its output.
 func (g *graph) run(b *testing.B, goproxy, dir string, args ...string) string {
+	out, _ := g.runCPU(b, goproxy, dir, args...)
+	return out
+}
+
+// runCPU is run, also returning the CPU time the go command used.
+func (g *graph) runCPU(b *testing.B, goproxy, dir string, args ...string) (string, time.Duration) {
 	b.Helper()
 	modcache, err := os.MkdirTemp("", "piraeus-graph-modcache-")
 	must(b, err)
@@ -225,12 +231,18 @@ func (g *graph) run(b *testing.B, goproxy, dir string, args ...string) string {
 	if err != nil {
 		b.Fatalf("go %s (GOPROXY=%s): %v\n%s", strings.Join(args, " "), goproxy, err, out)
 	}
-	return string(out)
+	return string(out), cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 }
 
 // timed runs the go command in a copy of the main module and returns how
 // long it took.
 func (g *graph) timed(b *testing.B, goproxy string, args ...string) time.Duration {
+	d, _ := g.timedCPU(b, goproxy, args...)
+	return d
+}
+
+// timedCPU is timed, also returning the CPU time the go command used.
+func (g *graph) timedCPU(b *testing.B, goproxy string, args ...string) (time.Duration, time.Duration) {
 	b.Helper()
 	dir := b.TempDir()
 	for _, f := range []string{"go.mod", "go.sum", "main.go"} {
@@ -239,8 +251,8 @@ func (g *graph) timed(b *testing.B, goproxy string, args ...string) time.Duratio
 		must(b, os.WriteFile(filepath.Join(dir, f), data, 0o644))
 	}
 	start := time.Now()
-	g.run(b, goproxy, dir, args...)
-	return time.Since(start)
+	_, cpu := g.runCPU(b, goproxy, dir, args...)
+	return time.Since(start), cpu
 }
 
 // measure runs each client interleaved at one delay and prints a table:
@@ -255,19 +267,29 @@ func (g *graph) measure(b *testing.B, bin string, delay time.Duration) {
 		{"go mod download all", []string{"mod", "download", "all"}},
 		{"go build", []string{"build", "-o", os.DevNull, "."}},
 	}
-	type figures struct{ direct, cold, warm, coldZip []time.Duration }
+	type figures struct {
+		direct, cold, warm, coldZip []time.Duration
+		// CPU time of the go command straight from the upstream, and of
+		// the go command and of bin/caddy through a cold Piraeus.
+		directCPU, coldGoCPU, coldCaddyCPU []time.Duration
+	}
 	results := make([]figures, len(ops))
 	var peak, peakAnon int64
 	perArtifact, maxPerArtifact := 0.0, 0
 	var prefetched, used [2]float64 // default, prefetch zip
 	cold := func(i int, extra string, profile bool) (*caddy, time.Duration) {
 		c := startCaddy(b, bin, g.up.URL, g.db.VKey, extra)
+		caddyCPU := testenv.ProcCPU(c.cmd.Process.Pid)
 		before := len(g.up.Paths())
 		var profiled chan []byte
 		if profile {
 			profiled = c.startCPUProfile(b)
 		}
-		d := g.timed(b, c.url, ops[i].args...)
+		d, goCPU := g.timedCPU(b, c.url, ops[i].args...)
+		if extra == "" {
+			results[i].coldGoCPU = append(results[i].coldGoCPU, goCPU)
+			results[i].coldCaddyCPU = append(results[i].coldCaddyCPU, testenv.ProcCPU(c.cmd.Process.Pid)-caddyCPU)
+		}
 		if profiled != nil {
 			data := <-profiled
 			must(b, os.WriteFile(*cpuProfile, data, 0o644))
@@ -300,7 +322,9 @@ func (g *graph) measure(b *testing.B, bin string, delay time.Duration) {
 	}
 	for range *graphReps {
 		for i := range ops {
-			results[i].direct = append(results[i].direct, g.timed(b, g.up.URL, ops[i].args...))
+			d, cpu := g.timedCPU(b, g.up.URL, ops[i].args...)
+			results[i].direct = append(results[i].direct, d)
+			results[i].directCPU = append(results[i].directCPU, cpu)
 			c, d := cold(i, "", *cpuProfile != "" && i == 0 && delay == 0 && len(results[i].cold) == 0)
 			results[i].cold = append(results[i].cold, d)
 			if *heapProfile != "" && i == 0 && delay == 0 && len(results[i].warm) == 0 {
@@ -325,6 +349,11 @@ func (g *graph) measure(b *testing.B, bin string, delay time.Duration) {
 		b.ReportMetric(r(z), fmt.Sprintf("coldzip/direct-%s-%s", verb, delay))
 	}
 	fmt.Printf("(cold: default configuration, prefetch mod; cold-zip: prefetch zip; ratios to direct)\n")
+	for i, op := range ops {
+		d, g, c := median(results[i].directCPU), median(results[i].coldGoCPU), median(results[i].coldCaddyCPU)
+		fmt.Printf("CPU time, %s: go command direct %.2fs; cold: go command %.2fs + bin/caddy %.2fs = %.2fx direct\n",
+			op.name, d.Seconds(), g.Seconds(), c.Seconds(), (g+c).Seconds()/d.Seconds())
+	}
 	fmt.Printf("upstream requests per artifact (cold): %.2f, at most %d for one\n", perArtifact, maxPerArtifact)
 	for k, name := range []string{"prefetch mod", "prefetch zip"} {
 		if prefetched[k] > 0 {

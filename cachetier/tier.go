@@ -189,11 +189,47 @@ func (o *Object) Content() ([]byte, error) {
 // own; nil if o has been closed. Reads of several clones of a file may run
 // concurrently.
 func (o *Object) Clone() *Object {
-	if o.closed || o.file != nil && !o.file.acquire() {
+	if o.closed {
 		return nil
+	}
+	if o.file != nil {
+		if c := o.reopen(); c != nil {
+			return c
+		}
+		if !o.file.acquire() {
+			return nil
+		}
 	}
 	c := *o
 	c.own = false // the file is shared from now on: ReadAt only
+	return &c
+}
+
+// reopen returns a clone of a file object with a handle of its own on the
+// same file, opened again by its name, so that the clone is sent with
+// sendfile(2) as a disk hit is (every file object's content runs to the
+// end of its file); nil when the name no longer leads to that file (the
+// object was replaced or evicted, or is an uncached spool).
+func (o *Object) reopen() *Object {
+	f, err := os.Open(o.file.f.Name())
+	if err != nil {
+		return nil
+	}
+	fi, err := f.Stat()
+	if err == nil {
+		var orig os.FileInfo
+		if orig, err = o.file.f.Stat(); err == nil && !os.SameFile(fi, orig) {
+			err = os.ErrNotExist
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil
+	}
+	c := *o
+	c.file = &sharedFile{f: f}
+	c.file.refs.Store(1)
+	c.own = true
 	return &c
 }
 

@@ -465,6 +465,11 @@ func TestDiskObjectServedFromItsFile(t *testing.T) {
 			return
 		}
 		defer obj.Close()
+		if r.URL.Query().Has("clone") { // as every waiter of a fetch is served
+			c := obj.Clone()
+			defer c.Close()
+			obj = c
+		}
 		rd := obj.Reader()
 		if _, ok := rd.(syscall.Conn); !ok {
 			http.Error(w, "the reader of a disk object is not a syscall.Conn", 500)
@@ -517,16 +522,36 @@ func TestDiskObjectServedFromItsFile(t *testing.T) {
 	if !bytes.Equal(get("?chunked", "bytes=5-70000"), data[5:70001]) {
 		t.Error("a range sent in chunks differs")
 	}
-	// A clone shares the file: it reads with ReadAt only.
+	if !bytes.Equal(get("?clone", "bytes=5-70000"), data[5:70001]) {
+		t.Error("a range of a clone differs")
+	}
+	// A clone has a handle of its own: reading one does not move the
+	// other. Once the name leads elsewhere (purged, evicted, replaced),
+	// a clone shares the file and reads it with ReadAt only.
 	obj, err := d.Get(t.Context(), key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer obj.Close()
 	c := obj.Clone()
+	first := make([]byte, 1000)
+	if _, err := io.ReadFull(obj.Reader(), first); err != nil || !bytes.Equal(first, data[:1000]) {
+		t.Fatal("reading the object failed", err)
+	}
+	if got := readAll(t, c); !bytes.Equal(got, data) {
+		t.Error("a clone read after the object differs")
+	}
+	c.Close()
+	if err := d.Delete(t.Context(), key); err != nil {
+		t.Fatal(err)
+	}
+	c = obj.Clone()
 	defer c.Close()
 	if _, ok := c.Reader().(syscall.Conn); ok {
-		t.Error("a clone's reader may move the shared file's offset")
+		t.Error("a clone of a removed file may move the shared file's offset")
+	}
+	if got := readAll(t, c); !bytes.Equal(got, data) {
+		t.Error("a clone of a removed file differs")
 	}
 }
 

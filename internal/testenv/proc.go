@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // ProcStatusKiB reads a field in kB (VmHWM:, VmRSS:, RssAnon: ...) of
@@ -21,4 +22,27 @@ func ProcStatusKiB(pid int, field string) int64 {
 		}
 	}
 	return 0
+}
+
+// ProcCPU is the CPU time (user and system) a process has used so far,
+// from /proc/<pid>/stat in clock ticks of 10 ms (Linux's USER_HZ); 0 where
+// there is no /proc.
+func ProcCPU(pid int) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name, in parentheses, may hold spaces: fields are
+	// counted after its closing one (utime and stime are fields 14, 15).
+	i := strings.LastIndexByte(string(data), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
