@@ -276,6 +276,19 @@ func (g *graph) measure(b *testing.B, bin string, delay time.Duration) {
 	results := make([]figures, len(ops))
 	var peak, peakAnon int64
 	perArtifact, maxPerArtifact := 0.0, 0
+	// Requests to the checksum database per run of go mod download all:
+	// the go command's straight from the upstream, and a cold Piraeus's
+	// (its own lookups, whose answers also serve the go command's).
+	var sumdbDirect, sumdbCold []time.Duration
+	sumdbSince := func(before int) time.Duration {
+		n := 0
+		for _, p := range g.up.Paths()[before:] {
+			if strings.HasPrefix(p, "sumdb/") {
+				n++
+			}
+		}
+		return time.Duration(n)
+	}
 	var prefetched, used [2]float64 // default, prefetch zip
 	cold := func(i int, extra string, profile bool) (*caddy, time.Duration) {
 		c := startCaddy(b, bin, g.up.URL, g.db.VKey, extra)
@@ -298,6 +311,9 @@ func (g *graph) measure(b *testing.B, bin string, delay time.Duration) {
 			fmt.Printf("CPU profile of bin/caddy during a cold go mod download all (%s):\n%s", *cpuProfile, out)
 		}
 		counts := map[string]int{}
+		if i == 0 && extra == "" {
+			sumdbCold = append(sumdbCold, sumdbSince(before))
+		}
 		for _, p := range g.up.Paths()[before:] {
 			if !strings.HasPrefix(p, "sumdb/") {
 				counts[p]++
@@ -322,7 +338,11 @@ func (g *graph) measure(b *testing.B, bin string, delay time.Duration) {
 	}
 	for range *graphReps {
 		for i := range ops {
+			before := len(g.up.Paths())
 			d, cpu := g.timedCPU(b, g.up.URL, ops[i].args...)
+			if i == 0 {
+				sumdbDirect = append(sumdbDirect, sumdbSince(before))
+			}
 			results[i].direct = append(results[i].direct, d)
 			results[i].directCPU = append(results[i].directCPU, cpu)
 			c, d := cold(i, "", *cpuProfile != "" && i == 0 && delay == 0 && len(results[i].cold) == 0)
@@ -355,6 +375,8 @@ func (g *graph) measure(b *testing.B, bin string, delay time.Duration) {
 			op.name, d.Seconds(), g.Seconds(), c.Seconds(), (g+c).Seconds()/d.Seconds())
 	}
 	fmt.Printf("upstream requests per artifact (cold): %.2f, at most %d for one\n", perArtifact, maxPerArtifact)
+	fmt.Printf("checksum-database requests per go mod download all: %d straight from the upstream, %d through a cold Piraeus\n",
+		int64(median(sumdbDirect)), int64(median(sumdbCold)))
 	for k, name := range []string{"prefetch mod", "prefetch zip"} {
 		if prefetched[k] > 0 {
 			fmt.Printf("%s: %.0f artifacts prefetched per cold run, %.0f%% of them asked for by the go command\n",
