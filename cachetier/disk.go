@@ -57,6 +57,9 @@ const (
 	// 4-way associative, lossy) starts small and grows to four slots per
 	// object held, up to verifiedMaxSlots (32 MiB).
 	verifiedMinSlots = 1 << 14
+	// smallRead: objects up to this size are read into memory on a hit
+	// (a .info, a .mod, a tile); larger ones are sent from their file.
+	smallRead        = 16 << 10
 	verifiedMaxSlots = 1 << 22
 )
 
@@ -378,6 +381,17 @@ func (d *DiskTier) Get(_ context.Context, key string) (*Object, error) {
 			f.Close()
 			d.corrupt(key, p, err)
 			return nil, ErrMiss
+		}
+		if meta.Size <= smallRead {
+			// Read in: the response then goes out in one write with its
+			// headers, where sendfile(2) would take two system calls.
+			data := make([]byte, meta.Size)
+			_, err := f.ReadAt(data, off)
+			f.Close()
+			if err != nil {
+				return nil, fmt.Errorf("disk tier: reading %s: %w", truncate(key), err)
+			}
+			return &Object{Meta: meta, Tier: "disk", data: data}, nil
 		}
 		obj := newFileObject(meta, "disk", f, off)
 		obj.own = true // opened for this reader alone; check saw the content end the file

@@ -576,3 +576,28 @@ type sendfileWriter struct{ chunkingWriter }
 func (s sendfileWriter) ReadFrom(r io.Reader) (int64, error) {
 	return s.chunkingWriter.ReadFrom(SendfileSource(r))
 }
+
+// A small object is read in on a hit (one write for the response, headers
+// and all); a larger one stays in its file, to be sent with sendfile(2).
+func TestDiskSmallHitsReadIn(t *testing.T) {
+	d := openDisk(t, DiskConfig{})
+	small, large := noise(smallRead), noise(smallRead+1)
+	put(t, d, "example.com/a/@v/v1.0.0.mod", small, time.Time{})
+	put(t, d, "example.com/a/@v/v1.0.0.zip", large, time.Time{})
+	for key, want := range map[string]struct {
+		data     []byte
+		inMemory bool
+	}{"example.com/a/@v/v1.0.0.mod": {small, true}, "example.com/a/@v/v1.0.0.zip": {large, false}} {
+		obj, err := d.Get(t.Context(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, inMemory := obj.Bytes(); inMemory != want.inMemory || obj.Tier != "disk" {
+			t.Errorf("%s: in memory %v, tier %q; want %v, disk", key, inMemory, obj.Tier, want.inMemory)
+		}
+		if got := readAll(t, obj); !bytes.Equal(got, want.data) {
+			t.Errorf("%s: content differs", key)
+		}
+		obj.Close()
+	}
+}
