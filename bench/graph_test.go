@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -279,15 +280,15 @@ func (g *graph) measure(b *testing.B, bin string, delay time.Duration) {
 	// Requests to the checksum database per run of go mod download all:
 	// the go command's straight from the upstream, and a cold Piraeus's
 	// (its own lookups, whose answers also serve the go command's).
-	var sumdbDirect, sumdbCold []time.Duration
-	sumdbSince := func(before int) time.Duration {
+	var sumdbDirect, sumdbCold []int
+	sumdbSince := func(before int) int {
 		n := 0
 		for _, p := range g.up.Paths()[before:] {
 			if strings.HasPrefix(p, "sumdb/") {
 				n++
 			}
 		}
-		return time.Duration(n)
+		return n
 	}
 	var prefetched, used [2]float64 // default, prefetch zip
 	cold := func(i int, extra string, profile bool) (*caddy, time.Duration) {
@@ -376,7 +377,7 @@ func (g *graph) measure(b *testing.B, bin string, delay time.Duration) {
 	}
 	fmt.Printf("upstream requests per artifact (cold): %.2f, at most %d for one\n", perArtifact, maxPerArtifact)
 	fmt.Printf("checksum-database requests per go mod download all: %d straight from the upstream, %d through a cold Piraeus\n",
-		int64(median(sumdbDirect)), int64(median(sumdbCold)))
+		median(sumdbDirect), median(sumdbCold))
 	for k, name := range []string{"prefetch mod", "prefetch zip"} {
 		if prefetched[k] > 0 {
 			fmt.Printf("%s: %.0f artifacts prefetched per cold run, %.0f%% of them asked for by the go command\n",
@@ -388,8 +389,8 @@ func (g *graph) measure(b *testing.B, bin string, delay time.Duration) {
 	b.ReportMetric(float64(peak)/1024, "peak-RSS-MiB-"+delay.String())
 }
 
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
+func median[T cmp.Ordered](xs []T) T {
+	s := slices.Clone(xs)
 	slices.Sort(s)
 	return s[len(s)/2]
 }

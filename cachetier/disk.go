@@ -57,10 +57,10 @@ const (
 	// 4-way associative, lossy) starts small and grows to four slots per
 	// object held, up to verifiedMaxSlots (32 MiB).
 	verifiedMinSlots = 1 << 14
+	verifiedMaxSlots = 1 << 22
 	// smallRead: objects up to this size are read into memory on a hit
 	// (a .info, a .mod, a tile); larger ones are sent from their file.
-	smallRead        = 16 << 10
-	verifiedMaxSlots = 1 << 22
+	smallRead = 16 << 10
 )
 
 // DiskConfig configures a DiskTier.
