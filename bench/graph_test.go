@@ -295,9 +295,9 @@ func (g *graph) measure(b *testing.B, bin string, delay time.Duration) {
 		c := startCaddy(b, bin, g.up.URL, g.db.VKey, extra)
 		caddyCPU := testenv.ProcCPU(c.cmd.Process.Pid)
 		before := len(g.up.Paths())
-		var profiled chan []byte
+		var profiled <-chan []byte
 		if profile {
-			profiled = c.startCPUProfile(b)
+			profiled = c.startCPUProfile()
 		}
 		d, goCPU := g.timedCPU(b, c.url, ops[i].args...)
 		if extra == "" {
@@ -436,19 +436,8 @@ func (c *caddy) writeHeapProfile(b *testing.B, file string) {
 
 // startCPUProfile starts a 5 s CPU profile of the process; the channel
 // gets it when it ends.
-func (c *caddy) startCPUProfile(b *testing.B) chan []byte {
-	ch := make(chan []byte, 1)
-	go func() {
-		resp, err := http.Get(c.admin + "/debug/pprof/profile?seconds=5")
-		if err != nil {
-			ch <- nil
-			return
-		}
-		data, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		ch <- data
-	}()
-	return ch
+func (c *caddy) startCPUProfile() <-chan []byte {
+	return testenv.GetAsync(c.admin + "/debug/pprof/profile?seconds=5")
 }
 
 func mib(n uint64) float64 { return float64(n) / (1 << 20) }

@@ -376,21 +376,16 @@ func (d *DiskTier) Get(_ context.Context, key string) (*Object, error) {
 		if err != nil {
 			return nil, fmt.Errorf("disk tier: %w", err)
 		}
-		meta, off, err := d.check(p, key, f)
+		meta, off, data, err := d.check(p, key, f)
 		if err != nil {
 			f.Close()
 			d.corrupt(key, p, err)
 			return nil, ErrMiss
 		}
-		if meta.Size <= smallRead {
-			// Read in: the response then goes out in one write with its
-			// headers, where sendfile(2) would take two system calls.
-			data := make([]byte, meta.Size)
-			_, err := f.ReadAt(data, off)
+		if data != nil {
+			// Read in whole: the response then goes out in one write with
+			// its headers, where sendfile(2) would take two system calls.
 			f.Close()
-			if err != nil {
-				return nil, fmt.Errorf("disk tier: reading %s: %w", truncate(key), err)
-			}
 			return &Object{Meta: meta, Tier: "disk", data: data}, nil
 		}
 		obj := newFileObject(meta, "disk", f, off)
@@ -401,46 +396,63 @@ func (d *DiskTier) Get(_ context.Context, key string) (*Object, error) {
 }
 
 // check reads and validates the header of the file at p, opened as f, and
-// hashes its content unless this very file was checked before.
-func (d *DiskTier) check(p, key string, f *os.File) (Meta, int64, error) {
+// hashes its content unless this very file was checked before. A file
+// whose content is at most smallRead bytes is read whole, header and
+// content in one read, and its content returned; data is nil otherwise.
+func (d *DiskTier) check(p, key string, f *os.File) (meta Meta, off int64, data []byte, err error) {
 	fi, err := f.Stat()
 	if err != nil {
-		return Meta{}, 0, err
+		return Meta{}, 0, nil, err
 	}
 	hl := headerLen(key)
-	hdr := make([]byte, hl)
-	if _, err := f.ReadAt(hdr, 0); err != nil {
-		return Meta{}, 0, fmt.Errorf("reading header: %w", err)
+	whole := fi.Size() >= hl && fi.Size()-hl <= smallRead
+	buf := make([]byte, hl)
+	if whole {
+		buf = make([]byte, fi.Size())
 	}
+	if _, err := f.ReadAt(buf, 0); err != nil {
+		return Meta{}, 0, nil, fmt.Errorf("reading header: %w", err)
+	}
+	hdr := buf[:hl]
 	meta, keyLen, err := decodeFixed(hdr)
 	if err != nil {
-		return Meta{}, 0, err
+		return Meta{}, 0, nil, err
 	}
 	if int64(keyLen) != int64(len(key)) {
-		return Meta{}, 0, fmt.Errorf("stored under a key of %d bytes, read as %q", keyLen, truncate(key))
+		return Meta{}, 0, nil, fmt.Errorf("stored under a key of %d bytes, read as %q", keyLen, truncate(key))
 	}
 	if err := checkHeader(hdr, key); err != nil {
-		return Meta{}, 0, err
+		return Meta{}, 0, nil, err
 	}
 	if got := fi.Size() - hl; got != meta.Size {
-		return Meta{}, 0, fmt.Errorf("content is %d bytes, header says %d", got, meta.Size)
+		return Meta{}, 0, nil, fmt.Errorf("content is %d bytes, header says %d", got, meta.Size)
+	}
+	if whole {
+		data = buf[hl:]
 	}
 	st := fileStat(fi)
 	if !d.isVerified(p, fi, st) {
 		d.hashed.Add(1)
-		h := sha256.New()
-		if _, err := io.Copy(h, io.NewSectionReader(f, hl, meta.Size)); err != nil {
-			return Meta{}, 0, fmt.Errorf("hashing content: %w", err)
+		var sum []byte
+		if whole {
+			s := sha256.Sum256(data)
+			sum = s[:]
+		} else {
+			h := sha256.New()
+			if _, err := io.Copy(h, io.NewSectionReader(f, hl, meta.Size)); err != nil {
+				return Meta{}, 0, nil, fmt.Errorf("hashing content: %w", err)
+			}
+			sum = h.Sum(nil)
 		}
-		if !bytes.Equal(h.Sum(nil), meta.Sum[:]) {
-			return Meta{}, 0, errors.New("content does not match its SHA-256")
+		if !bytes.Equal(sum, meta.Sum[:]) {
+			return Meta{}, 0, nil, errors.New("content does not match its SHA-256")
 		}
 		d.remember(p, fi, st)
 	}
 	if d.maxBytes.Load() > 0 && time.Since(time.Unix(0, st.atime)) > touchAfter {
 		d.touch(p, f)
 	}
-	return meta, hl, nil
+	return meta, hl, data, nil
 }
 
 // touch records a read of p in its access time, which orders eviction.

@@ -3,7 +3,6 @@ package caddymodule
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"net/http"
 	"testing"
 	"time"
@@ -40,17 +39,7 @@ func TestReloadKeepsCacheAndRequests(t *testing.T) {
 	info := testenv.EscapedPath(hello.Path, hello.Version, "info")
 	testenv.MustGet(t, base+"/"+info)
 
-	got := make(chan []byte, 1)
-	go func() {
-		resp, err := http.Get(base + "/" + zipPath)
-		if err != nil {
-			got <- nil
-			return
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		got <- b
-	}()
+	got := testenv.GetAsync(base + "/" + zipPath)
 	<-started
 	testcaddy.Site(t, port, block("2m")) // reload, same cache, other settings
 	close(release)

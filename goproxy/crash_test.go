@@ -120,17 +120,7 @@ func TestGracefulShutdown(t *testing.T) {
 	up.SetDelay(300 * time.Millisecond)
 	e := newEnv(t, up, options{})
 	srv := httptest.NewServer(e.proxy)
-	got := make(chan []byte, 1)
-	go func() {
-		resp, err := http.Get(srv.URL + "/" + path(modA, "zip"))
-		if err != nil {
-			got <- nil
-			return
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		got <- b
-	}()
+	got := testenv.GetAsync(srv.URL + "/" + path(modA, "zip"))
 	up.WaitTotal(t, 1) // the request is in flight, waiting on upstream
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -56,3 +56,17 @@ func GetCheck(url string, want []byte) error {
 	}
 	return nil
 }
+
+// GetAsync fetches url in the background; the channel gets the body, or
+// nil if the request failed.
+func GetAsync(url string) <-chan []byte {
+	ch := make(chan []byte, 1)
+	go func() {
+		_, body, err := Get(url)
+		if err != nil {
+			body = nil
+		}
+		ch <- body
+	}()
+	return ch
+}
