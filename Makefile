@@ -1,5 +1,8 @@
 GO ?= go
 export GOTOOLCHAIN ?= local
+# Recipes run in bash so that a pipeline fails when any of its commands does.
+SHELL := bash
+.SHELLFLAGS := -o pipefail -c
 
 # Tools that lint and the tests use, installed at pinned versions into
 # bin/tools (ignored by git) the first time they are needed.
@@ -18,10 +21,11 @@ build:
 run: build
 	./bin/caddy run --config Caddyfile.example --adapter caddyfile
 
-# The whole suite: lint, then every test with the race detector (the
-# xcaddy build and the cross-compiles for every platform among them).
+# The whole suite: lint, then every test with the race detector, the
+# release checks among them (xcaddy builds, every platform: see
+# internal/releasecheck); the ten slowest tests are listed at the end.
 test: lint
-	$(GO) test -race -count=1 -timeout 30m ./...
+	PIRAEUS_RELEASE_CHECKS=1 $(GO) test -race -count=1 -timeout 30m -json ./... | $(GO) run ./internal/testreport
 
 tools: $(TOOLS)/xcaddy $(TOOLS)/staticcheck $(TOOLS)/versitygw
 

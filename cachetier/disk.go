@@ -86,8 +86,9 @@ type DiskTier struct {
 	root, objects, tmp string
 	log                *zap.Logger
 
-	seed     maphash.Seed
-	verified atomic.Pointer[[]atomic.Uint64] // fingerprints of checked files, see remember
+	seed        maphash.Seed
+	verified    atomic.Pointer[[]atomic.Uint64] // fingerprints of checked files, see remember
+	verifiedMin int                             // slots the table starts with (verifiedMinSlots)
 
 	nObjects, nBytes atomic.Int64  // occupancy
 	maxBytes         atomic.Int64  // the bound, 0: none
@@ -132,8 +133,7 @@ func NewDiskTier(cfg DiskConfig) (*DiskTier, error) {
 		counted:    make(chan struct{}),
 		stop:       make(chan struct{}),
 	}
-	table := make([]atomic.Uint64, verifiedMinSlots)
-	d.verified.Store(&table)
+	d.resetVerified(verifiedMinSlots)
 	if err := d.SetMaxBytes(cfg.MaxBytes); err != nil {
 		return nil, err
 	}
@@ -523,7 +523,7 @@ func (d *DiskTier) growVerified() *[]atomic.Uint64 {
 	default:
 		return tp
 	}
-	if want := verifiedSlotsFor(d.nObjects.Load()); want > len(*tp) {
+	if want := verifiedSlotsFor(d.nObjects.Load(), d.verifiedMin); want > len(*tp) {
 		table := make([]atomic.Uint64, want)
 		if d.verified.CompareAndSwap(tp, &table) {
 			return &table
@@ -533,10 +533,18 @@ func (d *DiskTier) growVerified() *[]atomic.Uint64 {
 	return tp
 }
 
+// resetVerified starts an empty table of checked files of min slots (a
+// power of two, at least 4), the size it never shrinks below.
+func (d *DiskTier) resetVerified(min int) {
+	d.verifiedMin = min
+	table := make([]atomic.Uint64, min)
+	d.verified.Store(&table)
+}
+
 // verifiedSlotsFor is the table size for n objects: a power of two, four
 // slots per object, within the bounds.
-func verifiedSlotsFor(n int64) int {
-	slots := verifiedMinSlots
+func verifiedSlotsFor(n int64, min int) int {
+	slots := min
 	for int64(slots) < 4*n && slots < verifiedMaxSlots {
 		slots *= 2
 	}
