@@ -66,6 +66,7 @@ func spoolOf(t *testing.T, tier Store, key string, data []byte) (*Spool, Meta) {
 // comes back whole, from a file, checked; its name in the bucket is its
 // key, and a key too long for S3 gets a hashed name.
 func TestS3LargeObjectsAndNames(t *testing.T) {
+	t.Parallel()
 	srv := testenv.StartS3(t)
 	s := openS3(t, srv, S3Config{Prefix: "mirror/"})
 	ctx := context.Background()
@@ -111,6 +112,7 @@ func TestS3LargeObjectsAndNames(t *testing.T) {
 // What is read is checked: content changed in the bucket, or an object
 // copied under another key, is refused, deleted and logged.
 func TestS3ChecksWhatItReads(t *testing.T) {
+	t.Parallel()
 	srv := testenv.StartS3(t)
 	core, logs := observer.New(zapcore.ErrorLevel)
 	s := openS3(t, srv, S3Config{Logger: zap.New(core)})
@@ -154,6 +156,7 @@ func TestS3ChecksWhatItReads(t *testing.T) {
 // An upload that fails midway leaves no object: nothing partial is ever
 // visible, in one part or in several.
 func TestS3NoPartialObjects(t *testing.T) {
+	t.Parallel()
 	srv := testenv.StartS3(t)
 	s := openS3(t, srv, S3Config{})
 	for _, size := range []int{1 << 20, 20 << 20} {
@@ -196,6 +199,8 @@ func (c *cancelAfter) Read(p []byte) (int, error) {
 // within the timeout, then the breaker stops asking until its probe finds
 // the bucket back.
 func TestS3StallsAreBounded(t *testing.T) {
+	t.Parallel()
+	testenv.Slow(t)
 	srv := testenv.StartS3(t)
 	s := openS3(t, srv, S3Config{Timeout: 300 * time.Millisecond})
 	ctx := context.Background()
@@ -238,6 +243,7 @@ func TestS3StallsAreBounded(t *testing.T) {
 // A pre-signed URL serves the content alone, for objects at least as
 // large as asked.
 func TestS3Presign(t *testing.T) {
+	t.Parallel()
 	srv := testenv.StartS3(t)
 	s := openS3(t, srv, S3Config{})
 	ctx := context.Background()
@@ -265,6 +271,7 @@ func TestS3Presign(t *testing.T) {
 // the disk and kept there and in the bucket; another edge reads it from
 // the bucket and keeps a copy on its own disk, streamed (not in memory).
 func TestTieredDiskAboveS3(t *testing.T) {
+	t.Parallel()
 	srv := testenv.StartS3(t)
 	ctx := context.Background()
 	edge := func() (*Tiered, *DiskTier) {

@@ -15,6 +15,7 @@ import (
 // The tier suite: every Tier keeps the same contract, whatever it keeps
 // objects in. Each tier runs it.
 func TestTierSuite(t *testing.T) {
+	t.Parallel()
 	tiers := map[string]func(t *testing.T) Tier{
 		"memory": func(t *testing.T) Tier {
 			m, err := NewMemoryTier(8<<20, 1<<20)

@@ -66,6 +66,7 @@ func put(t *testing.T, tier Tier, key string, data []byte, expires time.Time) {
 }
 
 func TestDiskRoundTripAndRestart(t *testing.T) {
+	t.Parallel()
 	root := t.TempDir()
 	d := openDisk(t, DiskConfig{Root: root})
 	data := []byte("v1.0.0\n")
@@ -91,6 +92,7 @@ func TestDiskRoundTripAndRestart(t *testing.T) {
 }
 
 func TestDiskPutMismatchLeavesNothing(t *testing.T) {
+	t.Parallel()
 	root := t.TempDir()
 	d := openDisk(t, DiskConfig{Root: root})
 	data := []byte("0123456789")
@@ -108,6 +110,7 @@ func TestDiskPutMismatchLeavesNothing(t *testing.T) {
 // Keys are opaque to the tier: whatever their bytes, objects live in the
 // fixed fan-out under the root, and no key makes a directory.
 func TestDiskKeysStayInsideAndLayoutIsFixed(t *testing.T) {
+	t.Parallel()
 	root := filepath.Join(t.TempDir(), "cache")
 	d := openDisk(t, DiskConfig{Root: root})
 	for _, key := range []string{"../x", "a/../../x", "/etc/passwd", "a//b", "a/./b", "a/b/"} {
@@ -140,6 +143,7 @@ func TestDiskKeysStayInsideAndLayoutIsFixed(t *testing.T) {
 // its ctime; a file copied over another key's file is refused by its
 // header. Both are removed and logged at error level.
 func TestDiskDetectsDamageAndForeignFiles(t *testing.T) {
+	t.Parallel()
 	core, logs := observer.New(zapcore.ErrorLevel)
 	d := openDisk(t, DiskConfig{Logger: zap.New(core)})
 	data := bytes.Repeat([]byte("z"), 1000)
@@ -183,6 +187,7 @@ func TestDiskDetectsDamageAndForeignFiles(t *testing.T) {
 // The table starts at 16 slots here, so that a few hundred objects make
 // it grow as a large tier's does (from 2^14 slots by default).
 func TestDiskHashesEachFileOnce(t *testing.T) {
+	t.Parallel()
 	d := openDisk(t, DiskConfig{})
 	d.resetVerified(16)
 	const n = 400 // the table grows from 16 to 2048 slots on the way
@@ -221,6 +226,7 @@ func TestDiskHashesEachFileOnce(t *testing.T) {
 // The object Commit returns reads the committed file itself: removing the
 // name (eviction, purge) does not take it from readers.
 func TestDiskCommitServesAfterRemoval(t *testing.T) {
+	t.Parallel()
 	d := openDisk(t, DiskConfig{})
 	key := "example.com/a/@v/v1.0.0.zip"
 	s, err := d.NewSpool(key)
@@ -251,6 +257,7 @@ func TestDiskCommitServesAfterRemoval(t *testing.T) {
 }
 
 func TestDiskSweepsStaleMutableObjects(t *testing.T) {
+	t.Parallel()
 	d := openDisk(t, DiskConfig{StaleMax: time.Hour})
 	put(t, d, "example.com/a/@v/list", []byte("v1\n"), time.Now().Add(-2*time.Hour))    // stale too long
 	put(t, d, "example.com/b/@v/list", []byte("v1\n"), time.Now().Add(-30*time.Minute)) // stale, kept to serve
@@ -265,6 +272,7 @@ func TestDiskSweepsStaleMutableObjects(t *testing.T) {
 }
 
 func TestDiskRemovesOldLayout(t *testing.T) {
+	t.Parallel()
 	root := t.TempDir()
 	old := filepath.Join(root, "v1", "example.com", "a", "@v")
 	os.MkdirAll(old, 0o755)
@@ -277,6 +285,7 @@ func TestDiskRemovesOldLayout(t *testing.T) {
 }
 
 func TestMemoryTierLimitsAndTTL(t *testing.T) {
+	t.Parallel()
 	m, err := NewMemoryTier(1<<20, 100)
 	if err != nil {
 		t.Fatal(err)
@@ -298,6 +307,7 @@ func TestMemoryTierLimitsAndTTL(t *testing.T) {
 }
 
 func TestTieredPromotes(t *testing.T) {
+	t.Parallel()
 	d := openDisk(t, DiskConfig{})
 	m, _ := NewMemoryTier(1<<20, 1<<10)
 	tiers := NewTiered(nil, d, m)
@@ -318,6 +328,7 @@ func TestTieredPromotes(t *testing.T) {
 }
 
 func TestDiskEvictsLeastRecentlyRead(t *testing.T) {
+	t.Parallel()
 	root := t.TempDir()
 	data := bytes.Repeat([]byte("x"), 3000) // one block with its header
 	key := func(i int) string { return "example.com/m/@v/v1.0." + strconv.Itoa(i) + ".zip" }
@@ -376,6 +387,7 @@ func openRedis(t *testing.T) (*RedisTier, *redisconn.Conn) {
 // A Redis value names its key: one copied to another key is refused and
 // deleted.
 func TestRedisValueBoundToKey(t *testing.T) {
+	t.Parallel()
 	rt, conn := openRedis(t)
 	ctx := context.Background()
 	put(t, rt, "example.com/a/@v/v1.0.0.mod", []byte("module example.com/a\n"), time.Time{})
@@ -398,6 +410,7 @@ func TestRedisValueBoundToKey(t *testing.T) {
 // After a purge, no copy stored before it is written back into Redis; a
 // fresh fetch is.
 func TestRedisTombstone(t *testing.T) {
+	t.Parallel()
 	rt, _ := openRedis(t)
 	ctx := context.Background()
 	key := "example.com/a/@v/v1.0.0.zip"
@@ -426,6 +439,7 @@ func TestRedisTombstone(t *testing.T) {
 // What a shared tier holds is given to the caller's check before it is
 // served or promoted; a rejected value is deleted there.
 func TestTieredChecksSharedTier(t *testing.T) {
+	t.Parallel()
 	rt, conn := openRedis(t)
 	d := openDisk(t, DiskConfig{})
 	m, _ := NewMemoryTier(1<<20, 1<<20)
@@ -459,6 +473,7 @@ func TestTieredChecksSharedTier(t *testing.T) {
 // the file's offset (its reader is a syscall.Conn); what arrives, whole
 // or by ranges, is the content, however reads and sends are mixed.
 func TestDiskObjectServedFromItsFile(t *testing.T) {
+	t.Parallel()
 	d := openDisk(t, DiskConfig{})
 	data := noise(3<<20 + 17)
 	key := "example.com/big/@v/v1.0.0.zip"
@@ -585,6 +600,7 @@ func (s sendfileWriter) ReadFrom(r io.Reader) (int64, error) {
 // A small object is read in on a hit (one write for the response, headers
 // and all); a larger one stays in its file, to be sent with sendfile(2).
 func TestDiskSmallHitsReadIn(t *testing.T) {
+	t.Parallel()
 	d := openDisk(t, DiskConfig{})
 	small, large := noise(smallRead), noise(smallRead+1)
 	put(t, d, "example.com/a/@v/v1.0.0.mod", small, time.Time{})

@@ -127,6 +127,7 @@ func TestS3FleetThroughCaddy(t *testing.T) {
 // upstream within bounded time, and whatever the bucket holds afterwards
 // is whole and right.
 func TestS3BucketFailureThroughCaddy(t *testing.T) {
+	testenv.Slow(t)
 	s3 := testenv.StartS3(t)
 	up := testenv.NewUpstream(t, hello, hello11, thing)
 	db := up.VerifiedBy(t)

@@ -24,6 +24,7 @@ func newDB(t *testing.T, db *testenv.SumDB) *DB {
 }
 
 func TestNewRejectsBadConfig(t *testing.T) {
+	t.Parallel()
 	for _, c := range []Config{
 		{NameOrKey: "sum.nobody.example", URL: "https://x"},
 		{NameOrKey: "sum.golang.org+bad+key", URL: "https://x"},
@@ -37,6 +38,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 }
 
 func TestVerify(t *testing.T) {
+	t.Parallel()
 	m := testenv.Module{Path: "example.com/v", Version: "v1.0.0", Files: map[string]string{"v.go": "package v\n"}}
 	db := testenv.NewSumDB(t, "sum.unit.test", m)
 	d := newDB(t, db)

@@ -3,6 +3,7 @@ package fetcher
 import "testing"
 
 func TestParseList(t *testing.T) {
+	t.Parallel()
 	good := map[string]int{
 		"https://proxy.golang.org":                   1,
 		"https://a.example,https://b.example|direct": 3,

@@ -12,6 +12,7 @@ import (
 // Opening a DirectFetcher removes the sandboxes (which hold a netrc) that
 // a dead process left, and only those.
 func TestSandboxesSweptAtStart(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	mk := func(name string, lock bool, age time.Duration) string {
 		p := filepath.Join(dir, name)

@@ -6,6 +6,7 @@ import (
 )
 
 func TestClientText(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		in, want string
 		secrets  []string

@@ -36,6 +36,8 @@ func sandboxProcesses(dir string) []string {
 // ends at its stall timeout, and the next start removes the sandbox with
 // its netrc.
 func TestDirectChildrenDieWithServer(t *testing.T) {
+	t.Parallel()
+	testenv.Slow(t)
 	f := newGitFixture(t)
 	hole := testenv.NewBlackhole(t)
 	f.git.Rewrite(t, "stall.piraeus.test", hole.URL)

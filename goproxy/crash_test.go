@@ -45,6 +45,8 @@ func startChild(t *testing.T, disk, upstream string, env ...string) (*exec.Cmd, 
 // partial artifact; the next process sweeps the dead spool and serves the
 // zip correctly.
 func TestKillDuringFetch(t *testing.T) {
+	t.Parallel()
+	testenv.Slow(t)
 	zip := modA.Zip(t)
 	up := testenv.NewUpstream(t, modA)
 	halfSent := make(chan struct{})
@@ -116,6 +118,7 @@ func TestKillDuringFetch(t *testing.T) {
 
 // Shutting the server down lets a download in flight finish whole.
 func TestGracefulShutdown(t *testing.T) {
+	t.Parallel()
 	up := testenv.NewUpstream(t, modA)
 	up.SetDelay(300 * time.Millisecond)
 	e := newEnv(t, up, options{})

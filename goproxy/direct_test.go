@@ -51,6 +51,8 @@ func newGitFixture(t *testing.T) *gitFixture {
 }
 
 func TestDirect(t *testing.T) {
+	t.Parallel()
+	testenv.Slow(t)
 	f := newGitFixture(t)
 	up := testenv.NewUpstream(t, modA) // the public proxy
 	tmp := t.TempDir()
@@ -126,6 +128,7 @@ func TestDirect(t *testing.T) {
 // upstream "<proxy>,direct": the proxy answers 404 for a module only
 // version control has, and direct serves it.
 func TestDirectAfterProxyNotFound(t *testing.T) {
+	t.Parallel()
 	f := newGitFixture(t)
 	up := testenv.NewUpstream(t, modA)
 	e := newEnv(t, up, options{upstream: up.URL + ",direct", direct: DirectOptions{GitConfig: f.git.GitConfig}})
@@ -145,6 +148,7 @@ func TestDirectAfterProxyNotFound(t *testing.T) {
 }
 
 func TestDirectAuthFailureAndTimeout(t *testing.T) {
+	t.Parallel()
 	f := newGitFixture(t)
 	tmp := t.TempDir()
 	e := newEnv(t, nil, options{upstream: "direct", direct: DirectOptions{GitConfig: f.git.GitConfig}, sandboxDir: tmp})
@@ -168,6 +172,7 @@ func TestDirectAuthFailureAndTimeout(t *testing.T) {
 }
 
 func TestGoCommandThroughDirect(t *testing.T) {
+	t.Parallel()
 	f := newGitFixture(t)
 	e := newEnv(t, nil, options{upstream: "direct", direct: DirectOptions{GitConfig: f.git.GitConfig}})
 	env := testenv.GoEnv(t, e.srv.URL)
@@ -178,6 +183,7 @@ func TestGoCommandThroughDirect(t *testing.T) {
 }
 
 func TestPrivateNeverReachesChecksumDB(t *testing.T) {
+	t.Parallel()
 	f := newGitFixture(t)
 	db := testenv.NewSumDB(t, sumdbName, modA)
 	up := testenv.NewUpstream(t, modA)
@@ -206,6 +212,8 @@ func TestPrivateNeverReachesChecksumDB(t *testing.T) {
 // A host that accepts the connection and never answers is given up after
 // the stall timeout, not after the whole fetch's timeout.
 func TestDirectStallTimeout(t *testing.T) {
+	t.Parallel()
+	testenv.Slow(t)
 	f := newGitFixture(t)
 	hole := testenv.NewBlackhole(t)
 	f.git.Rewrite(t, "stall.piraeus.test", hole.URL)

@@ -49,6 +49,7 @@ func assertRefused(t *testing.T, e *env, mismatch bool, paths ...string) {
 // by a client that hangs up never turns verification off: tampered
 // modules are refused (502) and never stored, before and after.
 func TestVerificationFailsClosed(t *testing.T) {
+	t.Parallel()
 	t.Run("supported fails once", func(t *testing.T) {
 		db := testenv.NewSumDB(t, sumdbName)
 		up := testenv.NewUpstream(t, modA, modA11)
@@ -154,6 +155,7 @@ func TestVerificationFailsClosed(t *testing.T) {
 // A change of verification state and every module stored unverified are
 // logged at error level.
 func TestVerificationLoggedAtErrorLevel(t *testing.T) {
+	t.Parallel()
 	core, logs := observer.New(zapcore.ErrorLevel)
 	db := testenv.NewSumDB(t, sumdbName)
 	up := testenv.NewUpstream(t, modA, modA11)

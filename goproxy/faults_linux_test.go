@@ -27,6 +27,7 @@ func mountTmpfs(t *testing.T, dir string, size string) {
 }
 
 func TestDiskFull(t *testing.T) {
+	t.Parallel()
 	root := t.TempDir()
 	mountTmpfs(t, root, "96k")
 	big := testenv.Module{Path: "example.com/big", Version: "v1.0.0"}
@@ -57,6 +58,7 @@ func TestDiskFull(t *testing.T) {
 }
 
 func TestDiskReadOnly(t *testing.T) {
+	t.Parallel()
 	root := t.TempDir()
 	mountTmpfs(t, root, "1m")
 	up := testenv.NewUpstream(t, modA)

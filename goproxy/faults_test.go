@@ -32,6 +32,7 @@ func overLimitZip(t *testing.T) []byte {
 }
 
 func TestUpstreamFaults(t *testing.T) {
+	t.Parallel()
 	zipBytes := modA.Zip(t)
 	tests := []struct {
 		name, path string
@@ -89,6 +90,7 @@ func TestUpstreamFaults(t *testing.T) {
 }
 
 func TestDiskDirectoryRemoved(t *testing.T) {
+	t.Parallel()
 	root := filepath.Join(t.TempDir(), "cache")
 	up := testenv.NewUpstream(t, modA)
 	e := newEnv(t, up, options{diskRoot: root})
@@ -112,6 +114,7 @@ func TestDiskDirectoryRemoved(t *testing.T) {
 // never from https to http; what the chain ends with is verified like any
 // answer. same_host keeps them to the upstream's host.
 func TestUpstreamRedirects(t *testing.T) {
+	t.Parallel()
 	other := testenv.NewUpstream(t, modA) // another host (port)
 	up := testenv.NewUpstream(t, modA)
 	db := up.VerifiedBy(t)
@@ -207,6 +210,7 @@ func TestUpstreamRedirects(t *testing.T) {
 
 // Error answers never echo the upstream's credentials, host or path.
 func TestErrorsDoNotLeakUpstream(t *testing.T) {
+	t.Parallel()
 	up := testenv.NewUpstream(t, modA)
 	u := strings.Replace(up.URL, "http://", "http://piraeus:hunter2@", 1) + "/internal-prefix"
 	dead := "http://piraeus:hunter2@127.0.0.1:1/internal-prefix"
@@ -236,6 +240,7 @@ func TestErrorsDoNotLeakUpstream(t *testing.T) {
 // A reason relayed from the upstream (its 404 body) reaches the client
 // without URLs, credentials, addresses or hosts other than the module's.
 func TestRelayedReasonsScrubbed(t *testing.T) {
+	t.Parallel()
 	up := testenv.NewUpstream(t, modA)
 	up.Override("example.com/a/@v/v1.9.9.info", func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not found: example.com/a@v1.9.9: reading https://bot:t0ken@git.corp.internal:8443/a.git failed: dial tcp: lookup git.corp.internal on 10.0.0.2:53: no such host; mirror [fd00::7]:443\nsecond line", 404)

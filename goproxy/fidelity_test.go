@@ -17,6 +17,7 @@ import (
 // upstream has it: the go command gives the same answers through the
 // mirror as from the upstream itself.
 func TestRenamedModuleAsUpstream(t *testing.T) {
+	t.Parallel()
 	old10 := testenv.Module{Path: "example.com/old", Version: "v1.0.0", Files: map[string]string{"old.go": "package old\n\nconst V = 1\n"}}
 	old11 := testenv.Module{Path: "example.com/old", Version: "v1.1.0", GoMod: "module example.com/new\n\ngo 1.21\n",
 		Files: map[string]string{"old.go": "package old\n\nconst V = 2\n"}}
@@ -64,6 +65,7 @@ func TestRenamedModuleAsUpstream(t *testing.T) {
 // checksum verification succeeds, also from a mirror started while they
 // are down.
 func TestCachedDownloadWithUpstreamDown(t *testing.T) {
+	t.Parallel()
 	db := testenv.NewSumDB(t, sumdbName)
 	up := testenv.NewUpstream(t, modA, modUp)
 	disk := t.TempDir()
@@ -94,6 +96,7 @@ func TestCachedDownloadWithUpstreamDown(t *testing.T) {
 // cold and then cached. A row whose answers differ is a divergence; the
 // one documented mapping is that an upstream's 5xx reaches clients as 502.
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	pseudo := "v1.0.1-0.20240102030405-abcdefabcdef"
 	up := testenv.NewUpstream(t, modA, modA11, modUp, modV2)
 	up.Add(testenv.Module{Path: "example.com/untagged", Version: pseudo})

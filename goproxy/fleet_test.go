@@ -56,6 +56,7 @@ func (e *env) redisKey(kind, path string) string {
 }
 
 func TestFleetCollapse(t *testing.T) {
+	t.Parallel()
 	r := testenv.StartRedis(t)
 	up := testenv.NewUpstream(t, modA, modUp)
 	up.SetDelay(300 * time.Millisecond)
@@ -87,6 +88,7 @@ func TestFleetCollapse(t *testing.T) {
 }
 
 func TestFleetLargeObjectsStayOutOfRedis(t *testing.T) {
+	t.Parallel()
 	r := testenv.StartRedis(t)
 	up := testenv.NewUpstream(t, modA)
 	nodes := newFleet(t, up, 2, options{redis: r, redisMax: 64})
@@ -108,6 +110,7 @@ func TestFleetLargeObjectsStayOutOfRedis(t *testing.T) {
 }
 
 func TestFleetLargeObjectsHandedOver(t *testing.T) {
+	t.Parallel()
 	const size = 6 << 20
 	r := testenv.StartRedis(t)
 	up, big, zipFile := bigZipUpstream(t, size, 200*time.Millisecond)
@@ -126,6 +129,8 @@ func TestFleetLargeObjectsHandedOver(t *testing.T) {
 }
 
 func TestFleetSurvivesRedisFailure(t *testing.T) {
+	t.Parallel()
+	testenv.Slow(t)
 	r := testenv.StartRedis(t)
 	mods := make([]testenv.Module, 60)
 	for i := range mods {
@@ -186,6 +191,8 @@ func TestFleetSurvivesRedisFailure(t *testing.T) {
 }
 
 func TestFleetSurvivesSlowRedis(t *testing.T) {
+	t.Parallel()
+	testenv.Slow(t)
 	r := testenv.StartRedis(t)
 	up := testenv.NewUpstream(t, modA, modA11)
 	nodes := newFleet(t, up, 2, options{memory: true, redis: r, redisTimeout: 100 * time.Millisecond})
@@ -208,6 +215,7 @@ func TestFleetSurvivesSlowRedis(t *testing.T) {
 // A not-found answer is shared too: a burst for a missing version across
 // the fleet costs one upstream request.
 func TestFleetSharesNotFound(t *testing.T) {
+	t.Parallel()
 	r := testenv.StartRedis(t)
 	up := testenv.NewUpstream(t, modA)
 	up.SetDelay(200 * time.Millisecond)

@@ -36,6 +36,7 @@ func rawRequest(t *testing.T, addr, raw string) int {
 // Hostile request lines and headers get 400, 404 or 405; none reaches
 // upstream or creates a file anywhere.
 func TestHostileRequests(t *testing.T) {
+	t.Parallel()
 	up := testenv.NewUpstream(t, modA)
 	outside := t.TempDir()
 	e := newEnv(t, up, options{memory: true, diskRoot: filepath.Join(outside, "cache")})

@@ -12,6 +12,7 @@ import (
 // Every upstream fetch is one structured log line with module, version,
 // upstream, duration, bytes and outcome.
 func TestFetchLog(t *testing.T) {
+	t.Parallel()
 	up := testenv.NewUpstream(t, modA)
 	core, logs := observer.New(zap.DebugLevel)
 	e := newEnv(t, up, options{logger: zap.New(core)})

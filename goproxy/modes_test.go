@@ -10,6 +10,7 @@ import (
 )
 
 func TestRedirectMode(t *testing.T) {
+	t.Parallel()
 	up := testenv.NewUpstream(t, modA, modUp)
 	e := newEnv(t, up, options{memory: true, private: "github.com/Azure",
 		direct: DirectOptions{GoBinary: "/nonexistent/go"}, // private modules: direct only
@@ -51,6 +52,7 @@ func TestRedirectMode(t *testing.T) {
 }
 
 func TestOfflineMode(t *testing.T) {
+	t.Parallel()
 	up := testenv.NewUpstream(t, modA, modA11)
 	root := t.TempDir()
 	online := newEnv(t, up, options{diskRoot: root, listTTL: time.Nanosecond})

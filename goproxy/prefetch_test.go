@@ -38,6 +38,7 @@ func chain(n int, extra ...string) []testenv.Module {
 // counts as a prefetch hit. Private modules (in any letter case) are not
 // prefetched.
 func TestPrefetchMod(t *testing.T) {
+	t.Parallel()
 	mods := chain(5, "github.com/Acme/Secret v1.0.0", "example.com/gone v1.0.0")
 	up := testenv.NewUpstream(t, mods...)
 	up.Add(testenv.Module{Path: "github.com/Acme/Secret", Version: "v1.0.0"})
@@ -102,6 +103,7 @@ func TestPrefetchMod(t *testing.T) {
 // In zip mode the requirements' .info and .zip come too, verified like any
 // fetch, within the budget of bytes no client asked for.
 func TestPrefetchZipAndBudget(t *testing.T) {
+	t.Parallel()
 	mods := chain(3)
 	up := testenv.NewUpstream(t, mods...)
 	db := up.VerifiedBy(t)
@@ -140,6 +142,7 @@ func TestPrefetchZipAndBudget(t *testing.T) {
 // finds the result and asks the upstream nothing: no artifact is fetched
 // twice, and no missing one asked for twice.
 func TestFetchAfterFetchEndedFindsItsResult(t *testing.T) {
+	t.Parallel()
 	up := testenv.NewUpstream(t, modA)
 	e := newEnv(t, up, options{})
 	e.get(path(modA, "zip"), 200)

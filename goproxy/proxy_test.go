@@ -183,6 +183,7 @@ func (e *env) get(path string, wantStatus int) (*http.Response, []byte) {
 func path(m testenv.Module, kind string) string { return testenv.EscapedPath(m.Path, m.Version, kind) }
 
 func TestEndpoints(t *testing.T) {
+	t.Parallel()
 	up := testenv.NewUpstream(t, modA, modA11, modUp, modV2)
 	for _, memory := range []bool{true, false} {
 		t.Run(fmt.Sprintf("memory=%v", memory), func(t *testing.T) {
@@ -237,6 +238,7 @@ func TestEndpoints(t *testing.T) {
 }
 
 func TestHeadRangeConditional(t *testing.T) {
+	t.Parallel()
 	up := testenv.NewUpstream(t, modA)
 	e := newEnv(t, up, options{memory: true})
 	zip := modA.Zip(t)
@@ -269,6 +271,7 @@ func TestHeadRangeConditional(t *testing.T) {
 }
 
 func TestBadRequests(t *testing.T) {
+	t.Parallel()
 	up := testenv.NewUpstream(t, modA)
 	outside := t.TempDir()
 	e := newEnv(t, up, options{memory: true, diskRoot: filepath.Join(outside, "cache")})
@@ -336,6 +339,7 @@ func assertNoFiles(t *testing.T, dir string) {
 }
 
 func TestChain(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		list   string // A and B stand for two upstreams
@@ -380,6 +384,7 @@ func TestChain(t *testing.T) {
 }
 
 func TestNotFound(t *testing.T) {
+	t.Parallel()
 	up := testenv.NewUpstream(t, modA)
 	e := newEnv(t, up, options{memory: true})
 	p := "example.com/a/@v/v1.9.9.info"
@@ -401,6 +406,7 @@ func TestNotFound(t *testing.T) {
 }
 
 func TestStaleOnError(t *testing.T) {
+	t.Parallel()
 	up := testenv.NewUpstream(t, modA)
 	// Lists expire as soon as they are stored.
 	e := newEnv(t, up, options{memory: true, listTTL: time.Nanosecond})
@@ -441,6 +447,7 @@ func TestStaleOnError(t *testing.T) {
 }
 
 func TestCollapse(t *testing.T) {
+	t.Parallel()
 	up := testenv.NewUpstream(t, modA)
 	up.SetDelay(200 * time.Millisecond)
 	e := newEnv(t, up, options{memory: true})
@@ -497,6 +504,7 @@ func bigZipUpstream(t *testing.T, size int64, delay time.Duration) (*testenv.Ups
 }
 
 func TestLargeZipStreamed(t *testing.T) {
+	testenv.Slow(t)
 	const size = 48 << 20
 	up, big, zipFile := bigZipUpstream(t, size, 100*time.Millisecond)
 	e := newEnv(t, up, options{memory: true, maxInMemory: 1 << 20})
@@ -546,6 +554,7 @@ func TestLargeZipStreamed(t *testing.T) {
 }
 
 func TestDiskSurvivesRestart(t *testing.T) {
+	t.Parallel()
 	up := testenv.NewUpstream(t, modA)
 	root := t.TempDir()
 	e := newEnv(t, up, options{memory: true, diskRoot: root, listTTL: time.Nanosecond})
@@ -572,6 +581,7 @@ func TestDiskSurvivesRestart(t *testing.T) {
 }
 
 func TestCorruptDiskFile(t *testing.T) {
+	t.Parallel()
 	up := testenv.NewUpstream(t, modA)
 	for _, damage := range []string{"flip", "truncate", "header"} {
 		t.Run(damage, func(t *testing.T) {
@@ -614,6 +624,7 @@ func TestCorruptDiskFile(t *testing.T) {
 // A list keeps only the versions valid for its module path: canonical,
 // of the path's major version (module.Check), once each.
 func TestListKeepsOnlyValidVersions(t *testing.T) {
+	t.Parallel()
 	up := testenv.NewUpstream(t, modA, modV2)
 	up.Override(path(modA, "list"), func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "v1.0.0\n../../etc\nv1.1\nv2.0.0\nv1.0.0\nv3.0.0+incompatible\n v1.2.0 2024-01-01\nlatest\n")
@@ -635,6 +646,7 @@ func TestListKeepsOnlyValidVersions(t *testing.T) {
 }
 
 func TestRejectsBadUpstreamContent(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, path string
 		handler    http.HandlerFunc
@@ -705,6 +717,7 @@ func assertNotCached(t *testing.T, e *env, key string) {
 }
 
 func TestFetchTimeout(t *testing.T) {
+	t.Parallel()
 	up := testenv.NewUpstream(t, modA)
 	up.SetDelay(2 * time.Second)
 	e := newEnv(t, up, options{timeout: 100 * time.Millisecond})

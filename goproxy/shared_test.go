@@ -27,6 +27,7 @@ func redisClient(t *testing.T, r *testenv.Redis) *redis.Client {
 // database before it is served or promoted: it is deleted and the genuine
 // one fetched.
 func TestFleetForgedRedisValueRejected(t *testing.T) {
+	t.Parallel()
 	r := testenv.StartRedis(t)
 	db := testenv.NewSumDB(t, sumdbName, modA)
 	up := testenv.NewUpstream(t, modA)
@@ -66,6 +67,7 @@ func TestFleetForgedRedisValueRejected(t *testing.T) {
 // A shared not-found entry is only ever a 404 or 410: anything else found
 // there is deleted and the artifact fetched.
 func TestFleetNotFoundEntriesOnlyNotFound(t *testing.T) {
+	t.Parallel()
 	r := testenv.StartRedis(t)
 	up := testenv.NewUpstream(t, modA)
 	e := newEnv(t, up, options{redis: r})
@@ -93,6 +95,7 @@ func TestFleetNotFoundEntriesOnlyNotFound(t *testing.T) {
 // A lock set without an expiry (no node sets one) would block its
 // artifact forever; it is broken.
 func TestFleetLockWithoutTTLBroken(t *testing.T) {
+	t.Parallel()
 	r := testenv.StartRedis(t)
 	up := testenv.NewUpstream(t, modA)
 	e := newEnv(t, up, options{redis: r, timeout: 30 * time.Second})
@@ -104,6 +107,8 @@ func TestFleetLockWithoutTTLBroken(t *testing.T) {
 // flight: above it, waiting nodes fetch for themselves and Redis stays
 // small.
 func TestFleetHandOverBudget(t *testing.T) {
+	t.Parallel()
+	testenv.Slow(t)
 	const size = 3 << 20
 	r := testenv.StartRedis(t)
 	up, big, zipFile := bigZipUpstream(t, size, 200*time.Millisecond)
@@ -126,6 +131,7 @@ func TestFleetHandOverBudget(t *testing.T) {
 // copies (a node started later too), and nobody writes an older copy back
 // into Redis.
 func TestFleetPurge(t *testing.T) {
+	t.Parallel()
 	r := testenv.StartRedis(t)
 	up := testenv.NewUpstream(t, modA)
 	o := options{memory: true, redis: r}
@@ -191,6 +197,7 @@ func TestFleetPurge(t *testing.T) {
 // Requests that waited for a fetch are served from the fetched file
 // itself, even when eviction removes it at once.
 func TestWaitersServedFromFetchedFile(t *testing.T) {
+	t.Parallel()
 	const size = 2 << 20
 	up, big, zipFile := bigZipUpstream(t, size, 300*time.Millisecond)
 	// The bound leaves less room than the zip takes: it is evicted as soon
@@ -216,6 +223,7 @@ func TestWaitersServedFromFetchedFile(t *testing.T) {
 // Upstream answers are read as sent: identity encoding is asked for, and
 // a compressed body is not expanded behind the size limits.
 func TestUpstreamIdentityEncoding(t *testing.T) {
+	t.Parallel()
 	up := testenv.NewUpstream(t, modA)
 	var asked []string
 	var mu sync.Mutex
@@ -237,6 +245,7 @@ func TestUpstreamIdentityEncoding(t *testing.T) {
 
 // Fetches read their bodies within a byte budget: beyond it they wait.
 func TestSpoolBudget(t *testing.T) {
+	t.Parallel()
 	const size = 600 << 10
 	var mods []testenv.Module
 	up := testenv.NewUpstream(t)
@@ -293,6 +302,7 @@ func TestSpoolBudget(t *testing.T) {
 // Upstream fetches, and connections to one upstream host, are capped:
 // excess requests wait, and all are answered.
 func TestUpstreamConcurrencyCapped(t *testing.T) {
+	t.Parallel()
 	var mods []testenv.Module
 	for i := range 12 {
 		mods = append(mods, testenv.Module{Path: "example.com/m", Version: "v1.0." + strconvItoa(i)})
@@ -330,6 +340,7 @@ func TestUpstreamConcurrencyCapped(t *testing.T) {
 // In redirect mode a known not-found is answered from the cache, not
 // redirected again.
 func TestRedirectHonoursNotFound(t *testing.T) {
+	t.Parallel()
 	up := testenv.NewUpstream(t, modA)
 	e := newEnv(t, up, options{modes: []ModeOption{{Pattern: "*", Mode: "redirect"}}})
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}

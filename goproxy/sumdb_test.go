@@ -15,6 +15,7 @@ import (
 const sumdbName = "sum.piraeus.test"
 
 func TestSumDBVerifiesAndServes(t *testing.T) {
+	t.Parallel()
 	db := testenv.NewSumDB(t, sumdbName, modA, modUp)
 	up := testenv.NewUpstream(t, modA, modUp)
 	e := newEnv(t, up, options{memory: true, sumdb: db})
@@ -56,6 +57,7 @@ func TestSumDBVerifiesAndServes(t *testing.T) {
 }
 
 func TestGoCommandWithSumDBThroughProxy(t *testing.T) {
+	t.Parallel()
 	db := testenv.NewSumDB(t, sumdbName, modA, modUp)
 	up := testenv.NewUpstream(t, modA, modUp)
 	e := newEnv(t, up, options{memory: true, sumdb: db})
@@ -80,6 +82,7 @@ func TestGoCommandWithSumDBThroughProxy(t *testing.T) {
 }
 
 func TestSumDBRejectsTampering(t *testing.T) {
+	t.Parallel()
 	evilZip := testenv.Module{Path: modA.Path, Version: modA.Version, Files: map[string]string{"a.go": "package a\n\nfunc init() { panic(\"pwned\") }\n"}}
 	tests := []struct {
 		name, path string
@@ -114,6 +117,7 @@ func TestSumDBRejectsTampering(t *testing.T) {
 }
 
 func TestSumDBVerifyOffPattern(t *testing.T) {
+	t.Parallel()
 	db := testenv.NewSumDB(t, sumdbName) // knows nothing
 	private := testenv.Module{Path: "corp.example/internal/x", Version: "v1.0.0"}
 	up := testenv.NewUpstream(t, private, modA)
@@ -131,6 +135,7 @@ func TestSumDBVerifyOffPattern(t *testing.T) {
 }
 
 func TestSumDBRejectsTamperedTiles(t *testing.T) {
+	t.Parallel()
 	db := testenv.NewSumDB(t, sumdbName, modA, modA11)
 	db.TamperTiles(true)
 	up := testenv.NewUpstream(t, modA, modA11)

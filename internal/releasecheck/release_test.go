@@ -22,44 +22,6 @@ import (
 	"golang.org/x/mod/modfile"
 	"golang.org/x/mod/module"
 	modzip "golang.org/x/mod/zip"
-	"golang.org/x/tools/go/analysis"
-	"golang.org/x/tools/go/analysis/checker"
-	"golang.org/x/tools/go/analysis/passes/appends"
-	"golang.org/x/tools/go/analysis/passes/asmdecl"
-	"golang.org/x/tools/go/analysis/passes/assign"
-	"golang.org/x/tools/go/analysis/passes/atomic"
-	"golang.org/x/tools/go/analysis/passes/bools"
-	"golang.org/x/tools/go/analysis/passes/buildtag"
-	"golang.org/x/tools/go/analysis/passes/cgocall"
-	"golang.org/x/tools/go/analysis/passes/composite"
-	"golang.org/x/tools/go/analysis/passes/copylock"
-	"golang.org/x/tools/go/analysis/passes/defers"
-	"golang.org/x/tools/go/analysis/passes/directive"
-	"golang.org/x/tools/go/analysis/passes/errorsas"
-	"golang.org/x/tools/go/analysis/passes/framepointer"
-	"golang.org/x/tools/go/analysis/passes/hostport"
-	"golang.org/x/tools/go/analysis/passes/httpresponse"
-	"golang.org/x/tools/go/analysis/passes/ifaceassert"
-	"golang.org/x/tools/go/analysis/passes/loopclosure"
-	"golang.org/x/tools/go/analysis/passes/lostcancel"
-	"golang.org/x/tools/go/analysis/passes/nilfunc"
-	"golang.org/x/tools/go/analysis/passes/printf"
-	"golang.org/x/tools/go/analysis/passes/shift"
-	"golang.org/x/tools/go/analysis/passes/sigchanyzer"
-	"golang.org/x/tools/go/analysis/passes/slog"
-	"golang.org/x/tools/go/analysis/passes/stdmethods"
-	"golang.org/x/tools/go/analysis/passes/stdversion"
-	"golang.org/x/tools/go/analysis/passes/stringintconv"
-	"golang.org/x/tools/go/analysis/passes/structtag"
-	"golang.org/x/tools/go/analysis/passes/testinggoroutine"
-	"golang.org/x/tools/go/analysis/passes/tests"
-	"golang.org/x/tools/go/analysis/passes/timeformat"
-	"golang.org/x/tools/go/analysis/passes/unmarshal"
-	"golang.org/x/tools/go/analysis/passes/unreachable"
-	"golang.org/x/tools/go/analysis/passes/unsafeptr"
-	"golang.org/x/tools/go/analysis/passes/unusedresult"
-	"golang.org/x/tools/go/analysis/passes/waitgroup"
-	"golang.org/x/tools/go/packages"
 
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
@@ -280,20 +242,22 @@ func TestPlatforms(t *testing.T) {
 	releaseOnly(t)
 	t.Parallel()
 	root := moduleRoot(t)
+	check := buildPlatformCheck(t, root)
 	for _, tg := range targets {
 		t.Run(tg.goos+"_"+tg.goarch, func(t *testing.T) {
 			start := time.Now()
-			n, problems, err := checkPlatform(root, tg.goos, tg.goarch, "./...")
+			problems, summary, err := runPlatformCheck(t, check, root, tg.goos, tg.goarch)
 			if err != nil {
 				t.Fatal(err)
 			}
 			for _, p := range problems {
 				t.Error(p)
 			}
-			if n < 20 {
-				t.Errorf("only %d packages loaded for %s/%s", n, tg.goos, tg.goarch)
+			var n int
+			if _, err := fmt.Sscanf(summary, "%d packages checked", &n); err != nil || n < 20 {
+				t.Errorf("platformcheck said %q: too few packages for %s/%s", summary, tg.goos, tg.goarch)
 			}
-			t.Logf("%d packages and their tests type-checked and vetted in %v", n, time.Since(start).Round(time.Second))
+			t.Logf("%s in %v", summary, time.Since(start).Round(time.Second))
 		})
 	}
 }
@@ -304,6 +268,7 @@ func TestPlatforms(t *testing.T) {
 func TestPlatformsCheckFails(t *testing.T) {
 	releaseOnly(t)
 	t.Parallel()
+	check := buildPlatformCheck(t, moduleRoot(t))
 	dir := t.TempDir()
 	for name, src := range map[string]string{
 		"go.mod":               "module example.com/p\n\ngo 1.26\n",
@@ -322,7 +287,7 @@ func TestPlatformsCheckFails(t *testing.T) {
 		{"freebsd", "arm64", "log_freebsd_arm64.go:5"},
 		{"freebsd", "amd64", ""},
 	} {
-		_, problems, err := checkPlatform(dir, tt.goos, tt.goarch, "./...")
+		problems, _, err := runPlatformCheck(t, check, dir, tt.goos, tt.goarch)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -333,65 +298,38 @@ func TestPlatformsCheckFails(t *testing.T) {
 	}
 }
 
-// checkPlatform loads the packages matching patterns in dir, with their
-// tests, for GOOS and GOARCH, type-checks them and everything they import
-// from source, and runs the analyzers of go vet on them. It returns the
-// number of packages matched and each problem found, with its position.
-func checkPlatform(dir, goos, goarch string, patterns ...string) (int, []string, error) {
-	cfg := &packages.Config{
-		Mode:  packages.LoadAllSyntax,
-		Dir:   dir,
-		Tests: true,
-		Env:   append(os.Environ(), "GOOS="+goos, "GOARCH="+goarch, "CGO_ENABLED=0", "GOFLAGS=-mod=readonly"),
+// buildPlatformCheck builds the platformcheck command, without the race
+// detector whatever this test binary was built with: type-checking
+// a thousand packages under it takes five times as long.
+func buildPlatformCheck(t *testing.T, root string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "platformcheck"+exeSuffix())
+	cmd := exec.Command(testenv.GoBin(t), "build", "-o", bin, "./internal/releasecheck/platformcheck")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building platformcheck: %v\n%s", err, out)
 	}
-	pkgs, err := packages.Load(cfg, patterns...)
-	if err != nil {
-		return 0, nil, fmt.Errorf("GOOS=%s GOARCH=%s: loading %v: %w", goos, goarch, patterns, err)
-	}
-	seen := map[string]bool{}
-	var problems []string
-	add := func(p string) {
-		if !seen[p] {
-			seen[p] = true
-			problems = append(problems, p)
-		}
-	}
-	packages.Visit(pkgs, nil, func(p *packages.Package) {
-		for _, e := range p.Errors {
-			add(fmt.Sprintf("%s/%s: %s", goos, goarch, e))
-		}
-	})
-	if len(problems) > 0 {
-		return len(pkgs), problems, nil // the analyzers need packages that type-check
-	}
-	graph, err := checker.Analyze(vetAnalyzers, pkgs, nil)
-	if err != nil {
-		return 0, nil, fmt.Errorf("GOOS=%s GOARCH=%s: vet: %w", goos, goarch, err)
-	}
-	matched := map[string]bool{}
-	for act := range graph.All() {
-		if !act.IsRoot {
-			continue
-		}
-		matched[act.Package.PkgPath] = true
-		for _, d := range act.Diagnostics {
-			add(fmt.Sprintf("%s/%s: %s: %s (vet %s)", goos, goarch, act.Package.Fset.Position(d.Pos), d.Message, act.Analyzer.Name))
-		}
-	}
-	slices.Sort(problems)
-	return len(matched), problems, nil
+	return bin
 }
 
-// vetAnalyzers are the analyzers go vet runs (cmd/vet's suite).
-var vetAnalyzers = []*analysis.Analyzer{
-	appends.Analyzer, asmdecl.Analyzer, assign.Analyzer, atomic.Analyzer, bools.Analyzer,
-	buildtag.Analyzer, cgocall.Analyzer, composite.Analyzer, copylock.Analyzer, defers.Analyzer,
-	directive.Analyzer, errorsas.Analyzer, framepointer.Analyzer, hostport.Analyzer,
-	httpresponse.Analyzer, ifaceassert.Analyzer, loopclosure.Analyzer, lostcancel.Analyzer,
-	nilfunc.Analyzer, printf.Analyzer, shift.Analyzer, sigchanyzer.Analyzer, slog.Analyzer,
-	stdmethods.Analyzer, stdversion.Analyzer, stringintconv.Analyzer, structtag.Analyzer,
-	testinggoroutine.Analyzer, tests.Analyzer, timeformat.Analyzer, unmarshal.Analyzer,
-	unreachable.Analyzer, unsafeptr.Analyzer, unusedresult.Analyzer, waitgroup.Analyzer,
+// runPlatformCheck checks the packages of the module in dir for a
+// platform: the problems found, and the summary line.
+func runPlatformCheck(t *testing.T, check, dir, goos, goarch string) (problems []string, summary string, err error) {
+	t.Helper()
+	cmd := exec.Command(check, "-C", dir, "-goos", goos, "-goarch", goarch, "./...")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	if code := cmd.ProcessState.ExitCode(); err != nil && code != 1 {
+		return nil, "", fmt.Errorf("platformcheck for %s/%s: %v\n%s", goos, goarch, err, stderr.Bytes())
+	}
+	if s := strings.TrimSpace(stdout.String()); s != "" {
+		problems = strings.Split(s, "\n")
+	}
+	if err != nil && len(problems) == 0 {
+		return nil, "", fmt.Errorf("platformcheck for %s/%s failed and named no problem: %s", goos, goarch, stderr.Bytes())
+	}
+	return problems, strings.TrimSpace(stderr.String()), nil
 }
 
 // releaseOnly skips a release check unless it was asked for.

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -45,4 +46,17 @@ func ProcCPU(pid int) time.Duration {
 	utime, _ := strconv.ParseInt(f[11], 10, 64)
 	stime, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// Slow skips a system test of seconds (stalls, kills, large objects)
+// under -short, which is for a quick check while editing; make test and
+// CI run them all.
+func Slow(t interface {
+	Helper()
+	Skip(...any)
+}) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("a slow system test: not with -short")
+	}
 }

@@ -64,13 +64,20 @@ func findVersityGW() string {
 	if p, err := exec.LookPath("versitygw"); err == nil {
 		return p
 	}
-	out, err := exec.Command("go", "env", "GOBIN", "GOPATH").Output()
+	out, err := exec.Command("go", "env", "GOBIN", "GOPATH", "GOMOD").Output()
 	if err != nil {
 		return ""
 	}
-	gobin, gopath, _ := strings.Cut(string(out), "\n") // GOBIN may be empty
-	dirs := []string{strings.TrimSpace(gobin)}
-	for _, d := range filepath.SplitList(strings.TrimSpace(gopath)) {
+	env := strings.Split(string(out), "\n") // GOBIN may be empty
+	if len(env) < 3 {
+		return ""
+	}
+	gobin, gopath, gomod := strings.TrimSpace(env[0]), strings.TrimSpace(env[1]), strings.TrimSpace(env[2])
+	dirs := []string{gobin}
+	if gomod != "" && gomod != os.DevNull {
+		dirs = append(dirs, filepath.Join(filepath.Dir(gomod), "bin", "tools")) // make tools, .ci/run
+	}
+	for _, d := range filepath.SplitList(gopath) {
 		dirs = append(dirs, filepath.Join(d, "bin"))
 	}
 	for _, d := range dirs {
