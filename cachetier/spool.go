@@ -7,7 +7,10 @@ import (
 	"hash"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
+
+	"github.com/piraeus-go/piraeus/internal/fslock"
 )
 
 // ErrTooLarge is returned by Spool.Fill when the body exceeds its limit.
@@ -99,12 +102,43 @@ func (s *Spool) Meta(expires time.Time) Meta {
 func (s *Spool) Size() int64 { return s.n }
 
 // Name is the temp file's path, for checkers that want a file name. The
-// content follows a header's room: readers of zip archives find a zip's
-// contents wherever it starts in a file.
+// content follows a header's room: archive/zip finds a classic zip's
+// contents wherever it starts in a file, but not a zip64 archive's, whose
+// end-of-directory locator holds an absolute offset (see ContentFile).
 func (s *Spool) Name() string { return s.f.Name() }
 
 // Reader reads the spooled content from its start.
 func (s *Spool) Reader() io.ReadSeeker { return io.NewSectionReader(s.f, s.off, s.n) }
+
+// ReaderAt reads the spooled content in place, offsets counted from its
+// start (as a zip64 archive's are).
+func (s *Spool) ReaderAt() io.ReaderAt { return io.NewSectionReader(s.f, s.off, s.n) }
+
+// ContentFile copies the content alone to a new temp file beside the
+// spool, for a checker that reads by file name and needs the content to
+// start the file; remove closes and removes it. It costs a copy: a
+// checker tries Name first.
+func (s *Spool) ContentFile() (name string, remove func(), err error) {
+	f, err := os.CreateTemp(filepath.Dir(s.f.Name()), "content-*")
+	if err != nil {
+		return "", nil, fmt.Errorf("%w: %v", ErrStorage, err)
+	}
+	remove = func() {
+		f.Close()
+		os.Remove(f.Name())
+	}
+	// Locked like a spool while it is open, so that a sweep of crash-left
+	// temp files by another process passes it by.
+	if err := fslock.TryLock(f); err != nil {
+		remove()
+		return "", nil, fmt.Errorf("%w: %v", ErrStorage, err)
+	}
+	if _, err := io.Copy(f, io.NewSectionReader(s.f, s.off, s.n)); err != nil {
+		remove()
+		return "", nil, fmt.Errorf("%w: %v", ErrStorage, err)
+	}
+	return f.Name(), remove, nil
+}
 
 // Object turns the spool into an object read from its file, for serving
 // what could not be stored; the file is removed now and closed with the

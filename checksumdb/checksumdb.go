@@ -531,15 +531,6 @@ func HashZipReader(r io.ReaderAt, size int64) (string, error) {
 	})
 }
 
-// VerifyZip checks a module zip file against the database.
-func (d *DB) VerifyZip(mod, version, zipFile string) error {
-	h, err := dirhash.HashZip(zipFile, dirhash.Hash1)
-	if err != nil {
-		return fmt.Errorf("hashing zip: %w", err)
-	}
-	return d.verify(mod, version, h)
-}
-
 func (d *DB) verify(mod, vers, hash string) error {
 	lines, err := d.lookup(mod, vers)
 	if err != nil {

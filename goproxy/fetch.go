@@ -1,6 +1,7 @@
 package goproxy
 
 import (
+	"archive/zip"
 	"bufio"
 	"bytes"
 	"context"
@@ -269,7 +270,7 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact) (f *fetc
 		if int64(len(data)) > a.Kind.MaxSize() {
 			return nil, source, invalid(source, a, "answer too large")
 		}
-		if err := checkContent(a, data, ""); err != nil {
+		if err := checkContent(a, data, nil); err != nil {
 			return nil, source, invalid(source, a, err.Error())
 		}
 		meta := cachetier.MetaFor(data, expires)
@@ -289,10 +290,13 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact) (f *fetc
 			return nil, source, fmt.Errorf("reading spool: %w", err)
 		}
 	}
-	if err := checkContent(a, small, spool.Name()); err != nil {
+	if err := checkContent(a, small, spool); err != nil {
+		if errors.Is(err, cachetier.ErrStorage) {
+			return nil, source, &httperr.Error{Status: http.StatusServiceUnavailable, Msg: "cache storage failed; retry", Source: "cache", Err: err}
+		}
 		return nil, source, invalid(source, a, err.Error())
 	}
-	if err := p.verify(a, small, spool.Name()); err != nil {
+	if err := p.verify(a, small, spool.ReaderAt(), spool.Size()); err != nil {
 		return nil, source, err
 	}
 	p.prefetch.afterMod(a, small) // in the background
@@ -381,8 +385,8 @@ func (p *Proxy) spool(ctx context.Context, a artifact.Artifact, resp *fetcher.Re
 
 // checkContent rejects an upstream answer that cannot be what was asked
 // for, so it is never cached. data holds small answers; zips are checked
-// from their spool file with x/mod/zip.
-func checkContent(a artifact.Artifact, data []byte, zipFile string) error {
+// from their spool with x/mod/zip.
+func checkContent(a artifact.Artifact, data []byte, spool *cachetier.Spool) error {
 	switch a.Kind {
 	case artifact.Info, artifact.Latest:
 		var info struct {
@@ -414,15 +418,39 @@ func checkContent(a artifact.Artifact, data []byte, zipFile string) error {
 			return fmt.Errorf("go.mod does not parse: %v", err)
 		}
 	case artifact.Zip:
-		cf, err := modzip.CheckZip(a.ModuleVersion(), zipFile)
+		if spool == nil {
+			return errors.New("no zip")
+		}
+		cf, err := modzip.CheckZip(a.ModuleVersion(), spool.Name())
+		if errors.Is(err, zip.ErrFormat) || err == nil && cf.SizeError != nil {
+			// archive/zip reads a classic zip behind the spool's header
+			// room, but not a zip64 archive (more than 65,535 files),
+			// whose locator holds an absolute offset; and the room counts
+			// towards the size limit. Check the content alone.
+			cf, err = checkZipContent(a.ModuleVersion(), spool)
+		}
 		if err == nil {
 			err = cf.Err()
+		}
+		if errors.Is(err, cachetier.ErrStorage) {
+			return err
 		}
 		if err != nil {
 			return fmt.Errorf("module zip rejected: %v", err)
 		}
 	}
 	return nil
+}
+
+// checkZipContent runs x/mod/zip's CheckZip on a copy of the spooled
+// content alone.
+func checkZipContent(mv module.Version, spool *cachetier.Spool) (modzip.CheckedFiles, error) {
+	name, remove, err := spool.ContentFile()
+	if err != nil {
+		return modzip.CheckedFiles{}, err
+	}
+	defer remove()
+	return modzip.CheckZip(mv, name)
 }
 
 // filterList keeps the lines of a version list whose version is canonical

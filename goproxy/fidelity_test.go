@@ -2,6 +2,8 @@ package goproxy
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -181,4 +183,65 @@ func TestConformance(t *testing.T) {
 		}
 	}
 	t.Logf("%d rows, each cold and cached", len(rows))
+}
+
+// A module of more than 65,535 files is a zip64 archive (as
+// github.com/hashicorp/go-azure-sdk/resource-manager's is): the go command
+// downloads it through a cold and then a warm mirror, verified against the
+// checksum database, with the hash it gets from the upstream directly.
+func TestZip64Module(t *testing.T) {
+	t.Parallel()
+	testenv.Slow(t)
+	files := make(map[string]string, 70000)
+	for i := range 70000 {
+		files[fmt.Sprintf("d%02d/f%d.txt", i/1000, i)] = "x"
+	}
+	many := testenv.Module{Path: "example.com/many", Version: "v1.0.0", Files: files}
+	zipFile := filepath.Join(t.TempDir(), "many.zip")
+	f, err := os.Create(zipFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := many.WriteZip(f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if !isZip64(t, zipFile) {
+		t.Fatal("the fixture is not a zip64 archive: the test proves nothing")
+	}
+	up := testenv.NewUpstream(t)
+	up.AddBigZip(many, zipFile)
+	db := up.VerifiedBy(t)
+	e := newEnv(t, up, options{sumdb: db, sumdbProbe: true})
+
+	sum := func(goproxy string, gosumdb string) string {
+		env := append(testenv.GoEnv(t, goproxy), "GOSUMDB="+gosumdb)
+		out := testenv.RunGo(t, t.TempDir(), env, "mod", "download", "-json", "example.com/many@v1.0.0")
+		var m struct{ Sum, GoModSum, Error string }
+		if err := json.Unmarshal([]byte(out), &m); err != nil || m.Error != "" || m.Sum == "" {
+			t.Fatalf("go mod download through %s: %v\n%s", goproxy, err, out)
+		}
+		return m.Sum
+	}
+	direct := sum(up.URL, db.VKey+" "+db.URL)
+	cold := sum(e.srv.URL, db.VKey)
+	warm := sum(e.srv.URL, db.VKey)
+	if cold != direct || warm != direct {
+		t.Errorf("h1: direct %s, cold %s, warm %s", direct, cold, warm)
+	}
+	if n := up.Requests(path(many, "zip")); n != 2 { // direct, then the cold mirror
+		t.Errorf("upstream asked for the zip %d times; want 2 (direct and cold)", n)
+	}
+}
+
+// isZip64 reports whether the zip file has a zip64 end of central
+// directory record.
+func isZip64(t *testing.T, name string) bool {
+	t.Helper()
+	data, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tail := data[max(0, len(data)-1024):]
+	return bytes.Contains(tail, []byte("PK\x06\x06")) && bytes.Contains(tail, []byte("PK\x06\x07"))
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -225,7 +226,7 @@ func (p *Proxy) verifier(a artifact.Artifact) (*checksumdb.DB, string) {
 // stored. A module that no database verifies (private, verify off, no
 // database configured) is logged at error level and counted, once per
 // fetch: what is cached forever unverified must be visible.
-func (p *Proxy) verify(a artifact.Artifact, data []byte, zipFile string) error {
+func (p *Proxy) verify(a artifact.Artifact, data []byte, zip io.ReaderAt, zipSize int64) error {
 	if !a.Immutable() || (a.Kind != artifact.Mod && a.Kind != artifact.Zip) {
 		return nil
 	}
@@ -241,7 +242,7 @@ func (p *Proxy) verify(a artifact.Artifact, data []byte, zipFile string) error {
 	if a.Kind == artifact.Mod {
 		err = db.VerifyMod(a.Module, a.Version, data)
 	} else {
-		err = db.VerifyZip(a.Module, a.Version, zipFile)
+		err = db.VerifyZipReader(a.Module, a.Version, zip, zipSize)
 	}
 	if err == nil {
 		return nil
