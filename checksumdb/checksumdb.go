@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,7 @@ import (
 	"golang.org/x/mod/sumdb"
 	"golang.org/x/mod/sumdb/dirhash"
 	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/piraeus-go/piraeus/cachetier"
@@ -101,6 +103,8 @@ type DB struct {
 
 	mu     sync.Mutex
 	latest []byte // the latest verified signed tree (the client's config)
+
+	widthMu sync.Mutex // orders the updates of the widest-tile index
 	state  string // the last route state reported
 
 	securityErrors atomic.Int64
@@ -113,12 +117,19 @@ type Cache interface {
 }
 
 func (d *DB) getBytes(key string) ([]byte, error) {
+	data, _, err := d.getFrom(key)
+	return data, err
+}
+
+// getFrom reads a small object whole, and says which tier held it.
+func (d *DB) getFrom(key string) ([]byte, string, error) {
 	obj, err := d.cache.Get(context.Background(), key, nil)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer obj.Close()
-	return obj.Content()
+	data, err := obj.Content()
+	return data, obj.Tier, err
 }
 
 func (d *DB) rememberNotFound(path string, e *httperr.Error) {
@@ -597,7 +608,78 @@ func (o ops) ReadCache(file string) ([]byte, error) {
 func (o ops) WriteCache(file string, data []byte) {
 	if err := o.d.cache.PutSmall(context.Background(), "sumdb/"+file, cachetier.MetaFor(data, time.Time{}), data, true); err != nil {
 		o.d.log.Warn("caching a verified checksum database file failed", zap.String("file", file), zap.Error(err))
+		return
 	}
+	if t, err := tlog.ParseTilePath(strings.TrimPrefix(file, o.d.name+"/")); err == nil && t.W < 1<<t.H {
+		o.d.noteWidth(t)
+	}
+}
+
+// A partial tile holds the first W hashes of its full tile; a wider one of
+// the same tile holds them too. Clients that have seen other tree sizes
+// than this server's client (every lookup answer carries the tree of its
+// moment) ask for partial tiles of other widths than it read: the widest
+// verified one that the cache holds answers them all. Its width is kept
+// under a key of the tile's own (widthKey), raised as wider ones arrive.
+
+func (d *DB) widthKey(t tlog.Tile) string {
+	t.W = 1 << t.H
+	return "sumdb/" + d.name + "/tile-width/" + t.Path()
+}
+
+// noteWidth records that the cache holds tile t, if wider than any other
+// partial tile of its place.
+func (d *DB) noteWidth(t tlog.Tile) {
+	d.widthMu.Lock()
+	defer d.widthMu.Unlock()
+	if w, ok := d.widest(t); ok && w >= t.W {
+		return
+	}
+	data := []byte(strconv.Itoa(t.W))
+	if err := d.cache.PutSmall(context.Background(), d.widthKey(t), cachetier.MetaFor(data, time.Time{}), data, true); err != nil {
+		d.log.Warn("caching a checksum database tile's width failed", zap.String("tile", t.Path()), zap.Error(err))
+	}
+}
+
+// widest is the width of the widest partial tile of t's place that the
+// cache holds.
+func (d *DB) widest(t tlog.Tile) (int, bool) {
+	data, err := d.getBytes(d.widthKey(t))
+	if err != nil {
+		return 0, false
+	}
+	w, err := strconv.Atoi(string(data))
+	if err != nil || w <= 0 || w >= 1<<t.H {
+		return 0, false
+	}
+	return w, true
+}
+
+// CachedTile returns tile t if the cache holds it or a wider one of the
+// same place (its full tile, or a wider partial one), all verified by
+// this server's client: the first t.W hashes of a wider tile are t. It
+// also says which tier held it.
+func (d *DB) CachedTile(t tlog.Tile) (data []byte, tier string, ok bool) {
+	if data, tier, err := d.getFrom(d.CacheKey(t.Path())); err == nil {
+		return data, tier, true
+	}
+	if t.W == 1<<t.H {
+		return nil, "", false
+	}
+	wider := []tlog.Tile{t, t}
+	wider[0].W = 1 << t.H // the full tile, else the widest partial one
+	if w, ok := d.widest(t); ok && w > t.W {
+		wider[1].W = w
+	} else {
+		wider = wider[:1]
+	}
+	want := t.W * tlog.HashSize
+	for _, wt := range wider {
+		if data, tier, err := d.getFrom(d.CacheKey(wt.Path())); err == nil && len(data) >= want {
+			return data[:want:want], tier, true
+		}
+	}
+	return nil, "", false
 }
 
 func (o ops) Log(msg string) { o.d.log.Debug(msg, zap.String("sumdb", o.d.name)) }

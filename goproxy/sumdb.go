@@ -76,7 +76,7 @@ func (p *Proxy) serveSumDB(w http.ResponseWriter, r *http.Request, rest string) 
 			return
 		}
 		ctype = "application/octet-stream"
-		if cached, ok := p.sumdbHit(ctx, db, sub); ok {
+		if cached, ok := p.sumdbTile(db, t); ok {
 			data, immutable = cached, true // verified by the sumdb client
 			break
 		}
@@ -125,6 +125,21 @@ func (p *Proxy) sumdbHit(ctx context.Context, db *checksumdb.DB, sub string) ([]
 	}
 	p.cfg.Metrics.hit(obj.Tier)
 	p.stats.hit(obj.Tier)
+	return data, true
+}
+
+// sumdbTile returns a tile the database client verified and cached, or
+// the first hashes of a wider one (see checksumdb.DB.CachedTile),
+// counting the hit or the miss as for modules.
+func (p *Proxy) sumdbTile(db *checksumdb.DB, t tlog.Tile) ([]byte, bool) {
+	data, tier, ok := db.CachedTile(t)
+	if !ok {
+		p.cfg.Metrics.miss(artifact.Artifact{})
+		p.stats.miss()
+		return nil, false
+	}
+	p.cfg.Metrics.hit(tier)
+	p.stats.hit(tier)
 	return data, true
 }
 

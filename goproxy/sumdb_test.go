@@ -2,6 +2,8 @@ package goproxy
 
 import (
 	"bytes"
+	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
 	"os"
@@ -160,5 +162,76 @@ func TestSumDBRejectsTamperedTiles(t *testing.T) {
 	e.get(path(modA, "mod"), 200)
 	if _, err := os.Stat(e.diskRoot); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The real checksum database grows between any two requests, so each
+// lookup answer carries the tree of its moment, and the mirror's client,
+// which merges the answers in the order they arrive, reads tiles at the
+// widths of its own latest tree. Here the answer for x is taken from the
+// database first and arrives after y's, taken 300 records later: the
+// client never reads a tile of x's tree. Fresh go commands that see x's
+// tree still verify offline, with the upstream and the database stopped:
+// a partial tile is answered from a wider verified one of the same place.
+func TestSumDBGrowingTreeOffline(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewSumDB(t, sumdbName)
+	x := testenv.Module{Path: "example.com/x", Version: "v1.0.0", Files: map[string]string{"x.go": "package x\n"}}
+	y := testenv.Module{Path: "example.com/y", Version: "v1.0.0", Files: map[string]string{"y.go": "package y\n"}}
+	up := testenv.NewUpstream(t, x, y)
+	lookup := func(base string, m testenv.Module) []byte {
+		t.Helper()
+		resp, err := http.Get(base + "/lookup/" + m.Path + "@" + m.Version)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("lookup of %s at %s: %d %s", m.Path, base, resp.StatusCode, body)
+		}
+		return body
+	}
+	filled := 0
+	grow := func(n int) { // records the database adds, as others look modules up
+		for range n {
+			m := testenv.Module{Path: fmt.Sprintf("example.com/other%d", filled), Version: "v1.0.0"}
+			filled++
+			db.Add(m)
+			lookup(db.URL, m)
+		}
+	}
+	grow(300)
+	asked, release := make(chan struct{}), make(chan struct{})
+	up.Override("sumdb/"+sumdbName+"/lookup/example.com/x@v1.0.0", func(w http.ResponseWriter, r *http.Request) {
+		answer := lookup(db.URL, x) // x's record and the tree of this moment
+		close(asked)
+		<-release
+		w.Write(answer)
+	})
+	e := newEnv(t, up, options{sumdb: db, sumdbProbe: true})
+	mirrorDB := e.srv.URL + "/sumdb/" + sumdbName
+	xDone := testenv.GetAsync(mirrorDB + "/lookup/example.com/x@v1.0.0")
+	<-asked
+	grow(300)
+	lookup(mirrorDB, y) // merged first: the mirror's client is at y's tree
+	close(release)
+	if answer := <-xDone; !bytes.Contains(answer, []byte("\nexample.com/x v1.0.0 h1:")) {
+		t.Fatalf("lookup of x through the mirror: %q", answer)
+	}
+
+	download := func(mods ...string) (string, error) {
+		env := append(testenv.GoEnv(t, e.srv.URL), "GOSUMDB="+db.VKey)
+		return testenv.TryGo(t, t.TempDir(), env, append([]string{"mod", "download", "-json"}, mods...)...)
+	}
+	if out, err := download("example.com/x@v1.0.0", "example.com/y@v1.0.0"); err != nil {
+		t.Fatalf("download with the upstream up: %v\n%s", err, out)
+	}
+	up.Close()
+	db.Close()
+	for _, mods := range [][]string{{"example.com/x@v1.0.0"}, {"example.com/y@v1.0.0"}, {"example.com/x@v1.0.0", "example.com/y@v1.0.0"}} {
+		if out, err := download(mods...); err != nil || strings.Contains(out, `"Error"`) {
+			t.Errorf("offline download of %v by a fresh go command: %v\n%s", mods, err, out)
+		}
 	}
 }
