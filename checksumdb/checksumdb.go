@@ -105,7 +105,7 @@ type DB struct {
 	latest []byte // the latest verified signed tree (the client's config)
 
 	widthMu sync.Mutex // orders the updates of the widest-tile index
-	state  string // the last route state reported
+	state   string     // the last route state reported
 
 	securityErrors atomic.Int64
 }
