@@ -103,9 +103,9 @@ type DB struct {
 
 	mu     sync.Mutex
 	latest []byte // the latest verified signed tree (the client's config)
+	state  string // the last route state reported
 
 	widthMu sync.Mutex // orders the updates of the widest-tile index
-	state   string     // the last route state reported
 
 	securityErrors atomic.Int64
 }
