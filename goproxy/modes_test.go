@@ -75,3 +75,74 @@ func TestOfflineMode(t *testing.T) {
 		t.Errorf("offline mode asked upstream %d times", n)
 	}
 }
+
+// Every answer says how the cache handled it (RFC 9211 Cache-Status), so
+// that a chain of proxies can be debugged from the go command's side.
+func TestCacheStatus(t *testing.T) {
+	t.Parallel()
+	up := testenv.NewUpstream(t, modA, modA11)
+	e := newEnv(t, up, options{listTTL: time.Nanosecond})
+	status := func(p string, want int) string {
+		t.Helper()
+		resp, _ := e.get(p, want)
+		return resp.Header.Get("Cache-Status")
+	}
+	for _, tt := range []struct{ path, want string }{
+		{path(modA, "info"), "Piraeus; fwd=miss; fwd-status=200; stored"},
+		{path(modA, "info"), "Piraeus; hit; detail=disk"},
+		{path(modA, "list"), "Piraeus; fwd=miss; fwd-status=200; stored"},
+		{path(modA, "list"), "Piraeus; fwd=stale; fwd-status=200; stored"}, // expired at once
+	} {
+		if got := status(tt.path, 200); got != tt.want {
+			t.Errorf("%s: Cache-Status %q; want %q", tt.path, got, tt.want)
+		}
+	}
+	missing := "example.com/none/@v/v1.0.0.info"
+	if got, want := status(missing, 404), "Piraeus; fwd=miss; fwd-status=404"; got != want {
+		t.Errorf("unknown module: Cache-Status %q; want %q", got, want)
+	}
+	if got, want := status(missing, 404), "Piraeus; hit; detail=not-found"; got != want {
+		t.Errorf("remembered not-found: Cache-Status %q; want %q", got, want)
+	}
+	up.SetFailure(http.StatusInternalServerError)
+	if got := status(path(modA, "list"), 200); !strings.HasPrefix(got, "Piraeus; fwd=stale; fwd-status=502") {
+		t.Errorf("stale list served after an upstream failure: Cache-Status %q", got)
+	}
+}
+
+// proxy.golang.org's cache-only conventions: a path under /cached-only/
+// or a Disable-Module-Fetch: true header answers from the cache alone,
+// and a miss is a 404 that asks nothing upstream. The go command uses the
+// prefix as its GOPROXY.
+func TestCacheOnlyRequests(t *testing.T) {
+	t.Parallel()
+	up := testenv.NewUpstream(t, modA, modA11)
+	e := newEnv(t, up, options{})
+	for _, p := range []string{"cached-only/" + path(modA, "info"), "cached-only/" + path(modA, "zip")} {
+		if resp, body := e.do("GET", p); resp.StatusCode != http.StatusNotFound || resp.Header.Get("Cache-Status") != "Piraeus; detail=not-cached" {
+			t.Errorf("%s before any fetch: %d %q (Cache-Status %q); want 404", p, resp.StatusCode, body, resp.Header.Get("Cache-Status"))
+		}
+	}
+	if resp, body := e.do("GET", path(modA, "mod"), "Disable-Module-Fetch", "true"); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("Disable-Module-Fetch: true before any fetch: %d %q; want 404", resp.StatusCode, body)
+	}
+	if n := up.Total(); n != 0 {
+		t.Fatalf("cache-only requests asked upstream %d times", n)
+	}
+	// Filled by an ordinary client, then served to cache-only ones.
+	testenv.RunGo(t, t.TempDir(), testenv.GoEnv(t, e.srv.URL), "mod", "download", "example.com/a@v1.0.0")
+	fetched := up.Total()
+	out := testenv.RunGo(t, t.TempDir(), testenv.GoEnv(t, e.srv.URL+"/cached-only"), "mod", "download", "-json", "example.com/a@v1.0.0")
+	if strings.Contains(out, `"Error"`) {
+		t.Fatalf("go mod download through /cached-only/: %s", out)
+	}
+	if resp, _ := e.do("GET", path(modA, "mod"), "Disable-Module-Fetch", "true"); resp.StatusCode != 200 || resp.Header.Get("Cache-Status") != "Piraeus; hit; detail=disk" {
+		t.Errorf("Disable-Module-Fetch: true after the fetch: %d, Cache-Status %q", resp.StatusCode, resp.Header.Get("Cache-Status"))
+	}
+	if _, err := testenv.TryGo(t, t.TempDir(), testenv.GoEnv(t, e.srv.URL+"/cached-only"), "mod", "download", "example.com/a@v1.1.0"); err == nil {
+		t.Error("a version that is not cached was downloaded through /cached-only/")
+	}
+	if n := up.Total(); n != fetched {
+		t.Errorf("cache-only clients asked upstream %d times", n-fetched)
+	}
+}

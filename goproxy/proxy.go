@@ -129,11 +129,23 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.cfg.Metrics.request("invalid", "method_not_allowed")
 		return
 	}
+	// The cache-only conventions of proxy.golang.org: a path under
+	// /cached-only/, or a Disable-Module-Fetch: true header, is answered
+	// from the cache alone, a miss with a 404.
+	cacheOnly := strings.EqualFold(strings.TrimSpace(r.Header.Get("Disable-Module-Fetch")), "true")
+	if rest, ok := strings.CutPrefix(r.URL.Path, cachedOnlyPrefix); ok {
+		u := *r.URL
+		u.Path = "/" + rest
+		u.RawPath = strings.TrimPrefix(u.RawPath, cachedOnlyPrefix[:len(cachedOnlyPrefix)-1])
+		r = r.Clone(r.Context())
+		r.URL = &u
+		cacheOnly = true
+	}
 	if rest, ok := strings.CutPrefix(r.URL.Path, "/sumdb/"); ok {
 		p.serveSumDB(w, r, rest)
 		return
 	}
-	if p.serveOps(w, r) {
+	if !cacheOnly && p.serveOps(w, r) {
 		return
 	}
 	if strings.Contains(strings.ToLower(r.URL.RawPath), "%2f") {
@@ -149,7 +161,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.stats.request(a)
-	ans, err := p.Get(r.Context(), a)
+	ctx := r.Context()
+	if cacheOnly {
+		ctx = context.WithValue(ctx, cacheOnlyKey{}, true)
+	}
+	ans, err := p.Get(ctx, a)
+	if ans.CacheStatus != "" {
+		w.Header().Set("Cache-Status", cacheStatusName+"; "+ans.CacheStatus)
+	}
 	if err != nil {
 		p.cfg.Metrics.request(a.Kind.String(), p.writeFetchError(w, r, err))
 		return
@@ -249,6 +268,53 @@ type Answer struct {
 	Stale bool
 	// Redirect is the URL to send the client to.
 	Redirect string
+	// CacheStatus is how the cache handled the request, as the
+	// parameters of an RFC 9211 Cache-Status entry ("hit; detail=disk",
+	// "fwd=miss; fwd-status=200; stored"); it is set with an error too.
+	CacheStatus string
+}
+
+// cacheStatusName names this cache in Cache-Status headers.
+const cacheStatusName = "Piraeus"
+
+// cachedOnlyPrefix is proxy.golang.org's path prefix for answers from the
+// cache alone.
+const cachedOnlyPrefix = "/cached-only/"
+
+// cacheOnlyKey marks a request context whose artifact must come from the
+// cache alone (Disable-Module-Fetch, /cached-only/).
+type cacheOnlyKey struct{}
+
+func isCacheOnly(ctx context.Context) bool {
+	v, _ := ctx.Value(cacheOnlyKey{}).(bool)
+	return v
+}
+
+// hitStatus is the Cache-Status of an object served from a tier; a stale
+// one says by how long (a negative ttl).
+func hitStatus(obj *cachetier.Object, now time.Time) string {
+	st := "hit; detail=" + obj.Tier
+	if !obj.Expires.IsZero() && !obj.Fresh(now) {
+		st = fmt.Sprintf("hit; ttl=%d; detail=%s", -int64(now.Sub(obj.Expires)/time.Second)-1, obj.Tier)
+	}
+	return st
+}
+
+// fwdStatus is the Cache-Status of an answer fetched upstream: fwd is why
+// it was ("miss", or "stale" for an expired list or @latest).
+func fwdStatus(fwd string, obj *cachetier.Object, err error) string {
+	if err != nil {
+		status := http.StatusBadGateway
+		if fe, ok := httperr.As(err); ok {
+			status = fe.Status
+		}
+		return fmt.Sprintf("fwd=%s; fwd-status=%d", fwd, status)
+	}
+	st := "fwd=" + fwd + "; fwd-status=200"
+	if obj.Tier != "spool" { // a spool is an answer that could not be stored
+		st += "; stored"
+	}
+	return st
 }
 
 // Get returns the artifact from the cache or, on a miss, from upstream.
@@ -259,47 +325,56 @@ func (p *Proxy) Get(ctx context.Context, a artifact.Artifact) (Answer, error) {
 		if url, err := p.cfg.Tiers.Presign(ctx, key, p.cfg.RedirectLarge, p.cfg.RedirectTTL); err == nil {
 			p.cfg.Metrics.hit("presigned")
 			p.stats.hit("presigned")
-			return Answer{Redirect: url}, nil
+			return Answer{Redirect: url, CacheStatus: "hit; detail=presigned"}, nil
 		}
 	}
 	var old *cachetier.Object
+	now := time.Now()
 	if obj, err := p.cfg.Tiers.Get(ctx, key, p.checkShared(a)); err == nil {
-		if obj.Fresh(time.Now()) {
+		if obj.Fresh(now) {
 			p.cfg.Metrics.hit(obj.Tier)
 			p.stats.hit(obj.Tier)
-			return Answer{Object: obj}, nil
+			return Answer{Object: obj, CacheStatus: hitStatus(obj, now)}, nil
 		}
 		old = obj
 	}
 	p.cfg.Metrics.miss(a)
 	p.stats.miss()
 	mode := p.mode(a.Module)
-	if mode == Offline {
+	if cacheOnly := isCacheOnly(ctx); cacheOnly || mode == Offline {
 		if old != nil {
-			return Answer{Object: old, Stale: true}, nil
+			return Answer{Object: old, Stale: true, CacheStatus: hitStatus(old, now)}, nil
 		}
-		return Answer{}, offlineMiss(a)
+		if cacheOnly {
+			return Answer{CacheStatus: "detail=not-cached"}, &httperr.Error{Status: http.StatusNotFound,
+				Msg: "not found: " + a.String() + " is not in the cache, and the request asked for the cache alone", Source: "cache-only"}
+		}
+		return Answer{CacheStatus: "detail=not-cached"}, offlineMiss(a)
 	}
 	if fe, ok := p.knownNotFound(ctx, key); ok {
 		old.Close()
-		return Answer{}, fe
+		return Answer{CacheStatus: "hit; detail=not-found"}, fe
 	}
 	if mode == Redirect && old == nil {
 		if url := p.redirect(a); url != "" {
-			return Answer{Redirect: url}, nil
+			return Answer{Redirect: url, CacheStatus: "fwd=miss; detail=redirect"}, nil
 		}
+	}
+	fwd := "miss"
+	if old != nil {
+		fwd = "stale"
 	}
 	obj, err := p.collapse(ctx, a)
 	if err == nil {
 		old.Close()
-		return Answer{Object: obj}, nil
+		return Answer{Object: obj, CacheStatus: fwdStatus(fwd, obj, nil)}, nil
 	}
 	if old != nil && !httperr.IsNotFound(err) && !httperr.IsRefusal(err) && ctx.Err() == nil {
 		p.log.Warn("upstream failed; serving stale copy", zap.Stringer("artifact", a), zap.Error(err))
-		return Answer{Object: old, Stale: true}, nil
+		return Answer{Object: old, Stale: true, CacheStatus: fwdStatus(fwd, nil, err) + "; detail=" + old.Tier}, nil
 	}
 	old.Close()
-	return Answer{}, err
+	return Answer{CacheStatus: fwdStatus(fwd, nil, err)}, err
 }
 
 // knownNotFound returns a remembered not-found answer for key: this node's,
