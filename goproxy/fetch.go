@@ -184,9 +184,9 @@ func (p *Proxy) fetch(a artifact.Artifact) (*fetched, error) {
 	case httperr.IsNotFound(err):
 		rec.Outcome = "not_found"
 		fe := asFetchError(err)
-		p.cfg.notFound.Put(p.key(a), fe)
+		p.cfg.notFound.PutFor(p.key(a), fe, p.notFoundTTL(a))
 		if p.cfg.Fleet != nil {
-			p.cfg.Fleet.PutNotFound(ctx, p.key(a), fe.Status, fe.Msg, p.cfg.NotFoundTTL)
+			p.cfg.Fleet.PutNotFound(ctx, p.key(a), fe.Status, fe.Msg, p.notFoundTTL(a))
 		}
 		p.log.Info("upstream fetch", append(fields, zap.String("outcome", "not_found"))...)
 		p.cfg.Metrics.fetch(a, source, "not_found", time.Since(start))
@@ -210,7 +210,7 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact) (f *fetc
 			if f, ok := p.cached(ctx, a); ok {
 				return f, "peer", nil
 			}
-			if fe, ok := p.knownNotFound(ctx, p.key(a)); ok {
+			if fe, ok := p.knownNotFound(ctx, a); ok {
 				return nil, "peer", fe
 			}
 			if f, ok := p.fromTransfer(ctx, a); ok {

@@ -28,14 +28,20 @@ import (
 
 // Defaults for Options fields left zero.
 const (
-	DefaultUpstream     = "https://proxy.golang.org"
-	DefaultSumDB        = "sum.golang.org"
-	DefaultListTTL      = time.Minute
-	DefaultNotFoundTTL  = 30 * time.Second
-	DefaultFetchTimeout = 5 * time.Minute
-	DefaultMaxFetches   = 256
-	DefaultSpoolMax     = 2 << 30
-	DefaultRedirectTTL  = 5 * time.Minute
+	DefaultUpstream    = "https://proxy.golang.org"
+	DefaultSumDB       = "sum.golang.org"
+	DefaultListTTL     = time.Minute
+	DefaultNotFoundTTL = 30 * time.Second
+	// DefaultNotFoundVersionTTL is how long a not-found answer for a named
+	// version (its .info, .mod or .zip) is remembered: a version tagged
+	// right after a client asked for it is found at the next ask, while a
+	// flood of asks for it still costs one upstream request per key in
+	// that time.
+	DefaultNotFoundVersionTTL = 5 * time.Second
+	DefaultFetchTimeout       = 5 * time.Minute
+	DefaultMaxFetches         = 256
+	DefaultSpoolMax           = 2 << 30
+	DefaultRedirectTTL        = 5 * time.Minute
 	// notFoundEntries bounds the not-found answers remembered.
 	notFoundEntries = 1 << 16
 )
@@ -66,9 +72,12 @@ type Options struct {
 	// matching rule wins.
 	Modes []ModeOption
 
-	ListTTL      time.Duration // freshness of list and @latest; DefaultListTTL
-	NotFoundTTL  time.Duration // how long a 404/410 is remembered; DefaultNotFoundTTL
-	FetchTimeout time.Duration // one upstream fetch, body included; DefaultFetchTimeout
+	ListTTL     time.Duration // freshness of list and @latest; DefaultListTTL
+	NotFoundTTL time.Duration // how long a 404/410 is remembered; DefaultNotFoundTTL
+	// NotFoundVersionTTL is how long a 404/410 for a named version is
+	// remembered; DefaultNotFoundVersionTTL, at most NotFoundTTL.
+	NotFoundVersionTTL time.Duration
+	FetchTimeout       time.Duration // one upstream fetch, body included; DefaultFetchTimeout
 	// DialTimeout, ResponseHeaderTimeout and MaxConnsPerHost bound the
 	// client of upstream proxies and checksum databases (see
 	// fetcher.HTTPConfig); SumDBTimeout bounds one checksum database read.
@@ -222,8 +231,10 @@ func New(o Options) (*Proxy, error) {
 		o.SandboxDir = filepath.Join(os.TempDir(), "piraeus-direct")
 	}
 	cfg := config{
-		ListTTL:      orDefault(o.ListTTL, DefaultListTTL),
-		NotFoundTTL:  orDefault(o.NotFoundTTL, DefaultNotFoundTTL),
+		ListTTL:     orDefault(o.ListTTL, DefaultListTTL),
+		NotFoundTTL: orDefault(o.NotFoundTTL, DefaultNotFoundTTL),
+		NotFoundVersionTTL: min(orDefault(o.NotFoundVersionTTL, DefaultNotFoundVersionTTL),
+			orDefault(o.NotFoundTTL, DefaultNotFoundTTL)),
 		FetchTimeout: orDefault(o.FetchTimeout, DefaultFetchTimeout),
 		MaxFetches:   orDefault(o.MaxFetches, DefaultMaxFetches),
 		SpoolMax:     orDefault(o.SpoolMax, DefaultSpoolMax),

@@ -237,7 +237,7 @@ func (pf *prefetcher) prefetch(it prefetchItem) {
 			return
 		}
 	}
-	if _, ok := pf.p.knownNotFound(pf.ctx, key); ok {
+	if _, ok := pf.p.knownNotFound(pf.ctx, a); ok {
 		outcome = "not_found"
 		return
 	}

@@ -32,11 +32,13 @@ type config struct {
 	Fetcher fetcher.Fetcher
 	Tiers   Cache
 
-	ListTTL      time.Duration
-	NotFoundTTL  time.Duration
-	FetchTimeout time.Duration
-	MaxFetches   int
-	SpoolMax     int64
+	ListTTL     time.Duration
+	NotFoundTTL time.Duration
+	// NotFoundVersionTTL applies to a named version's artifacts.
+	NotFoundVersionTTL time.Duration
+	FetchTimeout       time.Duration
+	MaxFetches         int
+	SpoolMax           int64
 
 	// SumDBs are the checksum databases proxied under /sumdb/<name>/.
 	SumDBs []*checksumdb.DB
@@ -170,7 +172,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Status", cacheStatusName+"; "+ans.CacheStatus)
 	}
 	if err != nil {
-		p.cfg.Metrics.request(a.Kind.String(), p.writeFetchError(w, r, err))
+		p.cfg.Metrics.request(a.Kind.String(), p.writeFetchError(w, r, err, p.notFoundTTL(a)))
 		return
 	}
 	if ans.Redirect != "" {
@@ -226,15 +228,16 @@ func (c *countingWriter) ReadFrom(r io.Reader) (int64, error) {
 	return n, err
 }
 
-// writeFetchError answers a failed lookup and returns its metrics result.
-func (p *Proxy) writeFetchError(w http.ResponseWriter, r *http.Request, err error) string {
+// writeFetchError answers a failed lookup and returns its metrics result;
+// a not-found answer may be kept by clients for notFoundMaxAge.
+func (p *Proxy) writeFetchError(w http.ResponseWriter, r *http.Request, err error, notFoundMaxAge time.Duration) string {
 	if r.Context().Err() != nil {
 		return "canceled" // the client is gone; nobody reads an answer
 	}
 	if fe, ok := httperr.As(err); ok {
 		var maxAge time.Duration
 		if httperr.IsNotFound(fe) {
-			maxAge = p.cfg.NotFoundTTL
+			maxAge = notFoundMaxAge
 		}
 		writeError(w, fe.Status, fe.Msg, maxAge)
 		return resultOf(fe.Status)
@@ -351,7 +354,7 @@ func (p *Proxy) Get(ctx context.Context, a artifact.Artifact) (Answer, error) {
 		}
 		return Answer{CacheStatus: "detail=not-cached"}, offlineMiss(a)
 	}
-	if fe, ok := p.knownNotFound(ctx, key); ok {
+	if fe, ok := p.knownNotFound(ctx, a); ok {
 		old.Close()
 		return Answer{CacheStatus: "hit; detail=not-found"}, fe
 	}
@@ -377,20 +380,33 @@ func (p *Proxy) Get(ctx context.Context, a artifact.Artifact) (Answer, error) {
 	return Answer{CacheStatus: fwdStatus(fwd, nil, err)}, err
 }
 
-// knownNotFound returns a remembered not-found answer for key: this node's,
+// knownNotFound returns a remembered not-found answer for a: this node's,
 // or one another node shared.
-func (p *Proxy) knownNotFound(ctx context.Context, key string) (*httperr.Error, bool) {
+func (p *Proxy) knownNotFound(ctx context.Context, a artifact.Artifact) (*httperr.Error, bool) {
+	key := p.key(a)
 	if fe, ok := p.cfg.notFound.Get(key); ok {
 		return fe, true
 	}
 	if p.cfg.Fleet != nil {
 		if status, msg, ok := p.cfg.Fleet.GetNotFound(ctx, key); ok {
 			fe := &httperr.Error{Status: status, Msg: msg, Source: "peer"}
-			p.cfg.notFound.Put(key, fe)
+			p.cfg.notFound.PutFor(key, fe, p.notFoundTTL(a))
 			return fe, true
 		}
 	}
 	return nil, false
+}
+
+// notFoundTTL is how long a not-found answer for a is remembered: a
+// version's artifacts (.info, .mod, .zip, a version query) briefly, so
+// that a version published since is found when a client asks for it; a
+// module's list and @latest for NotFoundTTL.
+func (p *Proxy) notFoundTTL(a artifact.Artifact) time.Duration {
+	switch a.Kind {
+	case artifact.Info, artifact.Mod, artifact.Zip:
+		return p.cfg.NotFoundVersionTTL
+	}
+	return p.cfg.NotFoundTTL
 }
 
 // Purge removes artifacts from every tier, leaving tombstones where the

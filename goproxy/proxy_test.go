@@ -45,31 +45,32 @@ type env struct {
 }
 
 type options struct {
-	upstream        string // GOPROXY list; "" means the fixture upstream
-	memory          bool
-	listTTL         time.Duration
-	timeout         time.Duration
-	diskRoot        string
-	maxInMemory     int64
-	redis           *testenv.Redis // shared tier and fleet
-	redisMax        int64
-	redisTimeout    time.Duration
-	direct          DirectOptions
-	sandboxDir      string
-	private         string
-	logger          *zap.Logger // default: the test's log
-	modes           []ModeOption
-	sumdb           *testenv.SumDB // verify against and proxy this database; none: sumdb off
-	sumdbProbe      bool           // reach it through the upstream's /sumdb/, probing /supported
-	sumdbTimeout    time.Duration
-	noVerify        string
-	maxConnsPerHost int
-	maxFetches      int
-	spoolMax        int64
-	diskMax         int64
-	handOverMax     int64 // fleet-wide bytes of hand-overs in flight
-	sameHost        bool  // refuse upstream redirects to other hosts
-	prefetch        PrefetchOptions
+	upstream           string // GOPROXY list; "" means the fixture upstream
+	memory             bool
+	listTTL            time.Duration
+	notFoundVersionTTL time.Duration
+	timeout            time.Duration
+	diskRoot           string
+	maxInMemory        int64
+	redis              *testenv.Redis // shared tier and fleet
+	redisMax           int64
+	redisTimeout       time.Duration
+	direct             DirectOptions
+	sandboxDir         string
+	private            string
+	logger             *zap.Logger // default: the test's log
+	modes              []ModeOption
+	sumdb              *testenv.SumDB // verify against and proxy this database; none: sumdb off
+	sumdbProbe         bool           // reach it through the upstream's /sumdb/, probing /supported
+	sumdbTimeout       time.Duration
+	noVerify           string
+	maxConnsPerHost    int
+	maxFetches         int
+	spoolMax           int64
+	diskMax            int64
+	handOverMax        int64 // fleet-wide bytes of hand-overs in flight
+	sameHost           bool  // refuse upstream redirects to other hosts
+	prefetch           PrefetchOptions
 }
 
 // newEnv assembles a proxy with New, as the Caddy module does, on real
@@ -91,7 +92,7 @@ func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 	})
 	opts := Options{
 		Upstream: o.upstream, Direct: o.direct, SandboxDir: o.sandboxDir, Modes: o.modes,
-		ListTTL: o.listTTL, FetchTimeout: o.timeout, MaxConnsPerHost: o.maxConnsPerHost, MaxFetches: o.maxFetches, SpoolMax: o.spoolMax,
+		ListTTL: o.listTTL, NotFoundVersionTTL: o.notFoundVersionTTL, FetchTimeout: o.timeout, MaxConnsPerHost: o.maxConnsPerHost, MaxFetches: o.maxFetches, SpoolMax: o.spoolMax,
 		SumDBTimeout: o.sumdbTimeout, Cache: cache.Tiers, Fleet: cache.Fleet, Logger: o.logger,
 		SameHostRedirects: o.sameHost, Prefetch: o.prefetch,
 	}
@@ -393,16 +394,42 @@ func TestNotFound(t *testing.T) {
 		if !strings.Contains(string(body), "unknown revision v1.9.9") {
 			t.Errorf("404 body %q does not pass on upstream's reason", body)
 		}
-		if cc := resp.Header.Get("Cache-Control"); cc != "public, max-age=30" {
-			t.Errorf("404 Cache-Control %q", cc)
+		if cc := resp.Header.Get("Cache-Control"); cc != "public, max-age=5" {
+			t.Errorf("404 of a version: Cache-Control %q", cc)
 		}
 	}
 	if n := up.Requests(p); n != 1 {
 		t.Errorf("not-found asked upstream %d times; want 1 (negative cache)", n)
 	}
-	e.get("example.com/nope/@v/list", 404)
+	if resp, _ := e.get("example.com/nope/@v/list", 404); resp.Header.Get("Cache-Control") != "public, max-age=30" {
+		t.Errorf("404 of a module's list: Cache-Control %q", resp.Header.Get("Cache-Control"))
+	}
 	up.SetFailure(410)
 	e.get("example.com/gone/@latest", 410)
+}
+
+// A version tagged right after a client asked for it is found when a
+// client asks for it again: a version's not-found answer is remembered
+// only briefly (NotFoundVersionTTL, 1ns here), a module's for NotFoundTTL.
+func TestVersionPublishedSinceNotFound(t *testing.T) {
+	t.Parallel()
+	up := testenv.NewUpstream(t, modA)
+	e := newEnv(t, up, options{notFoundVersionTTL: time.Nanosecond})
+	tagged := testenv.Module{Path: "example.com/a", Version: "v1.2.3", Files: map[string]string{"a.go": "package a\n"}}
+	for _, kind := range []string{"info", "mod", "zip"} {
+		e.get(path(tagged, kind), 404)
+	}
+	e.get("example.com/later/@v/list", 404)
+	up.Add(tagged)
+	up.Add(testenv.Module{Path: "example.com/later", Version: "v1.0.0"})
+	out := testenv.RunGo(t, t.TempDir(), testenv.GoEnv(t, e.srv.URL), "mod", "download", "-json", "example.com/a@v1.2.3")
+	if strings.Contains(out, `"Error"`) {
+		t.Fatalf("the version tagged since was not found: %s", out)
+	}
+	e.get("example.com/later/@v/list", 404) // a module's not-found is remembered
+	if n := up.Requests("example.com/later/@v/list"); n != 1 {
+		t.Errorf("a module's remembered not-found asked upstream %d times; want 1", n)
+	}
 }
 
 func TestStaleOnError(t *testing.T) {

@@ -90,7 +90,7 @@ func (p *Proxy) serveSumDB(w http.ResponseWriter, r *http.Request, rest string) 
 		return
 	}
 	if err != nil {
-		p.cfg.Metrics.request("sumdb", p.writeFetchError(w, r, err))
+		p.cfg.Metrics.request("sumdb", p.writeFetchError(w, r, err, p.cfg.NotFoundTTL))
 		return
 	}
 	p.cfg.Metrics.request("sumdb", "ok")

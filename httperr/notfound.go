@@ -44,6 +44,14 @@ func (n *NotFoundCache) Put(key string, e *Error) {
 	}
 }
 
+// PutFor is Put with a time to live of its own, at most the cache's.
+func (n *NotFoundCache) PutFor(key string, e *Error, ttl time.Duration) {
+	if ttl = min(ttl, n.ttl); ttl > 0 && IsNotFound(e) {
+		n.c.SetWithTTL(key, e, 1, ttl)
+		n.c.Wait()
+	}
+}
+
 // Del forgets key.
 func (n *NotFoundCache) Del(key string) { n.c.Del(key) }
 
