@@ -13,7 +13,7 @@ STATICCHECK_VERSION ?= v0.8.2
 # The S3 server the tests run (a real one, on loopback).
 VERSITYGW_VERSION ?= v1.8.0
 
-.PHONY: build run test lint tools bench fuzz soak fmt vet clean
+.PHONY: build run test lint tools bench realworld fuzz soak fmt vet clean
 
 build:
 	$(GO) build -o bin/caddy ./cmd/caddy
@@ -53,6 +53,13 @@ bench: build
 	$(GO) test -run '^$$' -bench Graph -benchtime 1x -timeout 60m ./bench/
 	$(GO) run ./bench/loadtest
 	$(GO) run ./bench/soak -d $(SOAKTIME)
+
+# Real module graphs through bin/caddy, compared with the go command going
+# direct (needs the module proxy this machine reaches; not part of make
+# test). REALWORLD_FLAGS=-graphs name=module@version,... picks the graphs.
+REALWORLD_FLAGS ?=
+realworld: build
+	$(GO) run ./bench/realworld $(REALWORLD_FLAGS)
 
 # A bounded soak: bin/caddy under 256 clients with upstream faults injected.
 SOAKTIME ?= 60s

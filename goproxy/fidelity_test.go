@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
@@ -244,4 +245,39 @@ func isZip64(t *testing.T, name string) bool {
 	}
 	tail := data[max(0, len(data)-1024):]
 	return bytes.Contains(tail, []byte("PK\x06\x06")) && bytes.Contains(tail, []byte("PK\x06\x07"))
+}
+
+// The deprecation and retraction checks of `go list -m -u` (and of `go
+// install mod@old`) read @latest's or the list's newest version and its
+// go.mod: they answer the same through the mirror as from the upstream,
+// and from the cache alone once the upstream is down (stale lists).
+func TestDeprecationAndRetractionOffline(t *testing.T) {
+	t.Parallel()
+	old := testenv.Module{Path: "example.com/dep", Version: "v1.0.0", Files: map[string]string{"dep.go": "package dep\n"}}
+	newest := testenv.Module{Path: "example.com/dep", Version: "v1.1.0",
+		GoMod: "// Deprecated: use example.com/dep/v2.\nmodule example.com/dep\n\ngo 1.21\n\nretract v1.0.0 // broken\n",
+		Files: map[string]string{"dep.go": "package dep\n"}}
+	up := testenv.NewUpstream(t, old, newest)
+	e := newEnv(t, up, options{listTTL: time.Nanosecond})
+	listU := func(goproxy string) string {
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module example.com/app\n\ngo 1.21\n\nrequire example.com/dep v1.0.0\n"), 0o644)
+		env := append(testenv.GoEnv(t, goproxy), "GOFLAGS=-mod=mod")
+		out, err := testenv.TryGo(t, dir, env, "list", "-m", "-u", "-retracted", "all")
+		if err != nil {
+			t.Fatalf("go list -m -u all through %s: %v\n%s", goproxy, err, out)
+		}
+		return out
+	}
+	direct := listU(up.URL)
+	if !strings.Contains(direct, "(retracted)") || !strings.Contains(direct, "(deprecated)") {
+		t.Fatalf("the fixture shows no retraction or deprecation: %s", direct)
+	}
+	if mirror := listU(e.srv.URL); mirror != direct {
+		t.Errorf("through the mirror:\n%s\nfrom the upstream:\n%s", mirror, direct)
+	}
+	up.Close()
+	if offline := listU(e.srv.URL); offline != direct {
+		t.Errorf("through the mirror with the upstream down:\n%s\nfrom the upstream:\n%s", offline, direct)
+	}
 }

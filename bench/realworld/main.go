@@ -1,0 +1,420 @@
+// Command realworld checks Piraeus on real module graphs, where the
+// hermetic suite's fixtures are kinder than the world (zip64 archives, a
+// checksum database that grows between clients, long requirement lists,
+// graph pruning). It needs the module proxy that this machine's go
+// command reaches (`go env GOPROXY`), so it is `make realworld`, not part
+// of `make test`.
+//
+// For each graph (a module at a version: its go.mod is the main module,
+// without its go.sum, so that every module is looked up in the checksum
+// database) it fetches the graph once into a local fixture, a module
+// cache, served on loopback as a GOPROXY that counts requests and passes
+// /sumdb/ to the machine's proxy (the real sum.golang.org). Then it runs
+// the go command with fresh module caches straight from the fixture, through
+// a cold bin/caddy and through the same one warm, and compares every Sum
+// and GoModSum of `go mod download -json all`, the output of `go list -m -u
+// all` and `go mod verify`, and the errors: what the source refuses must be
+// refused the same way.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/piraeus-go/piraeus/internal/testenv"
+)
+
+var (
+	caddyBin = flag.String("caddy", "bin/caddy", "Caddy with Piraeus (make build)")
+	graphs   = flag.String("graphs", "caddy=github.com/caddyserver/caddy/v2@v2.11.9,prometheus=github.com/prometheus/prometheus@latest,terraform=github.com/hashicorp/terraform@latest,istio=istio.io/istio@latest",
+		"comma-separated name=module@version graphs")
+	workDir = flag.String("work", "", "directory for fixtures and module caches (default: a temp dir, removed at the end)")
+	timeout = flag.Duration("timeout", 30*time.Minute, "bound on each go command")
+)
+
+func main() {
+	flag.Parse()
+	log.SetFlags(0)
+	if _, err := os.Stat(*caddyBin); err != nil {
+		log.Fatalf("%s not found: run `make build` first", *caddyBin)
+	}
+	source := networkProxy()
+	if source == nil {
+		log.Fatal("go env GOPROXY names no proxy to fetch the graphs from")
+	}
+	work := *workDir
+	if work == "" {
+		dir, err := os.MkdirTemp("", "piraeus-realworld-")
+		must(err)
+		defer removeAll(dir)
+		work = dir
+	}
+	var rows []row
+	for _, g := range strings.Split(*graphs, ",") {
+		name, mv, ok := strings.Cut(strings.TrimSpace(g), "=")
+		if !ok {
+			log.Fatalf("graph %q: want name=module@version", g)
+		}
+		r, err := runGraph(filepath.Join(work, name), name, mv, source)
+		if err != nil {
+			log.Printf("%s: %v", name, err)
+			r = row{name: name, module: mv, problems: []string{err.Error()}}
+		}
+		rows = append(rows, r)
+	}
+	printTable(os.Stdout, rows)
+	for _, r := range rows {
+		if len(r.problems) > 0 {
+			os.Exit(1)
+		}
+	}
+}
+
+// row is one graph's figures.
+type row struct {
+	name, module string
+	modules      int
+	refused      int // modules the source refuses (Error in go mod download)
+	identical    bool
+	times        [3]time.Duration // direct, cold, warm
+	upstream     [2]int64         // fixture requests during cold, warm
+	sumdb        [3]int64         // checksum-database requests: direct, cold, warm
+	peakRSS      int64            // KiB, bin/caddy
+	problems     []string
+}
+
+// result is what one client run saw.
+type result struct {
+	sums     map[string]string // module@version -> "Sum GoModSum" or "error: ..."
+	listU    string
+	verified bool
+	took     time.Duration
+}
+
+// runGraph builds the fixture of one graph and runs the three clients.
+func runGraph(dir, name, mv string, source *url.URL) (row, error) {
+	r := row{name: name, module: mv}
+	fixture := filepath.Join(dir, "fixture")
+	main := filepath.Join(dir, "main")
+	must(os.MkdirAll(main, 0o755))
+
+	// The graph, fetched once from the source into the fixture's cache.
+	log.Printf("%s: fetching %s and its graph from %s", name, mv, source.Redacted())
+	fetchEnv := goEnv(fixture, source.String(), dir)
+	out, err := goCmd(dir, fetchEnv, "mod", "download", "-json", mv)
+	if err != nil {
+		return r, fmt.Errorf("go mod download %s: %v\n%s", mv, err, out)
+	}
+	var root struct{ Path, Version, GoMod, Error string }
+	if err := json.Unmarshal(out, &root); err != nil || root.Error != "" {
+		return r, fmt.Errorf("go mod download %s: %v %s", mv, err, root.Error)
+	}
+	r.module = root.Path + "@" + root.Version
+	gomod, err := os.ReadFile(root.GoMod)
+	must(err)
+	must(os.WriteFile(filepath.Join(main, "go.mod"), gomod, 0o644))
+	// Every client run below starts from this go.mod and no go.sum.
+	if out, err := goCmd(main, fetchEnv, "mod", "download", "-json", "all"); err != nil && len(out) == 0 {
+		return r, fmt.Errorf("filling the fixture: %v", err)
+	}
+	if out, err := goCmd(main, fetchEnv, "list", "-m", "-u", "all"); err != nil {
+		log.Printf("%s: go list -m -u all from the source: %v\n%s", name, err, firstLines(out, 5))
+	}
+	os.Remove(filepath.Join(main, "go.sum"))
+
+	fx := newFixtureServer(filepath.Join(fixture, "cache", "download"), source)
+	defer fx.close()
+
+	// Straight from the fixture.
+	direct, err := client(dir, main, "direct", fx.url)
+	if err != nil {
+		return r, err
+	}
+	r.sumdb[0] = fx.sumdb.Swap(0)
+	fx.requests.Store(0)
+
+	// Through a cold bin/caddy, then warm.
+	caddy, err := startCaddy(dir, fx.url)
+	if err != nil {
+		return r, err
+	}
+	defer caddy.stop()
+	cold, err := client(dir, main, "cold", caddy.url)
+	if err != nil {
+		return r, err
+	}
+	r.upstream[0], r.sumdb[1] = fx.requests.Swap(0), fx.sumdb.Swap(0)
+	warm, err := client(dir, main, "warm", caddy.url)
+	if err != nil {
+		return r, err
+	}
+	r.upstream[1], r.sumdb[2] = fx.requests.Swap(0), fx.sumdb.Swap(0)
+	r.peakRSS = testenv.ProcStatusKiB(caddy.cmd.Process.Pid, "VmHWM:")
+
+	r.modules = len(direct.sums)
+	r.times = [3]time.Duration{direct.took, cold.took, warm.took}
+	for _, v := range direct.sums {
+		if strings.HasPrefix(v, "error: ") {
+			r.refused++
+		}
+	}
+	r.problems = append(r.problems, compare("cold", direct, cold)...)
+	r.problems = append(r.problems, compare("warm", direct, warm)...)
+	r.identical = len(r.problems) == 0
+	for _, p := range r.problems {
+		log.Printf("%s: %s", name, p)
+	}
+	return r, nil
+}
+
+// client runs the go command with a fresh module cache through goproxy:
+// go mod download -json all, go list -m -u all, go mod verify.
+func client(dir, main, label, goproxy string) (result, error) {
+	res := result{sums: map[string]string{}}
+	work := filepath.Join(dir, label)
+	must(os.MkdirAll(work, 0o755))
+	defer removeAll(work)
+	mainCopy := filepath.Join(work, "main")
+	must(os.MkdirAll(mainCopy, 0o755))
+	gomod, err := os.ReadFile(filepath.Join(main, "go.mod"))
+	must(err)
+	must(os.WriteFile(filepath.Join(mainCopy, "go.mod"), gomod, 0o644))
+	env := goEnv(filepath.Join(work, "modcache"), goproxy, work)
+	start := time.Now()
+	out, _ := goCmd(mainCopy, env, "mod", "download", "-json", "all")
+	res.took = time.Since(start)
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for {
+		var m struct{ Path, Version, Sum, GoModSum, Error string }
+		if err := dec.Decode(&m); err != nil {
+			if !errors.Is(err, io.EOF) {
+				return res, fmt.Errorf("%s: go mod download -json all: %v\n%s", label, err, firstLines(out, 10))
+			}
+			break
+		}
+		v := m.Sum + " " + m.GoModSum
+		if m.Error != "" {
+			v = "error: " + firstLines([]byte(m.Error), 1)
+		}
+		res.sums[m.Path+"@"+m.Version] = v
+	}
+	if len(res.sums) == 0 {
+		return res, fmt.Errorf("%s: go mod download -json all listed no module:\n%s", label, firstLines(out, 10))
+	}
+	listU, err := goCmd(mainCopy, env, "list", "-m", "-u", "all")
+	if err != nil {
+		listU = append([]byte("error: "), listU...)
+	}
+	res.listU = string(listU)
+	_, err = goCmd(mainCopy, env, "mod", "verify")
+	res.verified = err == nil
+	log.Printf("  %s: %d modules in %v", label, len(res.sums), res.took.Round(100*time.Millisecond))
+	return res, nil
+}
+
+// compare lists how a run through the mirror differs from the direct one.
+func compare(label string, direct, got result) []string {
+	var problems []string
+	for mv, want := range direct.sums {
+		switch have, ok := got.sums[mv]; {
+		case !ok:
+			problems = append(problems, fmt.Sprintf("%s: %s missing", label, mv))
+		case have != want:
+			problems = append(problems, fmt.Sprintf("%s: %s: %q; direct %q", label, mv, have, want))
+		}
+	}
+	for mv := range got.sums {
+		if _, ok := direct.sums[mv]; !ok {
+			problems = append(problems, fmt.Sprintf("%s: %s not in the direct run", label, mv))
+		}
+	}
+	if got.listU != direct.listU {
+		problems = append(problems, fmt.Sprintf("%s: go list -m -u all differs:\n%s\n--- direct:\n%s", label, firstLines([]byte(got.listU), 20), firstLines([]byte(direct.listU), 20)))
+	}
+	if got.verified != direct.verified {
+		problems = append(problems, fmt.Sprintf("%s: go mod verify %v; direct %v", label, got.verified, direct.verified))
+	}
+	slices.Sort(problems)
+	if len(problems) > 20 {
+		problems = append(problems[:20], fmt.Sprintf("%s: and %d more", label, len(problems)-20))
+	}
+	return problems
+}
+
+func printTable(w io.Writer, rows []row) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "graph\tmodule\tmodules\trefused\tidentical\tdirect\tcold\twarm\tupstream cold/warm\tsumdb direct/cold/warm\tpeak RSS\t")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%v\t%.1fs\t%.1fs\t%.1fs\t%d/%d\t%d/%d/%d\t%.0f MiB\t\n", r.name, r.module, r.modules, r.refused, r.identical,
+			r.times[0].Seconds(), r.times[1].Seconds(), r.times[2].Seconds(), r.upstream[0], r.upstream[1],
+			r.sumdb[0], r.sumdb[1], r.sumdb[2], float64(r.peakRSS)/1024)
+	}
+	tw.Flush()
+}
+
+// fixtureServer serves a module cache's download directory as a GOPROXY
+// on loopback, as a file-system proxy would (404 for what it lacks), and
+// /sumdb/ from the source, counting both.
+type fixtureServer struct {
+	url             string
+	srv             *http.Server
+	requests, sumdb atomic.Int64
+}
+
+func newFixtureServer(dir string, source *url.URL) *fixtureServer {
+	fx := &fixtureServer{}
+	sumdb := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(source)
+		r.Out.Host = source.Host
+	}}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	must(err)
+	fx.url = "http://" + l.Addr().String()
+	fx.srv = &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/sumdb/") {
+			fx.sumdb.Add(1)
+			sumdb.ServeHTTP(w, r)
+			return
+		}
+		fx.requests.Add(1)
+		p := filepath.Join(dir, filepath.FromSlash(path.Clean("/"+r.URL.Path)))
+		if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
+			http.Error(w, "not found: "+r.URL.Path, http.StatusNotFound)
+			return
+		}
+		http.ServeFile(w, r, p)
+	})}
+	go fx.srv.Serve(l)
+	return fx
+}
+
+func (fx *fixtureServer) close() { fx.srv.Close() }
+
+// caddyProc is bin/caddy in the default configuration of make run (memory
+// and disk tiers, sum.golang.org through the upstream's /sumdb/), in front
+// of the fixture.
+type caddyProc struct {
+	cmd *exec.Cmd
+	url string
+}
+
+func startCaddy(dir, upstream string) (*caddyProc, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	must(err)
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cf := fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n}\nhttp://127.0.0.1:%d {\n\tbind 127.0.0.1\n\tgoproxy %s {\n\t\tcache {\n\t\t\tdisk %s\n\t\t}\n\t}\n}\n",
+		port, upstream, filepath.Join(dir, "caddy-cache"))
+	cfPath := filepath.Join(dir, "Caddyfile")
+	must(os.WriteFile(cfPath, []byte(cf), 0o644))
+	cmd := exec.Command(*caddyBin, "run", "--config", cfPath, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	logFile, err := os.Create(filepath.Join(dir, "caddy.log"))
+	must(err)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	c := &caddyProc{cmd: cmd, url: fmt.Sprintf("http://127.0.0.1:%d", port)}
+	for range 300 { // up to 30 s
+		if resp, err := http.Get(c.url + "/healthz"); err == nil {
+			resp.Body.Close()
+			return c, nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.stop()
+	return nil, errors.New("bin/caddy did not start; see caddy.log")
+}
+
+func (c *caddyProc) stop() {
+	c.cmd.Process.Kill()
+	c.cmd.Wait()
+}
+
+// goEnv is a go command's environment with its own module cache and
+// GOPATH, the given proxy and the default checksum database.
+func goEnv(modcache, goproxy, dir string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "GO") && k != "GOCACHE" && k != "GOROOT" {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, "GOPROXY="+goproxy, "GOMODCACHE="+modcache, "GOPATH="+filepath.Join(dir, "gopath"),
+		"GOFLAGS=-modcacherw -mod=mod", "GOSUMDB=sum.golang.org", "GOTOOLCHAIN=local", "GOWORK=off", "GONOSUMDB=", "GOPRIVATE=")
+}
+
+func goCmd(dir string, env []string, args ...string) ([]byte, error) {
+	cmd := exec.Command("go", args...)
+	cmd.Dir = dir
+	cmd.Env = env
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	var once sync.Once
+	timer := time.AfterFunc(*timeout, func() { once.Do(func() { cmd.Process.Kill() }) })
+	err := cmd.Run()
+	timer.Stop()
+	if err != nil && stdout.Len() == 0 {
+		return stderr.Bytes(), err
+	}
+	return stdout.Bytes(), err
+}
+
+// networkProxy is the first proxy URL of the machine's GOPROXY.
+func networkProxy() *url.URL {
+	out, err := exec.Command("go", "env", "GOPROXY").Output()
+	if err != nil {
+		return nil
+	}
+	for _, entry := range strings.FieldsFunc(strings.TrimSpace(string(out)), func(r rune) bool { return r == ',' || r == '|' }) {
+		if u, err := url.Parse(entry); err == nil && (u.Scheme == "https" || u.Scheme == "http") {
+			return u
+		}
+	}
+	return nil
+}
+
+func firstLines(b []byte, n int) string {
+	var lines []string
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() && len(lines) < n {
+		lines = append(lines, sc.Text())
+	}
+	return strings.Join(lines, "\n")
+}
+
+// removeAll removes a tree the go command wrote (module caches are
+// read-only unless -modcacherw, which every run here sets).
+func removeAll(dir string) {
+	if err := os.RemoveAll(dir); err != nil {
+		log.Printf("removing %s: %v", dir, err)
+	}
+}
+
+func must(err error) {
+	if err != nil {
+		log.Fatal(err)
+	}
+}
