@@ -54,6 +54,12 @@ func ParsePatterns(lists ...string) (Patterns, error) {
 	return ps, nil
 }
 
+// ToolchainModule is the module the go command downloads Go toolchains
+// from (GOTOOLCHAIN=auto, go toolchain). It is public whatever patterns
+// say: fetched from the public upstream and verified, since a private or
+// unverified toolchain would be code that every build then runs.
+const ToolchainModule = "golang.org/toolchain"
+
 // MustParsePatterns is ParsePatterns for patterns known to be valid.
 func MustParsePatterns(lists ...string) Patterns {
 	ps, err := ParsePatterns(lists...)

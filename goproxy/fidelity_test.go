@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -279,5 +280,30 @@ func TestDeprecationAndRetractionOffline(t *testing.T) {
 	up.Close()
 	if offline := listU(e.srv.URL); offline != direct {
 		t.Errorf("through the mirror with the upstream down:\n%s\nfrom the upstream:\n%s", offline, direct)
+	}
+}
+
+// GOTOOLCHAIN switches download golang.org/toolchain through GOPROXY: it
+// is fetched from the public upstream and verified even where private and
+// verify off patterns would cover it (private "golang.org" here routes
+// to a direct fetcher that cannot work).
+func TestToolchainNeverPrivate(t *testing.T) {
+	t.Parallel()
+	tc := testenv.Module{Path: "golang.org/toolchain", Version: "v0.0.1-go1.99.0.linux-amd64",
+		GoMod: "module golang.org/toolchain\n", Files: map[string]string{"bin/go": "#!/bin/sh\necho go1.99.0\n", "VERSION": "go1.99.0\n"}}
+	up := testenv.NewUpstream(t, tc)
+	db := up.VerifiedBy(t)
+	e := newEnv(t, up, options{sumdb: db, sumdbProbe: true, private: "golang.org", noVerify: "golang.org",
+		direct: DirectOptions{GoBinary: "/nonexistent/go"}})
+	e.get("golang.org/toolchain/@v/list", 200)
+	out := testenv.RunGo(t, t.TempDir(), append(testenv.GoEnv(t, e.srv.URL), "GOSUMDB="+db.VKey), "mod", "download", "-json", tc.Path+"@"+tc.Version)
+	if strings.Contains(out, `"Error"`) {
+		t.Fatalf("go mod download of the toolchain: %s", out)
+	}
+	if !slices.ContainsFunc(db.Paths(), func(p string) bool { return strings.HasPrefix(p, "/lookup/golang.org/toolchain@") }) {
+		t.Errorf("the toolchain was not verified: the checksum database saw %v", db.Paths())
+	}
+	if n := up.Requests(path(tc, "zip")); n != 1 {
+		t.Errorf("the public upstream was asked for the toolchain zip %d times; want 1", n)
 	}
 }
