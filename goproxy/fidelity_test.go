@@ -307,3 +307,44 @@ func TestToolchainNeverPrivate(t *testing.T) {
 		t.Errorf("the public upstream was asked for the toolchain zip %d times; want 1", n)
 	}
 }
+
+// The Origin of a .info (the VCS, URL, ref and hash it was built from) is
+// kept byte for byte, so `go mod download -reuse` sees through the mirror
+// what it sees from the upstream.
+func TestInfoOriginKeptForReuse(t *testing.T) {
+	t.Parallel()
+	m := testenv.Module{Path: "example.com/origin", Version: "v1.0.0", Files: map[string]string{"o.go": "package o\n"}}
+	info := `{"Version":"v1.0.0","Time":"2024-01-02T03:04:05Z","Origin":{"VCS":"git","URL":"https://example.com/origin","Ref":"refs/tags/v1.0.0","Hash":"0123456789abcdef0123456789abcdef01234567"}}`
+	up := testenv.NewUpstream(t, m)
+	up.Override(path(m, "info"), func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, info) })
+	e := newEnv(t, up, options{})
+	for range 2 { // cold, then cached
+		if _, body := e.get(path(m, "info"), 200); string(body) != info {
+			t.Fatalf(".info through the mirror: %s; the upstream's: %s", body, info)
+		}
+	}
+	download := func(goproxy string) string {
+		env := testenv.GoEnv(t, goproxy)
+		first := testenv.RunGo(t, t.TempDir(), env, "mod", "download", "-json", m.Path+"@"+m.Version)
+		prev := filepath.Join(t.TempDir(), "prev.json")
+		os.WriteFile(prev, []byte(first), 0o644)
+		again := testenv.RunGo(t, t.TempDir(), testenv.GoEnv(t, goproxy), "mod", "download", "-json", "-reuse="+prev, m.Path+"@"+m.Version)
+		// The module cache differs between runs: compare all but paths.
+		var fields map[string]any
+		if err := json.Unmarshal([]byte(again), &fields); err != nil {
+			t.Fatalf("go mod download -reuse: %v\n%s", err, again)
+		}
+		for _, k := range []string{"Info", "GoMod", "Zip", "Dir"} {
+			delete(fields, k)
+		}
+		b, _ := json.Marshal(fields)
+		return string(b)
+	}
+	direct, mirror := download(up.URL), download(e.srv.URL)
+	if direct != mirror {
+		t.Errorf("go mod download -reuse through the mirror:\n%s\nfrom the upstream:\n%s", mirror, direct)
+	}
+	if !strings.Contains(mirror, `"Hash":"0123456789abcdef0123456789abcdef01234567"`) {
+		t.Errorf("the Origin did not reach the go command: %s", mirror)
+	}
+}
