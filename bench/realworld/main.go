@@ -203,6 +203,8 @@ func client(dir, main, label, goproxy string) (result, error) {
 	start := time.Now()
 	out, _ := goCmd(mainCopy, env, "mod", "download", "-json", "all")
 	res.took = time.Since(start)
+	// Messages name the proxy asked: the same for every run.
+	out = bytes.ReplaceAll(out, []byte(goproxy), []byte("$GOPROXY"))
 	dec := json.NewDecoder(bytes.NewReader(out))
 	for {
 		var m struct{ Path, Version, Sum, GoModSum, Error string }
@@ -225,7 +227,7 @@ func client(dir, main, label, goproxy string) (result, error) {
 	if err != nil {
 		listU = append([]byte("error: "), listU...)
 	}
-	res.listU = string(listU)
+	res.listU = strings.ReplaceAll(string(listU), goproxy, "$GOPROXY")
 	_, err = goCmd(mainCopy, env, "mod", "verify")
 	res.verified = err == nil
 	log.Printf("  %s: %d modules in %v", label, len(res.sums), res.took.Round(100*time.Millisecond))
