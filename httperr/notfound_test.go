@@ -3,6 +3,7 @@ package httperr
 import (
 	"fmt"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 )
@@ -39,5 +40,39 @@ func TestNotFoundCache(t *testing.T) {
 	}
 	if kept == 0 || kept > entries {
 		t.Errorf("%d of %d flooded answers kept; want between 1 and %d", kept, flood, entries)
+	}
+}
+
+// A reload closes a proxy's cache while its detached fetches still write
+// to it: writes racing Close, and after it, are forgotten, never a panic
+// (ristretto's own Close makes a later write a send on a closed channel).
+func TestNotFoundCacheClosedWhileWritten(t *testing.T) {
+	t.Parallel()
+	nf := &Error{Status: 404, Msg: "not found"}
+	for round := range 300 {
+		c, err := NewNotFoundCache(64, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for w := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range 20 {
+					key := fmt.Sprintf("k%d-%d-%d", round, w, i)
+					c.Put(key, nf)
+					c.Get(key)
+					c.Del(key)
+				}
+			}()
+		}
+		c.Close()
+		wg.Wait()
+		c.Put("after", nf)
+		if _, ok := c.Get("after"); ok {
+			t.Fatal("a closed cache remembered a write")
+		}
+		c.Close()
 	}
 }
