@@ -20,6 +20,7 @@ type Patterns struct {
 	list     string              // as configured, for logs
 	folded   string              // lower case, for module.MatchPrefixPatterns
 	prefixes map[string]struct{} // lower-case strict literal prefixes, see Covers
+	except   map[string]struct{} // lower-case module paths never matched, see Except
 }
 
 // ParsePatterns parses comma-separated patterns; each argument may hold
@@ -55,9 +56,10 @@ func ParsePatterns(lists ...string) (Patterns, error) {
 }
 
 // ToolchainModule is the module the go command downloads Go toolchains
-// from (GOTOOLCHAIN=auto, go toolchain). It is public whatever patterns
-// say: fetched from the public upstream and verified, since a private or
-// unverified toolchain would be code that every build then runs.
+// from (GOTOOLCHAIN=auto, go toolchain). The private and verify-off
+// patterns of a proxy except it (Patterns.Except): it is fetched from the
+// public upstream and verified, since a private or unverified toolchain
+// would be code that every build then runs.
 const ToolchainModule = "golang.org/toolchain"
 
 // MustParsePatterns is ParsePatterns for patterns known to be valid.
@@ -75,9 +77,30 @@ func (ps Patterns) Empty() bool { return ps.list == "" }
 // String is the patterns as configured.
 func (ps Patterns) String() string { return ps.list }
 
+// Except returns the patterns with the given module paths never matched
+// nor covered, whatever the patterns say.
+func (ps Patterns) Except(mods ...string) Patterns {
+	except := make(map[string]struct{}, len(ps.except)+len(mods))
+	for m := range ps.except {
+		except[m] = struct{}{}
+	}
+	for _, m := range mods {
+		except[strings.ToLower(m)] = struct{}{}
+	}
+	ps.except = except
+	return ps
+}
+
 // Match reports whether mod matches a pattern, ignoring letter case.
 func (ps Patterns) Match(mod string) bool {
-	return ps.folded != "" && module.MatchPrefixPatterns(ps.folded, strings.ToLower(mod))
+	if ps.folded == "" {
+		return false
+	}
+	lower := strings.ToLower(mod)
+	if _, ok := ps.except[lower]; ok {
+		return false
+	}
+	return module.MatchPrefixPatterns(ps.folded, lower)
 }
 
 // Covers reports whether mod matches a pattern or is a strict prefix of a
@@ -89,7 +112,11 @@ func (ps Patterns) Covers(mod string) bool {
 	if ps.folded == "" {
 		return false
 	}
-	if _, ok := ps.prefixes[strings.ToLower(mod)]; ok {
+	lower := strings.ToLower(mod)
+	if _, ok := ps.except[lower]; ok {
+		return false
+	}
+	if _, ok := ps.prefixes[lower]; ok {
 		return true
 	}
 	return ps.Match(mod)

@@ -41,3 +41,24 @@ func TestPatterns(t *testing.T) {
 		t.Error("malformed glob accepted")
 	}
 }
+
+// Except takes module paths out of what patterns match and cover, in any
+// letter case, and leaves the rest as it was.
+func TestPatternsExcept(t *testing.T) {
+	ps := MustParsePatterns("golang.org,github.com/acme/*").Except(ToolchainModule)
+	for mod, want := range map[string]bool{
+		"golang.org/toolchain": false,
+		"golang.org/Toolchain": false,
+		"golang.org/x/text":    true,
+		"golang.org":           true,
+		"github.com/acme/x":    true,
+		"github.com/acme":      true, // covered as a prefix
+	} {
+		if got := ps.Covers(mod); got != want {
+			t.Errorf("Covers(%q) = %v; want %v", mod, got, want)
+		}
+		if mod != "github.com/acme" && ps.Match(mod) != want {
+			t.Errorf("Match(%q) = %v; want %v", mod, !want, want)
+		}
+	}
+}

@@ -13,6 +13,10 @@ import (
 	"github.com/piraeus-go/piraeus/internal/fslock"
 )
 
+// SpoolTier is the tier name of an object served from its spool because
+// no tier could store it.
+const SpoolTier = "spool"
+
 // ErrTooLarge is returned by Spool.Fill when the body exceeds its limit.
 var ErrTooLarge = errors.New("body too large")
 

@@ -211,7 +211,7 @@ func (t *Tiered) Commit(ctx context.Context, key string, s *Spool, meta Meta) (*
 		obj, err = t.store.Commit(ctx, key, s, meta)
 	}
 	if err != nil {
-		return s.Object(meta, "spool"), fmt.Errorf("storing %s: %w", truncate(key), err)
+		return s.Object(meta, SpoolTier), fmt.Errorf("storing %s: %w", truncate(key), err)
 	}
 	var data []byte
 	for _, u := range t.upper {

@@ -16,11 +16,8 @@ type Router struct {
 	Public   Fetcher
 }
 
-// IsPrivate reports whether mod is fetched by Private; the toolchain
-// module never is (artifact.ToolchainModule).
-func (r *Router) IsPrivate(mod string) bool {
-	return mod != artifact.ToolchainModule && r.Patterns.Covers(mod)
-}
+// IsPrivate reports whether mod is fetched by Private.
+func (r *Router) IsPrivate(mod string) bool { return r.Patterns.Covers(mod) }
 
 func (r *Router) Fetch(ctx context.Context, a artifact.Artifact) (*Response, error) {
 	if r.IsPrivate(a.Module) {

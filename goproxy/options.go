@@ -257,6 +257,9 @@ func New(o Options) (*Proxy, error) {
 	if cfg.NoVerify, err = artifact.ParsePatterns(o.NoVerify...); err != nil {
 		return nil, fmt.Errorf("goproxy: verify off: %w", err)
 	}
+	// Toolchains are never private nor unverified.
+	cfg.Private = cfg.Private.Except(artifact.ToolchainModule)
+	cfg.NoVerify = cfg.NoVerify.Except(artifact.ToolchainModule)
 	for _, m := range o.Modes {
 		mode, err := ParseMode(m.Mode)
 		if err != nil {

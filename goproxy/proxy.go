@@ -169,7 +169,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ans, err := p.Get(ctx, a)
 	if ans.CacheStatus != "" {
-		w.Header().Set("Cache-Status", cacheStatusName+"; "+ans.CacheStatus)
+		w.Header().Set("Cache-Status", ans.CacheStatus)
 	}
 	if err != nil {
 		p.cfg.Metrics.request(a.Kind.String(), p.writeFetchError(w, r, err, p.notFoundTTL(a)))
@@ -271,14 +271,18 @@ type Answer struct {
 	Stale bool
 	// Redirect is the URL to send the client to.
 	Redirect string
-	// CacheStatus is how the cache handled the request, as the
-	// parameters of an RFC 9211 Cache-Status entry ("hit; detail=disk",
-	// "fwd=miss; fwd-status=200; stored"); it is set with an error too.
+	// CacheStatus is how the cache handled the request, as an RFC 9211
+	// Cache-Status entry ("Piraeus; hit; detail=disk", "Piraeus;
+	// fwd=miss; fwd-status=200; stored"); it is set with an error too.
 	CacheStatus string
 }
 
-// cacheStatusName names this cache in Cache-Status headers.
-const cacheStatusName = "Piraeus"
+// cacheStatus is a Cache-Status entry of this cache with params.
+func cacheStatus(params string) string { return "Piraeus; " + params }
+
+// freshHits holds the Cache-Status of a fresh hit per tier name, so that
+// a hit builds no string.
+var freshHits sync.Map // tier name -> string
 
 // cachedOnlyPrefix is proxy.golang.org's path prefix for answers from the
 // cache alone.
@@ -296,11 +300,14 @@ func isCacheOnly(ctx context.Context) bool {
 // hitStatus is the Cache-Status of an object served from a tier; a stale
 // one says by how long (a negative ttl).
 func hitStatus(obj *cachetier.Object, now time.Time) string {
-	st := "hit; detail=" + obj.Tier
 	if !obj.Expires.IsZero() && !obj.Fresh(now) {
-		st = fmt.Sprintf("hit; ttl=%d; detail=%s", -int64(now.Sub(obj.Expires)/time.Second)-1, obj.Tier)
+		return cacheStatus(fmt.Sprintf("hit; ttl=%d; detail=%s", -int64(now.Sub(obj.Expires)/time.Second)-1, obj.Tier))
 	}
-	return st
+	if st, ok := freshHits.Load(obj.Tier); ok {
+		return st.(string)
+	}
+	st, _ := freshHits.LoadOrStore(obj.Tier, cacheStatus("hit; detail="+obj.Tier))
+	return st.(string)
 }
 
 // fwdStatus is the Cache-Status of an answer fetched upstream: fwd is why
@@ -311,13 +318,13 @@ func fwdStatus(fwd string, obj *cachetier.Object, err error) string {
 		if fe, ok := httperr.As(err); ok {
 			status = fe.Status
 		}
-		return fmt.Sprintf("fwd=%s; fwd-status=%d", fwd, status)
+		return cacheStatus(fmt.Sprintf("fwd=%s; fwd-status=%d", fwd, status))
 	}
 	st := "fwd=" + fwd + "; fwd-status=200"
-	if obj.Tier != "spool" { // a spool is an answer that could not be stored
+	if obj.Tier != cachetier.SpoolTier { // an answer that could not be stored
 		st += "; stored"
 	}
-	return st
+	return cacheStatus(st)
 }
 
 // Get returns the artifact from the cache or, on a miss, from upstream.
@@ -328,7 +335,7 @@ func (p *Proxy) Get(ctx context.Context, a artifact.Artifact) (Answer, error) {
 		if url, err := p.cfg.Tiers.Presign(ctx, key, p.cfg.RedirectLarge, p.cfg.RedirectTTL); err == nil {
 			p.cfg.Metrics.hit("presigned")
 			p.stats.hit("presigned")
-			return Answer{Redirect: url, CacheStatus: "hit; detail=presigned"}, nil
+			return Answer{Redirect: url, CacheStatus: cacheStatus("hit; detail=presigned")}, nil
 		}
 	}
 	var old *cachetier.Object
@@ -349,18 +356,18 @@ func (p *Proxy) Get(ctx context.Context, a artifact.Artifact) (Answer, error) {
 			return Answer{Object: old, Stale: true, CacheStatus: hitStatus(old, now)}, nil
 		}
 		if cacheOnly {
-			return Answer{CacheStatus: "detail=not-cached"}, &httperr.Error{Status: http.StatusNotFound,
+			return Answer{CacheStatus: cacheStatus("detail=not-cached")}, &httperr.Error{Status: http.StatusNotFound,
 				Msg: "not found: " + a.String() + " is not in the cache, and the request asked for the cache alone", Source: "cache-only"}
 		}
-		return Answer{CacheStatus: "detail=not-cached"}, offlineMiss(a)
+		return Answer{CacheStatus: cacheStatus("detail=not-cached")}, offlineMiss(a)
 	}
 	if fe, ok := p.knownNotFound(ctx, a); ok {
 		old.Close()
-		return Answer{CacheStatus: "hit; detail=not-found"}, fe
+		return Answer{CacheStatus: cacheStatus("hit; detail=not-found")}, fe
 	}
 	if mode == Redirect && old == nil {
 		if url := p.redirect(a); url != "" {
-			return Answer{Redirect: url, CacheStatus: "fwd=miss; detail=redirect"}, nil
+			return Answer{Redirect: url, CacheStatus: cacheStatus("fwd=miss; detail=redirect")}, nil
 		}
 	}
 	fwd := "miss"

@@ -229,7 +229,7 @@ func (p *Proxy) verifier(a artifact.Artifact) (*checksumdb.DB, string) {
 	switch {
 	case p.private(a.Module):
 		return nil, "private"
-	case p.cfg.NoVerify.Match(a.Module) && a.Module != artifact.ToolchainModule:
+	case p.cfg.NoVerify.Match(a.Module):
 		return nil, "verify_off"
 	case p.cfg.Verifier == nil:
 		return nil, "no_sumdb"
@@ -313,10 +313,8 @@ func (p *Proxy) checkShared(a artifact.Artifact) func(*cachetier.Object) error {
 	}
 }
 
-// private reports whether mod is a private module; the toolchain module
-// never is (artifact.ToolchainModule).
 func (p *Proxy) private(mod string) bool {
-	return mod != artifact.ToolchainModule && p.cfg.Private.Covers(mod)
+	return p.cfg.Private.Covers(mod)
 }
 
 func quoteShort(s string) string {
