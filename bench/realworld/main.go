@@ -204,7 +204,7 @@ func client(dir, main, label, goproxy string) (result, error) {
 	out, _ := goCmd(mainCopy, env, "mod", "download", "-json", "all")
 	res.took = time.Since(start)
 	// Messages name the proxy asked: the same for every run.
-	out = bytes.ReplaceAll(out, []byte(goproxy), []byte("$GOPROXY"))
+	out = []byte(strings.NewReplacer(goproxy, "$GOPROXY", mainCopy, "$MAIN").Replace(string(out)))
 	dec := json.NewDecoder(bytes.NewReader(out))
 	for {
 		var m struct{ Path, Version, Sum, GoModSum, Error string }
@@ -227,7 +227,7 @@ func client(dir, main, label, goproxy string) (result, error) {
 	if err != nil {
 		listU = append([]byte("error: "), listU...)
 	}
-	res.listU = strings.ReplaceAll(string(listU), goproxy, "$GOPROXY")
+	res.listU = strings.NewReplacer(goproxy, "$GOPROXY", mainCopy, "$MAIN").Replace(string(listU))
 	_, err = goCmd(mainCopy, env, "mod", "verify")
 	res.verified = err == nil
 	log.Printf("  %s: %d modules in %v", label, len(res.sums), res.took.Round(100*time.Millisecond))
