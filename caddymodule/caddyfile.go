@@ -113,7 +113,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
-			if _, err := fetcher.ParseList(d.Val(), nil, nil); err != nil {
+			if err := fetcher.CheckList(d.Val()); err != nil {
 				return d.Errf("private_upstream %q: %v", d.Val(), err)
 			}
 			h.PrivateUpstream = d.Val()
@@ -245,7 +245,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 }
 
 func (h *Handler) setUpstream(d *caddyfile.Dispenser) error {
-	if _, err := fetcher.ParseList(d.Val(), nil, nil); err != nil {
+	if err := fetcher.CheckList(d.Val()); err != nil {
 		return d.Errf("upstream %q: %v", d.Val(), err)
 	}
 	h.Upstream = d.Val()

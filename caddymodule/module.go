@@ -5,11 +5,14 @@ package caddymodule
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -111,12 +114,27 @@ type Handler struct {
 	// holds, in Athens' format, paged with ?token= and ?pagesize=.
 	Catalog bool `json:"catalog,omitempty"`
 
-	proxy  *goproxy.Proxy
-	tiers  *cachetier.Tiered
-	redis  *redisEntry // the fleet, if a Redis tier is configured
-	disk   string      // the disk tier's root, for metrics and logs
-	s3     *S3Tier     // the s3 tier, if any
+	// Set by Provision.
+	ctx    caddy.Context
+	mods   []TierModule
+	opts   goproxy.Options // checked
 	logger *zap.Logger
+
+	// Set by start, once.
+	run   *runState
+	proxy *goproxy.Proxy
+	tiers *cachetier.Tiered
+	redis *redisEntry // the fleet, if a Redis tier is configured
+	disk  string      // the disk tier's root, for metrics and logs
+	s3    *S3Tier     // the s3 tier, if any
+}
+
+// runState is whether a handler has started, and whether it has stopped.
+type runState struct {
+	mu        sync.Mutex
+	started   atomic.Bool
+	err       error // of the start, which is not tried again
+	cleanedUp bool
 }
 
 // PrefetchConfig configures dependency-aware prefetch: when a .mod is
@@ -198,9 +216,11 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision loads the tiers (guest modules) and assembles the proxy.
+// Provision loads the tiers (guest modules) and checks every setting,
+// with no side effects: the proxy is assembled when the config starts
+// (see App).
 func (h *Handler) Provision(ctx caddy.Context) error {
-	h.logger = ctx.Logger()
+	h.ctx, h.logger, h.run = ctx, ctx.Logger(), new(runState)
 	if len(h.TiersRaw) == 0 {
 		h.TiersRaw = defaultTiers()
 	}
@@ -208,43 +228,93 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("goproxy: loading tiers: %w", err)
 	}
-	var tiers []cachetier.Tier
 	for _, m := range mods.([]any) {
-		tm := m.(TierModule)
-		tiers = append(tiers, tm.Tier())
-		if r, ok := tm.(*RedisTier); ok {
-			h.redis = r.entry
+		h.mods = append(h.mods, m.(TierModule))
+	}
+	for i, tm := range h.mods {
+		last := i == len(h.mods)-1
+		switch tm.(type) {
+		case *MemoryTier, *RedisTier:
+			if last {
+				return fmt.Errorf("goproxy: the last tier must keep every object (a disk or s3), not %s", tm.CaddyModule().ID.Name())
+			}
+		case *S3Tier:
+			if !last {
+				return fmt.Errorf("goproxy: the s3 tier must be the last, the tier of record")
+			}
 		}
-		if d, ok := tm.(*DiskTier); ok {
-			h.disk = d.Root
+	}
+	if h.opts, err = h.options(); err != nil {
+		return err
+	}
+	if err := h.opts.Check(); err != nil {
+		return err
+	}
+	app, err := ctx.App("goproxy")
+	if err != nil {
+		return fmt.Errorf("goproxy: %w", err)
+	}
+	app.(*App).add(h)
+	return nil
+}
+
+// start opens the tiers and assembles the proxy, once; Cleanup ends it.
+func (h *Handler) start() error {
+	run := h.run
+	if run.started.Load() {
+		return nil
+	}
+	run.mu.Lock()
+	defer run.mu.Unlock()
+	switch {
+	case run.started.Load():
+		return nil
+	case run.cleanedUp:
+		return errors.New("goproxy: this config has stopped")
+	case run.err != nil:
+		return run.err
+	}
+	if run.err = h.open(); run.err != nil {
+		return run.err
+	}
+	run.started.Store(true)
+	return nil
+}
+
+func (h *Handler) open() error {
+	var tiers []cachetier.Tier
+	for _, tm := range h.mods {
+		t, err := tm.OpenTier()
+		if err != nil {
+			return err
 		}
-		if s, ok := tm.(*S3Tier); ok {
-			h.s3 = s
+		tiers = append(tiers, t)
+		switch m := tm.(type) {
+		case *RedisTier:
+			h.redis = m.entry
+		case *DiskTier:
+			h.disk = m.Root
+		case *S3Tier:
+			h.s3 = m
 		}
 	}
 	store, ok := tiers[len(tiers)-1].(cachetier.Store)
 	if !ok {
 		return fmt.Errorf("goproxy: the last tier must keep every object (a disk or s3), not %s", tiers[len(tiers)-1].Name())
 	}
-	if h.s3 != nil && h.s3.Tier() != store {
-		return fmt.Errorf("goproxy: the s3 tier must be the last, the tier of record")
-	}
 	onError := func(tier, op, key string, err error) {
 		h.logger.Warn("cache tier failed", zap.String("tier", tier), zap.String("op", op), zap.String("key", key), zap.Error(err))
 	}
 	h.tiers = cachetier.NewTiered(onError, store, tiers[:len(tiers)-1]...)
 
-	metrics, err := goproxy.NewMetrics(ctx.GetMetricsRegistry())
+	metrics, err := goproxy.NewMetrics(h.ctx.GetMetricsRegistry())
 	if err == nil {
-		err = goproxy.RegisterTierUsage(ctx.GetMetricsRegistry(), h.tiers.Tiers(), h.disk)
+		err = goproxy.RegisterTierUsage(h.ctx.GetMetricsRegistry(), h.tiers.Tiers(), h.disk)
 	}
 	if err != nil {
 		return fmt.Errorf("goproxy: metrics: %w", err)
 	}
-	opts, err := h.options()
-	if err != nil {
-		return err
-	}
+	opts := h.opts
 	opts.Cache, opts.Metrics, opts.Logger = h.tiers, metrics, h.logger
 	if h.disk != "" {
 		opts.SandboxDir = filepath.Join(h.disk, "direct")
@@ -371,21 +441,34 @@ func (h *Handler) Validate() error {
 // ServeHTTP answers every request it is routed; the GOPROXY protocol owns
 // its whole path space, so nothing is passed to next.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if err := h.start(); err != nil {
+		h.logger.Error("goproxy could not start", zap.Error(err))
+		http.Error(w, "503 the Go module proxy could not start", http.StatusServiceUnavailable)
+		return nil
+	}
 	h.proxy.ServeHTTP(w, r)
 	return nil
 }
 
-// Cleanup releases what Provision opened; the tiers, loaded as modules,
-// are released by Caddy (and closed when no config uses them any more).
+// Cleanup releases what start opened; the tiers, loaded as modules, are
+// released by Caddy (and closed when no config uses them any more).
 func (h *Handler) Cleanup() error {
+	run := h.run
+	if run == nil {
+		return nil // Provision failed before it
+	}
+	run.mu.Lock()
+	run.cleanedUp = true
+	started := run.started.Load()
+	run.mu.Unlock()
+	if !started {
+		return nil
+	}
 	unregister(h)
 	if h.redis != nil {
 		h.redis.listen(h, false)
 	}
-	if h.proxy != nil {
-		return h.proxy.Close()
-	}
-	return nil
+	return h.proxy.Close()
 }
 
 // Interface guards

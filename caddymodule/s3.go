@@ -8,6 +8,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
 
 	"github.com/piraeus-go/piraeus/cachetier"
 )
@@ -41,8 +42,8 @@ type S3Tier struct {
 	// RedirectTTL is how long a pre-signed URL lasts. Default 5m.
 	RedirectTTL caddy.Duration `json:"redirect_ttl,omitempty"`
 
-	key  string
-	tier *cachetier.S3Tier
+	ref    poolRef
+	logger *zap.Logger
 }
 
 func (S3Tier) CaddyModule() caddy.ModuleInfo {
@@ -56,37 +57,8 @@ func (t *S3Tier) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("goproxy: %w", err)
 	}
-	t.key = "s3:" + string(id)
-	logger := ctx.Logger()
-	val, _, err := tierPool.LoadOrNew(t.key, func() (caddy.Destructor, error) {
-		repl := caddy.NewReplacer()
-		spool := repl.ReplaceKnown(t.SpoolDir, "")
-		if spool != "" {
-			if spool, err = filepath.Abs(spool); err != nil {
-				return nil, err
-			}
-		}
-		s, err := cachetier.NewS3Tier(cachetier.S3Config{
-			Endpoint:  repl.ReplaceKnown(t.Endpoint, ""),
-			Bucket:    repl.ReplaceKnown(t.Bucket, ""),
-			Region:    repl.ReplaceKnown(t.Region, ""),
-			Prefix:    repl.ReplaceKnown(t.Prefix, ""),
-			AccessKey: repl.ReplaceKnown(t.AccessKey, ""),
-			SecretKey: repl.ReplaceKnown(t.SecretKey, ""),
-			Timeout:   time.Duration(t.Timeout),
-			SpoolDir:  spool,
-			Logger:    logger,
-		})
-		if err != nil {
-			return nil, err
-		}
-		return &pooledTier{tier: s, destroy: s.Close}, nil
-	})
-	if err != nil {
-		t.key = ""
-		return fmt.Errorf("goproxy: %w", err)
-	}
-	t.tier = val.(*pooledTier).tier.(*cachetier.S3Tier)
+	t.ref.key = "s3:" + string(id)
+	t.logger = ctx.Logger()
 	return nil
 }
 
@@ -103,9 +75,41 @@ func (t *S3Tier) Validate() error {
 	return nil
 }
 
-func (t *S3Tier) Cleanup() error { return releaseTier(t.key) }
+// OpenTier opens the bucket's tier (which checks that the bucket is
+// there).
+func (t *S3Tier) OpenTier() (cachetier.Tier, error) {
+	p, err := t.ref.open(func() (*pooledTier, error) {
+		repl := caddy.NewReplacer()
+		spool := repl.ReplaceKnown(t.SpoolDir, "")
+		if spool != "" {
+			var err error
+			if spool, err = filepath.Abs(spool); err != nil {
+				return nil, err
+			}
+		}
+		s, err := cachetier.NewS3Tier(cachetier.S3Config{
+			Endpoint:  repl.ReplaceKnown(t.Endpoint, ""),
+			Bucket:    repl.ReplaceKnown(t.Bucket, ""),
+			Region:    repl.ReplaceKnown(t.Region, ""),
+			Prefix:    repl.ReplaceKnown(t.Prefix, ""),
+			AccessKey: repl.ReplaceKnown(t.AccessKey, ""),
+			SecretKey: repl.ReplaceKnown(t.SecretKey, ""),
+			Timeout:   time.Duration(t.Timeout),
+			SpoolDir:  spool,
+			Logger:    t.logger,
+		})
+		if err != nil {
+			return nil, err
+		}
+		return &pooledTier{tier: s, destroy: s.Close}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p.tier, nil
+}
 
-func (t *S3Tier) Tier() cachetier.Tier { return t.tier }
+func (t *S3Tier) Cleanup() error { return t.ref.release() }
 
 // UnmarshalCaddyfile reads:
 //

@@ -23,17 +23,49 @@ func init() {
 	caddy.RegisterModule(DiskTier{})
 }
 
-// TierModule is a guest module of the namespace goproxy.tiers: it opens
-// one cache tier in Provision (shared through a pool with every config
-// that names the same tier, so that a reload keeps it warm and two
-// configs never run two of one tier) and lets go of it in Cleanup.
+// TierModule is a guest module of the namespace goproxy.tiers. Its
+// Provision checks the settings only, so that `caddy validate` and
+// `caddy adapt --validate` make no directory and dial nothing; OpenTier,
+// called when a config that uses the tier starts, opens the tier (shared
+// through a pool with every config that names the same tier, so that a
+// reload keeps it warm and two configs never run two of one tier), and
+// Cleanup lets go of it.
 type TierModule interface {
 	caddy.Module
-	Tier() cachetier.Tier
+	OpenTier() (cachetier.Tier, error)
 }
 
 // tierPool holds open tiers across config reloads, keyed by tier identity.
 var tierPool = caddy.NewUsagePool()
+
+// poolRef is a tier module's hold on a pooled tier: taken by open, given
+// back by release (Cleanup), both at most once.
+type poolRef struct {
+	key    string
+	tier   *pooledTier
+	opened bool
+}
+
+func (p *poolRef) open(construct func() (*pooledTier, error)) (*pooledTier, error) {
+	if p.opened {
+		return p.tier, nil
+	}
+	val, _, err := tierPool.LoadOrNew(p.key, func() (caddy.Destructor, error) { return construct() })
+	if err != nil {
+		return nil, fmt.Errorf("goproxy: %w", err)
+	}
+	p.tier, p.opened = val.(*pooledTier), true
+	return p.tier, nil
+}
+
+func (p *poolRef) release() error {
+	if !p.opened {
+		return nil
+	}
+	p.opened, p.tier = false, nil
+	_, err := tierPool.Delete(p.key)
+	return err
+}
 
 type pooledTier struct {
 	tier    cachetier.Tier
@@ -60,8 +92,8 @@ type MemoryTier struct {
 	// MaxObject is the largest object kept. Default 256KiB.
 	MaxObject int64 `json:"max_object,omitempty"`
 
-	key  string
-	tier *cachetier.MemoryTier
+	ref    poolRef
+	logger *zap.Logger
 }
 
 func (MemoryTier) CaddyModule() caddy.ModuleInfo {
@@ -75,24 +107,8 @@ func (m *MemoryTier) Provision(ctx caddy.Context) error {
 	if m.MaxObject == 0 {
 		m.MaxObject = DefaultMemoryMaxObject
 	}
-	m.key = fmt.Sprintf("memory:%d:%d", m.Max, m.MaxObject)
-	val, _, err := tierPool.LoadOrNew(m.key, func() (caddy.Destructor, error) {
-		t, err := cachetier.NewMemoryTier(m.Max, m.MaxObject)
-		if err != nil {
-			return nil, err
-		}
-		key, logger := m.key, ctx.Logger()
-		trackMemoryBudget(key, m.Max, logger)
-		return &pooledTier{tier: t, destroy: func() error {
-			trackMemoryBudget(key, 0, logger)
-			return t.Close()
-		}}, nil
-	})
-	if err != nil {
-		m.key = ""
-		return fmt.Errorf("goproxy: %w", err)
-	}
-	m.tier = val.(*pooledTier).tier.(*cachetier.MemoryTier)
+	m.ref.key = fmt.Sprintf("memory:%d:%d", m.Max, m.MaxObject)
+	m.logger = ctx.Logger()
 	return nil
 }
 
@@ -103,9 +119,28 @@ func (m *MemoryTier) Validate() error {
 	return nil
 }
 
-func (m *MemoryTier) Cleanup() error { return releaseTier(m.key) }
+// OpenTier opens the memory tier, whose budget the soft memory limit
+// then counts.
+func (m *MemoryTier) OpenTier() (cachetier.Tier, error) {
+	p, err := m.ref.open(func() (*pooledTier, error) {
+		t, err := cachetier.NewMemoryTier(m.Max, m.MaxObject)
+		if err != nil {
+			return nil, err
+		}
+		key, logger := m.ref.key, m.logger
+		trackMemoryBudget(key, m.Max, logger)
+		return &pooledTier{tier: t, destroy: func() error {
+			trackMemoryBudget(key, 0, logger)
+			return t.Close()
+		}}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p.tier, nil
+}
 
-func (m *MemoryTier) Tier() cachetier.Tier { return m.tier }
+func (m *MemoryTier) Cleanup() error { return m.ref.release() }
 
 // UnmarshalCaddyfile reads `memory <size>|off [{ max_object <size> }]`.
 // (`off` is handled by the cache block.)
@@ -140,8 +175,8 @@ type DiskTier struct {
 	// least recently read objects are removed. Default: unbounded.
 	Max int64 `json:"max,omitempty"`
 
-	key  string
-	tier *cachetier.DiskTier
+	ref    poolRef
+	logger *zap.Logger
 }
 
 func (DiskTier) CaddyModule() caddy.ModuleInfo {
@@ -157,22 +192,9 @@ func (t *DiskTier) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("goproxy: disk tier: %w", err)
 	}
 	t.Root = root
-	logger := ctx.Logger()
-	t.key = "disk:" + root
-	val, _, err := tierPool.LoadOrNew(t.key, func() (caddy.Destructor, error) {
-		d, err := cachetier.NewDiskTier(cachetier.DiskConfig{Root: root, MaxBytes: t.Max, Logger: logger})
-		if err != nil {
-			return nil, err
-		}
-		return &pooledTier{tier: d, destroy: d.Close}, nil
-	})
-	if err != nil {
-		t.key = ""
-		return fmt.Errorf("goproxy: %w", err)
-	}
-	t.tier = val.(*pooledTier).tier.(*cachetier.DiskTier)
-	// The newest config's bound holds (a reload may change it).
-	return t.tier.SetMaxBytes(t.Max)
+	t.ref.key = "disk:" + root
+	t.logger = ctx.Logger()
+	return nil
 }
 
 func (t *DiskTier) Validate() error {
@@ -182,9 +204,24 @@ func (t *DiskTier) Validate() error {
 	return nil
 }
 
-func (t *DiskTier) Cleanup() error { return releaseTier(t.key) }
+// OpenTier makes the directory and opens the tier in it.
+func (t *DiskTier) OpenTier() (cachetier.Tier, error) {
+	p, err := t.ref.open(func() (*pooledTier, error) {
+		d, err := cachetier.NewDiskTier(cachetier.DiskConfig{Root: t.Root, MaxBytes: t.Max, Logger: t.logger})
+		if err != nil {
+			return nil, err
+		}
+		return &pooledTier{tier: d, destroy: d.Close}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	// The newest config's bound holds (a reload may change it).
+	d := p.tier.(*cachetier.DiskTier)
+	return d, d.SetMaxBytes(t.Max)
+}
 
-func (t *DiskTier) Tier() cachetier.Tier { return t.tier }
+func (t *DiskTier) Cleanup() error { return t.ref.release() }
 
 // UnmarshalCaddyfile reads `disk <dir> [{ max <size> }]`.
 func (t *DiskTier) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -237,8 +274,9 @@ type RedisTier struct {
 	// Timeout bounds one Redis operation. Default 1s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
-	key   string
-	entry *redisEntry
+	ref    poolRef
+	entry  *redisEntry // once open
+	logger *zap.Logger
 }
 
 // redisEntry is what one Redis configuration opens: the connection, the
@@ -303,15 +341,19 @@ func (r *RedisTier) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("goproxy: %w", err)
 	}
-	r.key = "redis:" + string(id)
-	logger := ctx.Logger()
-	val, _, err := tierPool.LoadOrNew(r.key, func() (caddy.Destructor, error) { return r.open(logger) })
-	if err != nil {
-		r.key = ""
-		return fmt.Errorf("goproxy: %w", err)
-	}
-	r.entry = val.(*pooledTier).redis
+	r.ref.key = "redis:" + string(id)
+	r.logger = ctx.Logger()
 	return nil
+}
+
+// OpenTier connects to Redis and joins the fleet.
+func (r *RedisTier) OpenTier() (cachetier.Tier, error) {
+	p, err := r.ref.open(func() (*pooledTier, error) { return r.open(r.logger) })
+	if err != nil {
+		return nil, err
+	}
+	r.entry = p.redis
+	return r.entry.tier, nil
 }
 
 func (r *RedisTier) open(logger *zap.Logger) (*pooledTier, error) {
@@ -370,9 +412,7 @@ func (r *RedisTier) Validate() error {
 	return nil
 }
 
-func (r *RedisTier) Cleanup() error { return releaseTier(r.key) }
-
-func (r *RedisTier) Tier() cachetier.Tier { return r.entry.tier }
+func (r *RedisTier) Cleanup() error { return r.ref.release() }
 
 // UnmarshalCaddyfile reads:
 //
@@ -404,14 +444,6 @@ func (r *RedisTier) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.Err("redis needs a URL or an addrs line")
 	}
 	return nil
-}
-
-func releaseTier(key string) error {
-	if key == "" {
-		return nil
-	}
-	_, err := tierPool.Delete(key)
-	return err
 }
 
 // forgetPurged drops keys from the local tiers (memory, disk) and the

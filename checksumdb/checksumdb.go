@@ -159,16 +159,26 @@ type route struct {
 	checked time.Time
 }
 
-// New returns a DB; nothing is fetched until it is used.
-func New(cfg Config) (*DB, error) {
-	key := cfg.NameOrKey
+// ParseNameOrKey returns the verifier key of a known database's name or
+// of a verifier key itself.
+func ParseNameOrKey(nameOrKey string) (string, error) {
+	key := nameOrKey
 	if k, ok := KnownKeys[key]; ok {
 		key = k
 	}
-	v, err := note.NewVerifier(key)
-	if err != nil {
-		return nil, fmt.Errorf("checksum database %q: not a known name or a valid verifier key: %v", cfg.NameOrKey, err)
+	if _, err := note.NewVerifier(key); err != nil {
+		return "", fmt.Errorf("checksum database %q: not a known name or a valid verifier key: %v", nameOrKey, err)
 	}
+	return key, nil
+}
+
+// New returns a DB; nothing is fetched until it is used.
+func New(cfg Config) (*DB, error) {
+	key, err := ParseNameOrKey(cfg.NameOrKey)
+	if err != nil {
+		return nil, err
+	}
+	v, _ := note.NewVerifier(key)
 	if cfg.URL == "" {
 		return nil, fmt.Errorf("checksum database %s: no URL", v.Name())
 	}

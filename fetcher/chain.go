@@ -23,10 +23,16 @@ type chainEntry struct {
 	fallBackOnError bool // the entry is followed by '|'
 }
 
+// CheckList reports what ParseList would refuse in a list, with no side
+// effects (no go command is set up for its direct entries).
+func CheckList(list string) error {
+	_, err := ParseList(list, nil, Off{})
+	return err
+}
+
 // ParseList parses a GOPROXY-style list: URLs, "direct" and "off",
 // separated by ',' or '|'. As in the go command, "off" ends the list.
-// direct serves the "direct" entries; nil means a DirectFetcher with
-// default settings.
+// direct serves the "direct" entries; a list with one needs it.
 func ParseList(list string, client *http.Client, direct Fetcher) (*Chain, error) {
 	c := &Chain{}
 	for list = strings.TrimSpace(list); list != ""; {
@@ -48,11 +54,7 @@ func ParseList(list string, client *http.Client, direct Fetcher) (*Chain, error)
 			return c, nil
 		case "direct":
 			if direct == nil {
-				d, err := NewDirectFetcher(DirectConfig{})
-				if err != nil {
-					return nil, err
-				}
-				direct = d
+				return nil, errors.New("direct: no go command configured")
 			}
 			f = direct
 		case "noproxy":

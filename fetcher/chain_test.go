@@ -12,14 +12,17 @@ func TestParseList(t *testing.T) {
 		"direct": 1,
 	}
 	for list, n := range good {
-		c, err := ParseList(list, nil, nil)
+		c, err := ParseList(list, nil, Off{})
 		if err != nil || c.Len() != n {
 			t.Errorf("ParseList(%q) = %v entries, %v; want %d", list, c, err, n)
 		}
 	}
 	for _, list := range []string{"", ",", "https://a,,https://b", "ftp://a", "https://", "noproxy", "https://a?x=1", "example.com"} {
-		if _, err := ParseList(list, nil, nil); err == nil {
-			t.Errorf("ParseList(%q) accepted", list)
+		if err := CheckList(list); err == nil {
+			t.Errorf("CheckList(%q) accepted", list)
 		}
+	}
+	if _, err := ParseList("https://a.example,direct", nil, nil); err == nil {
+		t.Error("ParseList accepted direct with no fetcher for it")
 	}
 }

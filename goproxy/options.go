@@ -221,6 +221,9 @@ func New(o Options) (*Proxy, error) {
 	if o.Cache == nil {
 		return nil, errors.New("goproxy: Cache is required")
 	}
+	if err := o.Check(); err != nil {
+		return nil, err
+	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
@@ -251,25 +254,8 @@ func New(o Options) (*Proxy, error) {
 		RedirectTTL:     orDefault(o.RedirectTTL, DefaultRedirectTTL),
 	}
 	var err error
-	if cfg.Private, err = artifact.ParsePatterns(o.Private...); err != nil {
-		return nil, fmt.Errorf("goproxy: private: %w", err)
-	}
-	if cfg.NoVerify, err = artifact.ParsePatterns(o.NoVerify...); err != nil {
-		return nil, fmt.Errorf("goproxy: verify off: %w", err)
-	}
-	// Toolchains are never private nor unverified.
-	cfg.Private = cfg.Private.Except(artifact.ToolchainModule)
-	cfg.NoVerify = cfg.NoVerify.Except(artifact.ToolchainModule)
-	for _, m := range o.Modes {
-		mode, err := ParseMode(m.Mode)
-		if err != nil {
-			return nil, fmt.Errorf("goproxy: %w", err)
-		}
-		pats, err := artifact.ParsePatterns(m.Pattern)
-		if err != nil {
-			return nil, fmt.Errorf("goproxy: mode: %w", err)
-		}
-		cfg.Modes = append(cfg.Modes, ModeRule{Patterns: pats, Mode: mode})
+	if cfg.Private, cfg.NoVerify, cfg.Modes, err = o.parsePolicy(); err != nil {
+		return nil, err
 	}
 	cfg.client = fetcher.NewHTTPClient(fetcher.HTTPConfig{
 		MaxConnsPerHost: o.MaxConnsPerHost, DialTimeout: o.DialTimeout, HeaderTimeout: o.ResponseHeaderTimeout,
@@ -341,6 +327,67 @@ func New(o Options) (*Proxy, error) {
 	}
 	p.logStart(o)
 	return p, nil
+}
+
+// Check reports what New would refuse in o's patterns, modes, upstream
+// lists and checksum databases, with no side effects: no directory is
+// made, nothing is dialed, no tier is read. It is what `caddy validate`
+// runs; New runs it too.
+func (o Options) Check() error {
+	private, _, _, err := o.parsePolicy()
+	if err != nil {
+		return err
+	}
+	if err := fetcher.CheckList(orDefault(o.Upstream, DefaultUpstream)); err != nil {
+		return fmt.Errorf("goproxy: upstream: %w", err)
+	}
+	if !private.Empty() && o.PrivateUpstream != "" {
+		if err := fetcher.CheckList(o.PrivateUpstream); err != nil {
+			return fmt.Errorf("goproxy: private upstream: %w", err)
+		}
+	}
+	if len(o.SumDBs) > 0 && o.SumDBOff {
+		return errors.New("goproxy: sumdb off and a sumdb given")
+	}
+	for _, c := range o.SumDBs {
+		if _, err := checksumdb.ParseNameOrKey(c.Name); err != nil {
+			return fmt.Errorf("goproxy: %w", err)
+		}
+		for _, u := range []string{c.URL, c.DirectURL} {
+			if u == "" {
+				continue
+			}
+			if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+				return fmt.Errorf("goproxy: checksum database %s: URL %q: want http:// or https:// with a host", c.Name, u)
+			}
+		}
+	}
+	return nil
+}
+
+// parsePolicy parses the private and verify-off patterns and the modes.
+// Toolchains are never private nor unverified.
+func (o Options) parsePolicy() (private, noVerify artifact.Patterns, modes []ModeRule, err error) {
+	if private, err = artifact.ParsePatterns(o.Private...); err != nil {
+		return private, noVerify, nil, fmt.Errorf("goproxy: private: %w", err)
+	}
+	if noVerify, err = artifact.ParsePatterns(o.NoVerify...); err != nil {
+		return private, noVerify, nil, fmt.Errorf("goproxy: verify off: %w", err)
+	}
+	private = private.Except(artifact.ToolchainModule)
+	noVerify = noVerify.Except(artifact.ToolchainModule)
+	for _, m := range o.Modes {
+		mode, err := ParseMode(m.Mode)
+		if err != nil {
+			return private, noVerify, nil, fmt.Errorf("goproxy: %w", err)
+		}
+		pats, err := artifact.ParsePatterns(m.Pattern)
+		if err != nil {
+			return private, noVerify, nil, fmt.Errorf("goproxy: mode: %w", err)
+		}
+		modes = append(modes, ModeRule{Patterns: pats, Mode: mode})
+	}
+	return private, noVerify, modes, nil
 }
 
 func orDefault[T comparable](v, def T) T {

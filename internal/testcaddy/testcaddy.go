@@ -5,7 +5,10 @@ package testcaddy
 
 import (
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 
@@ -49,4 +52,25 @@ func Site(t *testing.T, port int, body string) string {
 	t.Helper()
 	Load(t, Global()+fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\t%s\n}\n", port, body))
 	return fmt.Sprintf("http://127.0.0.1:%d", port)
+}
+
+// TryLoad loads a Caddyfile into the Caddy that Load started, through its
+// admin API, and returns the error Caddy answers, if any. A config that
+// fails leaves the running one as it was.
+func TryLoad(caddyfile string) error {
+	req, err := http.NewRequest(http.MethodPost, fmt.Sprintf("http://localhost:%d/load", AdminPort()), strings.NewReader(caddyfile))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "text/caddyfile")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("load: %s: %s", resp.Status, body)
+	}
+	return nil
 }
