@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"strings"
@@ -61,6 +62,13 @@ func (p *ProxyFetcher) Fetch(ctx context.Context, a artifact.Artifact) (*Respons
 		return nil, TransportError(ctx, p.name, err)
 	}
 	if resp.StatusCode == http.StatusOK {
+		if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt == "text/html" {
+			// A login or error page behind a 200 (a private upstream's
+			// single sign-on, a captive portal): never an artifact.
+			resp.Body.Close()
+			return nil, &httperr.Error{Status: http.StatusBadGateway, Msg: "upstream answered an HTML page, not the " + a.Kind.String() + " asked for", Source: p.name,
+				Err: errors.New("Content-Type " + resp.Header.Get("Content-Type"))}
+		}
 		return &Response{Body: resp.Body, Size: resp.ContentLength, Source: p.name}, nil
 	}
 	defer resp.Body.Close()

@@ -356,6 +356,13 @@ func (f *Fleet) GetTransfer(ctx context.Context, key string) (cachetier.Meta, io
 	return meta, &transferReader{ctx: ctx, f: f, base: base, left: meta.Size}, nil
 }
 
+// DeleteTransfer removes a hand-over that failed its checks, so that the
+// other nodes waiting for it do not copy it too.
+func (f *Fleet) DeleteTransfer(ctx context.Context, key string) {
+	base := f.xferKey(key)
+	f.conn.Do(ctx, func(ctx context.Context) error { return f.conn.Client.Del(ctx, base).Err() })
+}
+
 type transferReader struct {
 	ctx  context.Context
 	f    *Fleet

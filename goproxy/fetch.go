@@ -75,8 +75,8 @@ func (p *Proxy) cached(ctx context.Context, a artifact.Artifact) (*fetched, bool
 }
 
 // fromTransfer copies an object that another node fetched and handed over
-// through Redis, checking it against the hash the other node recorded,
-// and stores it in this node's tiers.
+// through Redis, checks it as an upstream answer is checked, and stores it
+// in this node's tiers.
 func (p *Proxy) fromTransfer(ctx context.Context, a artifact.Artifact) (*fetched, bool) {
 	if p.cfg.Fleet == nil || !a.Immutable() {
 		return nil, false
@@ -99,11 +99,61 @@ func (p *Proxy) fromTransfer(ctx context.Context, a artifact.Artifact) (*fetched
 		p.log.Error("a large object from another node does not match its hash; fetching it", zap.Stringer("artifact", a))
 		return nil, false
 	}
+	// The header's hash is Redis' word only: the object passes the checks
+	// of an upstream answer before it is served or stored.
+	if _, err := p.checkSpooled(a, "peer", spool); err != nil {
+		p.log.Error("a large object from another node failed verification; fetching it", zap.Stringer("artifact", a), zap.Error(err))
+		p.cfg.Fleet.DeleteTransfer(ctx, p.key(a))
+		return nil, false
+	}
 	obj, err := p.cfg.Tiers.Commit(ctx, p.key(a), spool, got)
 	if err != nil {
 		p.log.Warn("storing a large object from another node failed; serving it uncached", zap.Stringer("artifact", a), zap.Error(err))
 	}
 	return &fetched{obj: obj}, true
+}
+
+// checkSpooled runs every check of an answer on its spooled content, from
+// an upstream or another node alike: its format (checkContent), and the
+// checksum database's record (verify). It returns the content of an
+// object other than a zip.
+func (p *Proxy) checkSpooled(a artifact.Artifact, source string, spool *cachetier.Spool) ([]byte, error) {
+	var small []byte
+	if a.Kind != artifact.Zip {
+		var err error
+		if small, err = io.ReadAll(spool.Reader()); err != nil {
+			return nil, fmt.Errorf("reading spool: %w", err)
+		}
+	}
+	err := checkContent(a, small, spool)
+	if err == nil && a.Kind == artifact.Mod {
+		if db, _ := p.verifier(a); db == nil {
+			// Nothing vouches for an unverified go.mod but its form: the
+			// go command refuses one without a module line.
+			err = requireModuleLine(small)
+		}
+	}
+	if errors.Is(err, cachetier.ErrStorage) {
+		return nil, &httperr.Error{Status: http.StatusServiceUnavailable, Msg: "cache storage failed; retry", Source: "cache", Err: err}
+	}
+	if err != nil {
+		return nil, invalid(source, a, err.Error())
+	}
+	if err := p.verify(a, small, spool.ReaderAt(), spool.Size()); err != nil {
+		return nil, err
+	}
+	return small, nil
+}
+
+func requireModuleLine(data []byte) error {
+	f, err := modfile.ParseLax("go.mod", data, nil)
+	if err != nil {
+		return fmt.Errorf("go.mod does not parse: %v", err)
+	}
+	if f.Module == nil {
+		return errors.New("go.mod has no module line")
+	}
+	return nil
 }
 
 // collapse joins or starts the one fetch for a and returns a handle of
@@ -284,19 +334,8 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact) (f *fetc
 	}
 	defer spool.Close()
 	meta := spool.Meta(expires)
-	var small []byte
-	if a.Kind != artifact.Zip {
-		if small, err = io.ReadAll(spool.Reader()); err != nil {
-			return nil, source, fmt.Errorf("reading spool: %w", err)
-		}
-	}
-	if err := checkContent(a, small, spool); err != nil {
-		if errors.Is(err, cachetier.ErrStorage) {
-			return nil, source, &httperr.Error{Status: http.StatusServiceUnavailable, Msg: "cache storage failed; retry", Source: "cache", Err: err}
-		}
-		return nil, source, invalid(source, a, err.Error())
-	}
-	if err := p.verify(a, small, spool.ReaderAt(), spool.Size()); err != nil {
+	small, err := p.checkSpooled(a, source, spool)
+	if err != nil {
 		return nil, source, err
 	}
 	p.prefetch.afterMod(a, small) // in the background

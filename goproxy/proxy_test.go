@@ -701,6 +701,22 @@ func TestRejectsBadUpstreamContent(t *testing.T) {
 			w.Header().Set("Content-Length", fmt.Sprint(len(zip)))
 			w.Write(zip[:len(zip)/2])
 		}},
+		// A private upstream's single sign-on page behind a 200.
+		{"HTML login page as a go.mod", path(modA, "mod"), func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			io.WriteString(w, "<html><body>Sign in to continue</body></html>\n")
+		}},
+		{"HTML page as a list", path(modA, "list"), func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "TEXT/HTML")
+			io.WriteString(w, "v1.0.0\n")
+		}},
+		{"HTML page as a zip", path(modA, "zip"), func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			w.Write(modA.Zip(t))
+		}},
+		{"unverified go.mod without a module line", path(modA, "mod"), func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "<!DOCTYPE html>\n<title>Sign in</title>\n")
+		}},
 		{"go.mod too large", path(modA, "mod"), func(w http.ResponseWriter, r *http.Request) {
 			io.WriteString(w, "module example.com/a\n")
 			io.CopyN(w, strings.NewReader(strings.Repeat("// x\n", 4<<20)), 17<<20)

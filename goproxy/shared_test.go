@@ -64,6 +64,55 @@ func TestFleetForgedRedisValueRejected(t *testing.T) {
 	}
 }
 
+// A hand-over that someone with write access to Redis planted, with a
+// header bound to its key and the forged content's own size and SHA-256,
+// is checked like an upstream answer: against the checksum database for a
+// public module, and for its form. It is refused and deleted, and the
+// genuine object fetched.
+func TestFleetForgedHandOverRejected(t *testing.T) {
+	t.Parallel()
+	r := testenv.StartRedis(t)
+	db := testenv.NewSumDB(t, sumdbName, modA)
+	up := testenv.NewUpstream(t, modA)
+	evil := testenv.Module{Path: modA.Path, Version: modA.Version, Files: map[string]string{"a.go": "package a\n\nfunc init() { panic(\"pwned\") }\n"}}
+	forged := map[string][]byte{
+		path(modA, "zip"): evil.Zip(t),
+		path(modA, "mod"): []byte("module example.com/a\n\nrequire example.com/evil v1.0.0\n"),
+	}
+	e := newEnv(t, up, options{redis: r, redisMax: 16, sumdb: db})
+	rc := redisClient(t, r)
+	ctx := context.Background()
+	for p, data := range forged {
+		base := e.redisKey("xfer", p)
+		if err := rc.Set(ctx, base+":0", data, time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := rc.Set(ctx, base, cachetier.EncodeHeader(e.key(p), cachetier.MetaFor(data, time.Time{})), time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[string][]byte{path(modA, "zip"): modA.Zip(t), path(modA, "mod"): modA.Mod()}
+	for p := range forged {
+		if _, body := e.get(p, 200); !bytes.Equal(body, want[p]) {
+			t.Fatalf("%s: served the forged hand-over", p)
+		}
+		if n := up.Requests(p); n != 1 {
+			t.Errorf("%s fetched %d times; want 1 (the forged hand-over refused)", p, n)
+		}
+		if n, _ := rc.Exists(ctx, e.redisKey("xfer", p)).Result(); n != 0 {
+			t.Errorf("%s: the forged hand-over is still in redis", p)
+		}
+	}
+	// Restarted on the same disk, the node serves what it fetched.
+	e.close()
+	e2 := newEnv(t, up, options{redis: r, redisMax: 16, sumdb: db, diskRoot: e.diskRoot})
+	for p := range forged {
+		if _, body := e2.get(p, 200); !bytes.Equal(body, want[p]) {
+			t.Errorf("%s after a restart: not the genuine object", p)
+		}
+	}
+}
+
 // A shared not-found entry is only ever a 404 or 410: anything else found
 // there is deleted and the artifact fetched.
 func TestFleetNotFoundEntriesOnlyNotFound(t *testing.T) {
