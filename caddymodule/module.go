@@ -450,8 +450,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	return nil
 }
 
-// Cleanup releases what start opened; the tiers, loaded as modules, are
-// released by Caddy (and closed when no config uses them any more).
+// closing counts the proxies of unloaded configs still closing.
+var closing sync.WaitGroup
+
+// Cleanup releases what start opened. It does not wait: a reload must not
+// hang on the old config's fetches in flight, which may take up to the
+// fetch timeout. The proxy closes in the background (letting them finish,
+// bounded), and only then are its tiers let go of (and closed when no
+// config uses them any more).
 func (h *Handler) Cleanup() error {
 	run := h.run
 	if run == nil {
@@ -461,14 +467,30 @@ func (h *Handler) Cleanup() error {
 	run.cleanedUp = true
 	started := run.started.Load()
 	run.mu.Unlock()
+	release := func() {
+		for _, m := range h.mods {
+			if r, ok := m.(tierReleaser); ok {
+				if err := r.releaseTier(); err != nil {
+					h.logger.Error("closing a cache tier failed", zap.String("tier", m.CaddyModule().ID.Name()), zap.Error(err))
+				}
+			}
+		}
+	}
 	if !started {
+		release() // what a failed start opened
 		return nil
 	}
 	unregister(h)
 	if h.redis != nil {
 		h.redis.listen(h, false)
 	}
-	return h.proxy.Close()
+	closing.Add(1)
+	go func() {
+		defer closing.Done()
+		h.proxy.Close()
+		release()
+	}()
+	return nil
 }
 
 // Interface guards

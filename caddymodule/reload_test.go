@@ -3,7 +3,9 @@ package caddymodule
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -59,15 +61,81 @@ func TestReloadKeepsCacheAndRequests(t *testing.T) {
 	// A config with other cache settings gets its own tiers, and the old
 	// ones are released once no config uses them.
 	oldKeys := []string{"disk:" + disk, fmt.Sprintf("memory:%d:%d", 16<<20, DefaultMemoryMaxObject)}
+	closing.Wait() // the unloaded configs' proxies have closed
 	for _, k := range oldKeys {
 		if n, ok := tierPool.References(k); !ok || n != 1 {
 			t.Fatalf("tier %s referenced %d times; want 1", k, n)
 		}
 	}
 	testcaddy.Site(t, port, fmt.Sprintf("goproxy %s {\n\t\tsumdb %s\n\t\tcache {\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, db.VKey, t.TempDir()))
+	closing.Wait()
 	for _, k := range oldKeys {
 		if n, ok := tierPool.References(k); ok || n != 0 {
 			t.Errorf("the old tier %s is still referenced %d times after its config was unloaded", k, n)
 		}
+	}
+}
+
+// A reload storm with cold misses and missing versions in flight: every
+// reload closes the old config's proxy while its fetches run. Nothing
+// panics (a panic would take Caddy down), every answer is right, a 404 or
+// a 503 to retry, and the tiers are released with the last config.
+func TestReloadStorm(t *testing.T) {
+	testenv.Slow(t)
+	const reloads, perReload = 12, 4
+	var mods []testenv.Module
+	for i := range reloads * perReload {
+		mods = append(mods, testenv.Module{Path: "example.com/storm", Version: fmt.Sprintf("v1.0.%d", i)})
+	}
+	up := testenv.NewUpstream(t, mods...)
+	up.SetDelay(20 * time.Millisecond)
+	port, disk := testenv.FreePort(t), t.TempDir()
+	block := func(i int) string {
+		return fmt.Sprintf("goproxy %s {\n\t\tsumdb off\n\t\tlist_ttl %ds\n\t\tcache {\n\t\t\tmemory 16MiB\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, 60+i, disk)
+	}
+	base := testcaddy.Site(t, port, block(0))
+	want := map[string][]byte{}
+	for _, m := range mods {
+		want[testenv.EscapedPath(m.Path, m.Version, "info")] = m.Info()
+		want[testenv.EscapedPath(m.Path, m.Version, "mod")] = m.Mod()
+	}
+	errs := make(chan error, reloads*perReload*3)
+	for i := range reloads {
+		var wg sync.WaitGroup
+		get := func(path string) {
+			defer wg.Done()
+			resp, err := http.Get(base + "/" + path)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			switch {
+			case resp.StatusCode == 200 && bytes.Equal(body, want[path]):
+			case resp.StatusCode == 404 && want[path] == nil:
+			case resp.StatusCode == 503:
+			default:
+				errs <- fmt.Errorf("reload %d: %s: %d %q", i, path, resp.StatusCode, body)
+			}
+		}
+		before := up.Total()
+		for _, m := range mods[i*perReload : (i+1)*perReload] {
+			wg.Add(3)
+			go get(testenv.EscapedPath(m.Path, m.Version, "info"))
+			go get(testenv.EscapedPath(m.Path, m.Version, "mod"))
+			go get(fmt.Sprintf("example.com/storm/@v/v1.9.%d.info", i))
+		}
+		up.WaitTotal(t, before+1)
+		testcaddy.Site(t, port, block(i+1)) // the reload, while fetches run
+		wg.Wait()
+	}
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	closing.Wait()
+	if n, ok := tierPool.References("disk:" + disk); !ok || n != 1 {
+		t.Errorf("after the storm the disk tier is referenced %d times; want 1 (the running config)", n)
 	}
 }

@@ -109,7 +109,7 @@ func (t *S3Tier) OpenTier() (cachetier.Tier, error) {
 	return p.tier, nil
 }
 
-func (t *S3Tier) Cleanup() error { return t.ref.release() }
+func (t *S3Tier) releaseTier() error { return t.ref.release() }
 
 // UnmarshalCaddyfile reads:
 //
@@ -174,6 +174,5 @@ var (
 	_ TierModule            = (*S3Tier)(nil)
 	_ caddy.Provisioner     = (*S3Tier)(nil)
 	_ caddy.Validator       = (*S3Tier)(nil)
-	_ caddy.CleanerUpper    = (*S3Tier)(nil)
 	_ caddyfile.Unmarshaler = (*S3Tier)(nil)
 )

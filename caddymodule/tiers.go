@@ -26,20 +26,27 @@ func init() {
 // TierModule is a guest module of the namespace goproxy.tiers. Its
 // Provision checks the settings only, so that `caddy validate` and
 // `caddy adapt --validate` make no directory and dial nothing; OpenTier,
-// called when a config that uses the tier starts, opens the tier (shared
-// through a pool with every config that names the same tier, so that a
-// reload keeps it warm and two configs never run two of one tier), and
-// Cleanup lets go of it.
+// called when a config that uses the tier starts, opens the tier (the
+// built-in ones share it through a pool with every config that names the
+// same tier, so that a reload keeps it warm and two configs never run two
+// of one tier).
 type TierModule interface {
 	caddy.Module
 	OpenTier() (cachetier.Tier, error)
+}
+
+// tierReleaser is a built-in tier module, which the handler lets go of
+// when its proxy has closed: after the config's Cleanup, once the fetches
+// that its requests started have ended, never under them.
+type tierReleaser interface {
+	releaseTier() error
 }
 
 // tierPool holds open tiers across config reloads, keyed by tier identity.
 var tierPool = caddy.NewUsagePool()
 
 // poolRef is a tier module's hold on a pooled tier: taken by open, given
-// back by release (Cleanup), both at most once.
+// back by release, both at most once.
 type poolRef struct {
 	key    string
 	tier   *pooledTier
@@ -140,7 +147,7 @@ func (m *MemoryTier) OpenTier() (cachetier.Tier, error) {
 	return p.tier, nil
 }
 
-func (m *MemoryTier) Cleanup() error { return m.ref.release() }
+func (m *MemoryTier) releaseTier() error { return m.ref.release() }
 
 // UnmarshalCaddyfile reads `memory <size>|off [{ max_object <size> }]`.
 // (`off` is handled by the cache block.)
@@ -221,7 +228,7 @@ func (t *DiskTier) OpenTier() (cachetier.Tier, error) {
 	return d, d.SetMaxBytes(t.Max)
 }
 
-func (t *DiskTier) Cleanup() error { return t.ref.release() }
+func (t *DiskTier) releaseTier() error { return t.ref.release() }
 
 // UnmarshalCaddyfile reads `disk <dir> [{ max <size> }]`.
 func (t *DiskTier) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -412,7 +419,7 @@ func (r *RedisTier) Validate() error {
 	return nil
 }
 
-func (r *RedisTier) Cleanup() error { return r.ref.release() }
+func (r *RedisTier) releaseTier() error { return r.ref.release() }
 
 // UnmarshalCaddyfile reads:
 //
@@ -464,7 +471,6 @@ var (
 	_ TierModule            = (*RedisTier)(nil)
 	_ caddy.Provisioner     = (*RedisTier)(nil)
 	_ caddy.Validator       = (*RedisTier)(nil)
-	_ caddy.CleanerUpper    = (*RedisTier)(nil)
 	_ caddyfile.Unmarshaler = (*MemoryTier)(nil)
 	_ caddyfile.Unmarshaler = (*DiskTier)(nil)
 	_ caddyfile.Unmarshaler = (*RedisTier)(nil)

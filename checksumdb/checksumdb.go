@@ -68,18 +68,11 @@ type Config struct {
 	// OnRead, if set, hears of every read from the database, for logs and
 	// metrics: the path, its error, how long it took and how many bytes.
 	OnRead func(name, path string, err error, d time.Duration, n int)
-	// ProbeRetry is how long after a failed probe the next one may run;
-	// default 2s. Meanwhile modules that need verification are refused.
-	ProbeRetry time.Duration
 }
 
 // How long a probed route is used before it is probed again (in the
-// background, still using the old one), and how long after a failed probe
-// the next one may run.
-const (
-	routeTTL          = time.Hour
-	defaultProbeRetry = 2 * time.Second
-)
+// background, still using the old one).
+const routeTTL = time.Hour
 
 // DB is one checksum database: a source for the /sumdb/<name>/ proxy
 // paths, and a verifier of module hashes.
@@ -96,9 +89,7 @@ type DB struct {
 	client      atomic.Pointer[sumdb.Client]
 	route       atomic.Pointer[route]
 	probes      singleflight.Group
-	failedUntil atomic.Int64 // unix nanoseconds: no new probe before
 	readAt      atomic.Int64 // unix nanoseconds: the last read of the signed tree for Ready
-	probeRetry  time.Duration
 	onRead      func(name, path string, err error, d time.Duration, n int)
 
 	mu     sync.Mutex
@@ -191,9 +182,6 @@ func New(cfg Config) (*DB, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	if cfg.ProbeRetry <= 0 {
-		cfg.ProbeRetry = defaultProbeRetry
-	}
 	if cfg.DirectURL == "" {
 		cfg.DirectURL = "https://" + v.Name()
 	}
@@ -216,7 +204,6 @@ func New(cfg Config) (*DB, error) {
 		timeout:    cfg.Timeout,
 		log:        cfg.Logger,
 		onState:    cfg.OnState,
-		probeRetry: cfg.ProbeRetry,
 		onRead:     cfg.OnRead,
 	}
 	if !d.probe {
@@ -261,12 +248,6 @@ func newEndpoint(rawURL string, client *http.Client) (endpoint, error) {
 // known (probing for it, within ctx, if need be) and the last probe did
 // not fail.
 func (d *DB) Ready(ctx context.Context) error {
-	d.mu.Lock()
-	state := d.state
-	d.mu.Unlock()
-	if state == "unreachable" && time.Now().UnixNano() < d.failedUntil.Load() {
-		return errors.New("unreachable")
-	}
 	ep, err := d.endpoint(ctx)
 	if err != nil {
 		return err
@@ -318,19 +299,18 @@ func (d *DB) URL() string {
 }
 
 // endpoint returns where to read the database from. When the configured
-// URL is an upstream's /sumdb/<name> that has not been probed yet (or the
-// last probe failed), it probes it, once for all concurrent callers and
-// detached from them: a caller that gives up changes nothing. A route
-// older than routeTTL is used while it is probed again in the background.
+// URL is an upstream's /sumdb/<name> that has not been probed yet, or the
+// last probe failed, it probes it, once for all concurrent callers and
+// detached from them: a caller that gives up changes nothing, and one
+// failed probe (a blip) refuses only the verifications that waited for
+// it, never the next ones, which probe again. A route older than
+// routeTTL is used while it is probed again in the background.
 func (d *DB) endpoint(ctx context.Context) (endpoint, error) {
 	if r := d.route.Load(); r != nil {
 		if d.probe && time.Since(r.checked) > routeTTL {
 			d.probes.DoChan("probe", d.runProbe) // refresh; the answer is not awaited
 		}
 		return r.endpoint, nil
-	}
-	if time.Now().UnixNano() < d.failedUntil.Load() {
-		return endpoint{}, d.unreachable(errors.New("the last probe failed moments ago"))
 	}
 	select {
 	case res := <-d.probes.DoChan("probe", d.runProbe):
@@ -362,7 +342,6 @@ func (d *DB) runProbe() (any, error) {
 			d.log.Warn("probing the upstream for the checksum database failed; keeping the route", zap.String("sumdb", d.name), zap.Error(err))
 			return d.route.Load().endpoint, nil
 		}
-		d.failedUntil.Store(time.Now().Add(d.probeRetry).UnixNano())
 		d.setState("unreachable", err)
 		return nil, d.unreachable(err)
 	}
@@ -389,12 +368,12 @@ func (d *DB) setState(state string, err error) {
 	switch state {
 	case "unreachable":
 		d.log.Error("checksum database unreachable: modules it must verify are refused (502) until it answers",
-			zap.String("sumdb", d.name), zap.String("probed", d.configured.base+"/supported"), zap.Error(err))
+			zap.String("sumdb", d.name), zap.String("probed", fetcher.RedactURL(d.configured.base)+"/supported"), zap.Error(err))
 	case "upstream":
-		d.log.Error("checksum database verification state: through the upstream proxy", zap.String("sumdb", d.name), zap.String("url", d.configured.base))
+		d.log.Error("checksum database verification state: through the upstream proxy", zap.String("sumdb", d.name), zap.String("url", fetcher.RedactURL(d.configured.base)))
 	case "direct":
 		d.log.Error("checksum database verification state: the upstream does not proxy it; reading it directly",
-			zap.String("sumdb", d.name), zap.String("url", d.direct.base))
+			zap.String("sumdb", d.name), zap.String("url", fetcher.RedactURL(d.direct.base)))
 	}
 	if d.onState != nil {
 		d.onState(d.name, state)

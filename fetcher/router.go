@@ -2,8 +2,11 @@ package fetcher
 
 import (
 	"context"
+	"errors"
+	"net/http"
 
 	"github.com/piraeus-go/piraeus/artifact"
+	"github.com/piraeus-go/piraeus/httperr"
 )
 
 // Router keeps private modules private: a module that Patterns covers
@@ -21,7 +24,39 @@ func (r *Router) IsPrivate(mod string) bool { return r.Patterns.Covers(mod) }
 
 func (r *Router) Fetch(ctx context.Context, a artifact.Artifact) (*Response, error) {
 	if r.IsPrivate(a.Module) {
-		return r.Private.Fetch(ctx, a)
+		resp, err := r.Private.Fetch(ctx, a)
+		return resp, privateError(a, err)
 	}
 	return r.Public.Fetch(ctx, a)
+}
+
+// privateError is what a client is told of a private source's failure: its
+// status and a fixed reason naming what was asked for, never the source's
+// own words, which may name internal users, groups, hosts or tokens (the
+// log keeps them, scrubbed of token-shaped strings).
+func privateError(a artifact.Artifact, err error) error {
+	var fe *httperr.Error
+	if err == nil || !errors.As(err, &fe) {
+		return err
+	}
+	reason := map[int]string{
+		http.StatusNotFound:           "not found",
+		http.StatusGone:               "not found",
+		http.StatusForbidden:          "forbidden by the private source",
+		http.StatusGatewayTimeout:     "private source timed out",
+		http.StatusServiceUnavailable: "private source unavailable",
+	}[fe.Status]
+	if reason == "" {
+		reason = "private source failed"
+	}
+	out := *fe
+	out.Msg = reason + ": " + a.String()
+	if fe.Msg != out.Msg {
+		detail := Secrets(fe.Msg)
+		if fe.Err != nil {
+			detail += ": " + Secrets(fe.Err.Error())
+		}
+		out.Err = errors.New(detail)
+	}
+	return &out
 }

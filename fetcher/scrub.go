@@ -1,6 +1,7 @@
 package fetcher
 
 import (
+	"net/url"
 	"regexp"
 	"strings"
 	"unicode"
@@ -38,6 +39,7 @@ func ClientText(text string, keep ...string) string {
 		}
 		return r
 	}, line)
+	line = Secrets(line)
 	line = urlText.ReplaceAllString(line, "<url>")
 	line = addrText.ReplaceAllString(line, "<address>")
 	line = hostText.ReplaceAllStringFunc(line, func(h string) string {
@@ -62,6 +64,63 @@ func ClientText(text string, keep ...string) string {
 		line = line[:maxClientText]
 	}
 	return line
+}
+
+var (
+	// Tokens by their well-known shapes: GitHub (ghp_, gho_, ghu_, ghs_,
+	// ghr_, github_pat_), GitLab (glpat-, gldt-, glrt-...), AWS access key
+	// ids, Slack, a JWT; and what follows "Bearer" or "Basic".
+	tokenText = regexp.MustCompile(`\b(?:gh[pousr]_[A-Za-z0-9_]{8,}|github_pat_[A-Za-z0-9_]{8,}|gl[a-z]{2,6}-[A-Za-z0-9_-]{8,}|(?:AKIA|ASIA)[A-Z0-9]{12,}|xox[abprs]-[A-Za-z0-9-]{8,}|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*)|(?i:\b(?:bearer|basic|token)\s+)[A-Za-z0-9._~+/=-]{8,}`)
+	// key=value and key: value pairs whose key names a secret.
+	secretPair = regexp.MustCompile(`(?i)\b([a-z0-9_.-]*(?:token|secret|passw(?:or)?d|pwd|api[_-]?key|access[_-]?key|auth|credential|signature|sig)[a-z0-9_.-]*)(\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s&;,"']+)`)
+)
+
+// Secrets replaces token-shaped strings and the values of secret-named
+// key=value pairs in text with "<redacted>".
+func Secrets(text string) string {
+	text = tokenText.ReplaceAllStringFunc(text, func(m string) string {
+		if i := strings.LastIndexAny(m, " \t"); i >= 0 {
+			return m[:i+1] + "<redacted>" // keep "Bearer "
+		}
+		return "<redacted>"
+	})
+	return secretPair.ReplaceAllString(text, "$1$2<redacted>")
+}
+
+// RedactURL is a URL fit for logs and status pages: its userinfo, query
+// and fragment are replaced. Text that is not a URL is redacted as Secrets.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return Secrets(raw)
+	}
+	if u.User != nil {
+		u.User = url.User("redacted")
+	}
+	if u.RawQuery != "" {
+		u.RawQuery = "redacted"
+	}
+	u.Fragment, u.RawFragment = "", ""
+	return u.String()
+}
+
+// RedactList is a GOPROXY-style list with each entry as RedactURL makes
+// it, separators kept.
+func RedactList(list string) string {
+	var b strings.Builder
+	for list != "" {
+		i := strings.IndexAny(list, ",|")
+		if i < 0 {
+			i = len(list)
+		}
+		b.WriteString(RedactURL(strings.TrimSpace(list[:i])))
+		if i < len(list) {
+			b.WriteByte(list[i])
+			i++
+		}
+		list = list[i:]
+	}
+	return b.String()
 }
 
 // looksLikeVersion reports whether a dotted word is a version (v1.2.3, 1.21).

@@ -169,18 +169,28 @@ func (p *Proxy) join(a artifact.Artifact) *flight {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	fl, joined := p.fetches[key]
-	if !joined {
+	switch {
+	case !joined && p.closed:
+		// A request of a config being replaced: the new one fetches.
+		fl = &flight{done: make(chan struct{}), users: 1, err: &httperr.Error{Status: http.StatusServiceUnavailable,
+			Msg: "the proxy is shutting down; retry", Source: "proxy"}}
+		close(fl.done)
+	case !joined:
 		fl = &flight{done: make(chan struct{}), users: 1}
 		p.fetches[key] = fl
+		p.running++
 		go func() {
 			fl.f, fl.err = p.fetch(a)
 			p.mu.Lock()
 			delete(p.fetches, key) // later requests start a fetch of their own
+			if p.running--; p.running == 0 && p.closed {
+				close(p.idle)
+			}
 			p.mu.Unlock()
 			close(fl.done)
 			p.leave(fl)
 		}()
-	} else {
+	default:
 		p.cfg.Metrics.waiter()
 	}
 	fl.users++
@@ -206,7 +216,7 @@ func (p *Proxy) await(ctx context.Context, fl *flight) (*cachetier.Object, error
 // started it, so one impatient client cannot fail the others, and bounded
 // by FetchTimeout.
 func (p *Proxy) fetch(a artifact.Artifact) (*fetched, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.FetchTimeout)
+	ctx, cancel := context.WithTimeout(p.stop, p.cfg.FetchTimeout)
 	defer cancel()
 	start := time.Now()
 	f, source, err := p.fetchAndStore(ctx, a)
@@ -284,11 +294,6 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact) (f *fetc
 			return nil, "cache", fe
 		}
 	}
-	if db, _ := p.verifier(a); db != nil && a.Immutable() && (a.Kind == artifact.Mod || a.Kind == artifact.Zip) {
-		// The checksum database is asked while the body arrives, not
-		// after: a cold module costs one round trip less.
-		db.Warm(a.Module, a.Version)
-	}
 	select {
 	case p.fetchSlots <- struct{}{}:
 		defer func() { <-p.fetchSlots }()
@@ -305,6 +310,12 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact) (f *fetc
 	}
 	defer resp.Body.Close()
 	source = resp.Source
+	if db, _ := p.verifier(a); db != nil && a.Immutable() && (a.Kind == artifact.Mod || a.Kind == artifact.Zip) {
+		// The checksum database is asked while the body arrives, not
+		// after: a cold module costs one round trip less. Not before
+		// the upstream has answered: a miss costs one request, not two.
+		db.Warm(a.Module, a.Version)
+	}
 	var expires time.Time
 	if !a.Immutable() {
 		expires = time.Now().Add(p.cfg.ListTTL)

@@ -150,7 +150,7 @@ func (p *Proxy) Status() Status {
 	st.Verification.Failures = p.VerifyFailures()
 	st.Verification.Unverified = p.stats.unverifiedCounts()
 	if db := p.cfg.Verifier; db != nil {
-		st.Verification.SumDB, st.Verification.Route, st.Verification.URL = db.Name(), db.Route(), db.URL()
+		st.Verification.SumDB, st.Verification.Route, st.Verification.URL = db.Name(), db.Route(), fetcher.RedactURL(db.URL())
 	}
 	if p.cfg.Fleet != nil {
 		st.Fleet = &FleetStatus{Available: p.cfg.Fleet.Available()}

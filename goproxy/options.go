@@ -156,8 +156,6 @@ type SumDBOptions struct {
 	// DirectURL is where the database is read when the probed upstream
 	// does not proxy it; default https://<name>.
 	DirectURL string
-	// ProbeRetry is how soon a failed probe is retried; default 2s.
-	ProbeRetry time.Duration
 }
 
 // ModeOption applies a download mode (sync, redirect, offline) to the
@@ -429,7 +427,6 @@ func openSumDBs(o Options, chain *fetcher.Chain, cfg config, onRead func(name, p
 			URL:        dbURL,
 			Probe:      probe,
 			DirectURL:  c.DirectURL,
-			ProbeRetry: c.ProbeRetry,
 			Client:     cfg.client,
 			Cache:      namespaced{cfg.Tiers, cfg.namespace + "/"},
 			NotFound:   cfg.notFound,
@@ -470,8 +467,8 @@ func (p *Proxy) logStart(o Options) {
 		private = "direct"
 	}
 	fields := []zap.Field{
-		zap.String("upstream", o.Upstream), zap.Strings("tiers", tiers),
-		zap.String("private", p.cfg.Private.String()), zap.String("private_upstream", private),
+		zap.String("upstream", fetcher.RedactList(orDefault(o.Upstream, DefaultUpstream))), zap.Strings("tiers", tiers),
+		zap.String("private", p.cfg.Private.String()), zap.String("private_upstream", fetcher.RedactList(private)),
 		zap.Strings("modes", modes), zap.String("namespace", p.cfg.namespace),
 		zap.String("prefetch", p.prefetch.describe()),
 	}
@@ -481,7 +478,7 @@ func (p *Proxy) logStart(o Options) {
 		return
 	}
 	p.log.Info("goproxy ready; a checksum database verifies every fetched .mod and .zip", append(fields,
-		zap.String("sumdb", db.Name()), zap.String("sumdb_url", db.URL()),
+		zap.String("sumdb", db.Name()), zap.String("sumdb_url", fetcher.RedactURL(db.URL())),
 		zap.String("except_private", p.cfg.Private.String()), zap.String("except_verify_off", p.cfg.NoVerify.String()))...)
 }
 

@@ -81,8 +81,14 @@ type Proxy struct {
 
 	mu         sync.Mutex
 	fetches    map[string]*flight // artifact fetches in progress
-	fetchSlots chan struct{}      // one per upstream fetch running
-	budget     *byteBudget        // bytes of bodies being spooled
+	running    int                // fetches whose goroutine has not ended
+	closed     bool               // no fetch starts any more
+	idle       chan struct{}      // closed when closed and running is 0
+	stop       context.Context    // the fetches' parent, cancelled by Close
+	cancel     context.CancelFunc
+	closeOnce  sync.Once
+	fetchSlots chan struct{} // one per upstream fetch running
+	budget     *byteBudget   // bytes of bodies being spooled
 	sumdbs     map[string]*checksumdb.DB
 	stats      *stats
 	prefetch   *prefetcher // nil when off
@@ -101,7 +107,9 @@ func (p *Proxy) VerifyFailures() int64 { return p.verifyFailures.Load() }
 
 func newProxy(cfg config) *Proxy {
 	p := &Proxy{cfg: cfg, log: cfg.Logger, sumdbs: map[string]*checksumdb.DB{}, fetches: map[string]*flight{},
-		fetchSlots: make(chan struct{}, cfg.MaxFetches), budget: newByteBudget(cfg.SpoolMax), stats: newStats()}
+		fetchSlots: make(chan struct{}, cfg.MaxFetches), budget: newByteBudget(cfg.SpoolMax), stats: newStats(),
+		idle: make(chan struct{})}
+	p.stop, p.cancel = context.WithCancel(context.Background())
 	for _, db := range cfg.SumDBs {
 		p.sumdbs[db.Name()] = db
 	}
@@ -111,15 +119,40 @@ func newProxy(cfg config) *Proxy {
 // key is the cache key of an artifact.
 func (p *Proxy) key(a artifact.Artifact) string { return p.CacheKey(a.Path()) }
 
+// closeGrace bounds how long Close lets the fetches in flight finish
+// before it cancels them.
+const closeGrace = 10 * time.Second
+
 // Close releases what New opened: the checksum databases, the not-found
-// cache, idle upstream connections. The Cache belongs to the caller.
+// cache, idle upstream connections. The Cache belongs to the caller. No
+// fetch starts after it; the fetches in flight (which requests of a
+// config being replaced may still wait for) get closeGrace, or the fetch
+// timeout if shorter, to finish, and are then cancelled and waited for.
 func (p *Proxy) Close() error {
-	p.prefetch.close()
-	for _, db := range p.cfg.SumDBs {
-		db.Close()
-	}
-	p.cfg.notFound.Close()
-	p.cfg.client.CloseIdleConnections()
+	p.closeOnce.Do(func() {
+		p.mu.Lock()
+		p.closed = true
+		if p.running == 0 {
+			close(p.idle)
+		}
+		p.mu.Unlock()
+		p.prefetch.close()
+		grace := time.NewTimer(min(closeGrace, p.cfg.FetchTimeout))
+		defer grace.Stop()
+		select {
+		case <-p.idle:
+		case <-grace.C:
+			p.log.Warn("fetches still running when the proxy closed; cancelling them")
+			p.cancel()
+			<-p.idle
+		}
+		p.cancel()
+		for _, db := range p.cfg.SumDBs {
+			db.Close()
+		}
+		p.cfg.notFound.Close()
+		p.cfg.client.CloseIdleConnections()
+	})
 	return nil
 }
 

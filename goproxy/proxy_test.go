@@ -71,6 +71,7 @@ type options struct {
 	handOverMax        int64 // fleet-wide bytes of hand-overs in flight
 	sameHost           bool  // refuse upstream redirects to other hosts
 	prefetch           PrefetchOptions
+	statusPath         string
 }
 
 // newEnv assembles a proxy with New, as the Caddy module does, on real
@@ -94,7 +95,7 @@ func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 		Upstream: o.upstream, Direct: o.direct, SandboxDir: o.sandboxDir, Modes: o.modes,
 		ListTTL: o.listTTL, NotFoundVersionTTL: o.notFoundVersionTTL, FetchTimeout: o.timeout, MaxConnsPerHost: o.maxConnsPerHost, MaxFetches: o.maxFetches, SpoolMax: o.spoolMax,
 		SumDBTimeout: o.sumdbTimeout, Cache: cache.Tiers, Fleet: cache.Fleet, Logger: o.logger,
-		SameHostRedirects: o.sameHost, Prefetch: o.prefetch,
+		SameHostRedirects: o.sameHost, Prefetch: o.prefetch, StatusPath: o.statusPath,
 	}
 	if up != nil {
 		opts.UpstreamTLS = up.TLS
@@ -113,7 +114,7 @@ func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 		// Through the upstream's /sumdb/, as by default; the database
 		// itself if the upstream says it does not proxy it. Every request
 		// after a failed probe probes again.
-		opts.SumDBs = []SumDBOptions{{Name: o.sumdb.VKey, DirectURL: o.sumdb.URL, ProbeRetry: time.Nanosecond}}
+		opts.SumDBs = []SumDBOptions{{Name: o.sumdb.VKey, DirectURL: o.sumdb.URL}}
 	default:
 		opts.SumDBs = []SumDBOptions{{Name: o.sumdb.VKey, URL: o.sumdb.URL}}
 	}
@@ -406,6 +407,31 @@ func TestNotFound(t *testing.T) {
 	}
 	up.SetFailure(410)
 	e.get("example.com/gone/@latest", 410)
+}
+
+// A miss costs one upstream request: the checksum database is asked only
+// once the upstream has answered 200, so 200 misses of .mod and .zip
+// files that do not exist cost 200 upstream requests and no lookup.
+func TestMissCostsOneRequest(t *testing.T) {
+	t.Parallel()
+	up := testenv.NewUpstream(t, modA)
+	db := testenv.NewSumDB(t, sumdbName, modA)
+	e := newEnv(t, up, options{memory: true, sumdb: db})
+	for i := range 100 {
+		for _, kind := range []string{"mod", "zip"} {
+			e.get(fmt.Sprintf("example.com/missing%d/@v/v1.0.0.%s", i, kind), 404)
+		}
+	}
+	if n := up.Total(); n != 200 {
+		t.Errorf("200 misses cost %d upstream requests; want 200", n)
+	}
+	if n := db.Requests(); n != 0 {
+		t.Errorf("200 misses cost %d checksum database requests; want 0", n)
+	}
+	e.get(path(modA, "mod"), 200) // the lookup still runs for a hit upstream
+	if db.Requests() == 0 {
+		t.Error("a fetched .mod was not looked up in the checksum database")
+	}
 }
 
 // A version tagged right after a client asked for it is found when a

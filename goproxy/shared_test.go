@@ -3,7 +3,10 @@ package goproxy
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
@@ -11,8 +14,10 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/piraeus-go/piraeus/cachetier"
+	"github.com/piraeus-go/piraeus/internal/testcache"
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
 
@@ -411,5 +416,87 @@ func TestRedirectHonoursNotFound(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound || !strings.Contains(resp.Header.Get("Content-Type"), "text/plain") {
 		t.Errorf("a known not-found in redirect mode: %d; want 404 from the cache", resp.StatusCode)
+	}
+}
+
+// A reload storm: proxies on the same tiers (as Caddy's configs share
+// them) are closed while cold misses and missing versions are in flight.
+// Nothing panics, Close waits for its fetches, every answer is the right
+// bytes, a 404 or a one-line 503 asking for a retry, and what is cached
+// afterwards is whole.
+func TestCloseWithFetchesInFlight(t *testing.T) {
+	t.Parallel()
+	const rounds, perRound = 20, 6
+	var mods []testenv.Module
+	for i := range rounds * perRound {
+		mods = append(mods, testenv.Module{Path: "example.com/storm", Version: fmt.Sprintf("v1.0.%d", i)})
+	}
+	up := testenv.NewUpstream(t, mods...)
+	up.SetDelay(5 * time.Millisecond)
+	cache := testcache.New(t, testcache.Options{Memory: true, Logger: zaptest.NewLogger(t)})
+	want := map[string][]byte{}
+	for _, m := range mods {
+		want[path(m, "info")], want[path(m, "mod")] = m.Info(), m.Mod()
+	}
+	for round := range rounds {
+		p, err := New(Options{Upstream: up.URL, Cache: cache.Tiers, SumDBOff: true, Logger: zaptest.NewLogger(t),
+			Prefetch: PrefetchOptions{Mode: "mod"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(p)
+		var wg sync.WaitGroup
+		errs := make(chan error, 3*perRound)
+		get := func(path string) {
+			defer wg.Done()
+			resp, err := http.Get(srv.URL + "/" + path)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			switch {
+			case resp.StatusCode == 200 && bytes.Equal(body, want[path]):
+			case resp.StatusCode == 404 && want[path] == nil:
+			case resp.StatusCode == 503 && strings.Count(string(body), "\n") == 1:
+			default:
+				errs <- fmt.Errorf("round %d: %s: %d %q", round, path, resp.StatusCode, body)
+			}
+		}
+		before := up.Total()
+		for _, m := range mods[round*perRound : (round+1)*perRound] {
+			wg.Add(3)
+			go get(path(m, "info"))
+			go get(path(m, "mod"))
+			go get(fmt.Sprintf("example.com/storm/@v/v1.9.%d.info", round)) // missing
+		}
+		up.WaitTotal(t, before+1) // fetches are under way
+		p.Close()
+		p.mu.Lock()
+		running, inFlight := p.running, len(p.fetches)
+		p.mu.Unlock()
+		if running != 0 || inFlight != 0 {
+			t.Errorf("round %d: Close returned with %d fetches running", round, running+inFlight)
+		}
+		wg.Wait()
+		srv.Close()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+	}
+	// What the closed proxies stored is whole: a fresh proxy serves it all.
+	p, err := New(Options{Upstream: up.URL, Cache: cache.Tiers, SumDBOff: true, Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	srv := httptest.NewServer(p)
+	defer srv.Close()
+	for path, body := range want {
+		if err := testenv.GetCheck(srv.URL+"/"+path, body); err != nil {
+			t.Error(err)
+		}
 	}
 }
