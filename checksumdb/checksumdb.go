@@ -77,20 +77,20 @@ const routeTTL = time.Hour
 // DB is one checksum database: a source for the /sumdb/<name>/ proxy
 // paths, and a verifier of module hashes.
 type DB struct {
-	name, key   string
-	configured  endpoint // URL as configured (a proxy's, when probed)
-	direct      endpoint // where the database itself is, for a probe's 404
-	probe       bool
-	cache       Cache
-	notFound    *httperr.NotFoundCache
-	timeout     time.Duration
-	log         *zap.Logger
-	onState     func(name, state string)
-	client      atomic.Pointer[sumdb.Client]
-	route       atomic.Pointer[route]
-	probes      singleflight.Group
-	readAt      atomic.Int64 // unix nanoseconds: the last read of the signed tree for Ready
-	onRead      func(name, path string, err error, d time.Duration, n int)
+	name, key  string
+	configured endpoint // URL as configured (a proxy's, when probed)
+	direct     endpoint // where the database itself is, for a probe's 404
+	probe      bool
+	cache      Cache
+	notFound   *httperr.NotFoundCache
+	timeout    time.Duration
+	log        *zap.Logger
+	onState    func(name, state string)
+	client     atomic.Pointer[sumdb.Client]
+	route      atomic.Pointer[route]
+	probes     singleflight.Group
+	readAt     atomic.Int64 // unix nanoseconds: the last read of the signed tree for Ready
+	onRead     func(name, path string, err error, d time.Duration, n int)
 
 	mu     sync.Mutex
 	latest []byte // the latest verified signed tree (the client's config)

@@ -423,17 +423,17 @@ func openSumDBs(o Options, chain *fetcher.Chain, cfg config, onRead func(name, p
 			}
 		}
 		db, err := checksumdb.New(checksumdb.Config{
-			NameOrKey:  c.Name,
-			URL:        dbURL,
-			Probe:      probe,
-			DirectURL:  c.DirectURL,
-			Client:     cfg.client,
-			Cache:      namespaced{cfg.Tiers, cfg.namespace + "/"},
-			NotFound:   cfg.notFound,
-			Timeout:    o.SumDBTimeout,
-			Logger:     cfg.Logger.Named("sumdb"),
-			OnState:    cfg.Metrics.SumDBState,
-			OnRead:     onRead,
+			NameOrKey: c.Name,
+			URL:       dbURL,
+			Probe:     probe,
+			DirectURL: c.DirectURL,
+			Client:    cfg.client,
+			Cache:     namespaced{cfg.Tiers, cfg.namespace + "/"},
+			NotFound:  cfg.notFound,
+			Timeout:   o.SumDBTimeout,
+			Logger:    cfg.Logger.Named("sumdb"),
+			OnState:   cfg.Metrics.SumDBState,
+			OnRead:    onRead,
 		})
 		if err != nil {
 			for _, db := range dbs {
