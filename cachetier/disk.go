@@ -237,6 +237,7 @@ func (d *DiskTier) Check(context.Context) error {
 func (d *DiskTier) List(_ context.Context, after string, limit int) ([]string, string, error) {
 	dirAfter, nameAfter, _ := strings.Cut(after, "/")
 	var keys []string
+	examined := 0
 	for i := range fanOut {
 		dir := fmt.Sprintf("%02x", i)
 		if dir < dirAfter {
@@ -250,10 +251,13 @@ func (d *DiskTier) List(_ context.Context, after string, limit int) ([]string, s
 			if dir == dirAfter && e.Name() <= nameAfter {
 				continue
 			}
+			if !e.Type().IsRegular() {
+				continue // never opened: a FIFO would block, a device worse
+			}
 			if key, ok := readKey(filepath.Join(d.objects, dir, e.Name())); ok {
 				keys = append(keys, key)
 			}
-			if len(keys) >= limit {
+			if examined++; examined >= limit {
 				return keys, dir + "/" + e.Name(), nil
 			}
 		}

@@ -322,7 +322,9 @@ type Checker interface {
 
 // Lister is implemented by tiers that can list the keys they hold, in a
 // stable order, a page at a time: after is "" or the next of the previous
-// page; next is "" after the last page.
+// page; next is "" after the last page. A page examines at most limit
+// objects, so it holds at most limit keys, and fewer (none, even) where
+// what it examined was not an object, yet not the last page.
 type Lister interface {
 	List(ctx context.Context, after string, limit int) (keys []string, next string, err error)
 }

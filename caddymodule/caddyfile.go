@@ -55,7 +55,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		spool_max     <size>
 //		health                  # GET /healthz, /readyz
 //		status        [<path>]  # the status page, default /-/status
-//		catalog                 # GET /catalog
+//		catalog [{ private }]   # GET /catalog (private modules too)
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
@@ -209,10 +209,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 		case "health", "catalog":
+			key := d.Val()
 			if d.NextArg() {
 				return d.ArgErr()
 			}
-			*map[string]*bool{"health": &h.Health, "catalog": &h.Catalog}[d.Val()] = true
+			*map[string]*bool{"health": &h.Health, "catalog": &h.Catalog}[key] = true
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				if key != "catalog" || d.Val() != "private" || d.NextArg() {
+					return d.Errf("%s: unknown option %q (catalog takes { private })", key, d.Val())
+				}
+				h.CatalogPrivate = true
+			}
 		case "status":
 			h.StatusPath = "/-/status"
 			if d.NextArg() {

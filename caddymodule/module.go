@@ -113,6 +113,8 @@ type Handler struct {
 	// Catalog answers GET /catalog with the module versions the mirror
 	// holds, in Athens' format, paged with ?token= and ?pagesize=.
 	Catalog bool `json:"catalog,omitempty"`
+	// CatalogPrivate lists private modules in the catalog too.
+	CatalogPrivate bool `json:"catalog_private,omitempty"`
 
 	// Set by Provision.
 	ctx    caddy.Context
@@ -363,6 +365,7 @@ func (h *Handler) options() (goproxy.Options, error) {
 		Health:                h.Health,
 		StatusPath:            h.StatusPath,
 		Catalog:               h.Catalog,
+		CatalogPrivate:        h.CatalogPrivate,
 	}
 	o.Prefetch = goproxy.PrefetchOptions{Mode: "mod"}
 	if c := h.Prefetch; c != nil {

@@ -100,11 +100,14 @@ func TestReloadStorm(t *testing.T) {
 		want[testenv.EscapedPath(m.Path, m.Version, "mod")] = m.Mod()
 	}
 	errs := make(chan error, reloads*perReload*3)
+	// A connection per request: one kept alive may be closed by the old
+	// server as it shuts down (Caddy's doing, not the proxy's).
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	for i := range reloads {
 		var wg sync.WaitGroup
 		get := func(path string) {
 			defer wg.Done()
-			resp, err := http.Get(base + "/" + path)
+			resp, err := client.Get(base + "/" + path)
 			if err != nil {
 				errs <- err
 				return

@@ -251,6 +251,9 @@ func sparkline(perMin []int64) string {
 // ?token= and ?pagesize= (at most 1000).
 const maxCatalogPage = 1000
 
+// catalogScan bounds the objects a catalog page examines, per entry.
+const catalogScan = 2
+
 // CatalogEntry is one module version the mirror holds.
 type CatalogEntry struct {
 	Module  string `json:"module"`
@@ -288,8 +291,13 @@ func (p *Proxy) serveCatalog(w http.ResponseWriter, r *http.Request) {
 func (p *Proxy) Catalog(ctx context.Context, token string, size int) (catalogPage, error) {
 	page := catalogPage{Modules: []CatalogEntry{}}
 	prefix := p.cfg.namespace + "/"
-	for len(page.Modules) < size {
-		keys, next, err := p.cfg.Tiers.List(ctx, token, size-len(page.Modules))
+	// A page examines at most catalogScan objects per entry asked for:
+	// one request costs bounded work, and a page may come out short (or
+	// empty) with a next token, which Athens' clients follow.
+	for budget := catalogScan * size; len(page.Modules) < size && budget > 0; {
+		n := min(size-len(page.Modules), budget)
+		budget -= n
+		keys, next, err := p.cfg.Tiers.List(ctx, token, n)
 		if err != nil {
 			return page, err
 		}
@@ -305,7 +313,7 @@ func (p *Proxy) Catalog(ctx context.Context, token string, size int) (catalogPag
 			}
 			mod, err1 := module.UnescapePath(escMod)
 			ver, err2 := module.UnescapeVersion(escVer)
-			if err1 == nil && err2 == nil && module.CanonicalVersion(ver) == ver {
+			if err1 == nil && err2 == nil && module.CanonicalVersion(ver) == ver && (p.cfg.CatalogPrivate || !p.private(mod)) {
 				page.Modules = append(page.Modules, CatalogEntry{Module: mod, Version: ver})
 			}
 		}

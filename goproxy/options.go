@@ -102,8 +102,10 @@ type Options struct {
 	// with ?format=json).
 	StatusPath string
 	// Catalog answers GET /catalog with the module versions the mirror
-	// holds, in Athens' format.
-	Catalog bool
+	// holds, in Athens' format: public modules only, unless
+	// CatalogPrivate.
+	Catalog        bool
+	CatalogPrivate bool
 
 	// Cache holds what the proxy serves; required.
 	Cache Cache
@@ -236,16 +238,17 @@ func New(o Options) (*Proxy, error) {
 		NotFoundTTL: orDefault(o.NotFoundTTL, DefaultNotFoundTTL),
 		NotFoundVersionTTL: min(orDefault(o.NotFoundVersionTTL, DefaultNotFoundVersionTTL),
 			orDefault(o.NotFoundTTL, DefaultNotFoundTTL)),
-		FetchTimeout: orDefault(o.FetchTimeout, DefaultFetchTimeout),
-		MaxFetches:   orDefault(o.MaxFetches, DefaultMaxFetches),
-		SpoolMax:     orDefault(o.SpoolMax, DefaultSpoolMax),
-		Fleet:        o.Fleet,
-		Metrics:      o.Metrics,
-		Logger:       o.Logger,
-		namespace:    o.Namespace(),
-		Health:       o.Health,
-		StatusPath:   o.StatusPath,
-		Catalog:      o.Catalog,
+		FetchTimeout:   orDefault(o.FetchTimeout, DefaultFetchTimeout),
+		MaxFetches:     orDefault(o.MaxFetches, DefaultMaxFetches),
+		SpoolMax:       orDefault(o.SpoolMax, DefaultSpoolMax),
+		Fleet:          o.Fleet,
+		Metrics:        o.Metrics,
+		Logger:         o.Logger,
+		namespace:      o.Namespace(),
+		Health:         o.Health,
+		StatusPath:     o.StatusPath,
+		Catalog:        o.Catalog,
+		CatalogPrivate: o.CatalogPrivate,
 
 		RedirectLarge:   o.RedirectLarge,
 		RedirectPrivate: o.RedirectPrivate,

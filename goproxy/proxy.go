@@ -64,9 +64,10 @@ type config struct {
 	Fleet   *fleet.Fleet
 	Logger  *zap.Logger
 
-	Health     bool   // answer /healthz and /readyz
-	StatusPath string // where the status page is; "" for none
-	Catalog    bool   // answer /catalog
+	Health         bool   // answer /healthz and /readyz
+	StatusPath     string // where the status page is; "" for none
+	Catalog        bool   // answer /catalog
+	CatalogPrivate bool   // with private modules
 
 	client    *http.Client // of upstream proxies and checksum databases
 	notFound  *httperr.NotFoundCache
@@ -230,6 +231,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.Set("Cache-Control", "public, max-age="+strconv.Itoa(int(p.cfg.ListTTL/time.Second)))
 	}
 	p.cfg.Metrics.request(a.Kind.String(), result)
+	p.stats.answered(a.Module)
 	cw := &countingWriter{ResponseWriter: w}
 	http.ServeContent(cw, r, "", time.Time{}, obj.Reader())
 	p.cfg.Metrics.served(a, cw.n)

@@ -72,6 +72,8 @@ type options struct {
 	sameHost           bool  // refuse upstream redirects to other hosts
 	prefetch           PrefetchOptions
 	statusPath         string
+	privateUpstream    string
+	catalogPrivate     bool
 }
 
 // newEnv assembles a proxy with New, as the Caddy module does, on real
@@ -96,6 +98,7 @@ func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 		ListTTL: o.listTTL, NotFoundVersionTTL: o.notFoundVersionTTL, FetchTimeout: o.timeout, MaxConnsPerHost: o.maxConnsPerHost, MaxFetches: o.maxFetches, SpoolMax: o.spoolMax,
 		SumDBTimeout: o.sumdbTimeout, Cache: cache.Tiers, Fleet: cache.Fleet, Logger: o.logger,
 		SameHostRedirects: o.sameHost, Prefetch: o.prefetch, StatusPath: o.statusPath,
+		PrivateUpstream: o.privateUpstream, Catalog: true, CatalogPrivate: o.catalogPrivate,
 	}
 	if up != nil {
 		opts.UpstreamTLS = up.TLS

@@ -22,16 +22,24 @@ type stats struct {
 	mu         sync.RWMutex
 	hits       map[string]*atomic.Int64 // by tier
 	unverified map[string]*atomic.Int64 // modules stored unverified, by reason
-	modules    map[string]*atomic.Int64 // requests by module, at most maxTracked
 	recent     []FetchRecord            // ring of the last fetches
 	next       int
 	perMin     [60]atomic.Int64 // requests in each of the last 60 minutes, by minute of the hour
 	minuteOf   [60]atomic.Int64 // which minute (unix/60) each slot counts
+
+	// The top modules: answered requests by module, a bounded and
+	// decaying top-k (Space-Saving: a module new to a full table takes
+	// the place of the least counted one, and its count plus one; every
+	// count halves each topHalfLife), so junk names never fill it for good.
+	topMu   sync.Mutex
+	modules map[string]int64
+	decayed time.Time
 }
 
 const (
-	maxTracked = 1024 // modules counted for the top list
-	maxRecent  = 20   // fetches remembered
+	maxTracked  = 1024 // modules counted for the top list
+	maxRecent   = 20   // fetches remembered
+	topHalfLife = time.Hour
 )
 
 // FetchRecord is one upstream fetch, for the status page.
@@ -47,7 +55,8 @@ type FetchRecord struct {
 }
 
 func newStats() *stats {
-	return &stats{started: time.Now(), hits: map[string]*atomic.Int64{}, modules: map[string]*atomic.Int64{}, unverified: map[string]*atomic.Int64{}}
+	return &stats{started: time.Now(), hits: map[string]*atomic.Int64{}, modules: map[string]int64{}, unverified: map[string]*atomic.Int64{},
+		decayed: time.Now()}
 }
 
 func counter(mu *sync.RWMutex, m map[string]*atomic.Int64, key string, limit int) *atomic.Int64 {
@@ -78,9 +87,34 @@ func (s *stats) request(a artifact.Artifact) {
 		s.perMin[slot].Store(0)
 	}
 	s.perMin[slot].Add(1)
-	if c := counter(&s.mu, s.modules, a.Module, maxTracked); c != nil {
-		c.Add(1)
+}
+
+// answered counts a request for mod that was answered with its artifact.
+func (s *stats) answered(mod string) {
+	s.topMu.Lock()
+	defer s.topMu.Unlock()
+	if now := time.Now(); now.Sub(s.decayed) >= topHalfLife {
+		for m, c := range s.modules {
+			if c /= 2; c == 0 {
+				delete(s.modules, m)
+			} else {
+				s.modules[m] = c
+			}
+		}
+		s.decayed = now
 	}
+	if c, ok := s.modules[mod]; ok || len(s.modules) < maxTracked {
+		s.modules[mod] = c + 1
+		return
+	}
+	least, fewest := "", int64(-1)
+	for m, c := range s.modules {
+		if fewest < 0 || c < fewest {
+			least, fewest = m, c
+		}
+	}
+	delete(s.modules, least)
+	s.modules[mod] = fewest + 1
 }
 
 func (s *stats) hit(tier string) {
@@ -131,12 +165,14 @@ func (s *stats) snapshot() (hits map[string]int64, top []ModuleCount, recent []F
 	for k, v := range s.hits {
 		hits[k] = v.Load()
 	}
-	for m, c := range s.modules {
-		top = append(top, ModuleCount{m, c.Load()})
-	}
 	recent = append(recent, s.recent[s.next:]...)
 	recent = append(recent, s.recent[:s.next]...)
 	s.mu.RUnlock()
+	s.topMu.Lock()
+	for m, c := range s.modules {
+		top = append(top, ModuleCount{m, c})
+	}
+	s.topMu.Unlock()
 	slices.SortFunc(top, func(a, b ModuleCount) int {
 		if a.Requests != b.Requests {
 			return cmp.Compare(b.Requests, a.Requests)

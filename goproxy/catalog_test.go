@@ -1,0 +1,86 @@
+package goproxy
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/piraeus-go/piraeus/internal/testenv"
+)
+
+// The catalog lists public modules only, unless told to list private ones
+// too, and a page costs bounded work: on a tier of .mod files alone, a
+// page of 5 examines 10 objects and comes back empty, with a next token.
+func TestCatalogPrivateAndBounded(t *testing.T) {
+	t.Parallel()
+	priv := testenv.Module{Path: "git.corp.example/secret", Version: "v1.0.0"}
+	up := testenv.NewUpstream(t, modA, priv)
+	for _, listPrivate := range []bool{false, true} {
+		e := newEnv(t, up, options{private: "git.corp.example/*", privateUpstream: up.URL, catalogPrivate: listPrivate})
+		e.get(path(modA, "info"), 200)
+		e.get(path(priv, "info"), 200)
+		_, body := e.get("catalog", 200)
+		var page catalogPage
+		if err := json.Unmarshal(body, &page); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, m := range page.Modules {
+			got = append(got, m.Module)
+		}
+		slices.Sort(got)
+		want := []string{"example.com/a"}
+		if listPrivate {
+			want = []string{"example.com/a", "git.corp.example/secret"}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("catalog (private listed: %v) = %v; want %v", listPrivate, got, want)
+		}
+	}
+
+	var mods []testenv.Module
+	for i := range 30 {
+		mods = append(mods, testenv.Module{Path: "example.com/many", Version: fmt.Sprintf("v1.0.%d", i)})
+	}
+	e := newEnv(t, testenv.NewUpstream(t, mods...), options{})
+	for _, m := range mods {
+		e.get(path(m, "mod"), 200)
+	}
+	page, err := e.proxy.Catalog(t.Context(), "", 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Modules) != 0 || page.Next == "" {
+		t.Errorf("a page of 5 on 30 .mod files: %d entries, next %q; want none and a next token", len(page.Modules), page.Next)
+	}
+}
+
+// The top modules count answered requests only, in a bounded table that
+// junk never fills for good: 404s count nothing, and 5,000 distinct
+// modules asked once each leave the table at its bound with the module
+// asked for most still first.
+func TestTopModulesBounded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, testenv.NewUpstream(t, modA), options{})
+	for range 50 {
+		e.get(path(modA, "info"), 200)
+	}
+	for i := range 20 {
+		e.get(fmt.Sprintf("example.com/junk%d/@v/list", i), 404)
+	}
+	s := e.proxy.stats
+	for i := range 5000 {
+		s.answered(fmt.Sprintf("example.com/junk%d", i))
+	}
+	s.topMu.Lock()
+	n := len(s.modules)
+	s.topMu.Unlock()
+	if n > maxTracked {
+		t.Errorf("the top table holds %d modules; bound %d", n, maxTracked)
+	}
+	_, top, _, _ := s.snapshot()
+	if len(top) == 0 || top[0].Module != "example.com/a" || top[0].Requests != 50 {
+		t.Errorf("top modules %v; want example.com/a first with 50", top)
+	}
+}
