@@ -3,7 +3,6 @@ package caddymodule
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"net/http"
 	"sync"
 	"testing"
@@ -107,19 +106,8 @@ func TestReloadStorm(t *testing.T) {
 		var wg sync.WaitGroup
 		get := func(path string) {
 			defer wg.Done()
-			resp, err := client.Get(base + "/" + path)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer resp.Body.Close()
-			body, _ := io.ReadAll(resp.Body)
-			switch {
-			case resp.StatusCode == 200 && bytes.Equal(body, want[path]):
-			case resp.StatusCode == 404 && want[path] == nil:
-			case resp.StatusCode == 503:
-			default:
-				errs <- fmt.Errorf("reload %d: %s: %d %q", i, path, resp.StatusCode, body)
+			if err := testenv.GetDuringShutdown(client, base+"/"+path, want[path]); err != nil {
+				errs <- fmt.Errorf("reload %d: %w", i, err)
 			}
 		}
 		before := up.Total()

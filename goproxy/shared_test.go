@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -27,6 +26,16 @@ func redisClient(t *testing.T, r *testenv.Redis) *redis.Client {
 	return c
 }
 
+// forgedModA is what an attacker would plant for modA: a zip that runs
+// code at init and a go.mod that requires another module.
+func forgedModA(t *testing.T) map[string][]byte {
+	evil := testenv.Module{Path: modA.Path, Version: modA.Version, Files: map[string]string{"a.go": "package a\n\nfunc init() { panic(\"pwned\") }\n"}}
+	return map[string][]byte{
+		path(modA, "zip"): evil.Zip(t),
+		path(modA, "mod"): []byte("module example.com/a\n\nrequire example.com/evil v1.0.0\n"),
+	}
+}
+
 // A .mod or .zip that someone with write access to Redis forged, bound to
 // its key and with a matching SHA-256, is checked against the checksum
 // database before it is served or promoted: it is deleted and the genuine
@@ -36,11 +45,7 @@ func TestFleetForgedRedisValueRejected(t *testing.T) {
 	r := testenv.StartRedis(t)
 	db := testenv.NewSumDB(t, sumdbName, modA)
 	up := testenv.NewUpstream(t, modA)
-	evil := testenv.Module{Path: modA.Path, Version: modA.Version, Files: map[string]string{"a.go": "package a\n\nfunc init() { panic(\"pwned\") }\n"}}
-	forged := map[string][]byte{
-		path(modA, "zip"): evil.Zip(t),
-		path(modA, "mod"): []byte("module example.com/a\n\nrequire example.com/evil v1.0.0\n"),
-	}
+	forged := forgedModA(t)
 	e := newEnv(t, up, options{memory: true, redis: r, sumdb: db})
 	rc := redisClient(t, r)
 	for key, data := range forged {
@@ -79,11 +84,7 @@ func TestFleetForgedHandOverRejected(t *testing.T) {
 	r := testenv.StartRedis(t)
 	db := testenv.NewSumDB(t, sumdbName, modA)
 	up := testenv.NewUpstream(t, modA)
-	evil := testenv.Module{Path: modA.Path, Version: modA.Version, Files: map[string]string{"a.go": "package a\n\nfunc init() { panic(\"pwned\") }\n"}}
-	forged := map[string][]byte{
-		path(modA, "zip"): evil.Zip(t),
-		path(modA, "mod"): []byte("module example.com/a\n\nrequire example.com/evil v1.0.0\n"),
-	}
+	forged := forgedModA(t)
 	e := newEnv(t, up, options{redis: r, redisMax: 16, sumdb: db})
 	rc := redisClient(t, r)
 	ctx := context.Background()
@@ -449,19 +450,8 @@ func TestCloseWithFetchesInFlight(t *testing.T) {
 		errs := make(chan error, 3*perRound)
 		get := func(path string) {
 			defer wg.Done()
-			resp, err := http.Get(srv.URL + "/" + path)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer resp.Body.Close()
-			body, _ := io.ReadAll(resp.Body)
-			switch {
-			case resp.StatusCode == 200 && bytes.Equal(body, want[path]):
-			case resp.StatusCode == 404 && want[path] == nil:
-			case resp.StatusCode == 503 && strings.Count(string(body), "\n") == 1:
-			default:
-				errs <- fmt.Errorf("round %d: %s: %d %q", round, path, resp.StatusCode, body)
+			if err := testenv.GetDuringShutdown(http.DefaultClient, srv.URL+"/"+path, want[path]); err != nil {
+				errs <- fmt.Errorf("round %d: %w", round, err)
 			}
 		}
 		before := up.Total()

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -53,6 +54,26 @@ func GetCheck(url string, want []byte) error {
 	}
 	if status != http.StatusOK || (want != nil && !bytes.Equal(body, want)) {
 		return fmt.Errorf("status %d, %d bytes: %q", status, len(body), body[:min(len(body), 100)])
+	}
+	return nil
+}
+
+// GetDuringShutdown fetches url from a proxy that may be closing, and
+// says what is wrong with the answer: a 200 must be want, a 404 needs
+// want nil, and a 503 asking to retry (one line) is fine.
+func GetDuringShutdown(client *http.Client, url string, want []byte) error {
+	resp, err := client.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	switch {
+	case resp.StatusCode == http.StatusOK && want != nil && bytes.Equal(body, want):
+	case resp.StatusCode == http.StatusNotFound && want == nil:
+	case resp.StatusCode == http.StatusServiceUnavailable && strings.Count(string(body), "\n") == 1:
+	default:
+		return fmt.Errorf("%s: %d %q", url, resp.StatusCode, body[:min(len(body), 200)])
 	}
 	return nil
 }
