@@ -31,8 +31,8 @@ type stats struct {
 	// decaying top-k (Space-Saving: a module new to a full table takes
 	// the place of the least counted one, and its count plus one; every
 	// count halves each topHalfLife), so junk names never fill it for good.
-	topMu   sync.Mutex
-	modules map[string]int64
+	topMu   sync.RWMutex
+	modules map[string]*atomic.Int64
 	decayed time.Time
 }
 
@@ -55,7 +55,7 @@ type FetchRecord struct {
 }
 
 func newStats() *stats {
-	return &stats{started: time.Now(), hits: map[string]*atomic.Int64{}, modules: map[string]int64{}, unverified: map[string]*atomic.Int64{},
+	return &stats{started: time.Now(), hits: map[string]*atomic.Int64{}, modules: map[string]*atomic.Int64{}, unverified: map[string]*atomic.Int64{},
 		decayed: time.Now()}
 }
 
@@ -90,31 +90,54 @@ func (s *stats) request(a artifact.Artifact) {
 }
 
 // answered counts a request for mod that was answered with its artifact.
+// A module already in the table costs a read lock and an atomic add: this
+// runs on every cache hit.
 func (s *stats) answered(mod string) {
+	s.topMu.RLock()
+	c := s.modules[mod]
+	s.topMu.RUnlock()
+	if c != nil {
+		c.Add(1)
+		return
+	}
 	s.topMu.Lock()
 	defer s.topMu.Unlock()
-	if now := time.Now(); now.Sub(s.decayed) >= topHalfLife {
-		for m, c := range s.modules {
-			if c /= 2; c == 0 {
-				delete(s.modules, m)
-			} else {
-				s.modules[m] = c
-			}
+	s.decayLocked()
+	if c := s.modules[mod]; c != nil || len(s.modules) < maxTracked {
+		if c == nil {
+			c = new(atomic.Int64)
+			s.modules[mod] = c
 		}
-		s.decayed = now
-	}
-	if c, ok := s.modules[mod]; ok || len(s.modules) < maxTracked {
-		s.modules[mod] = c + 1
+		c.Add(1)
 		return
 	}
 	least, fewest := "", int64(-1)
 	for m, c := range s.modules {
-		if fewest < 0 || c < fewest {
-			least, fewest = m, c
+		if n := c.Load(); fewest < 0 || n < fewest {
+			least, fewest = m, n
 		}
 	}
 	delete(s.modules, least)
-	s.modules[mod] = fewest + 1
+	c = new(atomic.Int64)
+	c.Store(fewest + 1)
+	s.modules[mod] = c
+}
+
+// decayLocked halves every count once per topHalfLife gone by; it runs
+// where the table is written or read whole, never on a hit.
+func (s *stats) decayLocked() {
+	now := time.Now()
+	if now.Sub(s.decayed) < topHalfLife {
+		return
+	}
+	for m, c := range s.modules {
+		if n := c.Load() / 2; n == 0 {
+			delete(s.modules, m)
+		} else {
+			c.Store(n)
+		}
+	}
+	s.decayed = now
 }
 
 func (s *stats) hit(tier string) {
@@ -169,8 +192,9 @@ func (s *stats) snapshot() (hits map[string]int64, top []ModuleCount, recent []F
 	recent = append(recent, s.recent[:s.next]...)
 	s.mu.RUnlock()
 	s.topMu.Lock()
+	s.decayLocked()
 	for m, c := range s.modules {
-		top = append(top, ModuleCount{m, c})
+		top = append(top, ModuleCount{m, c.Load()})
 	}
 	s.topMu.Unlock()
 	slices.SortFunc(top, func(a, b ModuleCount) int {
