@@ -15,6 +15,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/piraeus-go/piraeus"
+	"github.com/piraeus-go/piraeus/internal/testenv"
 )
 
 var caddyfileFence = regexp.MustCompile("(?s)```caddyfile\n(.*?)```")
@@ -48,6 +49,8 @@ func TestDocumentedCaddyfiles(t *testing.T) {
 	for _, env := range []string{"HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "TMPDIR"} {
 		t.Setenv(env, filepath.Join(root, strings.ToLower(env)))
 	}
+	// The fleet key the documented fleets take from the environment.
+	t.Setenv("PIRAEUS_FLEET_KEY", testenv.FleetKey)
 	for name, cf := range snippets {
 		validateWithoutSideEffects(t, name, cf, root)
 		if formatted := string(caddyfile.Format([]byte(cf))); formatted != cf {

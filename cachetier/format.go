@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"hash/crc32"
 	"time"
+
+	"github.com/piraeus-go/piraeus/internal/fleetkey"
 )
 
 // Every stored value, on disk and in Redis, starts with a header naming
@@ -20,12 +22,20 @@ import (
 //	56  expires, unix ns      (uint64, 0: never)
 //	64  key length            (uint16)
 //	66  CRC-32 (IEEE) of bytes 0..66 and the key
-//	70  zero up to fixedHeader
+//	70  zero
+//	72  in a shared tier (Redis, a hand-over): HMAC-SHA256 of bytes 0..66
+//	    and the key under the fleet key, bound to the value's kind; zero
+//	    on disk
+//	104 zero up to fixedHeader
 //	fixedHeader  the key, then the content
+//
+// The tag covers the content too, through its size and SHA-256, which a
+// read checks against the content.
 const (
 	fixedHeader = 128
 	headerMagic = "PIRAEUS\x02"
 	maxKeyLen   = 4096
+	tagOff      = 72
 )
 
 // headerLen is the length of the header of an object stored under key.
@@ -88,15 +98,33 @@ func truncate(s string) string {
 	return s
 }
 
-// encodeValue is a header and the content, as one value (Redis).
-func encodeValue(key string, m Meta, data []byte) []byte {
+// signHeader writes the tag of a header of kind under fk.
+func signHeader(b []byte, key string, fk *fleetkey.Key, kind string) {
+	copy(b[tagOff:tagOff+fleetkey.TagLen], fk.Sum(kind, b[0:66], []byte(key)))
+}
+
+// ErrBadTag is a shared value whose tag fails the fleet key: written by
+// someone who does not hold it.
+var ErrBadTag = errors.New("its tag fails the fleet key: it was not written by an edge of this fleet")
+
+// checkTag checks the tag of a header of kind under fk.
+func checkTag(b []byte, key string, fk *fleetkey.Key, kind string) error {
+	if !fk.Check(b[tagOff:tagOff+fleetkey.TagLen], kind, b[0:66], []byte(key)) {
+		return ErrBadTag
+	}
+	return nil
+}
+
+// encodeValue is a signed header and the content, as one value (Redis).
+func encodeValue(key string, m Meta, data []byte, fk *fleetkey.Key, kind string) []byte {
 	hdr := encodeHeader(key, m)
+	signHeader(hdr, key, fk, kind)
 	return append(hdr[:len(hdr):len(hdr)], data...)
 }
 
-// decodeValue checks a value read under key and returns its meta and
-// content.
-func decodeValue(key string, val []byte) (Meta, []byte, error) {
+// decodeValue checks a value of kind read under key, its tag first, and
+// returns its meta and content.
+func decodeValue(key string, val []byte, fk *fleetkey.Key, kind string) (Meta, []byte, error) {
 	meta, keyLen, err := decodeFixed(val)
 	if err != nil {
 		return Meta{}, nil, err
@@ -106,6 +134,9 @@ func decodeValue(key string, val []byte) (Meta, []byte, error) {
 		return Meta{}, nil, errors.New("value shorter than its header")
 	}
 	if err := checkHeader(val[:hl], key); err != nil {
+		return Meta{}, nil, err
+	}
+	if err := checkTag(val[:hl], key, fk, kind); err != nil {
 		return Meta{}, nil, err
 	}
 	data := val[hl:]
@@ -124,13 +155,18 @@ func MetaFor(data []byte, expires time.Time) Meta {
 	return Meta{Size: int64(len(data)), Sum: sha256.Sum256(data), Stored: time.Now(), Expires: expires}
 }
 
-// EncodeHeader is the header of an object stored under key, for values
-// other packages keep (a hand-over between nodes).
-func EncodeHeader(key string, m Meta) []byte { return encodeHeader(key, m) }
+// EncodeHeader is the header of an object stored under key, signed under
+// fk for kind, for values other packages keep in shared state (a
+// hand-over between nodes).
+func EncodeHeader(key string, m Meta, fk *fleetkey.Key, kind string) []byte {
+	b := encodeHeader(key, m)
+	signHeader(b, key, fk, kind)
+	return b
+}
 
 // DecodeHeader reads a header made by EncodeHeader, checking that it
-// names key.
-func DecodeHeader(key string, b []byte) (Meta, error) {
+// names key and that its tag is good (else ErrBadTag).
+func DecodeHeader(key string, b []byte, fk *fleetkey.Key, kind string) (Meta, error) {
 	meta, keyLen, err := decodeFixed(b)
 	if err != nil {
 		return Meta{}, err
@@ -138,5 +174,8 @@ func DecodeHeader(key string, b []byte) (Meta, error) {
 	if len(b) != fixedHeader+keyLen {
 		return Meta{}, errors.New("header of a wrong length")
 	}
-	return meta, checkHeader(b, key)
+	if err := checkHeader(b, key); err != nil {
+		return Meta{}, err
+	}
+	return meta, checkTag(b, key, fk, kind)
 }

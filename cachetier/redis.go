@@ -2,14 +2,17 @@ package cachetier
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/piraeus-go/piraeus/internal/fleetkey"
 	"github.com/piraeus-go/piraeus/internal/redisconn"
 )
 
@@ -23,31 +26,44 @@ type RedisConfig struct {
 	// must not share one.
 	Prefix    string
 	MaxObject int64 // larger objects are not stored in Redis
-	Logger    *zap.Logger
+	// Key signs every value and tombstone the tier writes, and a value
+	// whose tag fails it is refused, deleted and counted. Required.
+	Key    *fleetkey.Key
+	Logger *zap.Logger
 }
 
 // RedisTier stores objects in Redis so that several nodes share them. Each
-// value is the disk tier's header, which names the key, followed by the
-// content; both are checked on every read, and a value that fails is
-// deleted. A purged key carries a tombstone: an object stored before the
-// purge is never written back (from a node's memory or disk).
+// value is the disk tier's header, which names the key and carries a tag
+// under the fleet key, followed by the content; all are checked on every
+// read, and a value that fails is deleted. A purged key carries a signed
+// tombstone: an object stored before the purge is never written back
+// (from a node's memory or disk).
 type RedisTier struct {
 	conn      *redisconn.Conn
 	prefix    string
 	maxObject int64
+	key       *fleetkey.Key
 	log       *zap.Logger
 }
 
 // NewRedisTier returns a tier on cfg.Conn, which it does not own.
-func NewRedisTier(cfg RedisConfig) *RedisTier {
+func NewRedisTier(cfg RedisConfig) (*RedisTier, error) {
+	if cfg.Key == nil {
+		return nil, errors.New("redis tier: no fleet key; " + fleetkey.Howto)
+	}
 	if cfg.MaxObject <= 0 {
 		cfg.MaxObject = DefaultRedisMaxObject
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	return &RedisTier{conn: cfg.Conn, prefix: cfg.Prefix, maxObject: cfg.MaxObject, log: cfg.Logger}
+	return &RedisTier{conn: cfg.Conn, prefix: cfg.Prefix, maxObject: cfg.MaxObject, key: cfg.Key, log: cfg.Logger}, nil
 }
+
+const (
+	kindRedisObject = fleetkey.KindRedisObject
+	kindTombstone   = fleetkey.KindTombstone
+)
 
 func (r *RedisTier) Name() string     { return "redis" }
 func (r *RedisTier) MaxObject() int64 { return r.maxObject }
@@ -69,8 +85,11 @@ func (r *RedisTier) Get(ctx context.Context, key string) (*Object, error) {
 	case err != nil:
 		return nil, fmt.Errorf("redis tier: %w", err)
 	}
-	meta, data, err := decodeValue(key, val)
+	meta, data, err := decodeValue(key, val, r.key, kindRedisObject)
 	if err != nil {
+		if errors.Is(err, ErrBadTag) {
+			r.key.Rejected(kindRedisObject)
+		}
 		r.Reject(ctx, key, err)
 		return nil, ErrMiss
 	}
@@ -88,10 +107,15 @@ func (r *RedisTier) Reject(ctx context.Context, key string, why error) {
 }
 
 // putScript stores a value unless the key was purged after the object
-// was stored: ARGV = value, ttl ms (0: none), stored unix ms.
+// was stored: ARGV = value, ttl ms (0: none), stored unix ms. A tombstone
+// that holds the value back is returned, for its tag to be checked (Lua
+// has no HMAC); one that does not is no matter.
 var putScript = redis.NewScript(`
 local tomb = redis.call("get", KEYS[2])
-if tomb and tonumber(tomb) >= tonumber(ARGV[3]) then return 0 end
+if tomb then
+	local t = tonumber(string.match(tomb, "^(%d+) "))
+	if t == nil or t >= tonumber(ARGV[3]) then return tomb end
+end
 if tonumber(ARGV[2]) > 0 then
 	redis.call("set", KEYS[1], ARGV[1], "px", ARGV[2])
 else
@@ -109,15 +133,52 @@ func (r *RedisTier) Put(ctx context.Context, key string, meta Meta, data []byte)
 			return nil
 		}
 	}
-	val := encodeValue(key, meta, data)
-	err := r.conn.Do(ctx, func(ctx context.Context) error {
-		return putScript.Run(ctx, r.conn.Client, []string{r.objKey(key), r.tombKey(key)},
-			val, ttl, meta.Stored.UnixMilli()).Err()
-	})
-	if err != nil && !errors.Is(err, redisconn.ErrUnavailable) {
-		return fmt.Errorf("redis tier: %w", err)
+	val := encodeValue(key, meta, data, r.key, kindRedisObject)
+	for range 2 {
+		var res any
+		err := r.conn.Do(ctx, func(ctx context.Context) (err error) {
+			res, err = putScript.Run(ctx, r.conn.Client, []string{r.objKey(key), r.tombKey(key)},
+				val, ttl, meta.Stored.UnixMilli()).Result()
+			return err
+		})
+		if err != nil {
+			if errors.Is(err, redisconn.ErrUnavailable) {
+				return nil
+			}
+			return fmt.Errorf("redis tier: %w", err)
+		}
+		tomb, held := res.(string)
+		if !held || r.tombstoneGood(key, tomb) {
+			return nil
+		}
+		// A tombstone no edge wrote: delete it (if it is still the
+		// same) and store the value.
+		r.key.Rejected(kindTombstone)
+		r.log.Error("a redis tombstone whose tag fails the fleet key was deleted", zap.String("key", truncate(key)))
+		r.conn.Do(ctx, func(ctx context.Context) error {
+			return delIfScript.Run(ctx, r.conn.Client, []string{r.tombKey(key)}, tomb).Err()
+		})
 	}
 	return nil
+}
+
+// delIfScript deletes KEYS[1] if it still holds ARGV[1].
+var delIfScript = redis.NewScript(`if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end`)
+
+// tombstone is the value of key's tombstone made at ms: the time and its
+// tag.
+func (r *RedisTier) tombstone(key string, ms int64) string {
+	t := strconv.FormatInt(ms, 10)
+	return t + " " + hex.EncodeToString(r.key.SumString(kindTombstone, key, t))
+}
+
+func (r *RedisTier) tombstoneGood(key, val string) bool {
+	t, tag, ok := strings.Cut(val, " ")
+	if !ok {
+		return false
+	}
+	b, err := hex.DecodeString(tag)
+	return err == nil && r.key.CheckString(b, kindTombstone, key, t)
 }
 
 func (r *RedisTier) Delete(ctx context.Context, key string) error {
@@ -137,7 +198,7 @@ const TombstoneTTL = 30 * 24 * time.Hour
 // Purge deletes key and leaves a tombstone, so that no node writes back a
 // copy stored before now.
 func (r *RedisTier) Purge(ctx context.Context, key string) error {
-	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	now := r.tombstone(key, time.Now().UnixMilli())
 	err := r.conn.Do(ctx, func(ctx context.Context) error {
 		_, err := r.conn.Client.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.Del(ctx, r.objKey(key))

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/piraeus-go/piraeus/internal/breaker"
+	"github.com/piraeus-go/piraeus/internal/fleetkey"
 )
 
 // S3Config configures an S3Tier.
@@ -42,7 +43,10 @@ type S3Config struct {
 	SpoolDir string
 	// Transport, if set, carries the requests (tests trust a CA with it).
 	Transport http.RoundTripper
-	Logger    *zap.Logger
+	// Key signs every object's metadata; an object whose tag fails it is
+	// refused, deleted and counted. Required.
+	Key    *fleetkey.Key
+	Logger *zap.Logger
 }
 
 // S3Tier keeps every object in a bucket of an S3-compatible store, so that
@@ -69,6 +73,9 @@ func NewS3Tier(cfg S3Config) (*S3Tier, error) {
 	}
 	if cfg.Bucket == "" {
 		return nil, errors.New("s3 tier: no bucket")
+	}
+	if cfg.Key == nil {
+		return nil, errors.New("s3 tier: no fleet key; " + fleetkey.Howto)
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second
@@ -158,13 +165,31 @@ const (
 	metaSum     = "Piraeus-Sha256"
 	metaStored  = "Piraeus-Stored"
 	metaExpires = "Piraeus-Expires"
+	metaTag     = "Piraeus-Tag"
+	kindS3      = fleetkey.KindS3Object
 )
 
-func encodeMeta(key string, m Meta) map[string]string {
+// metaTagOf is the tag of an object's metadata: its key, size, SHA-256
+// (and so its content), fetch time and expiry.
+func metaTagOf(fk *fleetkey.Key, key string, m Meta) []byte {
+	return fk.Sum(kindS3, metaParts(key, m)...)
+}
+
+func metaParts(key string, m Meta) [][]byte {
+	var exp int64
+	if !m.Expires.IsZero() {
+		exp = m.Expires.UnixNano()
+	}
+	return [][]byte{[]byte(key), []byte(strconv.FormatInt(m.Size, 10)), m.Sum[:],
+		[]byte(strconv.FormatInt(m.Stored.UnixNano(), 10)), []byte(strconv.FormatInt(exp, 10))}
+}
+
+func encodeMeta(fk *fleetkey.Key, key string, m Meta) map[string]string {
 	md := map[string]string{
 		metaKey:    url.PathEscape(key),
 		metaSum:    base64.StdEncoding.EncodeToString(m.Sum[:]),
 		metaStored: strconv.FormatInt(m.Stored.UnixNano(), 10),
+		metaTag:    base64.StdEncoding.EncodeToString(metaTagOf(fk, key, m)),
 	}
 	if !m.Expires.IsZero() {
 		md[metaExpires] = strconv.FormatInt(m.Expires.UnixNano(), 10)
@@ -172,8 +197,9 @@ func encodeMeta(key string, m Meta) map[string]string {
 	return md
 }
 
-// decodeMeta reads an object's metadata, checking that it names key.
-func decodeMeta(key string, info minio.ObjectInfo) (Meta, error) {
+// decodeMeta reads an object's metadata, checking that it names key and
+// that its tag is good (else ErrBadTag).
+func decodeMeta(fk *fleetkey.Key, key string, info minio.ObjectInfo) (Meta, error) {
 	get := func(k string) string {
 		for mk, v := range info.UserMetadata {
 			if strings.EqualFold(mk, k) {
@@ -200,6 +226,10 @@ func decodeMeta(key string, info minio.ObjectInfo) (Meta, error) {
 			return Meta{}, errors.New("bad expiry in the metadata")
 		}
 		m.Expires = time.Unix(0, n)
+	}
+	tag, err := base64.StdEncoding.DecodeString(get(metaTag))
+	if err != nil || !fk.Check(tag, kindS3, metaParts(key, m)...) {
+		return Meta{}, ErrBadTag
 	}
 	return m, nil
 }
@@ -240,9 +270,9 @@ func (s *S3Tier) stat(ctx context.Context, key string) (Meta, error) {
 	if err != nil {
 		return Meta{}, fmt.Errorf("s3 tier: %w", err)
 	}
-	meta, err := decodeMeta(key, info)
+	meta, err := decodeMeta(s.cfg.Key, key, info)
 	if err != nil {
-		s.reject(ctx, key, err)
+		s.rejectMeta(ctx, key, err)
 		return Meta{}, ErrMiss
 	}
 	return meta, nil
@@ -265,9 +295,9 @@ func (s *S3Tier) Get(ctx context.Context, key string) (*Object, error) {
 		return nil, s.readFailed(err)
 	}
 	s.br.Success()
-	meta, err := decodeMeta(key, info)
+	meta, err := decodeMeta(s.cfg.Key, key, info)
 	if err != nil {
-		s.reject(ctx, key, err)
+		s.rejectMeta(ctx, key, err)
 		return nil, ErrMiss
 	}
 	if meta.Size <= smallObject {
@@ -316,6 +346,15 @@ func (s *S3Tier) readFailed(err error) error {
 	return fmt.Errorf("s3 tier: reading: %w", err)
 }
 
+// rejectMeta is reject of an object whose metadata failed, counted when
+// its tag did.
+func (s *S3Tier) rejectMeta(ctx context.Context, key string, why error) {
+	if errors.Is(why, ErrBadTag) {
+		s.cfg.Key.Rejected(kindS3)
+	}
+	s.reject(ctx, key, why)
+}
+
 // reject deletes an object that fails its checks, so it is fetched again.
 func (s *S3Tier) reject(ctx context.Context, key string, why error) {
 	s.do(context.WithoutCancel(ctx), func(ctx context.Context) error {
@@ -329,7 +368,7 @@ func (s *S3Tier) put(ctx context.Context, key string, meta Meta, r io.Reader, ti
 		return errors.New("s3 tier: bucket unavailable")
 	}
 	opts := minio.PutObjectOptions{
-		UserMetadata: encodeMeta(key, meta),
+		UserMetadata: encodeMeta(s.cfg.Key, key, meta),
 		ContentType:  "application/octet-stream",
 		PartSize:     16 << 20, // one part in memory at a time
 		NumThreads:   1,

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/piraeus-go/piraeus/internal/fleetkey"
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
 
@@ -26,6 +27,9 @@ func openS3(t *testing.T, srv *testenv.S3, cfg S3Config) *S3Tier {
 	cfg.Endpoint, cfg.Bucket, cfg.AccessKey, cfg.SecretKey = srv.Endpoint, "piraeus", srv.AccessKey, srv.SecretKey
 	if cfg.SpoolDir == "" {
 		cfg.SpoolDir = t.TempDir()
+	}
+	if cfg.Key == nil {
+		cfg.Key = testKey(t)
 	}
 	s, err := NewS3Tier(cfg)
 	if err != nil {
@@ -323,4 +327,55 @@ func TestTieredDiskAboveS3(t *testing.T) {
 		t.Fatalf("second read: %v", err)
 	}
 	got.Close()
+}
+
+// An object that someone without the fleet key wrote to the bucket — with
+// its key, size and SHA-256 right in its metadata — is refused, deleted
+// and counted, as is one that carries no tag (written before fleet_key).
+// Its stat for a pre-signed redirect is refused alike.
+func TestS3ObjectsSigned(t *testing.T) {
+	t.Parallel()
+	srv := testenv.StartS3(t)
+	s := openS3(t, srv, S3Config{})
+	other, err := fleetkey.New("another-fleet-key-that-is-long-enough-0000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	forger := openS3(t, srv, S3Config{Key: other})
+	ctx := context.Background()
+	before := fleetkey.Rejections(fleetkey.KindS3Object)
+	for _, size := range []int{100, 2 << 20} {
+		key := "ns/git.corp.example/x/@v/v1.0.0.zip"
+		put(t, forger, key, noise(size), time.Time{})
+		if _, err := s.Presign(ctx, key, 0, time.Minute); !errors.Is(err, ErrMiss) {
+			t.Errorf("%d bytes: a forged object was pre-signed: %v", size, err)
+		}
+		put(t, forger, key, noise(size), time.Time{})
+		if _, err := s.Get(ctx, key); !errors.Is(err, ErrMiss) {
+			t.Fatalf("%d bytes: a forged object was read: %v", size, err)
+		}
+		if _, err := s.client.StatObject(ctx, "piraeus", s.objectName(key), minio.StatObjectOptions{}); err == nil {
+			t.Errorf("%d bytes: the forged object was not deleted", size)
+		}
+	}
+	// No tag at all.
+	data := []byte("module git.corp.example/x\n")
+	meta := MetaFor(data, time.Time{})
+	md := encodeMeta(s.cfg.Key, "ns/git.corp.example/x/@v/v1.0.0.mod", meta)
+	delete(md, metaTag)
+	if _, err := s.client.PutObject(ctx, "piraeus", s.objectName("ns/git.corp.example/x/@v/v1.0.0.mod"), bytes.NewReader(data), int64(len(data)),
+		minio.PutObjectOptions{UserMetadata: md}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, "ns/git.corp.example/x/@v/v1.0.0.mod"); !errors.Is(err, ErrMiss) {
+		t.Fatalf("an object without a tag was read: %v", err)
+	}
+	if n := fleetkey.Rejections(fleetkey.KindS3Object) - before; n != 5 {
+		t.Errorf("%d refused objects counted; want 5", n)
+	}
+	// What the tier writes itself it reads back.
+	put(t, s, "ns/example.com/a/@v/v1.0.0.mod", []byte("module example.com/a\n"), time.Time{})
+	if o, err := s.Get(ctx, "ns/example.com/a/@v/v1.0.0.mod"); err != nil || string(readAll(t, o)) != "module example.com/a\n" {
+		t.Errorf("the tier's own object: %v", err)
+	}
 }

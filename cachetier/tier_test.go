@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/piraeus-go/piraeus/internal/fleetkey"
 	"github.com/piraeus-go/piraeus/internal/redisconn"
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
@@ -381,7 +382,19 @@ func openRedis(t *testing.T) (*RedisTier, *redisconn.Conn) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return NewRedisTier(RedisConfig{Conn: conn, Prefix: "test:"}), conn
+	rt, err := NewRedisTier(RedisConfig{Conn: conn, Prefix: "test:", Key: testKey(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rt, conn
+}
+
+func testKey(t testing.TB) *fleetkey.Key {
+	k, err := fleetkey.New(testenv.FleetKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }
 
 // A Redis value names its key: one copied to another key is refused and
@@ -620,5 +633,59 @@ func TestDiskSmallHitsReadIn(t *testing.T) {
 			t.Errorf("%s: content differs", key)
 		}
 		obj.Close()
+	}
+}
+
+// A Redis value or tombstone that someone without the fleet key wrote is
+// refused (the value deleted, the tombstone deleted and the put done) and
+// counted; a genuine tombstone holds older copies back.
+func TestRedisValuesSigned(t *testing.T) {
+	t.Parallel()
+	rt, conn := openRedis(t)
+	ctx := context.Background()
+	other, err := fleetkey.New("another-fleet-key-that-is-long-enough-0000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	forger, err := NewRedisTier(RedisConfig{Conn: conn, Prefix: "test:", Key: other})
+	if err != nil {
+		t.Fatal(err)
+	}
+	objBefore, tombBefore := fleetkey.Rejections(fleetkey.KindRedisObject), fleetkey.Rejections(fleetkey.KindTombstone)
+	key := "git.corp.example/x/@v/v1.0.0.mod"
+	put(t, forger, key, []byte("module git.corp.example/evil\n"), time.Time{})
+	if _, err := rt.Get(ctx, key); !errors.Is(err, ErrMiss) {
+		t.Fatalf("a forged value was served: %v", err)
+	}
+	if n, _ := conn.Client.Exists(ctx, rt.objKey(key)).Result(); n != 0 {
+		t.Error("the forged value was not deleted")
+	}
+	// A forged tombstone, dated in the future, would keep every copy out
+	// of Redis.
+	conn.Client.Set(ctx, rt.tombKey(key), "99999999999999 "+strings.Repeat("ab", 32), 0)
+	put(t, rt, key, []byte("module git.corp.example/x\n"), time.Time{})
+	if o, err := rt.Get(ctx, key); err != nil || string(readAll(t, o)) != "module git.corp.example/x\n" {
+		t.Errorf("a forged tombstone kept the value out: %v", err)
+	}
+	if n, _ := conn.Client.Exists(ctx, rt.tombKey(key)).Result(); n != 0 {
+		t.Error("the forged tombstone was not deleted")
+	}
+	// A genuine one holds an older copy back.
+	if err := rt.Purge(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	old := MetaFor([]byte("old"), time.Time{})
+	old.Stored = time.Now().Add(-time.Minute)
+	if err := rt.Put(ctx, key, old, []byte("old")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rt.Get(ctx, key); !errors.Is(err, ErrMiss) {
+		t.Errorf("a copy older than the purge was written back: %v", err)
+	}
+	if n := fleetkey.Rejections(fleetkey.KindRedisObject) - objBefore; n != 1 {
+		t.Errorf("%d forged values counted; want 1", n)
+	}
+	if n := fleetkey.Rejections(fleetkey.KindTombstone) - tombBefore; n != 1 {
+		t.Errorf("%d forged tombstones counted; want 1", n)
 	}
 }

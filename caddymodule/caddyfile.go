@@ -47,7 +47,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		fetch_timeout <duration>
 //		dial_timeout  <duration>
 //		response_header_timeout <duration>
-//		upstream_redirects follow|same_host
+//		upstream_redirects follow|same_host|allow_private
 //		prefetch      off|mod|zip [{ workers <n>; depth <n>; max_bytes <size>; private }]
 //		sumdb_timeout <duration>
 //		max_conns_per_host <n>
@@ -56,6 +56,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		health                  # GET /healthz, /readyz
 //		status        [<path>]  # the status page, default /-/status
 //		catalog [{ private }]   # GET /catalog (private modules too)
+//		fleet_key     <secret> [<older secret>...]   # with a redis or s3 tier
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
@@ -201,8 +202,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
-			if v := d.Val(); v != "follow" && v != "same_host" {
-				return d.Errf("upstream_redirects %q: want follow or same_host", v)
+			if v := d.Val(); v != "follow" && v != "same_host" && v != "allow_private" {
+				return d.Errf("upstream_redirects %q: want follow, same_host or allow_private", v)
 			}
 			h.UpstreamRedirects = d.Val()
 			if d.NextArg() {
@@ -241,6 +242,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if d.NextArg() {
 				return d.ArgErr()
 			}
+		case "fleet_key":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			h.FleetKey = d.Val()
+			h.FleetKeyOld = append(h.FleetKeyOld[:0], d.RemainingArgs()...)
 		default:
 			return d.Errf("unknown goproxy subdirective %q", d.Val())
 		}

@@ -33,11 +33,13 @@ func TestAdaptShorthandAndMemoryOff(t *testing.T) {
 func TestAdaptRedis(t *testing.T) {
 	got := adapt(t, `:8080 {
 	goproxy {
+		fleet_key {env.PIRAEUS_FLEET_KEY}
 		cache {
 			redis redis://127.0.0.1:6379/2
 		}
 	}
 	goproxy /other/* {
+		fleet_key {env.NEW_KEY} {env.OLD_KEY} {env.OLDER_KEY}
 		cache {
 			memory 64MiB
 			redis {
@@ -58,6 +60,8 @@ func TestAdaptRedis(t *testing.T) {
 `)
 	for _, want := range []string{
 		`"tiers":[{"tier":"memory"},{"tier":"redis","url":"redis://127.0.0.1:6379/2"},{"tier":"disk"}]`,
+		`"fleet_key":"{env.PIRAEUS_FLEET_KEY}"`,
+		`"fleet_key":"{env.NEW_KEY}","fleet_key_old":["{env.OLD_KEY}","{env.OLDER_KEY}"]`,
 		`"tiers":[{"max":67108864,"tier":"memory"},{"addrs":["10.0.0.1:26379","10.0.0.2:26379"],"db":3,"key_prefix":"edge-eu:","master_name":"mymaster","max_object":4194304,"max_transfer":67108864,"password":"secret","tier":"redis","timeout":500000000,"tls":true},{"root":"/tmp/x","tier":"disk"}]`,
 	} {
 		if !strings.Contains(got, want) {

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,9 +12,12 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
+
+	"github.com/piraeus-go/piraeus/fetcher"
 )
 
 func init() {
@@ -88,17 +92,28 @@ func WarmViaAdmin(adminAddr, source string, out io.Writer) error {
 	return nil
 }
 
-// maxCatalogPages bounds how much of a catalog is read.
-const maxCatalogPages = 100000
+// Bounds of reading a catalog: its pages, its bytes in all, and the time
+// one page may take. Variables for tests.
+var (
+	maxCatalogPages    = 1000 // of 1000 module versions each
+	maxCatalogBytes    = int64(256 << 20)
+	catalogPageTimeout = 2 * time.Minute
+)
 
 // eachCatalogPage reads a catalog (Athens' /catalog) page by page and hands
-// each page on as it came.
+// each page on as it came. It reads as the mirror reads its upstreams:
+// bounded connection set-up and waits, the go command's redirect policy,
+// and no redirect to a private address other than the catalog's own.
 func eachCatalogPage(catalogURL string, page func(body []byte) error) error {
 	u, err := url.Parse(catalogURL)
-	if err != nil {
-		return fmt.Errorf("catalog URL: %w", err)
+	if err != nil || u.Hostname() == "" {
+		return fmt.Errorf("catalog URL %q: want http(s)://host/catalog", fetcher.RedactURL(catalogURL))
 	}
+	client := fetcher.NewHTTPClient(fetcher.HTTPConfig{Hosts: []string{u.Hostname()}})
+	defer client.CloseIdleConnections()
 	token := ""
+	seen := map[string]bool{}
+	var read int64
 	for range maxCatalogPages {
 		q := u.Query()
 		q.Set("pagesize", "1000")
@@ -106,21 +121,20 @@ func eachCatalogPage(catalogURL string, page func(body []byte) error) error {
 			q.Set("token", token)
 		}
 		u.RawQuery = q.Encode()
-		resp, err := http.Get(u.String())
+		body, status, err := catalogPage(client, u.String(), min(maxWarmBody, maxCatalogBytes-read))
 		if err != nil {
 			return fmt.Errorf("reading the catalog: %w", err)
 		}
-		body, err := io.ReadAll(io.LimitReader(resp.Body, maxWarmBody))
-		resp.Body.Close()
+		read += int64(len(body))
 		var p struct {
 			Modules []json.RawMessage
 			Next    string
 		}
-		if err == nil {
-			err = json.Unmarshal(body, &p)
+		if status != http.StatusOK {
+			return fmt.Errorf("reading the catalog: %d %s", status, http.StatusText(status))
 		}
-		if resp.StatusCode != http.StatusOK || err != nil {
-			return fmt.Errorf("reading the catalog: %s (%v)", resp.Status, err)
+		if err := json.Unmarshal(body, &p); err != nil {
+			return fmt.Errorf("reading the catalog: %v", err)
 		}
 		if len(p.Modules) > 0 {
 			if err := page(body); err != nil {
@@ -130,9 +144,40 @@ func eachCatalogPage(catalogURL string, page func(body []byte) error) error {
 		if p.Next == "" {
 			return nil
 		}
+		if seen[p.Next] {
+			return errors.New("reading the catalog: its pages go round in a loop")
+		}
+		seen[p.Next] = true
 		token = p.Next
 	}
-	return errors.New("the catalog has too many pages")
+	return fmt.Errorf("the catalog has more than %d pages; warm it in parts (from go.mod or go.sum files)", maxCatalogPages)
+}
+
+// catalogPage reads one page of at most limit bytes within
+// catalogPageTimeout.
+func catalogPage(client *http.Client, pageURL string, limit int64) ([]byte, int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), catalogPageTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, pageURL, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		if ue := (*url.Error)(nil); errors.As(err, &ue) {
+			err = ue.Err // without the URL, which may hold a token
+		}
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, 0, err
+	}
+	if int64(len(body)) > limit {
+		return nil, 0, fmt.Errorf("more than %d bytes (a page is at most %d, the catalog at most %d)", limit, maxWarmBody, maxCatalogBytes)
+	}
+	return body, resp.StatusCode, nil
 }
 
 // warmRequest posts one go.mod or go.sum to /goproxy/warm and prints the

@@ -27,6 +27,7 @@ func TestFleetThroughCaddy(t *testing.T) {
 	bind 127.0.0.1
 	goproxy %s {
 		sumdb %s
+		fleet_key piraeus-test-fleet-key-not-a-secret-0123456789
 		cache {
 			memory 16MiB
 			disk %s
@@ -98,6 +99,7 @@ func TestFleetPrefixSeparatesDeployments(t *testing.T) {
 	bind 127.0.0.1
 	goproxy %s {
 		sumdb off
+		fleet_key piraeus-test-fleet-key-not-a-secret-0123456789
 		cache {
 			memory off
 			disk %s

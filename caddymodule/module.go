@@ -21,6 +21,7 @@ import (
 
 	"github.com/piraeus-go/piraeus/cachetier"
 	"github.com/piraeus-go/piraeus/goproxy"
+	"github.com/piraeus-go/piraeus/internal/fleetkey"
 )
 
 func init() {
@@ -57,7 +58,10 @@ type Handler struct {
 	SumDBTimeout caddy.Duration `json:"sumdb_timeout,omitempty"`
 	// UpstreamRedirects is "follow" (the default: redirects to other hosts,
 	// such as a CDN, are followed as the go command follows them, without
-	// credentials and never from https to http) or "same_host".
+	// credentials and never from https to http, but never to a loopback,
+	// private or link-local address other than a configured upstream's
+	// own), "same_host", or "allow_private" (follow, private addresses
+	// too).
 	UpstreamRedirects string `json:"upstream_redirects,omitempty"`
 	// MaxConnsPerHost caps the connections to one upstream host; more
 	// requests wait for a free one. Default 64.
@@ -115,6 +119,16 @@ type Handler struct {
 	Catalog bool `json:"catalog,omitempty"`
 	// CatalogPrivate lists private modules in the catalog too.
 	CatalogPrivate bool `json:"catalog_private,omitempty"`
+
+	// FleetKey is the secret that every edge of a fleet shares: it signs
+	// (HMAC-SHA256) every value an edge writes to Redis or a bucket, and a
+	// value whose tag fails it is refused, deleted and logged. Required
+	// with a redis or s3 tier; at least 32 bytes, e.g.
+	// {env.PIRAEUS_FLEET_KEY}.
+	FleetKey string `json:"fleet_key,omitempty"`
+	// FleetKeyOld are secrets being retired: values they signed are still
+	// accepted, while new ones are signed with FleetKey.
+	FleetKeyOld []string `json:"fleet_key_old,omitempty"`
 
 	// Set by Provision.
 	ctx    caddy.Context
@@ -246,6 +260,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			}
 		}
 	}
+	if err := h.provisionFleetKey(); err != nil {
+		return err
+	}
 	if h.opts, err = h.options(); err != nil {
 		return err
 	}
@@ -257,6 +274,41 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("goproxy: %w", err)
 	}
 	app.(*App).add(h)
+	return nil
+}
+
+// provisionFleetKey gives the fleet key to the tiers of shared state,
+// which cannot do without it.
+func (h *Handler) provisionFleetKey() error {
+	var shared []fleetKeyed
+	for _, tm := range h.mods {
+		if s, ok := tm.(fleetKeyed); ok {
+			shared = append(shared, s)
+		}
+	}
+	if len(shared) == 0 {
+		return nil
+	}
+	repl := caddy.NewReplacer()
+	secret := repl.ReplaceKnown(h.FleetKey, "")
+	if secret == "" {
+		given := ""
+		if h.FleetKey != "" {
+			given = fmt.Sprintf(" (%s is empty here)", h.FleetKey)
+		}
+		return fmt.Errorf("goproxy: a redis or s3 tier needs fleet_key%s: a secret that every edge of the fleet shares, which signs what they write there; %s", given, fleetkey.Howto)
+	}
+	secrets := []string{secret}
+	for _, old := range h.FleetKeyOld {
+		secrets = append(secrets, repl.ReplaceKnown(old, ""))
+	}
+	k, err := fleetkey.New(secrets...)
+	if err != nil {
+		return fmt.Errorf("goproxy: %w", err)
+	}
+	for _, s := range shared {
+		s.useFleetKey(k)
+	}
 	return nil
 }
 
@@ -360,6 +412,7 @@ func (h *Handler) options() (goproxy.Options, error) {
 		SumDBTimeout:          time.Duration(h.SumDBTimeout),
 		MaxConnsPerHost:       h.MaxConnsPerHost,
 		SameHostRedirects:     h.UpstreamRedirects == "same_host",
+		AllowPrivateRedirects: h.UpstreamRedirects == "allow_private",
 		MaxFetches:            h.MaxFetches,
 		SpoolMax:              h.SpoolMax,
 		Health:                h.Health,
@@ -424,8 +477,8 @@ func (h *Handler) Validate() error {
 	if h.ListTTL < 0 || h.NotFoundTTL < 0 || h.FetchTimeout < 0 || h.DialTimeout < 0 || h.ResponseHeaderTimeout < 0 || h.SumDBTimeout < 0 {
 		return fmt.Errorf("goproxy: durations must not be negative")
 	}
-	if h.UpstreamRedirects != "" && h.UpstreamRedirects != "follow" && h.UpstreamRedirects != "same_host" {
-		return fmt.Errorf("goproxy: upstream_redirects %q: want follow or same_host", h.UpstreamRedirects)
+	if h.UpstreamRedirects != "" && h.UpstreamRedirects != "follow" && h.UpstreamRedirects != "same_host" && h.UpstreamRedirects != "allow_private" {
+		return fmt.Errorf("goproxy: upstream_redirects %q: want follow, same_host or allow_private", h.UpstreamRedirects)
 	}
 	if c := h.Prefetch; c != nil {
 		if c.Mode != "" && c.Mode != "off" && c.Mode != "mod" && c.Mode != "zip" {

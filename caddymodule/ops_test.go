@@ -24,6 +24,7 @@ func TestHealthAndReadiness(t *testing.T) {
 	base := startCaddy(t, fmt.Sprintf(`goproxy %s {
 		sumdb %s
 		health
+		fleet_key piraeus-test-fleet-key-not-a-secret-0123456789
 		cache {
 			disk %s
 			redis %s

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/piraeus-go/piraeus/cachetier"
+	"github.com/piraeus-go/piraeus/internal/fleetkey"
 )
 
 func init() { caddy.RegisterModule(S3Tier{}) }
@@ -43,7 +44,13 @@ type S3Tier struct {
 	RedirectTTL caddy.Duration `json:"redirect_ttl,omitempty"`
 
 	ref    poolRef
+	key    *fleetkey.Key // the handler's fleet_key
 	logger *zap.Logger
+}
+
+func (t *S3Tier) useFleetKey(k *fleetkey.Key) {
+	t.key = k
+	t.ref.key += "|fleet_key:" + k.ID()
 }
 
 func (S3Tier) CaddyModule() caddy.ModuleInfo {
@@ -96,6 +103,7 @@ func (t *S3Tier) OpenTier() (cachetier.Tier, error) {
 			SecretKey: repl.ReplaceKnown(t.SecretKey, ""),
 			Timeout:   time.Duration(t.Timeout),
 			SpoolDir:  spool,
+			Key:       t.key,
 			Logger:    t.logger,
 		})
 		if err != nil {

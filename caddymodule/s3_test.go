@@ -26,6 +26,7 @@ func s3Site(port int, up *testenv.Upstream, db *testenv.SumDB, s3 *testenv.S3, m
 	goproxy %s {
 		sumdb %s
 		health
+		fleet_key piraeus-test-fleet-key-not-a-secret-0123456789
 		cache {
 			memory %s
 			%s
@@ -217,6 +218,7 @@ func TestS3PresignedRedirect(t *testing.T) {
 		sumdb %s
 		private corp.example
 		private_upstream %s
+		fleet_key piraeus-test-fleet-key-not-a-secret-0123456789
 		cache {
 			memory off
 			s3 {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/piraeus-go/piraeus/cachetier"
 	"github.com/piraeus-go/piraeus/fleet"
+	"github.com/piraeus-go/piraeus/internal/fleetkey"
 	"github.com/piraeus-go/piraeus/internal/redisconn"
 )
 
@@ -282,7 +283,8 @@ type RedisTier struct {
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
 	ref    poolRef
-	entry  *redisEntry // once open
+	key    *fleetkey.Key // the handler's fleet_key
+	entry  *redisEntry   // once open
 	logger *zap.Logger
 }
 
@@ -328,7 +330,7 @@ func (e *redisEntry) onPurge(keys []string) {
 // redisKeyVersion is bumped when the layout of Redis values changes, so
 // that nodes of different versions sharing one Redis do not read each
 // other's values.
-const redisKeyVersion = "v2:"
+const redisKeyVersion = "v3:"
 
 // DefaultRedisKeyPrefix is the default for RedisTier.KeyPrefix.
 const DefaultRedisKeyPrefix = "piraeus:"
@@ -385,8 +387,12 @@ func (r *RedisTier) open(logger *zap.Logger) (*pooledTier, error) {
 	}
 	prefix := r.KeyPrefix + redisKeyVersion
 	e := &redisEntry{conn: conn, listeners: map[purgeListener]struct{}{}}
-	e.tier = cachetier.NewRedisTier(cachetier.RedisConfig{Conn: conn, Prefix: prefix, MaxObject: r.MaxObject, Logger: logger})
+	if e.tier, err = cachetier.NewRedisTier(cachetier.RedisConfig{Conn: conn, Prefix: prefix, MaxObject: r.MaxObject, Key: r.key, Logger: logger}); err != nil {
+		conn.Close()
+		return nil, err
+	}
 	e.fleet, err = fleet.New(fleet.Config{
+		Key:         r.key,
 		Conn:        conn,
 		Prefix:      prefix,
 		MinTransfer: r.MaxObject,
@@ -420,6 +426,17 @@ func (r *RedisTier) Validate() error {
 }
 
 func (r *RedisTier) releaseTier() error { return r.ref.release() }
+
+// fleetKeyed is a tier module of state that the edges of a fleet share,
+// whose values are signed with the handler's fleet_key.
+type fleetKeyed interface {
+	useFleetKey(k *fleetkey.Key)
+}
+
+func (r *RedisTier) useFleetKey(k *fleetkey.Key) {
+	r.key = k
+	r.ref.key += "|fleet_key:" + k.ID()
+}
 
 // UnmarshalCaddyfile reads:
 //

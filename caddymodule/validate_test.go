@@ -76,6 +76,7 @@ func TestValidateHasNoSideEffects(t *testing.T) {
 		private git.example.com/*
 	}`, up),
 		"redis": fmt.Sprintf(`goproxy %s {
+		fleet_key piraeus-test-fleet-key-not-a-secret-0123456789
 		cache {
 			memory 16MiB
 			disk %s
@@ -83,6 +84,7 @@ func TestValidateHasNoSideEffects(t *testing.T) {
 		}
 	}`, up, filepath.Join(root, "disk"), redis.Addr()),
 		"s3": fmt.Sprintf(`goproxy %s|direct {
+		fleet_key piraeus-test-fleet-key-not-a-secret-0123456789
 		cache {
 			memory off
 			s3 {
@@ -117,12 +119,16 @@ func TestValidateHasNoSideEffects(t *testing.T) {
 	// Values are checked all the same, in JSON configs, which no
 	// Caddyfile parser has checked before.
 	for handler, want := range map[string]string{
-		`"upstream":"ftp://x"`:                                                                 `upstream: invalid proxy URL "ftp://x"`,
-		`"upstream":"direct","private":["a["]`:                                                 `private: module path pattern "a["`,
-		`"sumdbs":[{"name":"not-a-key"}]`:                                                      "not a known name or a valid verifier key",
-		`"modes":[{"pattern":"*","mode":"fast"}]`:                                              "fast",
-		`"tiers":[{"tier":"disk"},{"tier":"memory"}]`:                                          "the last tier must keep every object (a disk or s3), not memory",
-		`"tiers":[{"tier":"s3","endpoint":"http://127.0.0.1:1","bucket":"b"},{"tier":"disk"}]`: "the s3 tier must be the last",
+		`"upstream":"ftp://x"`:                                                                                       `upstream: invalid proxy URL "ftp://x"`,
+		`"upstream":"direct","private":["a["]`:                                                                       `private: module path pattern "a["`,
+		`"sumdbs":[{"name":"not-a-key"}]`:                                                                            "not a known name or a valid verifier key",
+		`"modes":[{"pattern":"*","mode":"fast"}]`:                                                                    "fast",
+		`"tiers":[{"tier":"disk"},{"tier":"memory"}]`:                                                                "the last tier must keep every object (a disk or s3), not memory",
+		`"tiers":[{"tier":"s3","endpoint":"http://127.0.0.1:1","bucket":"b"},{"tier":"disk"}]`:                       "the s3 tier must be the last",
+		`"tiers":[{"tier":"redis","url":"redis://127.0.0.1:1"},{"tier":"disk"}]`:                                     "a redis or s3 tier needs fleet_key: a secret that every edge of the fleet shares, which signs what they write there; make one with `head -c 32 /dev/urandom | base64`",
+		`"fleet_key":"{env.PIRAEUS_UNSET_KEY}","tiers":[{"tier":"s3","endpoint":"http://127.0.0.1:1","bucket":"b"}]`: "needs fleet_key ({env.PIRAEUS_UNSET_KEY} is empty here)",
+		`"fleet_key":"short","tiers":[{"tier":"redis","url":"redis://127.0.0.1:1"},{"tier":"disk"}]`:                 "fleet_key is 5 bytes; it must be at least 32 bytes of random text",
+		`"fleet_key":"` + testenv.FleetKey + `","fleet_key_old":["old"],"tiers":[{"tier":"redis","url":"redis://127.0.0.1:1"},{"tier":"disk"}]`: "fleet_key's older key 1 is 3 bytes",
 	} {
 		cfg := fmt.Sprintf(`{"apps":{"http":{"servers":{"s":{"listen":["127.0.0.1:%d"],"routes":[{"handle":[{"handler":"goproxy",%s}]}]}}}}}`,
 			testenv.FreePort(t), handler)

@@ -32,6 +32,14 @@ type HTTPConfig struct {
 	SameHostRedirects bool
 	// TLS, if set, configures TLS (e.g. the roots of a private CA).
 	TLS *tls.Config
+	// Hosts are the configured upstreams' hosts (proxies, checksum
+	// databases). Any other host — one only a redirect leads to — is not
+	// dialed on a loopback, private, link-local or otherwise non-public
+	// address, unless that address is one a configured host has, or
+	// AllowPrivateRedirects is set.
+	Hosts []string
+	// AllowPrivateRedirects lets redirects lead to private addresses.
+	AllowPrivateRedirects bool
 }
 
 // NewHTTPClient returns the client used for upstream proxies: keep-alive
@@ -49,9 +57,10 @@ func NewHTTPClient(cfg HTTPConfig) *http.Client {
 	if cfg.HeaderTimeout <= 0 {
 		cfg.HeaderTimeout = DefaultHeaderTimeout
 	}
+	guard := newDialGuard(cfg.Hosts, cfg.AllowPrivateRedirects, &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second})
 	t := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           guard.DialContext,
 		ForceAttemptHTTP2:     true,
 		DisableCompression:    true,
 		MaxIdleConns:          256,

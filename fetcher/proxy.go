@@ -99,6 +99,9 @@ func (p *ProxyFetcher) Fetch(ctx context.Context, a artifact.Artifact) (*Respons
 // else a 502. Client messages never name the upstream (it may be an
 // internal host); Source and Err, for the log, do.
 func TransportError(ctx context.Context, source string, err error) *httperr.Error {
+	if errors.Is(err, ErrPrivateAddress) {
+		return &httperr.Error{Status: http.StatusBadGateway, Msg: "upstream redirect refused: to a private address", Source: source, Err: err}
+	}
 	if errors.Is(err, ErrRedirectRefused) {
 		msg := "upstream redirect refused"
 		if ue := (*url.Error)(nil); errors.As(err, &ue) { // the policy's words, without the URL

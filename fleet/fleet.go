@@ -2,8 +2,10 @@
 // lock per artifact so that a cold burst across edges costs one upstream
 // fetch, the hand-over of large objects to the edges waiting for them,
 // not-found answers shared between edges, and purges that every edge
-// applies to what it holds. What it reads from Redis is bound to its key
-// and checked; a value that cannot be trusted is ignored or deleted.
+// applies to what it holds. Every value it writes to Redis carries a tag
+// under the fleet key, bound to its Redis key; a value whose tag fails
+// (written by someone without the key) is refused, deleted, logged at
+// error level and counted.
 package fleet
 
 import (
@@ -25,6 +27,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/piraeus-go/piraeus/cachetier"
+	"github.com/piraeus-go/piraeus/internal/fleetkey"
 	"github.com/piraeus-go/piraeus/internal/redisconn"
 )
 
@@ -55,13 +58,16 @@ type Config struct {
 	// OnPurge, if set, removes keys that another node purged from what
 	// this node holds. The fleet follows the purges only when it is set.
 	OnPurge func(keys []string)
-	Logger  *zap.Logger
+	// Key signs what the fleet writes. Required.
+	Key    *fleetkey.Key
+	Logger *zap.Logger
 }
 
 // Fleet is one node's view of the fleet.
 type Fleet struct {
 	cfg  Config
 	conn *redisconn.Conn
+	key  *fleetkey.Key
 	log  *zap.Logger
 	node string // this node's random id, to skip its own purges
 
@@ -75,6 +81,9 @@ func New(cfg Config) (*Fleet, error) {
 	if cfg.Conn == nil {
 		return nil, errors.New("fleet: no redis connection")
 	}
+	if cfg.Key == nil {
+		return nil, errors.New("fleet: no fleet key; " + fleetkey.Howto)
+	}
 	if cfg.MaxTransfer == 0 {
 		cfg.MaxTransfer = DefaultMaxTransfer
 	}
@@ -86,7 +95,7 @@ func New(cfg Config) (*Fleet, error) {
 	}
 	var b [8]byte
 	rand.Read(b[:])
-	f := &Fleet{cfg: cfg, conn: cfg.Conn, log: cfg.Logger, node: hex.EncodeToString(b[:])}
+	f := &Fleet{cfg: cfg, conn: cfg.Conn, key: cfg.Key, log: cfg.Logger, node: hex.EncodeToString(b[:])}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
 	if cfg.OnPurge != nil {
 		f.wg.Add(1)
@@ -116,20 +125,66 @@ func (f *Fleet) purgeKey() string          { return f.cfg.Prefix + "purges" }
 
 // Lock lengths: a lock lives lockTTL unless renewed, and it is renewed
 // every lockTTL/3 while its fetch runs, so it outlives the slowest fetch
-// and expires soon after a holder dies.
+// and expires soon after a holder dies. Whatever its TTL, a lock is
+// broken once it has been held longer than its holder's fetch may run
+// (which the lock's value says, signed) plus lockMargin.
 const (
 	lockTTL        = 10 * time.Second
 	lockMinBackoff = 10 * time.Millisecond
 	lockMaxBackoff = 200 * time.Millisecond
+	lockMargin     = 30 * time.Second
+	// DefaultMaxHold is how long a lock is held when the fetch has no
+	// deadline.
+	DefaultMaxHold = 5 * time.Minute
+)
+
+const (
+	kindLock     = fleetkey.KindLock
+	kindHandOver = fleetkey.KindHandOver
+	kindNotFound = fleetkey.KindNotFound
+	kindPurge    = fleetkey.KindPurge
 )
 
 var (
-	renewScript   = redis.NewScript(`if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("pexpire", KEYS[1], ARGV[2]) else return 0 end`)
-	releaseScript = redis.NewScript(`if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end`)
-	// breakScript removes a lock that has no expiry: no holder of this
-	// code sets one, and such a lock would block the key forever.
-	breakScript = redis.NewScript(`if redis.call("pttl", KEYS[1]) == -1 then return redis.call("del", KEYS[1]) else return 0 end`)
+	renewScript = redis.NewScript(`if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("pexpire", KEYS[1], ARGV[2]) else return 0 end`)
+	// delIfScript deletes KEYS[1] if it still holds ARGV[1]: releasing
+	// one's own lock, breaking a bad one.
+	delIfScript = redis.NewScript(`if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end`)
+	// lockStateScript reads a lock and its remaining time.
+	lockStateScript = redis.NewScript(`return {redis.call("get", KEYS[1]), redis.call("pttl", KEYS[1])}`)
 )
+
+// lockValue is a lock's value: a random token, when it was taken, how
+// long its holder may hold it (unix ms, ms), and their tag.
+func (f *Fleet) lockValue(lk, token string, taken time.Time, hold time.Duration) string {
+	fields := token + " " + strconv.FormatInt(taken.UnixMilli(), 10) + " " + strconv.FormatInt(hold.Milliseconds(), 10)
+	return fields + " " + hex.EncodeToString(f.key.SumString(kindLock, lk, fields))
+}
+
+// lockTrouble says why a lock found in Redis must be broken, or "".
+func (f *Fleet) lockTrouble(lk, val string, pttl int64, now time.Time) string {
+	fields := strings.Fields(val)
+	if len(fields) != 4 {
+		return "its value is not one an edge writes"
+	}
+	tag, err := hex.DecodeString(fields[3])
+	if err != nil || !f.key.CheckString(tag, kindLock, lk, strings.Join(fields[:3], " ")) {
+		return "its tag fails the fleet key: no edge of this fleet wrote it"
+	}
+	if pttl == -1 {
+		return "it has no expiry, which no edge sets"
+	}
+	taken, err1 := strconv.ParseInt(fields[1], 10, 64)
+	hold, err2 := strconv.ParseInt(fields[2], 10, 64)
+	if err1 != nil || err2 != nil {
+		return "its value is not one an edge writes"
+	}
+	end := time.UnixMilli(taken).Add(time.Duration(hold)*time.Millisecond + lockMargin)
+	if now.After(end) || time.UnixMilli(taken).After(now.Add(lockMargin)) {
+		return "it has been held longer than its holder's fetch may run"
+	}
+	return ""
+}
 
 // ErrUnavailable is returned by Lock while Redis is not being used.
 var ErrUnavailable = redisconn.ErrUnavailable
@@ -143,7 +198,11 @@ func (f *Fleet) Lock(ctx context.Context, key string) (unlock func(), err error)
 	lk := f.lockKey(key)
 	var b [16]byte
 	rand.Read(b[:])
-	token := hex.EncodeToString(b[:])
+	hold := DefaultMaxHold
+	if dl, ok := ctx.Deadline(); ok {
+		hold = max(time.Until(dl), 0)
+	}
+	token := f.lockValue(lk, hex.EncodeToString(b[:]), time.Now(), hold)
 	backoff := lockMinBackoff
 	waiting := false
 	defer func() {
@@ -187,17 +246,8 @@ func (f *Fleet) Lock(ctx context.Context, key string) (unlock func(), err error)
 			}
 			return err
 		})
-		if attempt%16 == 0 {
-			var broken int64
-			f.conn.Do(ctx, func(ctx context.Context) (err error) {
-				broken, err = breakScript.Run(ctx, f.conn.Client, []string{lk}).Int64()
-				return err
-			})
-			if broken == 1 {
-				f.log.Error("a fleet lock without expiry was found and removed; no node of this version sets one",
-					zap.String("lock", lk))
-				continue
-			}
+		if attempt%16 == 0 && f.breakBadLock(ctx, lk) {
+			continue
 		}
 		t := time.NewTimer(backoff)
 		select {
@@ -208,6 +258,39 @@ func (f *Fleet) Lock(ctx context.Context, key string) (unlock func(), err error)
 		}
 		backoff = min(backoff*2, lockMaxBackoff)
 	}
+}
+
+// breakBadLock looks at the lock another node holds and breaks it if it
+// is forged, has no expiry or is held too long; it reports whether it
+// did.
+func (f *Fleet) breakBadLock(ctx context.Context, lk string) bool {
+	var state []any
+	err := f.conn.Do(ctx, func(ctx context.Context) (err error) {
+		state, err = lockStateScript.Run(ctx, f.conn.Client, []string{lk}).Slice()
+		return err
+	})
+	if err != nil || len(state) != 2 {
+		return false
+	}
+	val, _ := state[0].(string)
+	pttl, _ := state[1].(int64)
+	if val == "" {
+		return false
+	}
+	why := f.lockTrouble(lk, val, pttl, time.Now())
+	if why == "" {
+		return false
+	}
+	var n int64
+	f.conn.Do(ctx, func(ctx context.Context) (err error) {
+		n, err = delIfScript.Run(ctx, f.conn.Client, []string{lk}, val).Int64()
+		return err
+	})
+	if n == 1 {
+		f.key.Rejected(kindLock)
+		f.log.Error("a fleet lock was broken: "+why, zap.String("lock", lk))
+	}
+	return n == 1
 }
 
 func (f *Fleet) holdLock(lk, token string) func() {
@@ -238,7 +321,7 @@ func (f *Fleet) holdLock(lk, token string) func() {
 			close(done)
 			wg.Wait()
 			err := f.conn.Do(context.Background(), func(ctx context.Context) error {
-				return releaseScript.Run(ctx, f.conn.Client, []string{lk}, token).Err()
+				return delIfScript.Run(ctx, f.conn.Client, []string{lk}, token).Err()
 			})
 			if err != nil {
 				f.log.Warn("releasing a fleet lock failed; it expires by itself", zap.String("lock", lk), zap.Error(err))
@@ -316,7 +399,7 @@ func (f *Fleet) PutTransfer(ctx context.Context, key string, meta cachetier.Meta
 		}
 		left -= n
 	}
-	return true, f.setTimed(ctx, base, cachetier.EncodeHeader(key, meta))
+	return true, f.setTimed(ctx, base, cachetier.EncodeHeader(key, meta, f.key, kindHandOver))
 }
 
 func (f *Fleet) setTimed(ctx context.Context, key string, val []byte) error {
@@ -345,9 +428,13 @@ func (f *Fleet) GetTransfer(ctx context.Context, key string) (cachetier.Meta, io
 	if err != nil {
 		return cachetier.Meta{}, nil, ErrMiss
 	}
-	meta, err := cachetier.DecodeHeader(key, hdr)
+	meta, err := cachetier.DecodeHeader(key, hdr, f.key, kindHandOver)
 	if err != nil {
-		f.log.Error("a hand-over header does not name its key; ignored", zap.String("key", key), zap.Error(err))
+		if errors.Is(err, cachetier.ErrBadTag) {
+			f.key.Rejected(kindHandOver)
+		}
+		f.DeleteTransfer(ctx, key)
+		f.log.Error("a hand-over whose header fails its checks was deleted", zap.String("key", key), zap.Error(err))
 		return cachetier.Meta{}, nil, ErrMiss
 	}
 	if meta.Size > f.cfg.MaxTransfer {
@@ -396,13 +483,17 @@ func (t *transferReader) Read(p []byte) (int, error) {
 }
 
 // PutNotFound shares an upstream's not-found answer (404 or 410, and its
-// reason) for ttl with the other nodes.
+// reason) for ttl with the other nodes. The value is the status, its
+// expiry (unix ms), a tag and the reason.
 func (f *Fleet) PutNotFound(ctx context.Context, key string, status int, msg string, ttl time.Duration) {
 	if ttl <= 0 || (status != 404 && status != 410) {
 		return
 	}
+	msg = oneLine(msg)
+	head := strconv.Itoa(status) + " " + strconv.FormatInt(time.Now().Add(ttl).UnixMilli(), 10)
+	val := head + " " + hex.EncodeToString(f.key.SumString(kindNotFound, key, head, msg)) + " " + msg
 	f.conn.Do(ctx, func(ctx context.Context) error {
-		return f.conn.Client.Set(ctx, f.nfKey(key), strconv.Itoa(status)+" "+msg, ttl).Err()
+		return f.conn.Client.Set(ctx, f.nfKey(key), val, ttl).Err()
 	})
 }
 
@@ -421,14 +512,36 @@ func (f *Fleet) GetNotFound(ctx context.Context, key string) (status int, msg st
 	if err != nil {
 		return 0, "", false
 	}
-	code, msg, _ := strings.Cut(val, " ")
-	status, err = strconv.Atoi(code)
-	if err != nil || (status != 404 && status != 410) {
-		f.conn.Do(ctx, func(ctx context.Context) error { return f.conn.Client.Del(ctx, f.nfKey(key)).Err() })
-		f.log.Error("a shared not-found entry that is not a 404 or 410 was deleted", zap.String("key", key), zap.String("value", oneLine(val)))
+	parts := strings.SplitN(val, " ", 4)
+	for len(parts) < 4 {
+		parts = append(parts, "")
+	}
+	head := parts[0] + " " + parts[1]
+	tag, _ := hex.DecodeString(parts[2])
+	status, _ = strconv.Atoi(parts[0])
+	expires, _ := strconv.ParseInt(parts[1], 10, 64)
+	var why string
+	switch {
+	case !f.key.CheckString(tag, kindNotFound, key, head, parts[3]):
+		why = "its tag fails the fleet key: no edge of this fleet wrote it"
+		f.key.Rejected(kindNotFound)
+	case status != 404 && status != 410:
+		why = "it is not a 404 or 410"
+	case time.Now().After(time.UnixMilli(expires)):
+		// Kept past its time (its TTL changed): no more a fact.
+		f.conn.Do(ctx, func(ctx context.Context) error {
+			return delIfScript.Run(ctx, f.conn.Client, []string{f.nfKey(key)}, val).Err()
+		})
 		return 0, "", false
 	}
-	return status, oneLine(msg), true
+	if why != "" {
+		f.conn.Do(ctx, func(ctx context.Context) error {
+			return delIfScript.Run(ctx, f.conn.Client, []string{f.nfKey(key)}, val).Err()
+		})
+		f.log.Error("a shared not-found entry was deleted: "+why, zap.String("key", key), zap.String("value", oneLine(val)))
+		return 0, "", false
+	}
+	return status, oneLine(parts[3]), true
 }
 
 func oneLine(s string) string {
@@ -462,7 +575,8 @@ func (f *Fleet) Purge(ctx context.Context, keys []string) error {
 				Stream: f.purgeKey(),
 				MaxLen: purgeRetention,
 				Approx: true,
-				Values: []any{"node", f.node, "keys", strings.Join(keys, "\n")},
+				Values: []any{"node", f.node, "keys", strings.Join(keys, "\n"),
+					"tag", hex.EncodeToString(f.key.SumString(kindPurge, f.node, strings.Join(keys, "\n")))},
 			})
 			return nil
 		})
@@ -506,6 +620,15 @@ func (f *Fleet) followPurges() {
 				pos = m.ID
 				node, _ := m.Values["node"].(string)
 				keys, _ := m.Values["keys"].(string)
+				tagHex, _ := m.Values["tag"].(string)
+				tag, _ := hex.DecodeString(tagHex)
+				if !f.key.CheckString(tag, kindPurge, node, keys) {
+					f.key.Rejected(kindPurge)
+					f.log.Error("a purge whose tag fails the fleet key was ignored and deleted: no edge of this fleet wrote it",
+						zap.String("id", m.ID), zap.String("keys", oneLine(keys)))
+					f.conn.Do(f.ctx, func(ctx context.Context) error { return f.conn.Client.XDel(ctx, f.purgeKey(), m.ID).Err() })
+					continue
+				}
 				if node != f.node && keys != "" {
 					f.cfg.OnPurge(strings.Split(keys, "\n"))
 				}

@@ -4,11 +4,14 @@ import (
 	"archive/zip"
 	"bytes"
 	"fmt"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -254,5 +257,69 @@ func TestRelayedReasonsScrubbed(t *testing.T) {
 	}
 	if !strings.Contains(string(body), "example.com/a@v1.9.9") {
 		t.Errorf("relayed reason %q lost what the client asked for", body)
+	}
+}
+
+// An upstream's redirect to a loopback, private or link-local address
+// that no configured upstream is on is refused: the mirror does not reach
+// its own host's other services, the cloud's metadata service or the
+// internal network for an upstream, and nothing they answer reaches the
+// client. upstream_redirects allow_private follows them.
+func TestRedirectsToPrivateAddressesRefused(t *testing.T) {
+	t.Parallel()
+	// An internal service on another loopback address than the
+	// upstream's (127.0.0.1).
+	l, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Fatalf("listening on 127.0.0.2 (Linux routes all of 127.0.0.0/8 to loopback): %v", err)
+	}
+	var internalHits atomic.Int64
+	internal := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		internalHits.Add(1)
+		if strings.HasSuffix(r.URL.Path, ".mod") {
+			w.Write(modA.Mod())
+			return
+		}
+		http.Error(w, "internal admin console: user alice in group payroll", http.StatusForbidden)
+	}))
+	internal.Listener.Close()
+	internal.Listener = l
+	internal.Start()
+	t.Cleanup(internal.Close)
+	up := testenv.NewUpstream(t, modA)
+	for _, kind := range []string{"mod", "zip", "info"} {
+		p := path(modA, kind)
+		up.Override(p, func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, internal.URL+"/"+p, http.StatusFound)
+		})
+	}
+	// IPv6 loopback too (no upstream is on it).
+	up.Override("example.com/a/@v/list", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "http://[::1]:1/list", http.StatusFound)
+	})
+	e := newEnv(t, up, options{})
+	for _, p := range []string{path(modA, "mod"), path(modA, "zip"), path(modA, "info"), "example.com/a/@v/list"} {
+		resp, body := e.do("GET", p)
+		if resp.StatusCode != 502 || bytes.Contains(body, []byte("alice")) || bytes.Contains(body, []byte("module")) {
+			t.Errorf("%s: %d %q; want a 502 that says nothing of the internal service", p, resp.StatusCode, body)
+		}
+		if !bytes.Contains(body, []byte("private address")) {
+			t.Errorf("%s: reason %q does not say why", p, body)
+		}
+	}
+	if n := internalHits.Load(); n != 0 {
+		t.Errorf("the internal service was reached %d times", n)
+	}
+	// allow_private follows them.
+	e2 := newEnv(t, up, options{allowPrivate: true})
+	if _, body := e2.get(path(modA, "mod"), 200); !bytes.Equal(body, modA.Mod()) {
+		t.Errorf("allow_private: %q", body)
+	}
+	// A configured upstream on a private address is reached, and so is a
+	// redirect to the address it is on (another port of 127.0.0.1, as in
+	// TestUpstreamRedirects).
+	e3 := newEnv(t, up, options{upstream: internal.URL})
+	if _, body := e3.get(path(modA, "mod"), 200); !bytes.Equal(body, modA.Mod()) {
+		t.Errorf("a configured upstream on 127.0.0.2: %q", body)
 	}
 }

@@ -52,7 +52,7 @@ func hammer(nodes []*env, paths []string, want map[string][]byte, copies int) []
 // redisKey is the Redis key of a shared object ("obj"), not-found answer
 // ("nf") or lock ("lock") of path, in the env's namespace.
 func (e *env) redisKey(kind, path string) string {
-	return e.t.Name() + ":v2:" + kind + ":{" + e.key(path) + "}"
+	return e.t.Name() + ":v3:" + kind + ":{" + e.key(path) + "}"
 }
 
 func TestFleetCollapse(t *testing.T) {
@@ -104,7 +104,7 @@ func TestFleetLargeObjectsStayOutOfRedis(t *testing.T) {
 	if n := up.Requests(p); n != 2 {
 		t.Errorf("upstream requests %d; want 2", n)
 	}
-	if reply, _ := r.Do("KEYS", t.Name()+":v2:xfer*"); reply != "*0" {
+	if reply, _ := r.Do("KEYS", t.Name()+":v3:xfer*"); reply != "*0" {
 		t.Errorf("a hand-over was left in redis with nobody waiting: KEYS = %s", reply)
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/piraeus-go/piraeus/artifact"
 	"github.com/piraeus-go/piraeus/cachetier"
+	"github.com/piraeus-go/piraeus/internal/fleetkey"
 )
 
 // Metrics are the proxy's Prometheus collectors, all named goproxy_*.
@@ -91,6 +92,15 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	if err == nil {
 		m.prefetchHits, err = register(reg, m.prefetchHits)
+	}
+	for _, kind := range fleetkey.Kinds {
+		if err != nil {
+			break
+		}
+		c := prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "fleet_rejected_total",
+			Help:        "Values read from Redis or the bucket whose tag fails the fleet key (written by someone who does not hold it), refused and deleted, by kind.",
+			ConstLabels: prometheus.Labels{"kind": kind}}, func() float64 { return float64(fleetkey.Rejections(kind)) })
+		_, err = register(reg, prometheus.Collector(c))
 	}
 	return m, err
 }

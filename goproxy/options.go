@@ -89,6 +89,10 @@ type Options struct {
 	// default they are followed as the go command follows them (see
 	// fetcher.CheckRedirect).
 	SameHostRedirects bool
+	// AllowPrivateRedirects lets upstream redirects lead to loopback,
+	// private and link-local addresses other than the configured
+	// upstreams' own; by default they are refused.
+	AllowPrivateRedirects bool
 	// UpstreamTLS, if set, configures TLS to upstreams and checksum
 	// databases (e.g. a private CA's roots).
 	UpstreamTLS *tls.Config
@@ -261,6 +265,7 @@ func New(o Options) (*Proxy, error) {
 	cfg.client = fetcher.NewHTTPClient(fetcher.HTTPConfig{
 		MaxConnsPerHost: o.MaxConnsPerHost, DialTimeout: o.DialTimeout, HeaderTimeout: o.ResponseHeaderTimeout,
 		SameHostRedirects: o.SameHostRedirects, TLS: o.UpstreamTLS,
+		Hosts: o.upstreamHosts(), AllowPrivateRedirects: o.AllowPrivateRedirects,
 	})
 
 	// Public and private modules are fetched from version control by
@@ -389,6 +394,18 @@ func (o Options) parsePolicy() (private, noVerify artifact.Patterns, modes []Mod
 		modes = append(modes, ModeRule{Patterns: pats, Mode: mode})
 	}
 	return private, noVerify, modes, nil
+}
+
+// upstreamHosts are the hosts the configuration names: its proxies and
+// checksum databases.
+func (o Options) upstreamHosts() []string {
+	hosts := append(fetcher.ListHosts(o.Upstream), fetcher.ListHosts(o.PrivateUpstream)...)
+	for _, db := range o.SumDBs {
+		if u, err := url.Parse(db.URL); err == nil && u.Hostname() != "" {
+			hosts = append(hosts, u.Hostname())
+		}
+	}
+	return hosts
 }
 
 func orDefault[T comparable](v, def T) T {

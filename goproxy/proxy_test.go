@@ -70,6 +70,7 @@ type options struct {
 	diskMax            int64
 	handOverMax        int64 // fleet-wide bytes of hand-overs in flight
 	sameHost           bool  // refuse upstream redirects to other hosts
+	allowPrivate       bool  // follow upstream redirects to private addresses
 	prefetch           PrefetchOptions
 	statusPath         string
 	privateUpstream    string
@@ -97,7 +98,7 @@ func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 		Upstream: o.upstream, Direct: o.direct, SandboxDir: o.sandboxDir, Modes: o.modes,
 		ListTTL: o.listTTL, NotFoundVersionTTL: o.notFoundVersionTTL, FetchTimeout: o.timeout, MaxConnsPerHost: o.maxConnsPerHost, MaxFetches: o.maxFetches, SpoolMax: o.spoolMax,
 		SumDBTimeout: o.sumdbTimeout, Cache: cache.Tiers, Fleet: cache.Fleet, Logger: o.logger,
-		SameHostRedirects: o.sameHost, Prefetch: o.prefetch, StatusPath: o.statusPath,
+		SameHostRedirects: o.sameHost, AllowPrivateRedirects: o.allowPrivate, Prefetch: o.prefetch, StatusPath: o.statusPath,
 		PrivateUpstream: o.privateUpstream, Catalog: true, CatalogPrivate: o.catalogPrivate,
 	}
 	if up != nil {

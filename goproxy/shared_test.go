@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/piraeus-go/piraeus/cachetier"
+	"github.com/piraeus-go/piraeus/internal/fleetkey"
 	"github.com/piraeus-go/piraeus/internal/testcache"
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
@@ -50,7 +51,7 @@ func TestFleetForgedRedisValueRejected(t *testing.T) {
 	rc := redisClient(t, r)
 	for key, data := range forged {
 		meta := cachetier.MetaFor(data, time.Time{})
-		val := append(cachetier.EncodeHeader(e.key(key), meta), data...)
+		val := append(cachetier.EncodeHeader(e.key(key), meta, e.cache.Key, fleetkey.KindRedisObject), data...)
 		if err := rc.Set(context.Background(), e.redisKey("obj", key), val, 0).Err(); err != nil {
 			t.Fatal(err)
 		}
@@ -93,7 +94,7 @@ func TestFleetForgedHandOverRejected(t *testing.T) {
 		if err := rc.Set(ctx, base+":0", data, time.Minute).Err(); err != nil {
 			t.Fatal(err)
 		}
-		if err := rc.Set(ctx, base, cachetier.EncodeHeader(e.key(p), cachetier.MetaFor(data, time.Time{})), time.Minute).Err(); err != nil {
+		if err := rc.Set(ctx, base, cachetier.EncodeHeader(e.key(p), cachetier.MetaFor(data, time.Time{}), e.cache.Key, fleetkey.KindHandOver), time.Minute).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -141,7 +142,7 @@ func TestFleetNotFoundEntriesOnlyNotFound(t *testing.T) {
 		}
 	}
 	// A genuine one is shared.
-	rc.Set(context.Background(), e.redisKey("nf", "example.com/a/@v/v1.9.9.info"), "410 gone for good\nsecond line", time.Minute)
+	e.cache.Fleet.PutNotFound(context.Background(), e.key("example.com/a/@v/v1.9.9.info"), 410, "gone for good\nsecond line", time.Minute)
 	if _, body := e.get("example.com/a/@v/v1.9.9.info", 410); string(body) != "gone for good\n" {
 		t.Errorf("shared not-found reason %q", body)
 	}
@@ -176,7 +177,7 @@ func TestFleetHandOverBudget(t *testing.T) {
 	if n := up.Requests(p); n != 3 {
 		t.Errorf("%d upstream requests; want 3: one per node, nothing handed over beyond the budget", n)
 	}
-	if keys, _ := redisClient(t, r).Keys(context.Background(), t.Name()+":v2:xfer:*").Result(); len(keys) != 0 {
+	if keys, _ := redisClient(t, r).Keys(context.Background(), t.Name()+":v3:xfer:*").Result(); len(keys) != 0 {
 		t.Errorf("hand-over chunks in redis beyond the budget: %v", keys)
 	}
 }

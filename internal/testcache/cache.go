@@ -14,6 +14,7 @@ import (
 
 	"github.com/piraeus-go/piraeus/cachetier"
 	"github.com/piraeus-go/piraeus/fleet"
+	"github.com/piraeus-go/piraeus/internal/fleetkey"
 	"github.com/piraeus-go/piraeus/internal/redisconn"
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
@@ -33,7 +34,10 @@ type Options struct {
 	RedisTimeout time.Duration
 	Prefix       string // Redis key prefix; default the test's name
 	HandOverMax  int64  // fleet-wide bytes of hand-overs in flight
-	Logger       *zap.Logger
+	// FleetKey signs what Redis and the bucket hold; default
+	// testenv.FleetKey.
+	FleetKey string
+	Logger   *zap.Logger
 }
 
 // Cache is real tiers (memory, Redis, disk) and, with Redis, the fleet on
@@ -45,6 +49,7 @@ type Cache struct {
 	S3    *cachetier.S3Tier   // with S3
 	Fleet *fleet.Fleet
 	Conn  *redisconn.Conn // with Redis
+	Key   *fleetkey.Key   // the fleet key
 
 	forget atomic.Pointer[func(keys []string)]
 	purged chan struct{} // signalled after each purge applied
@@ -65,7 +70,14 @@ func New(t testing.TB, o Options) *Cache {
 	if o.Prefix == "" {
 		o.Prefix = t.Name() + ":"
 	}
-	c := &Cache{purged: make(chan struct{}, 16)}
+	if o.FleetKey == "" {
+		o.FleetKey = testenv.FleetKey
+	}
+	key, err := fleetkey.New(o.FleetKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Cache{purged: make(chan struct{}, 16), Key: key}
 	var store cachetier.Store
 	if o.S3 == nil || o.LocalDisk {
 		disk, err := cachetier.NewDiskTier(cachetier.DiskConfig{Root: o.DiskRoot, MaxBytes: o.DiskMax, Logger: o.Logger})
@@ -74,13 +86,12 @@ func New(t testing.TB, o Options) *Cache {
 		}
 		c.Disk, store = disk, disk
 	}
-	var err error
 	if o.S3 != nil {
 		bucket := bucketName(t.Name())
 		o.S3.NewBucket(bucket)
 		if c.S3, err = cachetier.NewS3Tier(cachetier.S3Config{
 			Endpoint: o.S3.Endpoint, Bucket: bucket, AccessKey: o.S3.AccessKey, SecretKey: o.S3.SecretKey,
-			SpoolDir: t.TempDir(), Logger: o.Logger,
+			SpoolDir: t.TempDir(), Key: key, Logger: o.Logger,
 		}); err != nil {
 			t.Fatal(err)
 		}
@@ -99,13 +110,17 @@ func New(t testing.TB, o Options) *Cache {
 		upper = append(upper, mem)
 	}
 	var conn *redisconn.Conn
-	prefix := o.Prefix + "v2:"
+	prefix := o.Prefix + "v3:"
 	if o.Redis != nil {
 		if conn, err = redisconn.Open(redisconn.Config{URL: o.Redis.URL(), Timeout: o.RedisTimeout, Logger: o.Logger}); err != nil {
 			t.Fatal(err)
 		}
 		c.Conn = conn
-		upper = append(upper, cachetier.NewRedisTier(cachetier.RedisConfig{Conn: conn, Prefix: prefix, MaxObject: o.RedisMax, Logger: o.Logger}))
+		rt, err := cachetier.NewRedisTier(cachetier.RedisConfig{Conn: conn, Prefix: prefix, MaxObject: o.RedisMax, Key: key, Logger: o.Logger})
+		if err != nil {
+			t.Fatal(err)
+		}
+		upper = append(upper, rt)
 	}
 	if c.S3 != nil && c.Disk != nil {
 		upper = append(upper, c.Disk) // a local disk above the bucket
@@ -119,7 +134,7 @@ func New(t testing.TB, o Options) *Cache {
 			minTransfer = cachetier.DefaultRedisMaxObject
 		}
 		c.Fleet, err = fleet.New(fleet.Config{
-			Conn: conn, Prefix: prefix, MinTransfer: minTransfer, MaxInFlight: o.HandOverMax, Logger: o.Logger,
+			Conn: conn, Prefix: prefix, MinTransfer: minTransfer, MaxInFlight: o.HandOverMax, Key: key, Logger: o.Logger,
 			OnPurge: func(keys []string) {
 				for _, k := range keys {
 					c.Tiers.DeleteLocal(context.Background(), k)

@@ -69,8 +69,10 @@ func (i memInfo) Sys() any           { return nil }
 // WriteZip writes the module zip, made by x/mod/zip, to w.
 func (m Module) WriteZip(w io.Writer) error {
 	files := []modzip.File{memFile{"go.mod", m.Mod()}}
-	for name, content := range m.Files {
-		files = append(files, memFile{name, []byte(content)})
+	// In the order of their names, so that a module's zip is always the
+	// same bytes.
+	for _, name := range slices.Sorted(maps.Keys(m.Files)) {
+		files = append(files, memFile{name, []byte(m.Files[name])})
 	}
 	return modzip.Create(w, module.Version{Path: m.Path, Version: m.Version}, files)
 }

@@ -13,6 +13,10 @@ import (
 	"time"
 )
 
+// FleetKey is the fleet key of tests' fleets (fleet_key in their
+// Caddyfiles).
+const FleetKey = "piraeus-test-fleet-key-not-a-secret-0123456789"
+
 // Redis is a real redis-server on a random loopback port, which a test can
 // kill and start again on the same port.
 type Redis struct {

@@ -1,0 +1,131 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/piraeus-go/piraeus/internal/fleetkey"
+	"github.com/piraeus-go/piraeus/internal/redisconn"
+	"github.com/piraeus-go/piraeus/internal/testenv"
+)
+
+func newFleet(t *testing.T, r *testenv.Redis, secret string, onPurge func([]string)) *Fleet {
+	t.Helper()
+	conn, err := redisconn.Open(redisconn.Config{URL: r.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := fleetkey.New(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := New(Config{Conn: conn, Prefix: t.Name() + ":", Key: key, OnPurge: onPurge})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close(); conn.Close() })
+	return f
+}
+
+func rawClient(t *testing.T, r *testenv.Redis) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: r.Addr})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// A lock that someone without the fleet key wrote, whatever its TTL, and
+// a genuine lock replayed long after its holder's fetch must have ended
+// are broken at once; a genuine lock in its time is waited for.
+func TestLockTrust(t *testing.T) {
+	t.Parallel()
+	r := testenv.StartRedis(t)
+	f := newFleet(t, r, testenv.FleetKey, nil)
+	rc := rawClient(t, r)
+	ctx := context.Background()
+	taken := func(name, val string) {
+		t.Helper()
+		if err := rc.Set(ctx, f.lockKey(name), val, 1000*time.Hour).Err(); err != nil {
+			t.Fatal(err)
+		}
+		lctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		unlock, err := f.Lock(lctx, name)
+		if err != nil {
+			t.Fatalf("%s: the lock was not broken: %v", name, err)
+		}
+		unlock()
+	}
+	before := fleetkey.Rejections(fleetkey.KindLock)
+	taken("forged", "x 1 1 "+strings.Repeat("00", 32))
+	taken("junk", "held forever")
+	other, _ := fleetkey.New("another-fleet-key-that-is-long-enough-0000")
+	f2 := &Fleet{key: other}
+	taken("other key", f2.lockValue(f.lockKey("other key"), "t", time.Now(), time.Minute))
+	taken("replayed", f.lockValue(f.lockKey("replayed"), "t", time.Now().Add(-10*time.Minute), time.Minute))
+	taken("from the future", f.lockValue(f.lockKey("from the future"), "t", time.Now().Add(time.Hour), time.Minute))
+	if n := fleetkey.Rejections(fleetkey.KindLock) - before; n != 5 {
+		t.Errorf("%d broken locks counted; want 5", n)
+	}
+
+	// A genuine lock within its time holds.
+	rc.Set(ctx, f.lockKey("held"), f.lockValue(f.lockKey("held"), "t", time.Now(), time.Minute), time.Minute)
+	lctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if _, err := f.Lock(lctx, "held"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a genuine lock in its time was not waited for: %v", err)
+	}
+	// The holder's own lock is one it can renew and release.
+	unlock, err := f.Lock(ctx, "mine")
+	if err != nil {
+		t.Fatal(err)
+	}
+	val, _ := rc.Get(ctx, f.lockKey("mine")).Result()
+	if why := f.lockTrouble(f.lockKey("mine"), val, 10000, time.Now()); why != "" {
+		t.Errorf("the fleet's own lock is judged bad: %s", why)
+	}
+	unlock()
+	if n, _ := rc.Exists(ctx, f.lockKey("mine")).Result(); n != 0 {
+		t.Error("the lock was not released")
+	}
+}
+
+// A purge that someone without the fleet key adds to the fleet's log is
+// not applied, and is deleted; the purges edges make are.
+func TestPurgeTrust(t *testing.T) {
+	t.Parallel()
+	r := testenv.StartRedis(t)
+	got := make(chan []string, 4)
+	follower := newFleet(t, r, testenv.FleetKey, func(keys []string) { got <- keys })
+	maker := newFleet(t, r, testenv.FleetKey, nil)
+	rc := rawClient(t, r)
+	ctx := context.Background()
+	before := fleetkey.Rejections(fleetkey.KindPurge)
+	if err := rc.XAdd(ctx, &redis.XAddArgs{Stream: follower.purgeKey(), Values: []any{"node", "x", "keys", "example.com/a/@v/v1.0.0.zip"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.XAdd(ctx, &redis.XAddArgs{Stream: follower.purgeKey(), Values: []any{"node", "x", "keys", "example.com/b/@v/v1.0.0.zip", "tag", strings.Repeat("ab", 32)}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := maker.Purge(ctx, []string{"example.com/c/@v/v1.0.0.zip"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case keys := <-got:
+		if len(keys) != 1 || keys[0] != "example.com/c/@v/v1.0.0.zip" {
+			t.Errorf("applied a purge of %v; want only the edge's purge of example.com/c", keys)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the edge's purge was not applied")
+	}
+	if n := fleetkey.Rejections(fleetkey.KindPurge) - before; n != 2 {
+		t.Errorf("%d forged purges counted; want 2", n)
+	}
+	if n, _ := rc.XLen(ctx, follower.purgeKey()).Result(); n != 1 {
+		t.Errorf("%d purges in the log; want 1 (the forged ones deleted)", n)
+	}
+}
