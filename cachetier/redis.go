@@ -2,7 +2,6 @@ package cachetier
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -88,7 +87,7 @@ func (r *RedisTier) Get(ctx context.Context, key string) (*Object, error) {
 	meta, data, err := decodeValue(key, val, r.key, kindRedisObject)
 	if err != nil {
 		if errors.Is(err, ErrBadTag) {
-			r.key.Rejected(kindRedisObject)
+			fleetkey.Rejected(kindRedisObject)
 		}
 		r.Reject(ctx, key, err)
 		return nil, ErrMiss
@@ -153,32 +152,25 @@ func (r *RedisTier) Put(ctx context.Context, key string, meta Meta, data []byte)
 		}
 		// A tombstone no edge wrote: delete it (if it is still the
 		// same) and store the value.
-		r.key.Rejected(kindTombstone)
+		fleetkey.Rejected(kindTombstone)
 		r.log.Error("a redis tombstone whose tag fails the fleet key was deleted", zap.String("key", truncate(key)))
 		r.conn.Do(ctx, func(ctx context.Context) error {
-			return delIfScript.Run(ctx, r.conn.Client, []string{r.tombKey(key)}, tomb).Err()
+			return redisconn.DelIf.Run(ctx, r.conn.Client, []string{r.tombKey(key)}, tomb).Err()
 		})
 	}
 	return nil
 }
 
-// delIfScript deletes KEYS[1] if it still holds ARGV[1].
-var delIfScript = redis.NewScript(`if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end`)
-
 // tombstone is the value of key's tombstone made at ms: the time and its
 // tag.
 func (r *RedisTier) tombstone(key string, ms int64) string {
 	t := strconv.FormatInt(ms, 10)
-	return t + " " + hex.EncodeToString(r.key.SumString(kindTombstone, key, t))
+	return t + " " + r.key.HexTag(kindTombstone, key, t)
 }
 
 func (r *RedisTier) tombstoneGood(key, val string) bool {
 	t, tag, ok := strings.Cut(val, " ")
-	if !ok {
-		return false
-	}
-	b, err := hex.DecodeString(tag)
-	return err == nil && r.key.CheckString(b, kindTombstone, key, t)
+	return ok && r.key.CheckHexTag(tag, kindTombstone, key, t)
 }
 
 func (r *RedisTier) Delete(ctx context.Context, key string) error {

@@ -350,7 +350,7 @@ func (s *S3Tier) readFailed(err error) error {
 // its tag did.
 func (s *S3Tier) rejectMeta(ctx context.Context, key string, why error) {
 	if errors.Is(why, ErrBadTag) {
-		s.cfg.Key.Rejected(kindS3)
+		fleetkey.Rejected(kindS3)
 	}
 	s.reject(ctx, key, why)
 }

@@ -147,9 +147,6 @@ const (
 
 var (
 	renewScript = redis.NewScript(`if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("pexpire", KEYS[1], ARGV[2]) else return 0 end`)
-	// delIfScript deletes KEYS[1] if it still holds ARGV[1]: releasing
-	// one's own lock, breaking a bad one.
-	delIfScript = redis.NewScript(`if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end`)
 	// lockStateScript reads a lock and its remaining time.
 	lockStateScript = redis.NewScript(`return {redis.call("get", KEYS[1]), redis.call("pttl", KEYS[1])}`)
 )
@@ -158,7 +155,7 @@ var (
 // long its holder may hold it (unix ms, ms), and their tag.
 func (f *Fleet) lockValue(lk, token string, taken time.Time, hold time.Duration) string {
 	fields := token + " " + strconv.FormatInt(taken.UnixMilli(), 10) + " " + strconv.FormatInt(hold.Milliseconds(), 10)
-	return fields + " " + hex.EncodeToString(f.key.SumString(kindLock, lk, fields))
+	return fields + " " + f.key.HexTag(kindLock, lk, fields)
 }
 
 // lockTrouble says why a lock found in Redis must be broken, or "".
@@ -167,8 +164,7 @@ func (f *Fleet) lockTrouble(lk, val string, pttl int64, now time.Time) string {
 	if len(fields) != 4 {
 		return "its value is not one an edge writes"
 	}
-	tag, err := hex.DecodeString(fields[3])
-	if err != nil || !f.key.CheckString(tag, kindLock, lk, strings.Join(fields[:3], " ")) {
+	if !f.key.CheckHexTag(fields[3], kindLock, lk, strings.Join(fields[:3], " ")) {
 		return "its tag fails the fleet key: no edge of this fleet wrote it"
 	}
 	if pttl == -1 {
@@ -179,8 +175,10 @@ func (f *Fleet) lockTrouble(lk, val string, pttl int64, now time.Time) string {
 	if err1 != nil || err2 != nil {
 		return "its value is not one an edge writes"
 	}
-	end := time.UnixMilli(taken).Add(time.Duration(hold)*time.Millisecond + lockMargin)
-	if now.After(end) || time.UnixMilli(taken).After(now.Add(lockMargin)) {
+	if time.UnixMilli(taken).After(now.Add(lockMargin)) {
+		return "it is dated in the future"
+	}
+	if now.After(time.UnixMilli(taken).Add(time.Duration(hold)*time.Millisecond + lockMargin)) {
 		return "it has been held longer than its holder's fetch may run"
 	}
 	return ""
@@ -283,11 +281,11 @@ func (f *Fleet) breakBadLock(ctx context.Context, lk string) bool {
 	}
 	var n int64
 	f.conn.Do(ctx, func(ctx context.Context) (err error) {
-		n, err = delIfScript.Run(ctx, f.conn.Client, []string{lk}, val).Int64()
+		n, err = redisconn.DelIf.Run(ctx, f.conn.Client, []string{lk}, val).Int64()
 		return err
 	})
 	if n == 1 {
-		f.key.Rejected(kindLock)
+		fleetkey.Rejected(kindLock)
 		f.log.Error("a fleet lock was broken: "+why, zap.String("lock", lk))
 	}
 	return n == 1
@@ -321,7 +319,7 @@ func (f *Fleet) holdLock(lk, token string) func() {
 			close(done)
 			wg.Wait()
 			err := f.conn.Do(context.Background(), func(ctx context.Context) error {
-				return delIfScript.Run(ctx, f.conn.Client, []string{lk}, token).Err()
+				return redisconn.DelIf.Run(ctx, f.conn.Client, []string{lk}, token).Err()
 			})
 			if err != nil {
 				f.log.Warn("releasing a fleet lock failed; it expires by itself", zap.String("lock", lk), zap.Error(err))
@@ -431,7 +429,7 @@ func (f *Fleet) GetTransfer(ctx context.Context, key string) (cachetier.Meta, io
 	meta, err := cachetier.DecodeHeader(key, hdr, f.key, kindHandOver)
 	if err != nil {
 		if errors.Is(err, cachetier.ErrBadTag) {
-			f.key.Rejected(kindHandOver)
+			fleetkey.Rejected(kindHandOver)
 		}
 		f.DeleteTransfer(ctx, key)
 		f.log.Error("a hand-over whose header fails its checks was deleted", zap.String("key", key), zap.Error(err))
@@ -491,7 +489,7 @@ func (f *Fleet) PutNotFound(ctx context.Context, key string, status int, msg str
 	}
 	msg = oneLine(msg)
 	head := strconv.Itoa(status) + " " + strconv.FormatInt(time.Now().Add(ttl).UnixMilli(), 10)
-	val := head + " " + hex.EncodeToString(f.key.SumString(kindNotFound, key, head, msg)) + " " + msg
+	val := head + " " + f.key.HexTag(kindNotFound, key, head, msg) + " " + msg
 	f.conn.Do(ctx, func(ctx context.Context) error {
 		return f.conn.Client.Set(ctx, f.nfKey(key), val, ttl).Err()
 	})
@@ -517,26 +515,25 @@ func (f *Fleet) GetNotFound(ctx context.Context, key string) (status int, msg st
 		parts = append(parts, "")
 	}
 	head := parts[0] + " " + parts[1]
-	tag, _ := hex.DecodeString(parts[2])
 	status, _ = strconv.Atoi(parts[0])
 	expires, _ := strconv.ParseInt(parts[1], 10, 64)
 	var why string
 	switch {
-	case !f.key.CheckString(tag, kindNotFound, key, head, parts[3]):
+	case !f.key.CheckHexTag(parts[2], kindNotFound, key, head, parts[3]):
 		why = "its tag fails the fleet key: no edge of this fleet wrote it"
-		f.key.Rejected(kindNotFound)
+		fleetkey.Rejected(kindNotFound)
 	case status != 404 && status != 410:
 		why = "it is not a 404 or 410"
 	case time.Now().After(time.UnixMilli(expires)):
 		// Kept past its time (its TTL changed): no more a fact.
 		f.conn.Do(ctx, func(ctx context.Context) error {
-			return delIfScript.Run(ctx, f.conn.Client, []string{f.nfKey(key)}, val).Err()
+			return redisconn.DelIf.Run(ctx, f.conn.Client, []string{f.nfKey(key)}, val).Err()
 		})
 		return 0, "", false
 	}
 	if why != "" {
 		f.conn.Do(ctx, func(ctx context.Context) error {
-			return delIfScript.Run(ctx, f.conn.Client, []string{f.nfKey(key)}, val).Err()
+			return redisconn.DelIf.Run(ctx, f.conn.Client, []string{f.nfKey(key)}, val).Err()
 		})
 		f.log.Error("a shared not-found entry was deleted: "+why, zap.String("key", key), zap.String("value", oneLine(val)))
 		return 0, "", false
@@ -576,7 +573,7 @@ func (f *Fleet) Purge(ctx context.Context, keys []string) error {
 				MaxLen: purgeRetention,
 				Approx: true,
 				Values: []any{"node", f.node, "keys", strings.Join(keys, "\n"),
-					"tag", hex.EncodeToString(f.key.SumString(kindPurge, f.node, strings.Join(keys, "\n")))},
+					"tag", f.key.HexTag(kindPurge, f.node, strings.Join(keys, "\n"))},
 			})
 			return nil
 		})
@@ -620,10 +617,9 @@ func (f *Fleet) followPurges() {
 				pos = m.ID
 				node, _ := m.Values["node"].(string)
 				keys, _ := m.Values["keys"].(string)
-				tagHex, _ := m.Values["tag"].(string)
-				tag, _ := hex.DecodeString(tagHex)
-				if !f.key.CheckString(tag, kindPurge, node, keys) {
-					f.key.Rejected(kindPurge)
+				tag, _ := m.Values["tag"].(string)
+				if !f.key.CheckHexTag(tag, kindPurge, node, keys) {
+					fleetkey.Rejected(kindPurge)
 					f.log.Error("a purge whose tag fails the fleet key was ignored and deleted: no edge of this fleet wrote it",
 						zap.String("id", m.ID), zap.String("keys", oneLine(keys)))
 					f.conn.Do(f.ctx, func(ctx context.Context) error { return f.conn.Client.XDel(ctx, f.purgeKey(), m.ID).Err() })

@@ -98,7 +98,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			break
 		}
 		c := prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "fleet_rejected_total",
-			Help:        "Values read from Redis or the bucket whose tag fails the fleet key (written by someone who does not hold it), refused and deleted, by kind.",
+			Help:        "Values read from Redis or the bucket that were refused and deleted, by kind: their tag fails the fleet key (written by someone who does not hold it), or, for a lock, it has no expiry or was held past its holder's time.",
 			ConstLabels: prometheus.Labels{"kind": kind}}, func() float64 { return float64(fleetkey.Rejections(kind)) })
 		_, err = register(reg, prometheus.Collector(c))
 	}

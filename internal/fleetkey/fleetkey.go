@@ -9,9 +9,9 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"strings"
 	"sync/atomic"
 )
 
@@ -113,8 +113,19 @@ func (k *Key) CheckString(tag []byte, kind string, parts ...string) bool {
 	return k.Check(tag, kind, bytesOf(parts)...)
 }
 
-// Rejected counts a value of kind (one of Kinds) that failed its check.
-func (k *Key) Rejected(kind string) {
+// HexTag is SumString in hex, for values that are text.
+func (k *Key) HexTag(kind string, parts ...string) string {
+	return hex.EncodeToString(k.SumString(kind, parts...))
+}
+
+// CheckHexTag is CheckString of a tag in hex.
+func (k *Key) CheckHexTag(tag, kind string, parts ...string) bool {
+	b, err := hex.DecodeString(tag)
+	return err == nil && k.CheckString(b, kind, parts...)
+}
+
+// Rejected counts a value of kind (one of Kinds) that was refused.
+func Rejected(kind string) {
 	if c := rejected[kind]; c != nil {
 		c.Add(1)
 	}
@@ -126,15 +137,6 @@ func Rejections(kind string) int64 {
 		return c.Load()
 	}
 	return 0
-}
-
-// Total is the number of values of every kind refused in this process.
-func Total() int64 {
-	var n int64
-	for _, c := range rejected {
-		n += c.Load()
-	}
-	return n
 }
 
 func sum(secret []byte, kind string, parts [][]byte) []byte {
@@ -159,7 +161,3 @@ func bytesOf(parts []string) [][]byte {
 	}
 	return b
 }
-
-// Split reads a fleet_key setting: the current secret, then older ones,
-// separated by white space.
-func Split(s string) []string { return strings.Fields(s) }

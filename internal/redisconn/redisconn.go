@@ -118,3 +118,7 @@ func (c *Conn) Do(ctx context.Context, op func(ctx context.Context) error) error
 	}
 	return err
 }
+
+// DelIf deletes KEYS[1] if it still holds ARGV[1]: releasing one's own
+// lock, deleting a value found bad without deleting one written since.
+var DelIf = redis.NewScript(`if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end`)
