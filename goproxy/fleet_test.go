@@ -114,7 +114,9 @@ func TestFleetLargeObjectsHandedOver(t *testing.T) {
 	const size = 6 << 20
 	r := testenv.StartRedis(t)
 	up, big, zipFile := bigZipUpstream(t, size, 200*time.Millisecond)
-	nodes := newFleet(t, up, 3, options{redis: r, redisMax: 1 << 20})
+	// A 1 MiB chunk under -race on a loaded machine can take longer than
+	// the default 1s per Redis operation; the count is what is tested.
+	nodes := newFleet(t, up, 3, options{redis: r, redisMax: 1 << 20, redisTimeout: 10 * time.Second})
 	want, _ := os.ReadFile(zipFile)
 	p := path(big, "zip")
 	for _, err := range hammer(nodes, []string{p}, map[string][]byte{p: want}, 30) {
