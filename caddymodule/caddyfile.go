@@ -48,7 +48,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		dial_timeout  <duration>
 //		response_header_timeout <duration>
 //		upstream_redirects follow|same_host|allow_private
-//		prefetch      off|mod|zip [{ workers <n>; depth <n>; max_bytes <size>; private }]
+//		prefetch      off|mod|zip [{ workers <n>; depth <n>; max_bytes <size>; fan_out <n>; requests_per_minute <n>; private }]
 //		sumdb_timeout <duration>
 //		max_conns_per_host <n>
 //		max_fetches   <n>
@@ -518,7 +518,7 @@ func unmarshalDirect(d *caddyfile.Dispenser, c *DirectConfig) error {
 }
 
 // unmarshalPrefetch reads `prefetch off|mod|zip [{ workers <n>; depth <n>;
-// max_bytes <size>; private }]`.
+// max_bytes <size>; fan_out <n>; requests_per_minute <n>; private }]`.
 func (h *Handler) unmarshalPrefetch(d *caddyfile.Dispenser) error {
 	if !d.NextArg() {
 		return d.ArgErr()
@@ -532,7 +532,7 @@ func (h *Handler) unmarshalPrefetch(d *caddyfile.Dispenser) error {
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch key := d.Val(); key {
-		case "workers", "depth":
+		case "workers", "depth", "fan_out", "requests_per_minute":
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
@@ -540,7 +540,8 @@ func (h *Handler) unmarshalPrefetch(d *caddyfile.Dispenser) error {
 			if err != nil || n <= 0 {
 				return d.Errf("prefetch %s %q: want a positive number", key, d.Val())
 			}
-			*map[string]*int{"workers": &c.Workers, "depth": &c.Depth}[key] = n
+			*map[string]*int{"workers": &c.Workers, "depth": &c.Depth, "fan_out": &c.FanOut,
+				"requests_per_minute": &c.RequestsPerMinute}[key] = n
 		case "max_bytes":
 			if !d.NextArg() {
 				return d.ArgErr()

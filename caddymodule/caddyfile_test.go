@@ -184,6 +184,8 @@ func TestAdaptPrefetch(t *testing.T) {
 			workers 4
 			depth 6
 			max_bytes 1GiB
+			fan_out 200
+			requests_per_minute 600
 			private
 		}
 	}
@@ -193,7 +195,7 @@ func TestAdaptPrefetch(t *testing.T) {
 }
 `)
 	for _, want := range []string{
-		`"prefetch":{"depth":6,"max_bytes":1073741824,"mode":"zip","private":true,"workers":4}`,
+		`"prefetch":{"depth":6,"fan_out":200,"max_bytes":1073741824,"mode":"zip","private":true,"requests_per_minute":600,"workers":4}`,
 		`"prefetch":{"mode":"off"}`,
 	} {
 		if !strings.Contains(got, want) {

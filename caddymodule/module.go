@@ -168,6 +168,12 @@ type PrefetchConfig struct {
 	// MaxBytes bounds the prefetched bytes no client asked for yet.
 	// Default 256MiB.
 	MaxBytes int64 `json:"max_bytes,omitempty"`
+	// FanOut bounds the prefetches one requested .mod may cause, through
+	// all the levels below it. Default 1000.
+	FanOut int `json:"fan_out,omitempty"`
+	// RequestsPerMinute bounds the prefetches sent upstream per minute,
+	// failed ones included. Default 6000.
+	RequestsPerMinute int `json:"requests_per_minute,omitempty"`
 	// Private allows prefetching private modules.
 	Private bool `json:"private,omitempty"`
 }
@@ -422,7 +428,8 @@ func (h *Handler) options() (goproxy.Options, error) {
 	}
 	o.Prefetch = goproxy.PrefetchOptions{Mode: "mod"}
 	if c := h.Prefetch; c != nil {
-		o.Prefetch = goproxy.PrefetchOptions{Mode: c.Mode, Workers: c.Workers, Depth: c.Depth, MaxBytes: c.MaxBytes, Private: c.Private}
+		o.Prefetch = goproxy.PrefetchOptions{Mode: c.Mode, Workers: c.Workers, Depth: c.Depth, MaxBytes: c.MaxBytes,
+			FanOut: c.FanOut, RequestsPerMinute: c.RequestsPerMinute, Private: c.Private}
 		if o.Prefetch.Mode == "" {
 			o.Prefetch.Mode = "mod"
 		}
@@ -484,7 +491,7 @@ func (h *Handler) Validate() error {
 		if c.Mode != "" && c.Mode != "off" && c.Mode != "mod" && c.Mode != "zip" {
 			return fmt.Errorf("goproxy: prefetch mode %q: want off, mod or zip", c.Mode)
 		}
-		if c.Workers < 0 || c.Depth < 0 || c.MaxBytes < 0 {
+		if c.Workers < 0 || c.Depth < 0 || c.MaxBytes < 0 || c.FanOut < 0 || c.RequestsPerMinute < 0 {
 			return fmt.Errorf("goproxy: prefetch limits must not be negative")
 		}
 	}

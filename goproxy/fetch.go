@@ -159,12 +159,15 @@ func requireModuleLine(data []byte) error {
 // collapse joins or starts the one fetch for a and returns a handle of
 // its own on the result. The fetch runs detached from every request.
 func (p *Proxy) collapse(ctx context.Context, a artifact.Artifact) (*cachetier.Object, error) {
-	return p.await(ctx, p.join(a))
+	return p.await(ctx, p.join(a, false))
 }
 
 // join returns the fetch of a in progress, starting it if there is none,
-// with the caller counted as one of its users: await must follow.
-func (p *Proxy) join(a artifact.Artifact) *flight {
+// with the caller counted as one of its users: await must follow. A fetch
+// that a prefetch starts (byPrefetch) is dropped once the upstream has
+// answered if its body does not fit the prefetch's bytes and no client
+// asked for it meanwhile.
+func (p *Proxy) join(a artifact.Artifact, byPrefetch bool) *flight {
 	key := p.key(a)
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -180,7 +183,7 @@ func (p *Proxy) join(a artifact.Artifact) *flight {
 		p.fetches[key] = fl
 		p.running++
 		go func() {
-			fl.f, fl.err = p.fetch(a)
+			fl.f, fl.err = p.fetch(a, byPrefetch)
 			p.mu.Lock()
 			delete(p.fetches, key) // later requests start a fetch of their own
 			if p.running--; p.running == 0 && p.closed {
@@ -215,11 +218,11 @@ func (p *Proxy) await(ctx context.Context, fl *flight) (*cachetier.Object, error
 // fetch runs once per collapsed miss. It is detached from the request that
 // started it, so one impatient client cannot fail the others, and bounded
 // by FetchTimeout.
-func (p *Proxy) fetch(a artifact.Artifact) (*fetched, error) {
+func (p *Proxy) fetch(a artifact.Artifact, byPrefetch bool) (*fetched, error) {
 	ctx, cancel := context.WithTimeout(p.stop, p.cfg.FetchTimeout)
 	defer cancel()
 	start := time.Now()
-	f, source, err := p.fetchAndStore(ctx, a)
+	f, source, err := p.fetchAndStore(ctx, a, byPrefetch)
 	fields := []zap.Field{
 		zap.String("module", a.Module), zap.String("version", a.Version), zap.Stringer("kind", a.Kind),
 		zap.String("upstream", source), zap.Duration("duration", time.Since(start)), zap.Int64("bytes", f.size()),
@@ -229,6 +232,9 @@ func (p *Proxy) fetch(a artifact.Artifact) (*fetched, error) {
 	switch {
 	case source == "cache":
 		// Stored (or found missing) by a fetch that had just ended.
+		return f, err
+	case errors.Is(err, errPrefetchBudget):
+		p.log.Debug("prefetch dropped: its body does not fit the bytes left to prefetch", fields...)
 		return f, err
 	case err == nil && source == "peer":
 		p.log.Debug("fetched by another node", fields...)
@@ -259,7 +265,7 @@ func (p *Proxy) fetch(a artifact.Artifact) (*fetched, error) {
 	return f, err
 }
 
-func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact) (f *fetched, source string, err error) {
+func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact, byPrefetch bool) (f *fetched, source string, err error) {
 	if p.cfg.Fleet != nil {
 		unlock, err := p.cfg.Fleet.Lock(ctx, p.key(a))
 		switch {
@@ -310,6 +316,11 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact) (f *fetc
 	}
 	defer resp.Body.Close()
 	source = resp.Source
+	if byPrefetch {
+		if err := p.prefetch.admit(a, p.key(a), resp.Size); err != nil {
+			return nil, source, &httperr.Error{Status: http.StatusServiceUnavailable, Msg: "prefetch dropped; retry", Source: "prefetch", Err: err}
+		}
+	}
 	if db, _ := p.verifier(a); db != nil && a.Immutable() && (a.Kind == artifact.Mod || a.Kind == artifact.Zip) {
 		// The checksum database is asked while the body arrives, not
 		// after: a cold module costs one round trip less. Not before

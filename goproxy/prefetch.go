@@ -2,6 +2,7 @@ package goproxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -9,8 +10,10 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/mod/modfile"
+	"golang.org/x/time/rate"
 
 	"github.com/piraeus-go/piraeus/artifact"
+	"github.com/piraeus-go/piraeus/httperr"
 )
 
 // Defaults of PrefetchOptions.
@@ -18,6 +21,24 @@ const (
 	DefaultPrefetchWorkers  = 8
 	DefaultPrefetchDepth    = 10
 	DefaultPrefetchMaxBytes = 256 << 20
+	// DefaultPrefetchFanOut bounds the prefetches one requested .mod may
+	// cause, through all the levels below it.
+	DefaultPrefetchFanOut = 1000
+	// DefaultPrefetchRequestsPerMinute bounds the prefetches sent upstream
+	// per minute, failed ones included.
+	DefaultPrefetchRequestsPerMinute = 6000
+	// prefetchTreeFailures is how many prefetches below one requested
+	// .mod may fail (not found, or any error) before the rest of them are
+	// dropped: a go.mod naming thousands of modules that do not exist
+	// costs a few requests, not thousands.
+	prefetchTreeFailures = 16
+	// prefetchUpstreamFailures is how many prefetches in a row may fail
+	// with an upstream error (not a not-found) before prefetching from
+	// that upstream pauses, for prefetchPauseMin, doubling up to
+	// prefetchPauseMax while it keeps failing.
+	prefetchUpstreamFailures = 5
+	prefetchPauseMin         = 30 * time.Second
+	prefetchPauseMax         = 10 * time.Minute
 	// prefetchQueue bounds the artifacts waiting for a prefetch worker;
 	// beyond it, prefetches are dropped.
 	prefetchQueue = 4096
@@ -42,21 +63,67 @@ type PrefetchOptions struct {
 	// MaxBytes bounds the bytes prefetched that no client has asked for
 	// yet (each counts for up to ten minutes); DefaultPrefetchMaxBytes.
 	MaxBytes int64
+	// FanOut bounds the prefetches that one .mod a client asked for may
+	// cause, its requirements' and theirs down to Depth;
+	// DefaultPrefetchFanOut.
+	FanOut int
+	// RequestsPerMinute bounds the prefetches sent upstream per minute,
+	// failed ones included; DefaultPrefetchRequestsPerMinute.
+	RequestsPerMinute int
 	// Private allows prefetching private modules (fetched from their own
 	// sources as any private fetch is); off by default.
 	Private bool
+}
+
+// prefetchTree is what the prefetches below one .mod a client asked for
+// may still cost. Under prefetcher.mu.
+type prefetchTree struct {
+	left     int // prefetches it may still queue
+	failures int
+}
+
+// spent reports whether the tree may queue or run no more prefetches.
+func (t *prefetchTree) spent() bool { return t.left <= 0 || t.failures >= prefetchTreeFailures }
+
+// upstreamHealth is how prefetches from one source (the public or the
+// private one) fared lately. Under prefetcher.mu.
+type upstreamHealth struct {
+	failures int       // upstream errors in a row
+	until    time.Time // prefetching from it pauses until then
+	pause    time.Duration
+}
+
+// errPrefetchBudget ends a fetch that a prefetch started, and no client
+// has asked for yet, when its body would not fit the bytes left to
+// prefetch: it is dropped before its body is read.
+var errPrefetchBudget = errors.New("prefetch budget spent")
+
+// prefetchEstimate is what a prefetch of the kind reserves of MaxBytes
+// before it starts; once the upstream gives the body's size, the
+// reservation grows to it, or the fetch is dropped.
+func prefetchEstimate(k artifact.Kind) int64 {
+	switch k {
+	case artifact.Zip:
+		return 1 << 20
+	case artifact.Mod:
+		return 16 << 10
+	}
+	return 1 << 10
 }
 
 // prefetchItem is one artifact to prefetch, depth levels below a request.
 type prefetchItem struct {
 	a     artifact.Artifact
 	depth int
+	tree  *prefetchTree
 }
 
 // prefetchState is an artifact queued or being prefetched.
 type prefetchState struct {
 	depth     int
-	requested bool // a client asked for it meanwhile
+	tree      *prefetchTree
+	requested bool  // a client asked for it meanwhile
+	reserved  int64 // of MaxBytes, while it is fetched
 }
 
 type unusedPrefetch struct {
@@ -71,7 +138,9 @@ type prefetcher struct {
 	zips     bool
 	depth    int
 	maxBytes int64
+	fanOut   int
 	private  bool
+	limiter  *rate.Limiter
 	queue    chan prefetchItem
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -83,8 +152,12 @@ type prefetcher struct {
 	unused      map[string]unusedPrefetch // prefetched, not asked for yet
 	order       []unusedPrefetch          // unused, oldest first (some already used)
 	unusedBytes int64
+	reserved    int64                    // of MaxBytes, by the prefetches running
+	health      map[bool]*upstreamHealth // by whether the source is the private one
 
 	fetched, used, skipped atomic.Int64
+	rateWaits              atomic.Int32  // prefetches waiting for the request rate
+	rateChanged            chan struct{} // signalled when one starts waiting
 }
 
 func newPrefetcher(p *Proxy, o PrefetchOptions) (*prefetcher, error) {
@@ -95,15 +168,22 @@ func newPrefetcher(p *Proxy, o PrefetchOptions) (*prefetcher, error) {
 	default:
 		return nil, fmt.Errorf("prefetch %q: want off, mod or zip", o.Mode)
 	}
-	if o.Workers < 0 || o.Depth < 0 || o.MaxBytes < 0 {
+	if o.Workers < 0 || o.Depth < 0 || o.MaxBytes < 0 || o.FanOut < 0 || o.RequestsPerMinute < 0 {
 		return nil, fmt.Errorf("prefetch limits must not be negative")
 	}
+	perMinute := orDefault(o.RequestsPerMinute, DefaultPrefetchRequestsPerMinute)
 	ctx, cancel := context.WithCancel(context.Background())
 	pf := &prefetcher{
 		p: p, zips: o.Mode == "zip", depth: orDefault(o.Depth, DefaultPrefetchDepth),
-		maxBytes: orDefault(o.MaxBytes, DefaultPrefetchMaxBytes), private: o.Private,
-		queue: make(chan prefetchItem, prefetchQueue), ctx: ctx, cancel: cancel,
+		maxBytes: orDefault(o.MaxBytes, DefaultPrefetchMaxBytes), fanOut: orDefault(o.FanOut, DefaultPrefetchFanOut),
+		private: o.Private,
+		// A burst of a tenth of a minute's requests: a go.mod's
+		// requirements go out at once, a graph's walk is paced.
+		limiter: rate.NewLimiter(rate.Limit(float64(perMinute)/60), max(1, perMinute/10)),
+		queue:   make(chan prefetchItem, prefetchQueue), ctx: ctx, cancel: cancel,
 		active: map[string]*prefetchState{}, unused: map[string]unusedPrefetch{},
+		health:      map[bool]*upstreamHealth{false: {pause: prefetchPauseMin}, true: {pause: prefetchPauseMin}},
+		rateChanged: make(chan struct{}, 1),
 	}
 	pf.idle = sync.NewCond(&pf.mu)
 	for range orDefault(o.Workers, DefaultPrefetchWorkers) {
@@ -130,12 +210,16 @@ func (pf *prefetcher) afterMod(a artifact.Artifact, data []byte) {
 		return
 	}
 	pf.mu.Lock()
-	depth := 0
+	depth, tree := 0, (*prefetchTree)(nil)
 	if st, ok := pf.active[pf.p.key(a)]; ok {
-		depth = st.depth
+		depth, tree = st.depth, st.tree
+	} else {
+		// A .mod a client asked for: the root of a tree of its own.
+		tree = &prefetchTree{left: pf.fanOut}
 	}
+	spent := tree.spent()
 	pf.mu.Unlock()
-	if depth >= pf.depth {
+	if depth >= pf.depth || spent {
 		return
 	}
 	f, err := modfile.ParseLax("go.mod", data, nil)
@@ -155,7 +239,7 @@ func (pf *prefetcher) afterMod(a artifact.Artifact, data []byte) {
 			if err != nil || !ra.Immutable() {
 				break // not a canonical version: nothing to prefetch
 			}
-			pf.enqueue(prefetchItem{a: ra, depth: depth + 1})
+			pf.enqueue(prefetchItem{a: ra, depth: depth + 1, tree: tree})
 		}
 	}
 }
@@ -170,9 +254,14 @@ func (pf *prefetcher) enqueue(it prefetchItem) {
 	if _, ok := pf.unused[key]; ok {
 		return
 	}
+	if it.tree.spent() {
+		pf.skip(it.a, "fan_out")
+		return
+	}
 	select {
 	case pf.queue <- it:
-		pf.active[key] = &prefetchState{depth: it.depth}
+		it.tree.left--
+		pf.active[key] = &prefetchState{depth: it.depth, tree: it.tree}
 	default:
 		pf.skip(it.a, "queue_full")
 	}
@@ -195,20 +284,26 @@ func (pf *prefetcher) work() {
 	}
 }
 
-// prefetch fetches one artifact unless it is cached, known missing, or
-// the budget of unused prefetched bytes is spent.
+// prefetch fetches one artifact unless it is cached or known missing, its
+// tree's budget is spent, its upstream keeps failing, or the bytes left to
+// prefetch would not hold it. It waits for the request rate.
 func (pf *prefetcher) prefetch(it prefetchItem) {
 	a, key := it.a, pf.p.key(it.a)
+	private := pf.p.private(a.Module)
 	var size int64
-	outcome := "fetched"
+	outcome, sent := "fetched", false
 	defer func() {
 		pf.mu.Lock()
 		st := pf.active[key]
 		delete(pf.active, key)
+		if st != nil {
+			pf.reserved -= st.reserved
+		}
 		if len(pf.active) == 0 {
 			pf.idle.Broadcast()
 		}
-		if outcome == "fetched" {
+		switch outcome {
+		case "fetched":
 			pf.fetched.Add(1)
 			if st != nil && st.requested {
 				pf.used.Add(1)
@@ -216,17 +311,41 @@ func (pf *prefetcher) prefetch(it prefetchItem) {
 			} else {
 				pf.addUnused(key, size)
 			}
-		} else {
+		default:
+			if !sent {
+				// No upstream request was made: its place in the
+				// tree is given back.
+				it.tree.left++
+			}
 			pf.skipped.Add(1)
 		}
 		pf.mu.Unlock()
-		pf.p.cfg.Metrics.prefetch(a, outcome)
+		if outcome != "closed" {
+			pf.p.cfg.Metrics.prefetch(a, outcome)
+		}
 	}()
 	pf.mu.Lock()
-	full := pf.unusedBytes >= pf.maxBytes
+	st := pf.active[key]
+	h := pf.health[private]
+	switch now := time.Now(); {
+	case it.tree.failures >= prefetchTreeFailures:
+		outcome = "fan_out"
+	case now.Before(h.until):
+		outcome = "upstream_failing"
+	case st == nil:
+		outcome = "closed"
+	default:
+		est := prefetchEstimate(a.Kind)
+		pf.expireUnused(now)
+		if pf.unusedBytes+pf.reserved+est > pf.maxBytes {
+			outcome = "budget"
+		} else {
+			st.reserved = est
+			pf.reserved += est
+		}
+	}
 	pf.mu.Unlock()
-	if full {
-		outcome = "budget"
+	if outcome != "fetched" {
 		return
 	}
 	if obj, err := pf.p.cfg.Tiers.Get(pf.ctx, key, pf.p.checkShared(a)); err == nil {
@@ -241,22 +360,104 @@ func (pf *prefetcher) prefetch(it prefetchItem) {
 		outcome = "not_found"
 		return
 	}
-	obj, err := pf.p.collapse(pf.ctx, a)
+	pf.rateWaits.Add(1)
+	select {
+	case pf.rateChanged <- struct{}{}:
+	default:
+	}
+	err := pf.limiter.Wait(pf.ctx)
+	pf.rateWaits.Add(-1)
 	if err != nil {
-		outcome = "failed"
-		if pf.ctx.Err() == nil {
-			pf.p.log.Debug("prefetch failed", zap.Stringer("artifact", a), zap.Error(err))
-		}
+		outcome = "closed"
 		return
 	}
+	sent = true
+	obj, err := pf.p.await(pf.ctx, pf.p.join(a, true))
+	if err != nil {
+		outcome = pf.failed(a, it.tree, private, err)
+		return
+	}
+	pf.mu.Lock()
+	if h.failures = 0; h.pause > prefetchPauseMin && time.Now().After(h.until) {
+		h.pause = prefetchPauseMin
+	}
+	pf.mu.Unlock()
 	size = obj.Size
 	obj.Close()
+}
+
+// failed counts a failed prefetch against its tree and, for an upstream
+// error, against its source, and returns its outcome.
+func (pf *prefetcher) failed(a artifact.Artifact, tree *prefetchTree, private bool, err error) string {
+	switch {
+	case pf.ctx.Err() != nil:
+		return "closed"
+	case errors.Is(err, errPrefetchBudget):
+		return "budget"
+	}
+	pf.mu.Lock()
+	defer pf.mu.Unlock()
+	tree.failures++
+	if httperr.IsNotFound(err) {
+		return "not_found"
+	}
+	pf.p.log.Debug("prefetch failed", zap.Stringer("artifact", a), zap.Error(err))
+	h := pf.health[private]
+	if h.failures++; h.failures >= prefetchUpstreamFailures && !time.Now().Before(h.until) {
+		h.until = time.Now().Add(h.pause)
+		pf.p.log.Warn("prefetch paused: the upstream keeps failing", zap.Bool("private", private),
+			zap.Int("failures", h.failures), zap.Duration("pause", h.pause), zap.Error(err))
+		h.pause = min(2*h.pause, prefetchPauseMax)
+		h.failures = 0
+	}
+	return "failed"
+}
+
+// admit is asked, when the upstream has answered a fetch that a prefetch
+// started, whether its body of size bytes (-1: unknown) fits the bytes
+// left to prefetch. It does when a client asked for the artifact
+// meanwhile, or when the reservation can grow to the size.
+func (pf *prefetcher) admit(a artifact.Artifact, key string, size int64) error {
+	if pf == nil {
+		return nil
+	}
+	pf.mu.Lock()
+	defer pf.mu.Unlock()
+	st := pf.active[key]
+	switch {
+	case st == nil:
+		return errPrefetchBudget // abandoned: the prefetcher closed
+	case st.requested:
+		return nil
+	}
+	if size < 0 || size > a.Kind.MaxSize() {
+		size = a.Kind.MaxSize()
+	}
+	if need := size - st.reserved; need > 0 {
+		pf.expireUnused(time.Now())
+		if pf.unusedBytes+pf.reserved+need > pf.maxBytes {
+			return errPrefetchBudget
+		}
+		st.reserved += need
+		pf.reserved += need
+	}
+	return nil
 }
 
 // addUnused records a prefetched artifact no client asked for yet, and
 // forgets those older than prefetchUnusedFor. Under pf.mu.
 func (pf *prefetcher) addUnused(key string, size int64) {
 	now := time.Now()
+	pf.expireUnused(now)
+	u := unusedPrefetch{key: key, size: size, at: now}
+	pf.unused[key] = u
+	pf.order = append(pf.order, u)
+	pf.unusedBytes += size
+}
+
+// expireUnused forgets the unused prefetches older than
+// prefetchUnusedFor. Under pf.mu.
+func (pf *prefetcher) expireUnused(now time.Time) {
 	for len(pf.order) > 0 && now.Sub(pf.order[0].at) > prefetchUnusedFor {
 		old := pf.order[0]
 		pf.order = pf.order[1:]
@@ -265,10 +466,6 @@ func (pf *prefetcher) addUnused(key string, size int64) {
 			pf.unusedBytes -= u.size
 		}
 	}
-	u := unusedPrefetch{key: key, size: size, at: now}
-	pf.unused[key] = u
-	pf.order = append(pf.order, u)
-	pf.unusedBytes += size
 }
 
 // requested notes that a client asked for a, stored under key: a
@@ -287,7 +484,10 @@ func (pf *prefetcher) requested(a artifact.Artifact, key string) {
 		return
 	}
 	if st, ok := pf.active[key]; ok {
+		// A client's fetch: it no longer counts against MaxBytes.
 		st.requested = true
+		pf.reserved -= st.reserved
+		st.reserved = 0
 	}
 }
 
@@ -317,7 +517,8 @@ func (pf *prefetcher) describe() string {
 	if pf.zips {
 		mode = "zip"
 	}
-	s := fmt.Sprintf("%s (depth %d, %s unused at most", mode, pf.depth, humanBytes(pf.maxBytes))
+	s := fmt.Sprintf("%s (depth %d, %d per requested .mod, %.0f requests a minute, %s unused at most",
+		mode, pf.depth, pf.fanOut, float64(pf.limiter.Limit())*60, humanBytes(pf.maxBytes))
 	if pf.private {
 		s += ", private modules too"
 	}

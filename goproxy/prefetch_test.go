@@ -1,9 +1,11 @@
 package goproxy
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/piraeus-go/piraeus/artifact"
 	"github.com/piraeus-go/piraeus/internal/testenv"
@@ -126,14 +128,20 @@ func TestPrefetchZipAndBudget(t *testing.T) {
 		t.Error("a prefetched zip was fetched again")
 	}
 
-	// A budget of one byte stops prefetching after the first artifact
-	// that no client asked for.
-	up2 := testenv.NewUpstream(t, chain(4)...)
-	e2 := newEnv(t, up2, options{prefetch: PrefetchOptions{Mode: "zip", Workers: 1, MaxBytes: 1}})
-	e2.get(path(chain(4)[0], "mod"), 200)
-	e2.proxy.prefetch.quiesce()
-	if st := e2.proxy.PrefetchStats(); st.Fetched != 1 || st.Skipped == 0 {
-		t.Errorf("prefetch stats with a 1-byte budget: %+v; want 1 fetched, the rest skipped", st)
+	// A budget that holds what one .mod reserves stops prefetching after
+	// the first artifact that no client asked for; one of a byte
+	// prefetches nothing.
+	for _, c := range []struct {
+		budget  int64
+		fetched int64
+	}{{prefetchEstimate(artifact.Mod), 1}, {1, 0}} {
+		up2 := testenv.NewUpstream(t, chain(4)...)
+		e2 := newEnv(t, up2, options{prefetch: PrefetchOptions{Mode: "mod", Workers: 1, MaxBytes: c.budget}})
+		e2.get(path(chain(4)[0], "mod"), 200)
+		e2.proxy.prefetch.quiesce()
+		if st := e2.proxy.PrefetchStats(); st.Fetched != c.fetched || st.Skipped == 0 {
+			t.Errorf("prefetch stats with a %d-byte budget: %+v; want %d fetched, the rest skipped", c.budget, st, c.fetched)
+		}
 	}
 }
 
@@ -169,4 +177,181 @@ func mustArtifact(t *testing.T, p string) artifact.Artifact {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// requiring returns a module path@v1.0.0 whose go.mod requires reqs.
+func requiring(path string, reqs []string) testenv.Module {
+	m := testenv.Module{Path: path, Version: "v1.0.0"}
+	m.GoMod = "module " + path + "\n\ngo 1.16\n"
+	if len(reqs) > 0 {
+		m.GoMod += "\nrequire (\n\t" + strings.Join(reqs, "\n\t") + "\n)\n"
+	}
+	return m
+}
+
+// modules returns n modules prefix0 .. prefix<n-1> at v1.0.0 and their
+// requirement lines.
+func modules(prefix string, n int) (mods []testenv.Module, reqs []string) {
+	for i := range n {
+		m := requiring(fmt.Sprintf("%s%d", prefix, i), nil)
+		mods = append(mods, m)
+		reqs = append(reqs, m.Path+" "+m.Version)
+	}
+	return mods, reqs
+}
+
+func prefetchedFrom(up *testenv.Upstream, prefix string) int {
+	n := 0
+	for _, p := range up.Paths() {
+		if strings.HasPrefix(p, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// One go.mod naming 3,000 modules that do not exist costs a few upstream
+// requests, not 3,000: the prefetches below one requested .mod stop after
+// prefetchTreeFailures failures, and at most FanOut are queued.
+func TestPrefetchOfHostileGoModBounded(t *testing.T) {
+	t.Parallel()
+	_, reqs := modules("example.com/nx/m", 3000) // not served
+	root := requiring("example.com/hostile", reqs)
+	up := testenv.NewUpstream(t, root)
+	e := newEnv(t, up, options{prefetch: PrefetchOptions{Mode: "mod"}})
+	e.get(path(root, "mod"), 200)
+	e.proxy.prefetch.quiesce()
+	if n, most := prefetchedFrom(up, "example.com/nx/"), prefetchTreeFailures+DefaultPrefetchWorkers; n > most || n < prefetchTreeFailures {
+		t.Errorf("%d upstream requests for a go.mod's 3000 missing requirements; want %d to %d", n, prefetchTreeFailures, most)
+	}
+	if st := e.proxy.PrefetchStats(); st.Skipped < 3000-prefetchTreeFailures-DefaultPrefetchWorkers {
+		t.Errorf("prefetch stats %+v; want the rest skipped", st)
+	}
+	// A client asking for one of them still reaches the upstream.
+	before := up.Requests(testenv.EscapedPath("example.com/nx/m2999", "v1.0.0", "mod"))
+	e.get(testenv.EscapedPath("example.com/nx/m2999", "v1.0.0", "mod"), 404)
+	if up.Requests(testenv.EscapedPath("example.com/nx/m2999", "v1.0.0", "mod")) != before+1 {
+		t.Error("a client's request for a module prefetch dropped did not reach the upstream")
+	}
+}
+
+// The prefetches one requested .mod causes, through every level below
+// it, are at most FanOut; another requested .mod has a budget of its own.
+func TestPrefetchFanOutPerRequestedMod(t *testing.T) {
+	t.Parallel()
+	wide, reqs := modules("example.com/wide/m", 60)
+	root := requiring("example.com/root", reqs)
+	root2 := requiring("example.com/root2", reqs)
+	up := testenv.NewUpstream(t, append(wide, root, root2)...)
+	e := newEnv(t, up, options{prefetch: PrefetchOptions{Mode: "mod", Workers: 2, FanOut: 20}})
+	e.get(path(root, "mod"), 200)
+	e.proxy.prefetch.quiesce()
+	if n := prefetchedFrom(up, "example.com/wide/"); n != 20 {
+		t.Errorf("%d requirements prefetched below one requested .mod; want fan_out 20", n)
+	}
+	e.get(path(root2, "mod"), 200)
+	e.proxy.prefetch.quiesce()
+	if n := prefetchedFrom(up, "example.com/wide/"); n != 40 {
+		t.Errorf("%d requirements prefetched below two requested .mod files; want 40 (each its own 20, none twice)", n)
+	}
+}
+
+// Prefetches are paced by RequestsPerMinute (failures count like any
+// request); a client's own requests are not.
+func TestPrefetchRequestRate(t *testing.T) {
+	t.Parallel()
+	deps, reqs := modules("example.com/paced/m", 5)
+	root := requiring("example.com/root", reqs)
+	up := testenv.NewUpstream(t, append(deps, root)...)
+	e := newEnv(t, up, options{prefetch: PrefetchOptions{Mode: "mod", Workers: 1, RequestsPerMinute: 1}})
+	e.get(path(root, "mod"), 200)
+	pf := e.proxy.prefetch
+	timeout := time.After(time.Minute)
+	for pf.rateWaits.Load() < 1 || prefetchedFrom(up, "example.com/paced/") < 1 {
+		select {
+		case <-pf.rateChanged:
+		case <-up.Arrived():
+		case <-timeout:
+			t.Fatalf("no prefetch waits for the request rate (%d waiting)", pf.rateWaits.Load())
+		}
+	}
+	if n := prefetchedFrom(up, "example.com/paced/"); n != 1 {
+		t.Errorf("%d prefetches within a minute at requests_per_minute 1; want 1", n)
+	}
+	for _, m := range deps[1:] {
+		e.get(path(m, "mod"), 200)
+	}
+	if n := prefetchedFrom(up, "example.com/paced/"); n != 5 {
+		t.Errorf("%d upstream requests after the client asked for the other 4; want 5", n)
+	}
+}
+
+// The bytes of prefetched objects no client asked for never exceed
+// MaxBytes, even with every worker fetching a zip at once: each reserves
+// its share before it starts, and one whose body would not fit is
+// dropped when the upstream gives its size, before the body is read. A
+// client asking for a dropped zip gets it.
+func TestPrefetchReservesBytes(t *testing.T) {
+	t.Parallel()
+	var deps []testenv.Module
+	var reqs []string
+	up := testenv.NewUpstream(t)
+	dir := t.TempDir()
+	for i := range 10 {
+		m := requiring(fmt.Sprintf("example.com/big/m%d", i), nil)
+		up.AddBigZip(m, testenv.WriteBigZip(t, dir, m, 1536<<10))
+		deps, reqs = append(deps, m), append(reqs, m.Path+" "+m.Version)
+	}
+	root := requiring("example.com/root", reqs)
+	up.Add(root)
+	const budget = 4 << 20
+	e := newEnv(t, up, options{prefetch: PrefetchOptions{Mode: "zip", Workers: 8, MaxBytes: budget}})
+	e.get(path(root, "mod"), 200)
+	pf := e.proxy.prefetch
+	pf.quiesce()
+	pf.mu.Lock()
+	unused, reserved := pf.unusedBytes, pf.reserved
+	pf.mu.Unlock()
+	if unused > budget || reserved != 0 {
+		t.Errorf("%d bytes prefetched unused (%d still reserved); want at most max_bytes %d", unused, reserved, budget)
+	}
+	if unused < 1536<<10 {
+		t.Errorf("%d bytes prefetched; want at least one zip", unused)
+	}
+	for _, m := range deps {
+		if _, body := e.get(path(m, "zip"), 200); len(body) < 1536<<10 {
+			t.Errorf("%s.zip: %d bytes", m.Path, len(body))
+		}
+	}
+}
+
+// Prefetching from an upstream that keeps failing pauses after
+// prefetchUpstreamFailures errors in a row; clients still reach it.
+func TestPrefetchPausesOnFailingUpstream(t *testing.T) {
+	t.Parallel()
+	up := testenv.NewUpstream(t)
+	var roots []testenv.Module
+	for i := range 10 {
+		deps, reqs := modules(fmt.Sprintf("example.com/failing%d/m", i), 3)
+		for _, m := range deps {
+			up.Add(m)
+			up.Override(path(m, "mod"), func(w http.ResponseWriter, r *http.Request) {
+				http.Error(w, "upstream trouble", http.StatusBadGateway)
+			})
+		}
+		roots = append(roots, requiring(fmt.Sprintf("example.com/root%d", i), reqs))
+		up.Add(roots[i])
+	}
+	e := newEnv(t, up, options{prefetch: PrefetchOptions{Mode: "mod", Workers: 1}})
+	for _, root := range roots {
+		e.get(path(root, "mod"), 200)
+		e.proxy.prefetch.quiesce()
+	}
+	if n := prefetchedFrom(up, "example.com/failing"); n != prefetchUpstreamFailures {
+		t.Errorf("%d prefetches sent to an upstream answering 502; want %d, then a pause", n, prefetchUpstreamFailures)
+	}
+	e.get(testenv.EscapedPath("example.com/failing9/m0", "v1.0.0", "mod"), 502)
+	if n := prefetchedFrom(up, "example.com/failing"); n != prefetchUpstreamFailures+1 {
+		t.Error("a client's request did not reach the upstream while prefetch paused")
+	}
 }

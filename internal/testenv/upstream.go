@@ -199,6 +199,10 @@ func (u *Upstream) WaitTotal(t testing.TB, n int) {
 	}
 }
 
+// Arrived is signalled when a request arrives (a signal may stand for
+// several).
+func (u *Upstream) Arrived() <-chan struct{} { return u.arrived }
+
 // Close stops the upstream: connections are refused from now on, as for a
 // host that is down.
 func (u *Upstream) Close() { u.srv.Close() }
