@@ -96,10 +96,10 @@ func NewS3Tier(cfg S3Config) (*S3Tier, error) {
 		Secure:    u.Scheme == "https",
 		Region:    cfg.Region,
 		Transport: cfg.Transport,
-		// One retry: a store that fails twice is left to the breaker,
-		// and the request goes upstream, rather than waiting out the
-		// client's ten retries with backoff.
-		MaxRetries: 2,
+		// One attempt (minio-go counts attempts): a store that fails or
+		// stalls is left to the breaker, and the request goes upstream
+		// after one timeout, rather than after one per attempt.
+		MaxRetries: 1,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("s3 tier: %w", err)
@@ -244,13 +244,14 @@ func (s *S3Tier) do(ctx context.Context, op func(ctx context.Context) error) err
 	if !s.br.Allow() {
 		return ErrMiss
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	opCtx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	err := op(ctx)
+	err := op(opCtx)
 	switch {
 	case err == nil || isNoSuchKey(err):
 		s.br.Success()
-	case errors.Is(err, context.Canceled):
+	case errors.Is(err, context.Canceled) || ctx.Err() != nil:
+		// the caller gave up, or its own deadline passed
 	default:
 		s.br.Failure(err)
 	}
@@ -285,14 +286,24 @@ func (s *S3Tier) Get(ctx context.Context, key string) (*Object, error) {
 	if !s.br.Allow() {
 		return nil, ErrMiss
 	}
+	// The request and its answer's headers within the timeout; the body
+	// of a large object may take longer, bounded by the connection's
+	// stall deadline.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stall := time.AfterFunc(s.cfg.Timeout, func() { cancel(breaker.ErrStalled) })
 	obj, err := s.client.GetObject(ctx, s.cfg.Bucket, s.objectName(key), minio.GetObjectOptions{})
 	if err != nil {
-		return nil, s.readFailed(err)
+		stall.Stop()
+		return nil, s.readFailed(ctx, err)
 	}
 	defer obj.Close()
 	info, err := obj.Stat() // sends the request: one round trip in all
+	if !stall.Stop() && err == nil {
+		err = context.Cause(ctx) // the answer came as the timeout passed
+	}
 	if err != nil {
-		return nil, s.readFailed(err)
+		return nil, s.readFailed(ctx, err)
 	}
 	s.br.Success()
 	meta, err := decodeMeta(s.cfg.Key, key, info)
@@ -303,7 +314,7 @@ func (s *S3Tier) Get(ctx context.Context, key string) (*Object, error) {
 	if meta.Size <= smallObject {
 		data, err := io.ReadAll(io.LimitReader(obj, meta.Size+1))
 		if err != nil {
-			return nil, s.readFailed(err)
+			return nil, s.readFailed(ctx, err)
 		}
 		if int64(len(data)) != meta.Size || sha256.Sum256(data) != meta.Sum {
 			s.reject(ctx, key, errors.New("content does not match its size and SHA-256"))
@@ -321,7 +332,7 @@ func (s *S3Tier) Get(ctx context.Context, key string) (*Object, error) {
 			s.reject(ctx, key, err)
 			return nil, ErrMiss
 		}
-		return nil, s.readFailed(err)
+		return nil, s.readFailed(ctx, err)
 	}
 	if got := sp.Meta(time.Time{}); got.Size != meta.Size || got.Sum != meta.Sum {
 		s.reject(ctx, key, errors.New("content does not match its size and SHA-256"))
@@ -334,13 +345,17 @@ func (s *S3Tier) Get(ctx context.Context, key string) (*Object, error) {
 // into a spool file.
 const smallObject = 1 << 20
 
-func (s *S3Tier) readFailed(err error) error {
+// readFailed records a failed read of ctx's request; a read cancelled
+// for its stall counts as one, one its caller gave up does not.
+func (s *S3Tier) readFailed(ctx context.Context, err error) error {
 	if isNoSuchKey(err) {
 		s.br.Success()
 		return ErrMiss
 	}
-	if errors.Is(err, context.Canceled) {
-		return err
+	if cause := context.Cause(ctx); errors.Is(cause, breaker.ErrStalled) {
+		err = fmt.Errorf("%w: %w", cause, err)
+	} else if errors.Is(err, context.Canceled) || ctx.Err() != nil {
+		return err // the caller gave up, or its own deadline passed
 	}
 	s.br.Failure(err)
 	return fmt.Errorf("s3 tier: reading: %w", err)

@@ -158,7 +158,14 @@ func TestS3BucketFailureThroughCaddy(t *testing.T) {
 			s3.Resume()
 		}
 	}()
+	// One request waits about one timeout (500ms) for the bucket, then
+	// is served from upstream.
 	start := time.Now()
+	testenv.MustGet(t, base+"/"+testenv.EscapedPath(hello.Path, hello.Version, "info"))
+	if d := time.Since(start); d >= 1500*time.Millisecond {
+		t.Errorf("a request with a stalled bucket took %v; want about one timeout (500ms)", d)
+	}
+	start = time.Now()
 	testenv.RunGo(t, t.TempDir(), testenv.GoEnv(t, base), "mod", "download", "example.com/hello@v1.0.0")
 	if d := time.Since(start); d > time.Minute {
 		t.Errorf("go mod download with a stalled bucket took %v", d)

@@ -214,6 +214,29 @@ func TestFleetSurvivesSlowRedis(t *testing.T) {
 	}
 }
 
+// A request waits about one timeout for a stalled Redis, not one per
+// operation (tier read, not-found lookup, lock): the first operation that
+// times out opens the breaker, and the request goes on without Redis.
+func TestStalledRedisCostsOneTimeout(t *testing.T) {
+	t.Parallel()
+	testenv.Slow(t)
+	r := testenv.StartRedis(t)
+	up := testenv.NewUpstream(t, modA, modA11)
+	const timeout = time.Second
+	e := newEnv(t, up, options{memory: true, redis: r, redisTimeout: timeout})
+	e.get(path(modA, "info"), 200)
+	r.Pause()
+	defer r.Resume()
+	start := time.Now()
+	e.get(path(modA11, "info"), 200)
+	if d := time.Since(start); d >= 2*timeout {
+		t.Errorf("a cold request with a stalled redis took %v; want about one timeout (%v)", d, timeout)
+	}
+	if !e.cache.Conn.ProbeAt().After(time.Now()) {
+		t.Error("the breaker did not open on the first stalled operation")
+	}
+}
+
 // A not-found answer is shared too: a burst for a missing version across
 // the fleet costs one upstream request.
 func TestFleetSharesNotFound(t *testing.T) {

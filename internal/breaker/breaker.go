@@ -5,6 +5,9 @@
 package breaker
 
 import (
+	"context"
+	"errors"
+	"net"
 	"sync"
 	"time"
 
@@ -27,7 +30,10 @@ func (b *Breaker) ProbeAt() time.Time {
 	return b.openUntil
 }
 
-// Breaker opens after breakerThreshold consecutive failures and then lets
+// Breaker opens after breakerThreshold consecutive failures, or at once
+// when a request stalled (timed out): a stall has already cost its caller
+// the whole timeout, and each further request would cost it again, so a
+// request waits about one timeout for the store, not one per read. It then lets
 // one request through per cooldown, doubling the cooldown up to a limit
 // while the store stays down.
 type Breaker struct {
@@ -89,10 +95,29 @@ func (b *Breaker) Failure(err error) {
 		}
 		return
 	}
-	if b.failures < breakerThreshold {
+	stalled := IsStall(err)
+	if b.failures < breakerThreshold && !stalled {
 		return
 	}
-	b.log.Warn(b.name+" unavailable; bypassing it", zap.Error(err))
+	if stalled {
+		b.log.Warn(b.name+" stalled; bypassing it", zap.Error(err))
+	} else {
+		b.log.Warn(b.name+" unavailable; bypassing it", zap.Error(err))
+	}
 	b.open, b.cooldown = true, breakerMinCooldown
 	b.openUntil, b.tripped = now.Add(b.cooldown), now
+}
+
+// ErrStalled is the cause given to a request cancelled because the store
+// did not answer within its timeout.
+var ErrStalled = errors.New("stalled: no answer within the timeout")
+
+// IsStall reports whether err is a timeout: a deadline passed, a network
+// operation timed out, or a request was cancelled with ErrStalled.
+func IsStall(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrStalled) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

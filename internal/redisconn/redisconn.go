@@ -84,6 +84,9 @@ func Open(cfg Config) (*Conn, error) {
 	opts.WriteTimeout = cfg.Timeout
 	opts.MaxRetries = 1
 	opts.DialerRetries = 1
+	// Do's deadline bounds the socket too, and so the retry: a Redis
+	// that stalls costs one timeout per operation, not one per attempt.
+	opts.ContextTimeoutEnabled = true
 	opts.DisableIdentity = true
 	c := &Conn{Client: redis.NewUniversalClient(opts), Timeout: cfg.Timeout, br: breaker.New("redis", cfg.Logger)}
 	return c, nil
@@ -105,14 +108,15 @@ func (c *Conn) Do(ctx context.Context, op func(ctx context.Context) error) error
 	if !c.br.Allow() {
 		return ErrUnavailable
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	opCtx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
-	err := op(ctx)
+	err := op(opCtx)
 	switch {
 	case err == nil || errors.Is(err, redis.Nil):
 		c.br.Success()
-	case errors.Is(err, context.Canceled):
-		// the caller gave up: says nothing about Redis
+	case errors.Is(err, context.Canceled) || ctx.Err() != nil:
+		// the caller gave up, or its own deadline passed: says
+		// nothing about Redis
 	default:
 		c.br.Failure(err)
 	}
