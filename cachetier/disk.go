@@ -31,6 +31,8 @@ import (
 //
 //	v2/<hh>/<sha256(key) in hex, after its first two digits>[-m]
 //	tmp/   spools being written (flock'ed by their writer)
+//	v2-holdings           the keys of the .info objects stored, one a line
+//	v2-holdings.complete  the holdings name every .info object on disk
 //
 // Objects live in 256 fan-out directories named by the hash of their key,
 // so the tree has a fixed shape whatever the keys (no directory per module
@@ -101,6 +103,10 @@ type DiskTier struct {
 	wg      sync.WaitGroup
 	sweep   atomic.Int32 // next fan-out directory to sweep for stale objects
 	hashed  atomic.Int64 // reads that hashed a file's content
+
+	holdMu   sync.Mutex
+	holdings *os.File        // appended to; nil when it could not be opened
+	indexing map[string]bool // while an earlier version's tier is indexed: keys added
 }
 
 // NewDiskTier opens (creating if needed) a disk tier, removes the temp
@@ -137,11 +143,13 @@ func NewDiskTier(cfg DiskConfig) (*DiskTier, error) {
 	if err := d.SetMaxBytes(cfg.MaxBytes); err != nil {
 		return nil, err
 	}
+	fresh := !dirExists(d.objects)
 	if err := d.mkdirs(); err != nil {
 		return nil, fmt.Errorf("disk tier: %w", err)
 	}
 	d.nBytes.Store(dirOverhead)
 	d.removeStaleSpools()
+	d.openHoldings(fresh)
 	d.wg.Add(1)
 	go d.background()
 	return d, nil
@@ -163,6 +171,14 @@ func (d *DiskTier) background() {
 	if old := filepath.Join(d.root, "v1"); dirExists(old) {
 		d.log.Info("removing the cache layout of an earlier version", zap.String("dir", old))
 		os.RemoveAll(old)
+	}
+	d.holdMu.Lock()
+	indexing := d.indexing != nil
+	d.holdMu.Unlock()
+	if indexing {
+		d.indexHoldings()
+	} else {
+		d.compactHoldings()
 	}
 	d.count()
 	t := time.NewTicker(maintainEvery)
@@ -232,39 +248,6 @@ func (d *DiskTier) Check(context.Context) error {
 	return nil
 }
 
-// List reads the keys of the objects on disk from their headers, in the
-// order of their files; a token is the last file read.
-func (d *DiskTier) List(_ context.Context, after string, limit int) ([]string, string, error) {
-	dirAfter, nameAfter, _ := strings.Cut(after, "/")
-	var keys []string
-	examined := 0
-	for i := range fanOut {
-		dir := fmt.Sprintf("%02x", i)
-		if dir < dirAfter {
-			continue
-		}
-		entries, err := os.ReadDir(filepath.Join(d.objects, dir))
-		if err != nil {
-			continue
-		}
-		for _, e := range entries { // sorted by name
-			if dir == dirAfter && e.Name() <= nameAfter {
-				continue
-			}
-			if !e.Type().IsRegular() {
-				continue // never opened: a FIFO would block, a device worse
-			}
-			if key, ok := readKey(filepath.Join(d.objects, dir, e.Name())); ok {
-				keys = append(keys, key)
-			}
-			if examined++; examined >= limit {
-				return keys, dir + "/" + e.Name(), nil
-			}
-		}
-	}
-	return keys, "", nil
-}
-
 // readKey is the key a file's header names.
 func readKey(p string) (string, bool) {
 	f, err := os.Open(p)
@@ -330,6 +313,12 @@ func (d *DiskTier) Close() error {
 		close(d.stop)
 	}
 	d.wg.Wait()
+	d.holdMu.Lock()
+	defer d.holdMu.Unlock()
+	if d.holdings != nil {
+		d.holdings.Close()
+		d.holdings = nil
+	}
 	return nil
 }
 
@@ -648,6 +637,9 @@ func (d *DiskTier) Commit(_ context.Context, key string, s *Spool, meta Meta) (*
 		d.nObjects.Add(1)
 		d.nBytes.Add(used(fi.Size()))
 		d.remember(p, fi, fileStat(fi)) // hashed while it was fetched
+	}
+	if statErr != nil && isHolding(key, meta) {
+		d.addHolding(key)
 	}
 	if d.maxBytes.Load() > 0 && d.nBytes.Load() > d.maxBytes.Load() {
 		select {

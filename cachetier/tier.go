@@ -320,11 +320,13 @@ type Checker interface {
 	Check(ctx context.Context) error
 }
 
-// Lister is implemented by tiers that can list the keys they hold, in a
-// stable order, a page at a time: after is "" or the next of the previous
-// page; next is "" after the last page. A page examines at most limit
-// objects, so it holds at most limit keys, and fewer (none, even) where
-// what it examined was not an object, yet not the last page.
+// Lister is implemented by tiers that can list the keys they hold (at
+// least those of the .info objects, which the catalog lists), in a stable
+// order, a page at a time: after is "" or the next of the previous page
+// (ErrBadToken for one the tier did not give); next is "" after the last
+// page. A page examines at most limit entries, so it holds at most limit
+// keys, and fewer where an entry was not a key it holds, yet not the last
+// page.
 type Lister interface {
 	List(ctx context.Context, after string, limit int) (keys []string, next string, err error)
 }

@@ -689,3 +689,75 @@ func TestRedisValuesSigned(t *testing.T) {
 		t.Errorf("%d forged tombstones counted; want 1", n)
 	}
 }
+
+// A page of the disk tier's listing costs its own size: it reads that
+// many lines of the holdings, which name the .info objects alone, so a
+// page of 10 over a tier of 30 versions and 60 other objects holds 10
+// versions. Objects removed since are skipped, and dropped from the
+// holdings when the tier opens again; a bad token is refused.
+func TestDiskListFromHoldings(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	d := openDisk(t, DiskConfig{Root: root})
+	for i := range 30 {
+		base := fmt.Sprintf("ns/example.com/m/@v/v1.0.%d", i)
+		put(t, d, base+".info", []byte(`{"Version":"v1.0.0"}`), time.Time{})
+		put(t, d, base+".mod", []byte("module example.com/m\n"), time.Time{})
+		put(t, d, base+".zip", []byte("zip"), time.Time{})
+	}
+	put(t, d, "ns/example.com/m/@v/v1.0.0.info", []byte(`{"Version":"v1.0.0"}`), time.Time{}) // again
+	list := func(d *DiskTier) (pages [][]string) {
+		t.Helper()
+		for after := ""; len(pages) < 100; {
+			keys, next, err := d.List(t.Context(), after, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pages = append(pages, keys)
+			if after = next; next == "" {
+				return pages
+			}
+		}
+		t.Fatal("listing did not end")
+		return nil
+	}
+	pages := list(d)
+	if len(pages) != 3 {
+		t.Fatalf("%d pages of 10 for 30 versions; want 3", len(pages))
+	}
+	for i, p := range pages {
+		if len(p) != 10 {
+			t.Errorf("page %d holds %d keys; want 10", i, len(p))
+		}
+		for _, k := range p {
+			if !strings.HasSuffix(k, ".info") {
+				t.Errorf("listed %s", k)
+			}
+		}
+	}
+	for i := range 5 {
+		if err := d.Delete(t.Context(), fmt.Sprintf("ns/example.com/m/@v/v1.0.%d.info", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := 0
+	for _, p := range list(d) {
+		n += len(p)
+	}
+	if n != 25 {
+		t.Errorf("listed %d after 5 deletions; want 25", n)
+	}
+	if _, _, err := d.List(t.Context(), "00/abc", 10); !errors.Is(err, ErrBadToken) {
+		t.Errorf("a token the tier did not give: %v; want ErrBadToken", err)
+	}
+	d.Close()
+	d = openDisk(t, DiskConfig{Root: root})
+	<-d.Counted()
+	data, err := os.ReadFile(d.holdingsPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Count(string(data), "\n"); lines != 25 {
+		t.Errorf("the holdings hold %d lines after reopening; want the 25 held", lines)
+	}
+}

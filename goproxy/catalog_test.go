@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/piraeus-go/piraeus/internal/testenv"
@@ -39,20 +40,42 @@ func TestCatalogPrivateAndBounded(t *testing.T) {
 		}
 	}
 
+	// A page of 5 over 30 versions, each with its .mod and .zip beside
+	// its .info, holds 5 versions: a page reads the index of holdings,
+	// not the objects. Pages join up to the 30, and a token the catalog
+	// did not give is a 400.
 	var mods []testenv.Module
 	for i := range 30 {
 		mods = append(mods, testenv.Module{Path: "example.com/many", Version: fmt.Sprintf("v1.0.%d", i)})
 	}
 	e := newEnv(t, testenv.NewUpstream(t, mods...), options{})
 	for _, m := range mods {
+		e.get(path(m, "info"), 200)
 		e.get(path(m, "mod"), 200)
+		e.get(path(m, "zip"), 200)
 	}
-	page, err := e.proxy.Catalog(t.Context(), "", 5)
-	if err != nil {
-		t.Fatal(err)
+	seen := map[string]bool{}
+	token := ""
+	for range 10 {
+		page, err := e.proxy.Catalog(t.Context(), token, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Modules) != 5 && page.Next != "" {
+			t.Errorf("a page of 5 over 30 versions and their .mod and .zip: %d entries", len(page.Modules))
+		}
+		for _, m := range page.Modules {
+			seen[m.Version] = true
+		}
+		if token = page.Next; token == "" {
+			break
+		}
 	}
-	if len(page.Modules) != 0 || page.Next == "" {
-		t.Errorf("a page of 5 on 30 .mod files: %d entries, next %q; want none and a next token", len(page.Modules), page.Next)
+	if len(seen) != 30 {
+		t.Errorf("the catalog's pages listed %d versions; want 30", len(seen))
+	}
+	if resp, body := e.get("catalog?token=zz%2Fnot-a-token", 400); !strings.Contains(string(body), "token") {
+		t.Errorf("a bad token: %d %q", resp.StatusCode, body)
 	}
 }
 

@@ -276,6 +276,10 @@ func (p *Proxy) serveCatalog(w http.ResponseWriter, r *http.Request) {
 		size = min(n, maxCatalogPage)
 	}
 	page, err := p.Catalog(r.Context(), r.URL.Query().Get("token"), size)
+	if errors.Is(err, cachetier.ErrBadToken) {
+		writeText(w, http.StatusBadRequest, "token: not one this catalog gave")
+		return
+	}
 	if err != nil {
 		writeText(w, http.StatusInternalServerError, "listing the cache failed")
 		p.log.Warn("catalog: " + err.Error())
