@@ -18,13 +18,16 @@ const memLimitHeadroom = 48 << 20
 // The soft memory limit (runtime/debug.SetMemoryLimit) follows the memory
 // tiers open in the process: their budgets plus memLimitHeadroom. The Go
 // heap otherwise grows to twice its live size between collections, so a
-// full 128 MiB tier would hold the process near 300 MiB. The operator's
-// GOMEMLIMIT, or a limit set by anyone else (Caddy sets one from a cgroup
-// limit), is left alone.
+// full 128 MiB tier would hold the process near 300 MiB. A limit set
+// before Piraeus (Caddy sets one at start, 90% of the cgroup's limit or of
+// the machine's memory) is a ceiling, not a reason to give up: the limit
+// in force is the lower of the two. The operator's GOMEMLIMIT is left
+// alone.
 var memLimit struct {
 	mu      sync.Mutex
 	budgets map[string]int64 // pooled memory tier key -> budget
 	set     int64            // the limit last set here, 0: none
+	outer   int64            // a limit set by someone else (Caddy), 0: none
 }
 
 func trackMemoryBudget(key string, budget int64, logger *zap.Logger) {
@@ -39,26 +42,43 @@ func trackMemoryBudget(key string, budget int64, logger *zap.Logger) {
 		delete(memLimit.budgets, key)
 	}
 	if os.Getenv("GOMEMLIMIT") != "" {
+		logger.Info("soft memory limit: GOMEMLIMIT, as the operator set it", zap.String("GOMEMLIMIT", os.Getenv("GOMEMLIMIT")))
 		return
 	}
 	current := debug.SetMemoryLimit(-1)
 	if current != math.MaxInt64 && current != memLimit.set {
-		return // someone else's
+		memLimit.outer = current // set since (or before) this one's: Caddy's, or a library's
 	}
-	if len(memLimit.budgets) == 0 {
-		if memLimit.set != 0 {
-			debug.SetMemoryLimit(math.MaxInt64)
-			memLimit.set = 0
+	var want int64
+	if len(memLimit.budgets) > 0 {
+		want = memLimitHeadroom
+		for _, b := range memLimit.budgets {
+			want += b
 		}
+	}
+	limit, why := want, "the memory tiers' budgets plus 48 MiB"
+	switch {
+	case want == 0 && memLimit.outer > 0:
+		limit, why = memLimit.outer, "set before Piraeus (Caddy's, from the cgroup's limit or the machine's memory)"
+	case want == 0:
+		limit, why = math.MaxInt64, "none"
+	case memLimit.outer > 0 && memLimit.outer < want:
+		limit, why = memLimit.outer, "set before Piraeus (Caddy's, from the cgroup's limit or the machine's memory), lower than the memory tiers' budgets plus 48 MiB"
+	}
+	memLimit.set = 0
+	if limit != math.MaxInt64 && limit != memLimit.outer {
+		memLimit.set = limit
+	}
+	if limit == current {
 		return
 	}
-	var limit int64 = memLimitHeadroom
-	for _, b := range memLimit.budgets {
-		limit += b
+	debug.SetMemoryLimit(limit)
+	fields := []zap.Field{zap.String("why", why)}
+	if limit != math.MaxInt64 {
+		fields = append(fields, zap.Int64("bytes", limit))
 	}
-	if limit != memLimit.set {
-		debug.SetMemoryLimit(limit)
-		memLimit.set = limit
-		logger.Info("soft memory limit set from the memory tiers' budgets (GOMEMLIMIT overrides)", zap.Int64("bytes", limit))
+	if memLimit.outer > 0 {
+		fields = append(fields, zap.Int64("outer_bytes", memLimit.outer))
 	}
+	logger.Info("soft memory limit in force (GOMEMLIMIT overrides)", fields...)
 }
