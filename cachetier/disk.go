@@ -104,9 +104,9 @@ type DiskTier struct {
 	sweep   atomic.Int32 // next fan-out directory to sweep for stale objects
 	hashed  atomic.Int64 // reads that hashed a file's content
 
-	holdMu   sync.Mutex
-	holdings *os.File        // appended to; nil when it could not be opened
-	indexing map[string]bool // while an earlier version's tier is indexed: keys added
+	holdMu        sync.Mutex
+	holdingsFresh bool            // a fresh tier's, not yet marked complete
+	indexing      map[string]bool // while an earlier version's tier is indexed: keys added
 }
 
 // NewDiskTier opens (creating if needed) a disk tier, removes the temp
@@ -313,12 +313,6 @@ func (d *DiskTier) Close() error {
 		close(d.stop)
 	}
 	d.wg.Wait()
-	d.holdMu.Lock()
-	defer d.holdMu.Unlock()
-	if d.holdings != nil {
-		d.holdings.Close()
-		d.holdings = nil
-	}
 	return nil
 }
 

@@ -35,19 +35,15 @@ func isHolding(key string, meta Meta) bool {
 	return meta.Expires.IsZero() && strings.HasSuffix(key, ".info") && !strings.ContainsAny(key, "\n\r")
 }
 
-// openHoldings opens the holdings for appending. A fresh tier's are
-// complete from the start; an earlier version's tier is indexed by the
-// background work (indexHoldings).
+// openHoldings notes how the holdings stand: a fresh tier's are complete
+// from the start (the file and its mark are made with the first entry, so
+// a tier that stored nothing leaves no file); an earlier version's tier
+// is indexed by the background work (indexHoldings).
 func (d *DiskTier) openHoldings(fresh bool) {
-	f, err := os.OpenFile(d.holdingsPath(), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-	if err != nil {
-		d.log.Warn("disk tier: the catalog's index cannot be opened; the catalog lists nothing new", zap.Error(err))
-		return
-	}
-	d.holdings = f
-	if fresh {
-		d.markHoldingsComplete()
-	} else if !d.holdingsComplete() {
+	d.holdMu.Lock()
+	defer d.holdMu.Unlock()
+	d.holdingsFresh = fresh
+	if !fresh && !d.holdingsComplete() {
 		d.indexing = map[string]bool{}
 	}
 }
@@ -62,21 +58,26 @@ func (d *DiskTier) markHoldingsComplete() {
 func (d *DiskTier) addHolding(key string) {
 	d.holdMu.Lock()
 	defer d.holdMu.Unlock()
-	d.appendHolding(key)
-}
-
-// appendHolding appends key, once while the tier is indexed. Under holdMu.
-func (d *DiskTier) appendHolding(key string) {
 	if d.indexing != nil {
 		if d.indexing[key] {
 			return
 		}
 		d.indexing[key] = true
 	}
-	if d.holdings == nil {
-		return
+	if d.holdingsFresh {
+		d.markHoldingsComplete()
+		d.holdingsFresh = false
 	}
-	if _, err := d.holdings.WriteString(key + "\n"); err != nil {
+	// Opened for each entry: no file stays open for writing (which would
+	// keep its file system from being remounted read-only).
+	f, err := os.OpenFile(d.holdingsPath(), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err == nil {
+		_, err = f.WriteString(key + "\n")
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
 		d.log.Warn("disk tier: adding to the catalog's index failed", zap.String("key", truncate(key)), zap.Error(err))
 	}
 }
@@ -237,9 +238,6 @@ func (d *DiskTier) compactHoldings() {
 	}
 	d.holdMu.Lock()
 	defer d.holdMu.Unlock()
-	if d.holdings == nil {
-		return
-	}
 	// What was appended since the file was measured.
 	_, err = f.Seek(fi.Size(), io.SeekStart)
 	if err == nil {
@@ -258,12 +256,5 @@ func (d *DiskTier) compactHoldings() {
 		d.log.Warn("disk tier: compacting the catalog's index failed", zap.Error(err))
 		return
 	}
-	nf, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		d.log.Warn("disk tier: reopening the catalog's index failed", zap.Error(err))
-		return
-	}
-	d.holdings.Close()
-	d.holdings = nf
 	d.log.Info("disk tier: compacted the catalog's index", zap.Int("kept", len(keep)), zap.Int("dropped", dropped))
 }
