@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"go/version"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -118,10 +119,22 @@ type prefetchItem struct {
 	tree  *prefetchTree
 }
 
+// unprunedBelow reports whether the go command, having loaded the go.mod
+// f with the graph pruning given (unpruned: it was reached through a
+// module whose graph is not pruned), loads its requirements' go.mod files
+// too, as cmd/go's readModGraph does with the main module at go 1.17 or
+// later: a module whose go.mod says go 1.17 or later is pruned (its
+// requirements count in the graph but their go.mod files are not read),
+// an older one is not, and below an unpruned one nothing is.
+func unprunedBelow(f *modfile.File, unpruned bool) bool {
+	return unpruned || f.Go == nil || version.Compare("go"+f.Go.Version, "go1.17") < 0
+}
+
 // prefetchState is an artifact queued or being prefetched.
 type prefetchState struct {
 	depth     int
 	tree      *prefetchTree
+	unpruned  bool  // reached through a module whose graph is not pruned
 	requested bool  // a client asked for it meanwhile
 	reserved  int64 // of MaxBytes, while it is fetched
 }
@@ -210,11 +223,13 @@ func (pf *prefetcher) afterMod(a artifact.Artifact, data []byte) {
 		return
 	}
 	pf.mu.Lock()
-	depth, tree := 0, (*prefetchTree)(nil)
+	depth, tree, unpruned := 0, (*prefetchTree)(nil), false
 	if st, ok := pf.active[pf.p.key(a)]; ok {
-		depth, tree = st.depth, st.tree
+		depth, tree, unpruned = st.depth, st.tree, st.unpruned
 	} else {
-		// A .mod a client asked for: the root of a tree of its own.
+		// A .mod a client asked for: the root of a tree of its own,
+		// read as a requirement of a main module at go 1.17 or later
+		// (pruned), as nearly all are.
 		tree = &prefetchTree{left: pf.fanOut}
 	}
 	spent := tree.spent()
@@ -223,7 +238,9 @@ func (pf *prefetcher) afterMod(a artifact.Artifact, data []byte) {
 		return
 	}
 	f, err := modfile.ParseLax("go.mod", data, nil)
-	if err != nil {
+	if err != nil || !unprunedBelow(f, unpruned) {
+		// A pruned module: the go command reads none of its
+		// requirements' go.mod files, so none is prefetched.
 		return
 	}
 	kinds := []artifact.Kind{artifact.Mod}
@@ -239,7 +256,7 @@ func (pf *prefetcher) afterMod(a artifact.Artifact, data []byte) {
 			if err != nil || !ra.Immutable() {
 				break // not a canonical version: nothing to prefetch
 			}
-			pf.enqueue(prefetchItem{a: ra, depth: depth + 1, tree: tree})
+			pf.enqueue(prefetchItem{a: ra, depth: depth + 1, tree: tree}) // unpruned below
 		}
 	}
 }
@@ -261,7 +278,7 @@ func (pf *prefetcher) enqueue(it prefetchItem) {
 	select {
 	case pf.queue <- it:
 		it.tree.left--
-		pf.active[key] = &prefetchState{depth: it.depth, tree: it.tree}
+		pf.active[key] = &prefetchState{depth: it.depth, tree: it.tree, unpruned: true}
 	default:
 		pf.skip(it.a, "queue_full")
 	}

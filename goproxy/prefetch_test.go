@@ -3,6 +3,9 @@ package goproxy
 import (
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -353,5 +356,73 @@ func TestPrefetchPausesOnFailingUpstream(t *testing.T) {
 	e.get(testenv.EscapedPath("example.com/failing9/m0", "v1.0.0", "mod"), 502)
 	if n := prefetchedFrom(up, "example.com/failing"); n != prefetchUpstreamFailures+1 {
 		t.Error("a client's request did not reach the upstream while prefetch paused")
+	}
+}
+
+// Prefetch reads the module graph as the go command does with a main
+// module at go 1.17 or later: below a pruned module (go 1.17 or later)
+// it prefetches nothing, below an unpruned one everything. Through the
+// mirror, `go list -m all` then costs exactly the .mod files the go
+// command reads from the upstream directly, and every prefetch is used.
+func TestPrefetchFollowsGraphPruning(t *testing.T) {
+	t.Parallel()
+	mod := func(path, goLine string, reqs ...string) testenv.Module {
+		m := testenv.Module{Path: path, Version: "v1.0.0", GoMod: "module " + path + "\n"}
+		if goLine != "" {
+			m.GoMod += "\ngo " + goLine + "\n"
+		}
+		for _, r := range reqs {
+			m.GoMod += "\nrequire " + r + " v1.0.0\n"
+		}
+		return m
+	}
+	graph := []testenv.Module{
+		mod("example.com/p", "1.21", "example.com/p1"), // pruned
+		mod("example.com/p1", "1.21", "example.com/p11"),
+		mod("example.com/p11", "1.21"),
+		mod("example.com/u", "1.16", "example.com/u1", "example.com/u2"), // unpruned
+		mod("example.com/u1", "1.21", "example.com/u11"),                 // pruned, but below u
+		mod("example.com/u11", "1.21"),
+		mod("example.com/u2", "", "example.com/u21"), // no go line: unpruned
+		mod("example.com/u21", "1.16", "example.com/u211"),
+		mod("example.com/u211", "1.21"),
+	}
+	main := "module example.com/main\n\ngo 1.21\n\nrequire (\n\texample.com/p v1.0.0\n\texample.com/u v1.0.0\n)\n"
+	modsRead := func(goproxy string, up *testenv.Upstream) []string {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte(main), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		testenv.RunGo(t, dir, append(testenv.GoEnv(t, goproxy), "GOFLAGS=-mod=mod"), "mod", "graph")
+		var mods []string
+		for _, p := range up.Paths() {
+			if strings.HasSuffix(p, ".mod") {
+				mods = append(mods, p)
+			}
+		}
+		slices.Sort(mods)
+		return mods
+	}
+	direct := testenv.NewUpstream(t, graph...)
+	want := modsRead(direct.URL, direct)
+	if slices.Contains(want, path(graph[1], "mod")) || !slices.Contains(want, path(graph[5], "mod")) {
+		t.Fatalf("the go command read %v: not the pruned graph this test models", want)
+	}
+	up := testenv.NewUpstream(t, graph...)
+	e := newEnv(t, up, options{prefetch: PrefetchOptions{Mode: "mod"}})
+	got := modsRead(e.srv.URL, up)
+	e.proxy.prefetch.quiesce()
+	got = nil
+	for _, p := range up.Paths() {
+		if strings.HasSuffix(p, ".mod") {
+			got = append(got, p)
+		}
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("through the mirror the upstream was asked for %v; the go command reads %v", got, want)
+	}
+	if st := e.proxy.PrefetchStats(); st.Fetched < 3 || st.Used != st.Fetched {
+		t.Errorf("prefetch stats %+v; want the 5 .mod files below the unpruned module fetched, and all used", st)
 	}
 }
