@@ -90,6 +90,7 @@ type Status struct {
 	Verification    Verification     `json:"verification"`
 	Fleet           *FleetStatus     `json:"fleet,omitempty"`
 	PerMinute       []int64          `json:"requests_per_minute"` // the last 60 minutes, oldest first
+	Prefetch        PrefetchStats    `json:"prefetch"`
 }
 
 // TierStatus is one tier's occupancy against its bound.
@@ -125,6 +126,7 @@ func (p *Proxy) Status() Status {
 		RecentFetches: recent,
 		TopModules:    top,
 		PerMinute:     perMin,
+		Prefetch:      p.PrefetchStats(),
 	}
 	var hitSum int64
 	for _, n := range hits {

@@ -41,6 +41,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/piraeus-go/piraeus/goproxy"
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
 
@@ -98,6 +99,8 @@ type row struct {
 	identical    bool
 	times        [3]time.Duration // direct, cold, warm
 	upstream     [2]int64         // fixture requests during cold, warm
+	clientReqs   int64            // requests the cold client made of bin/caddy
+	prefetch     [2]int64         // prefetched during cold, and of those asked for
 	sumdb        [3]int64         // checksum-database requests: direct, cold, warm
 	peakRSS      int64            // KiB, bin/caddy
 	problems     []string
@@ -164,6 +167,11 @@ func runGraph(dir, name, mv string, source *url.URL) (row, error) {
 		return r, err
 	}
 	r.upstream[0], r.sumdb[1] = fx.requests.Swap(0), fx.sumdb.Swap(0)
+	if st, err := caddy.status(); err != nil {
+		log.Printf("%s: status after the cold run: %v", name, err)
+	} else {
+		r.clientReqs, r.prefetch = st.Requests, [2]int64{st.Prefetch.Fetched, st.Prefetch.Used}
+	}
 	warm, err := client(dir, main, "warm", caddy.url)
 	if err != nil {
 		return r, err
@@ -265,11 +273,15 @@ func compare(label string, direct, got result) []string {
 
 func printTable(w io.Writer, rows []row) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "graph\tmodule\tmodules\trefused\tidentical\tdirect\tcold\twarm\tupstream cold/warm\tsumdb direct/cold/warm\tpeak RSS\t")
+	fmt.Fprintln(tw, "graph\tmodule\tmodules\trefused\tidentical\tdirect\tcold\twarm\tclient cold\tupstream cold/warm\tprefetched/used\tsumdb direct/cold/warm\tpeak RSS\t")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%v\t%.1fs\t%.1fs\t%.1fs\t%d/%d\t%d/%d/%d\t%.0f MiB\t\n", r.name, r.module, r.modules, r.refused, r.identical,
-			r.times[0].Seconds(), r.times[1].Seconds(), r.times[2].Seconds(), r.upstream[0], r.upstream[1],
-			r.sumdb[0], r.sumdb[1], r.sumdb[2], float64(r.peakRSS)/1024)
+		hit := 0.0
+		if r.prefetch[0] > 0 {
+			hit = 100 * float64(r.prefetch[1]) / float64(r.prefetch[0])
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%v\t%.1fs\t%.1fs\t%.1fs\t%d\t%d/%d\t%d/%d (%.0f%%)\t%d/%d/%d\t%.0f MiB\t\n", r.name, r.module, r.modules, r.refused, r.identical,
+			r.times[0].Seconds(), r.times[1].Seconds(), r.times[2].Seconds(), r.clientReqs, r.upstream[0], r.upstream[1],
+			r.prefetch[0], r.prefetch[1], hit, r.sumdb[0], r.sumdb[1], r.sumdb[2], float64(r.peakRSS)/1024)
 	}
 	tw.Flush()
 }
@@ -325,7 +337,7 @@ func startCaddy(dir, upstream string) (*caddyProc, error) {
 	must(err)
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	cf := fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n}\nhttp://127.0.0.1:%d {\n\tbind 127.0.0.1\n\tgoproxy %s {\n\t\tcache {\n\t\t\tdisk %s\n\t\t}\n\t}\n}\n",
+	cf := fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n}\nhttp://127.0.0.1:%d {\n\tbind 127.0.0.1\n\tgoproxy %s {\n\t\tstatus /-/status\n\t\tcache {\n\t\t\tdisk %s\n\t\t}\n\t}\n}\n",
 		port, upstream, filepath.Join(dir, "caddy-cache"))
 	cfPath := filepath.Join(dir, "Caddyfile")
 	must(os.WriteFile(cfPath, []byte(cf), 0o644))
@@ -347,6 +359,20 @@ func startCaddy(dir, upstream string) (*caddyProc, error) {
 	}
 	c.stop()
 	return nil, errors.New("bin/caddy did not start; see caddy.log")
+}
+
+// status reads the status page's JSON.
+func (c *caddyProc) status() (goproxy.Status, error) {
+	var st goproxy.Status
+	resp, err := http.Get(c.url + "/-/status?format=json")
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("status page: %s", resp.Status)
+	}
+	return st, json.NewDecoder(resp.Body).Decode(&st)
 }
 
 func (c *caddyProc) stop() {
