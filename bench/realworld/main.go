@@ -49,8 +49,9 @@ var (
 	caddyBin = flag.String("caddy", "bin/caddy", "Caddy with Piraeus (make build)")
 	graphs   = flag.String("graphs", "caddy=github.com/caddyserver/caddy/v2@v2.11.9,prometheus=github.com/prometheus/prometheus@latest,terraform=github.com/hashicorp/terraform@latest,istio=istio.io/istio@latest",
 		"comma-separated name=module@version graphs")
-	workDir = flag.String("work", "", "directory for fixtures and module caches (default: a temp dir, removed at the end)")
-	timeout = flag.Duration("timeout", 30*time.Minute, "bound on each go command")
+	workDir    = flag.String("work", "", "directory for fixtures and module caches (default: a temp dir, removed at the end)")
+	timeout    = flag.Duration("timeout", 30*time.Minute, "bound on each go command")
+	cacheBlock = flag.String("cache", "", "the goproxy cache block's lines, separated by ';' (default: none, the default tiers)")
 )
 
 func main() {
@@ -337,8 +338,14 @@ func startCaddy(dir, upstream string) (*caddyProc, error) {
 	must(err)
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	cf := fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n}\nhttp://127.0.0.1:%d {\n\tbind 127.0.0.1\n\tgoproxy %s {\n\t\tstatus /-/status\n\t\tcache {\n\t\t\tdisk %s\n\t\t}\n\t}\n}\n",
-		port, upstream, filepath.Join(dir, "caddy-cache"))
+	cache := ""
+	if *cacheBlock != "" {
+		cache = "\t\tcache {\n\t\t\t" + strings.ReplaceAll(*cacheBlock, ";", "\n\t\t\t") + "\n\t\t}\n"
+	}
+	// No cache block: the default tiers, memory and disk under Caddy's
+	// data directory (XDG_DATA_HOME, below dir).
+	cf := fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n}\nhttp://127.0.0.1:%d {\n\tbind 127.0.0.1\n\tgoproxy %s {\n\t\tstatus /-/status\n%s\t}\n}\n",
+		port, upstream, cache)
 	cfPath := filepath.Join(dir, "Caddyfile")
 	must(os.WriteFile(cfPath, []byte(cf), 0o644))
 	cmd := exec.Command(*caddyBin, "run", "--config", cfPath, "--adapter", "caddyfile")
