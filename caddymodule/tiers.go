@@ -2,9 +2,13 @@ package caddymodule
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -392,14 +396,15 @@ func (r *RedisTier) open(logger *zap.Logger) (*pooledTier, error) {
 		return nil, err
 	}
 	e.fleet, err = fleet.New(fleet.Config{
-		Key:         r.key,
-		Conn:        conn,
-		Prefix:      prefix,
-		MinTransfer: r.MaxObject,
-		MaxTransfer: r.MaxTransfer,
-		MaxInFlight: r.MaxInFlight,
-		OnPurge:     e.onPurge,
-		Logger:      logger.Named("fleet"),
+		Key:          r.key,
+		Conn:         conn,
+		Prefix:       prefix,
+		PositionFile: r.positionFile(),
+		MinTransfer:  r.MaxObject,
+		MaxTransfer:  r.MaxTransfer,
+		MaxInFlight:  r.MaxInFlight,
+		OnPurge:      e.onPurge,
+		Logger:       logger.Named("fleet"),
 	})
 	if err != nil {
 		conn.Close()
@@ -413,6 +418,16 @@ func (r *RedisTier) open(logger *zap.Logger) (*pooledTier, error) {
 			return conn.Close()
 		},
 	}, nil
+}
+
+// positionFile is where this process keeps the last purge of the fleet it
+// applied, so that a restart applies only the purges it missed: under
+// Caddy's data directory, named by the Redis and key prefix it follows
+// (not by other settings, which a reload may change).
+func (r *RedisTier) positionFile() string {
+	id := sha256.Sum256([]byte(strings.Join([]string{r.URL, strings.Join(r.Addrs, ","), r.MasterName,
+		strconv.Itoa(r.DB), r.KeyPrefix + redisKeyVersion}, "\x00")))
+	return filepath.Join(caddy.AppDataDir(), "goproxy-fleet", hex.EncodeToString(id[:8])+".position")
 }
 
 func (r *RedisTier) Validate() error {

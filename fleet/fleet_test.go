@@ -129,3 +129,71 @@ func TestPurgeTrust(t *testing.T) {
 		t.Errorf("%d purges in the log; want 1 (the forged ones deleted)", n)
 	}
 }
+
+// A node that restarts with its PositionFile applies the purges it missed
+// and none it had applied already; without one it applies every purge
+// Redis holds again (deleting copies fetched since).
+func TestPurgePositionKept(t *testing.T) {
+	t.Parallel()
+	r := testenv.StartRedis(t)
+	conn, err := redisconn.Open(redisconn.Config{URL: r.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	key, err := fleetkey.New(testenv.FleetKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	position := t.TempDir() + "/fleet.position"
+	follower := func(positionFile string) (*Fleet, chan string) {
+		got := make(chan string, 16)
+		f, err := New(Config{Conn: conn, Prefix: t.Name() + ":", Key: key, PositionFile: positionFile,
+			OnPurge: func(keys []string) {
+				for _, k := range keys {
+					got <- k
+				}
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f, got
+	}
+	next := func(got chan string) string {
+		t.Helper()
+		select {
+		case k := <-got:
+			return k
+		case <-time.After(time.Minute):
+			t.Fatal("no purge applied within a minute")
+			return ""
+		}
+	}
+	publisher := newFleet(t, r, testenv.FleetKey, nil)
+	ctx := context.Background()
+
+	f1, got1 := follower(position)
+	if err := publisher.Purge(ctx, []string{"a"}); err != nil {
+		t.Fatal(err)
+	}
+	if k := next(got1); k != "a" {
+		t.Fatalf("applied %q; want a", k)
+	}
+	f1.Close() // the position is saved with the batch applied
+
+	f2, got2 := follower(position)
+	defer f2.Close()
+	if err := publisher.Purge(ctx, []string{"b"}); err != nil {
+		t.Fatal(err)
+	}
+	if k := next(got2); k != "b" {
+		t.Errorf("after a restart the node applied %q first; want only the missed purge b", k)
+	}
+
+	// Without a position file the node applies every purge again.
+	f3, got3 := follower("")
+	defer f3.Close()
+	if k := next(got3); k != "a" {
+		t.Errorf("without a position the node applied %q first; want a again", k)
+	}
+}
