@@ -54,6 +54,15 @@ const (
 	breakerMaxCooldown = 15 * time.Second
 )
 
+// Available reports whether a request would be let through now, without
+// taking the half-open probe (for status pages, which must not use up the
+// one request per cooldown that finds the store back).
+func (b *Breaker) Available() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return !b.open || !time.Now().Before(b.openUntil)
+}
+
 // Allow reports whether a request may go; when the breaker is open, one
 // caller per cooldown is let through to probe.
 func (b *Breaker) Allow() bool {

@@ -99,8 +99,9 @@ func (c *Conn) Close() error { return c.Client.Close() }
 // in the past when it is closed.
 func (c *Conn) ProbeAt() time.Time { return c.br.ProbeAt() }
 
-// Available reports whether the breaker lets a request through.
-func (c *Conn) Available() bool { return c.br.Allow() }
+// Available reports whether the breaker would let a request through,
+// without taking its half-open probe.
+func (c *Conn) Available() bool { return c.br.Available() }
 
 // Do runs op with the operation timeout if the breaker allows it, and
 // records its outcome; redis.Nil (a missing key) is a success.
