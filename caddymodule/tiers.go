@@ -431,8 +431,11 @@ func (r *RedisTier) positionFile() string {
 }
 
 func (r *RedisTier) Validate() error {
-	if (r.URL == "") == (len(r.Addrs) == 0) {
-		return fmt.Errorf("goproxy: redis needs a url or addrs, not both")
+	switch {
+	case r.URL == "" && len(r.Addrs) == 0:
+		return fmt.Errorf("goproxy: redis needs a url or addrs")
+	case r.URL != "" && len(r.Addrs) > 0:
+		return fmt.Errorf("goproxy: redis: give a url or addrs, not both")
 	}
 	if r.MaxObject < 0 || r.DB < 0 || r.Timeout < 0 || r.MaxInFlight < 0 {
 		return fmt.Errorf("goproxy: redis max_object, max_in_flight, db and timeout must not be negative")
