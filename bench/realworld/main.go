@@ -49,9 +49,11 @@ var (
 	caddyBin = flag.String("caddy", "bin/caddy", "Caddy with Piraeus (make build)")
 	graphs   = flag.String("graphs", "caddy=github.com/caddyserver/caddy/v2@v2.11.9,prometheus=github.com/prometheus/prometheus@latest,terraform=github.com/hashicorp/terraform@latest,istio=istio.io/istio@latest",
 		"comma-separated name=module@version graphs")
-	workDir    = flag.String("work", "", "directory for fixtures and module caches (default: a temp dir, removed at the end)")
-	timeout    = flag.Duration("timeout", 30*time.Minute, "bound on each go command")
-	cacheBlock = flag.String("cache", "", "the goproxy cache block's lines, separated by ';' (default: none, the default tiers)")
+	workDir     = flag.String("work", "", "directory for fixtures and module caches (default: a temp dir, removed at the end)")
+	timeout     = flag.Duration("timeout", 30*time.Minute, "bound on each go command")
+	cacheBlock  = flag.String("cache", "", "the goproxy cache block's lines, separated by ';' (default: none, the default tiers)")
+	cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile of bin/caddy during each graph's cold run to this file (graph name appended)")
+	heapProfile = flag.String("heapprofile", "", "write a heap profile of bin/caddy after each graph's cold run to this file (graph name appended)")
 )
 
 func main() {
@@ -163,9 +165,16 @@ func runGraph(dir, name, mv string, source *url.URL) (row, error) {
 		return r, err
 	}
 	defer caddy.stop()
+	profiled := caddy.cpuProfile(*cpuProfile, name)
 	cold, err := client(dir, main, "cold", caddy.url)
 	if err != nil {
 		return r, err
+	}
+	if err := <-profiled; err != nil {
+		log.Printf("%s: CPU profile: %v", name, err)
+	}
+	if err := caddy.heapProfile(*heapProfile, name); err != nil {
+		log.Printf("%s: heap profile: %v", name, err)
 	}
 	r.upstream[0], r.sumdb[1] = fx.requests.Swap(0), fx.sumdb.Swap(0)
 	if st, err := caddy.status(); err != nil {
@@ -329,8 +338,51 @@ func (fx *fixtureServer) close() { fx.srv.Close() }
 // and disk tiers, sum.golang.org through the upstream's /sumdb/), in front
 // of the fixture.
 type caddyProc struct {
-	cmd *exec.Cmd
-	url string
+	cmd   *exec.Cmd
+	url   string
+	admin string // host:port of the admin endpoint, "" when off
+}
+
+// cpuProfile starts a CPU profile of bin/caddy (through the admin
+// endpoint's pprof) lasting the cold run's expected length, written to
+// file.name; the channel gives its outcome (nil at once when file is "").
+func (c *caddyProc) cpuProfile(file, name string) <-chan error {
+	done := make(chan error, 1)
+	if file == "" || c.admin == "" {
+		done <- nil
+		return done
+	}
+	go func() { done <- c.saveProfile("/debug/pprof/profile?seconds=30", file+"."+name) }()
+	return done
+}
+
+// heapProfile writes bin/caddy's heap profile to file.name.
+func (c *caddyProc) heapProfile(file, name string) error {
+	if file == "" || c.admin == "" {
+		return nil
+	}
+	return c.saveProfile("/debug/pprof/heap", file+"."+name)
+}
+
+func (c *caddyProc) saveProfile(path, file string) error {
+	resp, err := http.Get("http://" + c.admin + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", path, resp.Status)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	log.Printf("profile written: %s", file)
+	return f.Close()
 }
 
 func startCaddy(dir, upstream string) (*caddyProc, error) {
@@ -344,8 +396,16 @@ func startCaddy(dir, upstream string) (*caddyProc, error) {
 	}
 	// No cache block: the default tiers, memory and disk under Caddy's
 	// data directory (XDG_DATA_HOME, below dir).
-	cf := fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n}\nhttp://127.0.0.1:%d {\n\tbind 127.0.0.1\n\tgoproxy %s {\n\t\tstatus /-/status\n%s\t}\n}\n",
-		port, upstream, cache)
+	admin, adminAddr := "off", ""
+	if *cpuProfile != "" || *heapProfile != "" {
+		al, err := net.Listen("tcp", "127.0.0.1:0")
+		must(err)
+		adminAddr = al.Addr().String()
+		al.Close()
+		admin = adminAddr
+	}
+	cf := fmt.Sprintf("{\n\tadmin %s\n\tpersist_config off\n}\nhttp://127.0.0.1:%d {\n\tbind 127.0.0.1\n\tgoproxy %s {\n\t\tstatus /-/status\n%s\t}\n}\n",
+		admin, port, upstream, cache)
 	cfPath := filepath.Join(dir, "Caddyfile")
 	must(os.WriteFile(cfPath, []byte(cf), 0o644))
 	cmd := exec.Command(*caddyBin, "run", "--config", cfPath, "--adapter", "caddyfile")
@@ -356,7 +416,7 @@ func startCaddy(dir, upstream string) (*caddyProc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	c := &caddyProc{cmd: cmd, url: fmt.Sprintf("http://127.0.0.1:%d", port)}
+	c := &caddyProc{cmd: cmd, url: fmt.Sprintf("http://127.0.0.1:%d", port), admin: adminAddr}
 	for range 300 { // up to 30 s
 		if resp, err := http.Get(c.url + "/healthz"); err == nil {
 			resp.Body.Close()
