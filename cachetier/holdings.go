@@ -20,9 +20,10 @@ import (
 // appended as each is stored. A page of the catalog reads its own lines and
 // looks each object up by name (one stat, no open), instead of opening
 // files to read the keys in their headers; objects removed since (evicted,
-// purged) are skipped. The file is rewritten without them, and without
-// repeats, when the tier opens; a tier of an earlier version, which had
-// no holdings, is indexed once from its headers in the background.
+// purged) are skipped. The file is rewritten without them when the tier
+// opens (a key stored again after a purge may be listed twice); a tier of
+// an earlier version, which had no holdings, is indexed once from its
+// headers in the background.
 
 // ErrBadToken is a List token that the tier did not give.
 var ErrBadToken = errors.New("not a token of this listing")
@@ -54,7 +55,9 @@ func (d *DiskTier) markHoldingsComplete() {
 	}
 }
 
-// addHolding appends key to the holdings.
+// addHolding appends the key of an object just stored to the holdings.
+// While an earlier version's tier is indexed, the key is remembered, so
+// that the walk does not add it again.
 func (d *DiskTier) addHolding(key string) {
 	d.holdMu.Lock()
 	defer d.holdMu.Unlock()
@@ -64,6 +67,23 @@ func (d *DiskTier) addHolding(key string) {
 		}
 		d.indexing[key] = true
 	}
+	d.appendHolding(key)
+}
+
+// addIndexed appends a key the indexing walk found, unless it was stored
+// (and added) since the walk began. Only those keys are remembered, so
+// the walk of a large cache holds no set of all its keys.
+func (d *DiskTier) addIndexed(key string) {
+	d.holdMu.Lock()
+	defer d.holdMu.Unlock()
+	if d.indexing[key] {
+		return
+	}
+	d.appendHolding(key)
+}
+
+// appendHolding writes key as a line of the holdings. Under holdMu.
+func (d *DiskTier) appendHolding(key string) {
 	if d.holdingsFresh {
 		d.markHoldingsComplete()
 		d.holdingsFresh = false
@@ -176,7 +196,7 @@ func (d *DiskTier) indexHoldings() {
 				continue // never opened: a FIFO would block, a device worse
 			}
 			if key, ok := readKey(filepath.Join(dir, e.Name())); ok && isHolding(key, Meta{}) {
-				d.addHolding(key)
+				d.addIndexed(key)
 			}
 		}
 	}
@@ -187,8 +207,9 @@ func (d *DiskTier) indexHoldings() {
 }
 
 // compactHoldings rewrites the holdings without the keys whose objects
-// are gone and without repeats, if there are any. Lines appended while it
-// reads are carried over.
+// are gone, if there are any, streaming: it holds no set of the keys, so a
+// key stored again after a purge may stay listed twice. Lines appended
+// while it reads are carried over.
 func (d *DiskTier) compactHoldings() {
 	p := d.holdingsPath()
 	f, err := os.Open(p)
@@ -203,38 +224,51 @@ func (d *DiskTier) compactHoldings() {
 		return
 	}
 	r := bufio.NewReaderSize(io.LimitReader(f, fi.Size()), maxKeyLen+1)
-	seen := map[string]bool{}
-	var keep []string
-	dropped := 0
+	var (
+		tmp     *os.File
+		w       *bufio.Writer
+		off     int64 // bytes read
+		kept    int
+		dropped int
+	)
+	defer func() {
+		if tmp != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
 	for {
 		select {
 		case <-d.stop:
 			return
 		default:
 		}
-		key, _, ok := readHolding(r)
+		key, n, ok := readHolding(r)
 		if !ok {
 			break
 		}
-		if key == "" || seen[key] || !d.holds(key) {
-			dropped++
-			continue
+		if key != "" && d.holds(key) {
+			kept++
+			if w != nil {
+				w.WriteString(key + "\n")
+			}
+		} else {
+			if dropped++; w == nil {
+				// The first line dropped: what came before it is kept
+				// as it is.
+				if tmp, err = d.createTemp("holdings-*"); err != nil {
+					return
+				}
+				w = bufio.NewWriter(tmp)
+				if _, err := io.Copy(w, io.NewSectionReader(f, 0, off)); err != nil {
+					return
+				}
+			}
 		}
-		seen[key] = true
-		keep = append(keep, key)
+		off += int64(n)
 	}
 	if dropped == 0 {
 		return
-	}
-	tmp, err := d.createTemp("holdings-*")
-	if err != nil {
-		return
-	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
-	w := bufio.NewWriter(tmp)
-	for _, k := range keep {
-		w.WriteString(k + "\n")
 	}
 	d.holdMu.Lock()
 	defer d.holdMu.Unlock()
@@ -249,6 +283,9 @@ func (d *DiskTier) compactHoldings() {
 	if err == nil {
 		err = tmp.Sync()
 	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr // closed before the rename, which Windows needs
+	}
 	if err == nil {
 		err = os.Rename(tmp.Name(), p)
 	}
@@ -256,5 +293,5 @@ func (d *DiskTier) compactHoldings() {
 		d.log.Warn("disk tier: compacting the catalog's index failed", zap.Error(err))
 		return
 	}
-	d.log.Info("disk tier: compacted the catalog's index", zap.Int("kept", len(keep)), zap.Int("dropped", dropped))
+	d.log.Info("disk tier: compacted the catalog's index", zap.Int("kept", kept), zap.Int("dropped", dropped))
 }
