@@ -1,7 +1,6 @@
 package fetcher
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"unicode"
 
 	"github.com/piraeus-go/piraeus/artifact"
 	"github.com/piraeus-go/piraeus/httperr"
@@ -72,7 +70,7 @@ func (p *ProxyFetcher) Fetch(ctx context.Context, a artifact.Artifact) (*Respons
 		return &Response{Body: resp.Body, Size: resp.ContentLength, Source: p.name}, nil
 	}
 	defer resp.Body.Close()
-	reason := ClientText(firstLine(resp.Body), a.Module)
+	reason := ClientText(bodyText(resp.Body), a.Module)
 	switch resp.StatusCode {
 	case http.StatusNotFound, http.StatusGone:
 		if reason == "" {
@@ -115,22 +113,9 @@ func TransportError(ctx context.Context, source string, err error) *httperr.Erro
 	return &httperr.Error{Status: http.StatusBadGateway, Msg: "upstream unreachable", Source: source, Err: err}
 }
 
-// firstLine returns the first line of an error body, bounded and stripped
-// of control characters, the way the go command shows such bodies.
-func firstLine(r io.Reader) string {
-	sc := bufio.NewScanner(io.LimitReader(r, 4096))
-	sc.Buffer(make([]byte, 0, 512), 4096)
-	if !sc.Scan() {
-		return ""
-	}
-	line := strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return -1
-		}
-		return r
-	}, sc.Text())
-	if len(line) > 200 {
-		line = line[:200]
-	}
-	return strings.TrimSpace(line)
+// bodyText reads the start of an error body, as much as ClientText
+// scans.
+func bodyText(r io.Reader) string {
+	b, _ := io.ReadAll(io.LimitReader(r, maxScannedText))
+	return string(b)
 }

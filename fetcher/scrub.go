@@ -4,12 +4,17 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
-	"unicode"
+
+	"github.com/piraeus-go/piraeus/httperr"
 )
 
 // maxClientText bounds a relayed reason: the go command shows such bodies
 // to its user, and one line is all a reason needs.
 const maxClientText = 300
+
+// maxScannedText bounds the line that ClientText scans for URLs, hosts
+// and secrets before it cuts the result to maxClientText.
+const maxScannedText = 4096
 
 var (
 	// scheme://anything, and scp-like git remotes (user@host:path).
@@ -32,13 +37,7 @@ var notHosts = map[string]bool{"mod": true, "sum": true, "zip": true, "info": tr
 // leave. Host names that begin a module path (host/...) stay, as do those
 // named in keep (the module asked for, a public checksum database).
 func ClientText(text string, keep ...string) string {
-	line, _, _ := strings.Cut(strings.TrimSpace(text), "\n")
-	line = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return -1
-		}
-		return r
-	}, line)
+	line := httperr.OneLine(text, maxScannedText)
 	line = Secrets(line)
 	line = urlText.ReplaceAllString(line, "<url>")
 	line = addrText.ReplaceAllString(line, "<address>")
@@ -59,11 +58,7 @@ func ClientText(text string, keep ...string) string {
 		}
 		return "<host>"
 	})
-	line = strings.TrimSpace(line)
-	if len(line) > maxClientText {
-		line = line[:maxClientText]
-	}
-	return line
+	return httperr.OneLine(line, maxClientText)
 }
 
 var (

@@ -21,12 +21,12 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/piraeus-go/piraeus/cachetier"
+	"github.com/piraeus-go/piraeus/httperr"
 	"github.com/piraeus-go/piraeus/internal/fleetkey"
 	"github.com/piraeus-go/piraeus/internal/redisconn"
 )
@@ -541,19 +541,7 @@ func (f *Fleet) GetNotFound(ctx context.Context, key string) (status int, msg st
 	return status, oneLine(parts[3]), true
 }
 
-func oneLine(s string) string {
-	s, _, _ = strings.Cut(s, "\n")
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return -1
-		}
-		return r
-	}, s)
-	if len(s) > maxReason {
-		s = s[:maxReason]
-	}
-	return s
-}
+func oneLine(s string) string { return httperr.OneLine(s, maxReason) }
 
 // purgeRetention bounds the purge log that nodes catch up from.
 const purgeRetention = 100000

@@ -1,8 +1,9 @@
 // Package httperr is the proxy's one error vocabulary: an Error carries the
 // HTTP status and the one-line, client-safe reason of a failed request
 // from wherever it arose (a bad path, an upstream, a cache, the checksum
-// database) to the edge that answers it. NotFoundCache remembers not-found
-// answers for a while, bounded.
+// database) to the edge that answers it. OneLine is the one form of text
+// echoed from elsewhere. NotFoundCache remembers not-found answers for a
+// while, bounded.
 package httperr
 
 import (
