@@ -1,7 +1,9 @@
 // Package cachetier stores proxy artifacts in ordered tiers (memory, Redis,
-// disk) behind one small interface. Tiers know nothing of HTTP or Caddy: a
-// key is an opaque slash-separated string validated by the caller, a value
-// is bytes with a checksum, an expiry and the key it was stored under.
+// disk, an S3 bucket as the tier of record) behind one small interface.
+// Tiers know nothing of HTTP or Caddy: a key is an opaque slash-separated
+// string validated by the caller, a value is bytes with a checksum, an
+// expiry and the key it was stored under; what Redis and the bucket hold
+// is also signed with the fleet key.
 package cachetier
 
 import (

@@ -1,6 +1,8 @@
 // Package fetcher gets artifacts from the sources a proxy sits in front of:
-// upstream GOPROXY servers, and chains of them with the go command's
-// GOPROXY-list semantics.
+// upstream GOPROXY servers, the version control systems themselves through
+// the go command ("direct", in a sandbox), chains of them with the go
+// command's GOPROXY-list semantics, and a Router that keeps private modules
+// on their own sources. It also scrubs the text relayed from them.
 package fetcher
 
 import (
