@@ -28,6 +28,7 @@ var memLimit struct {
 	budgets map[string]int64 // pooled memory tier key -> budget
 	set     int64            // the limit last set here, 0: none
 	outer   int64            // a limit set by someone else (Caddy), 0: none
+	said    string           // why, as last logged
 }
 
 func trackMemoryBudget(key string, budget int64, logger *zap.Logger) {
@@ -69,10 +70,11 @@ func trackMemoryBudget(key string, budget int64, logger *zap.Logger) {
 	if limit != math.MaxInt64 && limit != memLimit.outer {
 		memLimit.set = limit
 	}
-	if limit == current {
+	if limit == current && why == memLimit.said {
 		return
 	}
 	debug.SetMemoryLimit(limit)
+	memLimit.said = why
 	fields := []zap.Field{zap.String("why", why)}
 	if limit != math.MaxInt64 {
 		fields = append(fields, zap.Int64("bytes", limit))
