@@ -6,9 +6,10 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
+
+	"golang.org/x/net/http/httpproxy"
 )
 
 // ErrPrivateAddress is returned when a host that only a redirect led to
@@ -45,12 +46,12 @@ func newDialGuard(hosts []string, allowPrivate bool, d *net.Dialer) *dialGuard {
 }
 
 // envProxyHosts are the hosts of the proxies the environment names
-// (HTTPS_PROXY and the like), which the transport dials in place of the
-// upstream.
+// (HTTPS_PROXY, HTTP_PROXY, read as net/http reads them): the client dials
+// them, not the upstream, so they are trusted like a configured host.
 func envProxyHosts() []string {
 	var hosts []string
-	for _, v := range []string{"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"} {
-		raw := os.Getenv(v)
+	cfg := httpproxy.FromEnvironment()
+	for _, raw := range []string{cfg.HTTPSProxy, cfg.HTTPProxy} {
 		if raw == "" {
 			continue
 		}

@@ -48,6 +48,9 @@ type flight struct {
 	f     *fetched
 	err   error
 	users int // the fetch itself, and each request that joined; under Proxy.mu
+	// prefetch: a prefetch started it and no client has joined it yet;
+	// under Proxy.mu.
+	prefetch bool
 }
 
 // leave ends one user's part in fl; the last one releases the object.
@@ -164,9 +167,8 @@ func (p *Proxy) collapse(ctx context.Context, a artifact.Artifact) (*cachetier.O
 
 // join returns the fetch of a in progress, starting it if there is none,
 // with the caller counted as one of its users: await must follow. A fetch
-// that a prefetch starts (byPrefetch) is dropped once the upstream has
-// answered if its body does not fit the prefetch's bytes and no client
-// asked for it meanwhile.
+// that a prefetch starts (byPrefetch) may be dropped (admitPrefetch) until
+// a client joins it.
 func (p *Proxy) join(a artifact.Artifact, byPrefetch bool) *flight {
 	key := p.key(a)
 	p.mu.Lock()
@@ -179,13 +181,15 @@ func (p *Proxy) join(a artifact.Artifact, byPrefetch bool) *flight {
 			Msg: "the proxy is shutting down; retry", Source: "proxy"}}
 		close(fl.done)
 	case !joined:
-		fl = &flight{done: make(chan struct{}), users: 1}
+		fl = &flight{done: make(chan struct{}), users: 1, prefetch: byPrefetch}
 		p.fetches[key] = fl
 		p.running++
 		go func() {
-			fl.f, fl.err = p.fetch(a, byPrefetch)
+			fl.f, fl.err = p.fetch(a, fl)
 			p.mu.Lock()
-			delete(p.fetches, key) // later requests start a fetch of their own
+			if p.fetches[key] == fl { // not dropped (admitPrefetch)
+				delete(p.fetches, key) // later requests start a fetch of their own
+			}
 			if p.running--; p.running == 0 && p.closed {
 				close(p.idle)
 			}
@@ -195,9 +199,33 @@ func (p *Proxy) join(a artifact.Artifact, byPrefetch bool) *flight {
 		}()
 	default:
 		p.cfg.Metrics.waiter()
+		if !byPrefetch {
+			fl.prefetch = false // a client's now: never dropped
+		}
 	}
 	fl.users++
 	return fl
+}
+
+// admitPrefetch decides, once the upstream has answered, whether a fetch
+// that a prefetch started goes on: always once a client has joined it,
+// otherwise if its body of size bytes fits the bytes left to prefetch. A
+// dropped fetch leaves the flights at once, under the lock joining takes,
+// so a client either joined it before (and it goes on) or starts its own.
+func (p *Proxy) admitPrefetch(a artifact.Artifact, fl *flight, size int64) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !fl.prefetch {
+		return nil
+	}
+	key := p.key(a)
+	if err := p.prefetch.admit(a, key, size); err != nil {
+		if p.fetches[key] == fl {
+			delete(p.fetches, key)
+		}
+		return err
+	}
+	return nil
 }
 
 // await waits for a flight the caller joined and returns a handle of its
@@ -218,11 +246,11 @@ func (p *Proxy) await(ctx context.Context, fl *flight) (*cachetier.Object, error
 // fetch runs once per collapsed miss. It is detached from the request that
 // started it, so one impatient client cannot fail the others, and bounded
 // by FetchTimeout.
-func (p *Proxy) fetch(a artifact.Artifact, byPrefetch bool) (*fetched, error) {
+func (p *Proxy) fetch(a artifact.Artifact, fl *flight) (*fetched, error) {
 	ctx, cancel := context.WithTimeout(p.stop, p.cfg.FetchTimeout)
 	defer cancel()
 	start := time.Now()
-	f, source, err := p.fetchAndStore(ctx, a, byPrefetch)
+	f, source, err := p.fetchAndStore(ctx, a, fl)
 	fields := []zap.Field{
 		zap.String("module", a.Module), zap.String("version", a.Version), zap.Stringer("kind", a.Kind),
 		zap.String("upstream", source), zap.Duration("duration", time.Since(start)), zap.Int64("bytes", f.size()),
@@ -265,7 +293,7 @@ func (p *Proxy) fetch(a artifact.Artifact, byPrefetch bool) (*fetched, error) {
 	return f, err
 }
 
-func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact, byPrefetch bool) (f *fetched, source string, err error) {
+func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact, fl *flight) (f *fetched, source string, err error) {
 	if p.cfg.Fleet != nil {
 		unlock, err := p.cfg.Fleet.Lock(ctx, p.key(a))
 		switch {
@@ -316,10 +344,8 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact, byPrefet
 	}
 	defer resp.Body.Close()
 	source = resp.Source
-	if byPrefetch {
-		if err := p.prefetch.admit(a, p.key(a), resp.Size); err != nil {
-			return nil, source, &httperr.Error{Status: http.StatusServiceUnavailable, Msg: "prefetch dropped; retry", Source: "prefetch", Err: err}
-		}
+	if err := p.admitPrefetch(a, fl, resp.Size); err != nil {
+		return nil, source, &httperr.Error{Status: http.StatusServiceUnavailable, Msg: "prefetch dropped; retry", Source: "prefetch", Err: err}
 	}
 	if db, _ := p.verifier(a); db != nil && a.Immutable() && (a.Kind == artifact.Mod || a.Kind == artifact.Zip) {
 		// The checksum database is asked while the body arrives, not

@@ -134,7 +134,6 @@ func unprunedBelow(f *modfile.File, unpruned bool) bool {
 type prefetchState struct {
 	depth     int
 	tree      *prefetchTree
-	unpruned  bool  // reached through a module whose graph is not pruned
 	requested bool  // a client asked for it meanwhile
 	reserved  int64 // of MaxBytes, while it is fetched
 }
@@ -223,9 +222,11 @@ func (pf *prefetcher) afterMod(a artifact.Artifact, data []byte) {
 		return
 	}
 	pf.mu.Lock()
+	// What is queued was reached through a module whose graph is not
+	// pruned: only those are prefetched.
 	depth, tree, unpruned := 0, (*prefetchTree)(nil), false
 	if st, ok := pf.active[pf.p.key(a)]; ok {
-		depth, tree, unpruned = st.depth, st.tree, st.unpruned
+		depth, tree, unpruned = st.depth, st.tree, true
 	} else {
 		// A .mod a client asked for: the root of a tree of its own,
 		// read as a requirement of a main module at go 1.17 or later
@@ -278,7 +279,7 @@ func (pf *prefetcher) enqueue(it prefetchItem) {
 	select {
 	case pf.queue <- it:
 		it.tree.left--
-		pf.active[key] = &prefetchState{depth: it.depth, tree: it.tree, unpruned: true}
+		pf.active[key] = &prefetchState{depth: it.depth, tree: it.tree}
 	default:
 		pf.skip(it.a, "queue_full")
 	}
@@ -311,18 +312,16 @@ func (pf *prefetcher) prefetch(it prefetchItem) {
 	outcome, sent := "fetched", false
 	defer func() {
 		pf.mu.Lock()
-		st := pf.active[key]
+		st := pf.active[key] // there until this prefetch ends
 		delete(pf.active, key)
-		if st != nil {
-			pf.reserved -= st.reserved
-		}
+		pf.reserved -= st.reserved
 		if len(pf.active) == 0 {
 			pf.idle.Broadcast()
 		}
 		switch outcome {
 		case "fetched":
 			pf.fetched.Add(1)
-			if st != nil && st.requested {
+			if st.requested {
 				pf.used.Add(1)
 				pf.p.cfg.Metrics.prefetchUsed(a)
 			} else {
@@ -349,8 +348,6 @@ func (pf *prefetcher) prefetch(it prefetchItem) {
 		outcome = "fan_out"
 	case now.Before(h.until):
 		outcome = "upstream_failing"
-	case st == nil:
-		outcome = "closed"
 	default:
 		est := prefetchEstimate(a.Kind)
 		pf.expireUnused(now)

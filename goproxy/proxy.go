@@ -410,11 +410,6 @@ func (p *Proxy) Get(ctx context.Context, a artifact.Artifact) (Answer, error) {
 		fwd = "stale"
 	}
 	obj, err := p.collapse(ctx, a)
-	if errors.Is(err, errPrefetchBudget) {
-		// A prefetch's fetch this request joined was dropped before
-		// the request was noted: a fetch of its own.
-		obj, err = p.collapse(ctx, a)
-	}
 	if err == nil {
 		old.Close()
 		return Answer{Object: obj, CacheStatus: fwdStatus(fwd, obj, nil)}, nil
