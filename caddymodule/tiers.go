@@ -89,7 +89,7 @@ func (p *pooledTier) Destruct() error { return p.destroy() }
 
 // DefaultMemory and DefaultMemoryMaxObject size the memory tier.
 const (
-	DefaultMemory = 128 << 20
+	DefaultMemory = 32 << 20
 	// DefaultMemoryMaxObject keeps the small objects in memory (.info,
 	// .mod, lists, checksum database tiles and small zips); larger zips are
 	// read from disk through the page cache.
@@ -99,7 +99,7 @@ const (
 // MemoryTier keeps small objects in memory (ristretto; cost in bytes).
 // One memory tier is shared by the configs with the same sizes.
 type MemoryTier struct {
-	// Max is the budget in bytes. Default 128MiB.
+	// Max is the budget in bytes. Default 32MiB.
 	Max int64 `json:"max,omitempty"`
 	// MaxObject is the largest object kept. Default 256KiB.
 	MaxObject int64 `json:"max_object,omitempty"`
@@ -131,7 +131,7 @@ func (m *MemoryTier) Validate() error {
 	return nil
 }
 
-// OpenTier opens the memory tier, whose budget the soft memory limit
+// OpenTier opens the memory tier, whose contents the soft memory limit
 // then counts.
 func (m *MemoryTier) OpenTier() (cachetier.Tier, error) {
 	p, err := m.ref.open(func() (*pooledTier, error) {
@@ -140,9 +140,9 @@ func (m *MemoryTier) OpenTier() (cachetier.Tier, error) {
 			return nil, err
 		}
 		key, logger := m.ref.key, m.logger
-		trackMemoryBudget(key, m.Max, logger)
+		trackMemoryTier(key, func() int64 { _, n := t.Usage(); return n }, logger)
 		return &pooledTier{tier: t, destroy: func() error {
-			trackMemoryBudget(key, 0, logger)
+			trackMemoryTier(key, nil, logger)
 			return t.Close()
 		}}, nil
 	})

@@ -87,6 +87,7 @@ type DB struct {
 	log        *zap.Logger
 	onState    func(name, state string)
 	client     atomic.Pointer[sumdb.Client]
+	lookups    atomic.Int64 // by the current client, see lookup
 	route      atomic.Pointer[route]
 	probes     singleflight.Group
 	readAt     atomic.Int64 // unix nanoseconds: the last read of the signed tree for Ready
@@ -460,15 +461,24 @@ func (d *DB) Warm(mod, version string) {
 	go d.lookup(mod, strings.TrimSuffix(version, "/go.mod"))
 }
 
+// clientLookups is how many lookups one sumdb client serves before it is
+// replaced: it holds every record and tile it read in memory for its
+// lifetime (up to three tiles of 8 KiB a lookup), which the tiers already
+// keep, bounded.
+const clientLookups = 256
+
 // lookup asks the sumdb client. The client remembers failed lookups and
 // tiles for its lifetime, which suits one go command but not a server: after
-// a failure it is replaced, keeping the verified tree it had reached, so a
-// later request tries again without trusting anything less.
+// a failure, or clientLookups lookups, it is replaced, keeping the verified
+// tree it had reached (the config it reads), so a later request tries again
+// without trusting anything less, and what it held is left to the tiers.
 func (d *DB) lookup(mod, vers string) ([]string, error) {
 	c := d.client.Load()
 	lines, err := c.Lookup(mod, vers)
-	if err != nil {
-		d.client.CompareAndSwap(c, sumdb.NewClient(ops{d}))
+	if err != nil || d.lookups.Add(1) >= clientLookups {
+		if d.client.CompareAndSwap(c, sumdb.NewClient(ops{d})) {
+			d.lookups.Store(0)
+		}
 	}
 	return lines, err
 }

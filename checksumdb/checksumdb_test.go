@@ -2,6 +2,7 @@ package checksumdb
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/piraeus-go/piraeus/cachetier"
@@ -66,5 +67,36 @@ func TestVerify(t *testing.T) {
 	latest[len(latest)-5] ^= 1
 	if err := d.CheckSigned(latest); err == nil {
 		t.Error("tampered signed tree accepted")
+	}
+}
+
+// The sumdb client holds every record and tile it read; it is replaced
+// every clientLookups lookups, and the one after it still verifies (and
+// refuses) against the tree the first had reached.
+func TestClientReplacedAfterLookups(t *testing.T) {
+	t.Parallel()
+	var mods []testenv.Module
+	for i := range clientLookups + 10 {
+		mods = append(mods, testenv.Module{Path: fmt.Sprintf("example.com/m%d", i), Version: "v1.0.0", Files: map[string]string{"m.go": "package m\n"}})
+	}
+	db := testenv.NewSumDB(t, "sum.unit.test", mods...)
+	d := newDB(t, db)
+	first := d.client.Load()
+	for _, m := range mods[:clientLookups] {
+		if err := d.VerifyMod(m.Path, m.Version, m.Mod()); err != nil {
+			t.Fatalf("%s: %v", m.Path, err)
+		}
+	}
+	if d.client.Load() == first {
+		t.Fatalf("the sumdb client was not replaced after %d lookups", clientLookups)
+	}
+	for _, m := range mods[clientLookups:] {
+		if err := d.VerifyMod(m.Path, m.Version, m.Mod()); err != nil {
+			t.Errorf("%s, by the next client: %v", m.Path, err)
+		}
+	}
+	var mm *MismatchError
+	if err := d.VerifyMod(mods[0].Path, mods[0].Version, []byte("module example.com/m0\n// tampered\n")); !errors.As(err, &mm) {
+		t.Errorf("tampered go.mod by the next client: %v; want a mismatch", err)
 	}
 }

@@ -52,7 +52,8 @@ var (
 	workDir     = flag.String("work", "", "directory for fixtures and module caches (default: a temp dir, removed at the end)")
 	timeout     = flag.Duration("timeout", 30*time.Minute, "bound on each go command")
 	cacheBlock  = flag.String("cache", "", "the goproxy cache block's lines, separated by ';' (default: none, the default tiers)")
-	cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile of bin/caddy during each graph's cold run to this file (graph name appended)")
+	cpuProfile  = flag.String("cpuprofile", "", "write CPU profiles of bin/caddy during each graph's cold and warm runs to this file (graph name, and .warm, appended)")
+	delay       = flag.Duration("delay", 0, "latency the fixture adds to each module request (as a distant upstream has), e.g. 50ms")
 	heapProfile = flag.String("heapprofile", "", "write a heap profile of bin/caddy after each graph's cold run to this file (graph name appended)")
 )
 
@@ -106,6 +107,9 @@ type row struct {
 	prefetch     [2]int64         // prefetched during cold, and of those asked for
 	sumdb        [3]int64         // checksum-database requests: direct, cold, warm
 	peakRSS      int64            // KiB, bin/caddy
+	peakAnon     int64            // KiB, bin/caddy's anonymous memory, sampled
+	idle         [2]int64         // KiB: an idle Caddy's RSS and anonymous memory
+	cpuPerReq    time.Duration    // bin/caddy's CPU during the cold run per client request
 	problems     []string
 }
 
@@ -148,8 +152,9 @@ func runGraph(dir, name, mv string, source *url.URL) (row, error) {
 	}
 	os.Remove(filepath.Join(main, "go.sum"))
 
-	fx := newFixtureServer(filepath.Join(fixture, "cache", "download"), source)
+	fx := newFixtureServer(filepath.Join(fixture, "cache", "download"), source, *delay)
 	defer fx.close()
+	r.idle = idleCaddy(dir)
 
 	// Straight from the fixture.
 	direct, err := client(dir, main, "direct", fx.url)
@@ -165,11 +170,15 @@ func runGraph(dir, name, mv string, source *url.URL) (row, error) {
 		return r, err
 	}
 	defer caddy.stop()
+	stopSampling := caddy.sampleAnon(&r.peakAnon)
+	defer stopSampling()
 	profiled := caddy.cpuProfile(*cpuProfile, name)
+	cpu0 := testenv.ProcCPU(caddy.cmd.Process.Pid)
 	cold, err := client(dir, main, "cold", caddy.url)
 	if err != nil {
 		return r, err
 	}
+	coldCPU := testenv.ProcCPU(caddy.cmd.Process.Pid) - cpu0
 	if err := <-profiled; err != nil {
 		log.Printf("%s: CPU profile: %v", name, err)
 	}
@@ -181,13 +190,21 @@ func runGraph(dir, name, mv string, source *url.URL) (row, error) {
 		log.Printf("%s: status after the cold run: %v", name, err)
 	} else {
 		r.clientReqs, r.prefetch = st.Requests, [2]int64{st.Prefetch.Fetched, st.Prefetch.Used}
+		if st.Requests > 0 {
+			r.cpuPerReq = coldCPU / time.Duration(st.Requests)
+		}
 	}
+	profiled = caddy.cpuProfile(*cpuProfile, name+".warm")
 	warm, err := client(dir, main, "warm", caddy.url)
 	if err != nil {
 		return r, err
 	}
+	if err := <-profiled; err != nil {
+		log.Printf("%s: CPU profile of the warm run: %v", name, err)
+	}
 	r.upstream[1], r.sumdb[2] = fx.requests.Swap(0), fx.sumdb.Swap(0)
 	r.peakRSS = testenv.ProcStatusKiB(caddy.cmd.Process.Pid, "VmHWM:")
+	stopSampling()
 
 	r.modules = len(direct.sums)
 	r.times = [3]time.Duration{direct.took, cold.took, warm.took}
@@ -283,15 +300,16 @@ func compare(label string, direct, got result) []string {
 
 func printTable(w io.Writer, rows []row) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "graph\tmodule\tmodules\trefused\tidentical\tdirect\tcold\twarm\tclient cold\tupstream cold/warm\tprefetched/used\tsumdb direct/cold/warm\tpeak RSS\t")
+	fmt.Fprintln(tw, "graph\tmodule\tmodules\trefused\tidentical\tdirect\tcold\twarm\tclient cold\tupstream cold/warm\tprefetched/used\tsumdb direct/cold/warm\tCPU/request cold\tpeak RSS\tpeak anon\tidle Caddy RSS/anon\t")
 	for _, r := range rows {
 		hit := 0.0
 		if r.prefetch[0] > 0 {
 			hit = 100 * float64(r.prefetch[1]) / float64(r.prefetch[0])
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%v\t%.1fs\t%.1fs\t%.1fs\t%d\t%d/%d\t%d/%d (%.0f%%)\t%d/%d/%d\t%.0f MiB\t\n", r.name, r.module, r.modules, r.refused, r.identical,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%v\t%.1fs\t%.1fs\t%.1fs\t%d\t%d/%d\t%d/%d (%.0f%%)\t%d/%d/%d\t%.2f ms\t%.0f MiB\t%.0f MiB\t%.0f/%.0f MiB\t\n", r.name, r.module, r.modules, r.refused, r.identical,
 			r.times[0].Seconds(), r.times[1].Seconds(), r.times[2].Seconds(), r.clientReqs, r.upstream[0], r.upstream[1],
-			r.prefetch[0], r.prefetch[1], hit, r.sumdb[0], r.sumdb[1], r.sumdb[2], float64(r.peakRSS)/1024)
+			r.prefetch[0], r.prefetch[1], hit, r.sumdb[0], r.sumdb[1], r.sumdb[2], float64(r.cpuPerReq.Microseconds())/1000,
+			float64(r.peakRSS)/1024, float64(r.peakAnon)/1024, float64(r.idle[0])/1024, float64(r.idle[1])/1024)
 	}
 	tw.Flush()
 }
@@ -305,7 +323,7 @@ type fixtureServer struct {
 	requests, sumdb atomic.Int64
 }
 
-func newFixtureServer(dir string, source *url.URL) *fixtureServer {
+func newFixtureServer(dir string, source *url.URL, delay time.Duration) *fixtureServer {
 	fx := &fixtureServer{}
 	sumdb := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
 		r.SetURL(source)
@@ -321,6 +339,9 @@ func newFixtureServer(dir string, source *url.URL) *fixtureServer {
 			return
 		}
 		fx.requests.Add(1)
+		if delay > 0 {
+			time.Sleep(delay) // the latency of a distant upstream
+		}
 		p := filepath.Join(dir, filepath.FromSlash(path.Clean("/"+r.URL.Path)))
 		if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
 			http.Error(w, "not found: "+r.URL.Path, http.StatusNotFound)
@@ -426,6 +447,57 @@ func startCaddy(dir, upstream string) (*caddyProc, error) {
 	}
 	c.stop()
 	return nil, errors.New("bin/caddy did not start; see caddy.log")
+}
+
+// sampleAnon keeps the peak of bin/caddy's anonymous memory (RssAnon) in
+// *peak, sampled every 50 ms until the returned stop is called.
+func (c *caddyProc) sampleAnon(peak *int64) (stop func()) {
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if kib := testenv.ProcStatusKiB(c.cmd.Process.Pid, "RssAnon:"); kib > *peak {
+				*peak = kib
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(done); <-stopped }) }
+}
+
+// idleCaddy is the RSS and anonymous memory (KiB) of bin/caddy serving a
+// fixed answer, without Piraeus: the floor the mirror's figures sit on.
+func idleCaddy(dir string) [2]int64 {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	must(err)
+	addr := l.Addr().String()
+	l.Close()
+	cfPath := filepath.Join(dir, "Caddyfile.idle")
+	must(os.WriteFile(cfPath, []byte(fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n}\nhttp://%s {\n\tbind 127.0.0.1\n\trespond \"ok\"\n}\n", addr)), 0o644))
+	cmd := exec.Command(*caddyBin, "run", "--config", cfPath, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	if err := cmd.Start(); err != nil {
+		log.Printf("idle Caddy: %v", err)
+		return [2]int64{}
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	for range 300 { // up to 30 s
+		if resp, err := http.Get("http://" + addr + "/"); err == nil {
+			resp.Body.Close()
+			pid := cmd.Process.Pid
+			return [2]int64{testenv.ProcStatusKiB(pid, "VmRSS:"), testenv.ProcStatusKiB(pid, "RssAnon:")}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	log.Printf("idle Caddy did not start")
+	return [2]int64{}
 }
 
 // status reads the status page's JSON.
