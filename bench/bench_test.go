@@ -122,7 +122,11 @@ func newProxy(b *testing.B, upstream, tier string, r *testenv.Redis, s3 *testenv
 		o.S3 = s3
 	}
 	cache := testcache.New(b, o)
-	p, err := goproxy.New(goproxy.Options{Upstream: upstream, SumDBOff: true, Cache: cache.Tiers, Fleet: cache.Fleet})
+	var fl goproxy.Fleet // nil unless the cache has one
+	if cache.Fleet != nil {
+		fl = cache.Fleet
+	}
+	p, err := goproxy.New(goproxy.Options{Upstream: upstream, SumDBOff: true, Cache: cache.Tiers, Fleet: fl})
 	if err != nil {
 		b.Fatal(err)
 	}

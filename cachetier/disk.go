@@ -334,7 +334,7 @@ func (d *DiskTier) removeStaleSpools() {
 // paths are the files an object of key may be in: immutable, then mutable.
 func (d *DiskTier) paths(key string) (immutable, mutable string, err error) {
 	if key == "" || len(key) > maxKeyLen {
-		return "", "", fmt.Errorf("disk tier: refusing key %q", truncate(key))
+		return "", "", fmt.Errorf("disk tier: refusing key %q", Truncate(key))
 	}
 	sum := sha256.Sum256([]byte(key))
 	name := hex.EncodeToString(sum[:])
@@ -406,7 +406,7 @@ func (d *DiskTier) check(p, key string, f *os.File) (meta Meta, off int64, data 
 		return Meta{}, 0, nil, err
 	}
 	if int64(keyLen) != int64(len(key)) {
-		return Meta{}, 0, nil, fmt.Errorf("stored under a key of %d bytes, read as %q", keyLen, truncate(key))
+		return Meta{}, 0, nil, fmt.Errorf("stored under a key of %d bytes, read as %q", keyLen, Truncate(key))
 	}
 	if err := checkHeader(hdr, key); err != nil {
 		return Meta{}, 0, nil, err
@@ -540,7 +540,7 @@ func verifiedSlotsFor(n int64, min int) int {
 
 func (d *DiskTier) corrupt(key, p string, err error) {
 	d.removeFile(p)
-	d.log.Error("corrupt cache file removed; it will be fetched again", zap.String("key", truncate(key)), zap.String("file", p), zap.Error(err))
+	d.log.Error("corrupt cache file removed; it will be fetched again", zap.String("key", Truncate(key)), zap.String("file", p), zap.Error(err))
 }
 
 // removeFile removes an object file and takes it out of the occupancy.
@@ -594,7 +594,7 @@ func (d *DiskTier) NewSpool(key string) (*Spool, error) {
 // object returned reads the same file.
 func (d *DiskTier) Commit(_ context.Context, key string, s *Spool, meta Meta) (*Object, error) {
 	if s.done || s.key != key {
-		return nil, fmt.Errorf("disk tier: spool of %q cannot be committed as %q", truncate(s.key), truncate(key))
+		return nil, fmt.Errorf("disk tier: spool of %q cannot be committed as %q", Truncate(s.key), Truncate(key))
 	}
 	if filepath.Dir(s.f.Name()) != d.tmp {
 		return nil, errors.New("disk tier: spool is not the tier's own")
@@ -604,7 +604,7 @@ func (d *DiskTier) Commit(_ context.Context, key string, s *Spool, meta Meta) (*
 		return nil, err
 	}
 	if _, err := s.f.WriteAt(encodeHeader(key, meta), 0); err != nil {
-		return nil, fmt.Errorf("disk tier: writing %s: %w", truncate(key), err)
+		return nil, fmt.Errorf("disk tier: writing %s: %w", Truncate(key), err)
 	}
 	old, statErr := os.Lstat(p)
 	f, err := renameOpen(s.f, p)
@@ -652,10 +652,10 @@ func (d *DiskTier) Put(ctx context.Context, key string, meta Meta, data []byte) 
 	}
 	defer s.Close()
 	if err := s.Fill(bytes.NewReader(data), int64(len(data))); err != nil {
-		return fmt.Errorf("disk tier: writing %s: %w", truncate(key), err)
+		return fmt.Errorf("disk tier: writing %s: %w", Truncate(key), err)
 	}
 	if got := s.Meta(meta.Expires); got.Size != meta.Size || got.Sum != meta.Sum {
-		return fmt.Errorf("disk tier: %s does not match its meta", truncate(key))
+		return fmt.Errorf("disk tier: %s does not match its meta", Truncate(key))
 	}
 	obj, err := d.Commit(ctx, key, s, meta)
 	if err != nil {

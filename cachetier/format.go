@@ -83,7 +83,7 @@ func decodeFixed(b []byte) (Meta, int, error) {
 // checkHeader verifies the header's checksum and that it names key.
 func checkHeader(b []byte, key string) error {
 	if string(b[fixedHeader:]) != key {
-		return fmt.Errorf("stored under key %q, read as %q", truncate(string(b[fixedHeader:])), truncate(key))
+		return fmt.Errorf("stored under key %q, read as %q", Truncate(string(b[fixedHeader:])), Truncate(key))
 	}
 	if headerCRC(b[0:66], key) != binary.BigEndian.Uint32(b[66:70]) {
 		return errors.New("header checksum mismatch")
@@ -91,7 +91,8 @@ func checkHeader(b []byte, key string) error {
 	return nil
 }
 
-func truncate(s string) string {
+// Truncate shortens a key for a log line or an error.
+func Truncate(s string) string {
 	if len(s) > 100 {
 		return s[:100] + "..."
 	}
@@ -115,16 +116,17 @@ func checkTag(b []byte, key string, fk *fleetkey.Key, kind string) error {
 	return nil
 }
 
-// encodeValue is a signed header and the content, as one value (Redis).
-func encodeValue(key string, m Meta, data []byte, fk *fleetkey.Key, kind string) []byte {
+// EncodeValue is a signed header and the content, as one value (a
+// shared tier's, such as Redis).
+func EncodeValue(key string, m Meta, data []byte, fk *fleetkey.Key, kind string) []byte {
 	hdr := encodeHeader(key, m)
 	signHeader(hdr, key, fk, kind)
 	return append(hdr[:len(hdr):len(hdr)], data...)
 }
 
-// decodeValue checks a value of kind read under key, its tag first, and
+// DecodeValue checks a value of kind read under key, its tag first, and
 // returns its meta and content.
-func decodeValue(key string, val []byte, fk *fleetkey.Key, kind string) (Meta, []byte, error) {
+func DecodeValue(key string, val []byte, fk *fleetkey.Key, kind string) (Meta, []byte, error) {
 	meta, keyLen, err := decodeFixed(val)
 	if err != nil {
 		return Meta{}, nil, err

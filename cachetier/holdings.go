@@ -98,7 +98,7 @@ func (d *DiskTier) appendHolding(key string) {
 		}
 	}
 	if err != nil {
-		d.log.Warn("disk tier: adding to the catalog's index failed", zap.String("key", truncate(key)), zap.Error(err))
+		d.log.Warn("disk tier: adding to the catalog's index failed", zap.String("key", Truncate(key)), zap.Error(err))
 	}
 }
 

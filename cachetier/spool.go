@@ -55,6 +55,11 @@ func newSpool(f *os.File, key string) (*Spool, error) {
 	return s, nil
 }
 
+// NewSpoolFile takes over f, a new empty temp file, as the spool of an
+// object of key: for a Store whose spools live elsewhere than a disk
+// tier's (a bucket's spool directory).
+func NewSpoolFile(f *os.File, key string) (*Spool, error) { return newSpool(f, key) }
+
 // NewTempSpool makes a spool in the system's temp directory, for when the
 // tier of record cannot take one (full, read-only). Such a spool cannot be
 // committed; its object is served from it, uncached.
@@ -93,6 +98,9 @@ func (s *Spool) Fill(r io.Reader, limit int64) error {
 	s.h.Sum(s.sum[:0])
 	return nil
 }
+
+// Done reports whether the spool was committed or turned into an object.
+func (s *Spool) Done() bool { return s.done }
 
 // Key is the key the spooled object is for.
 func (s *Spool) Key() string { return s.key }

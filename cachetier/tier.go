@@ -1,9 +1,11 @@
-// Package cachetier stores proxy artifacts in ordered tiers (memory, Redis,
-// disk, an S3 bucket as the tier of record) behind one small interface.
-// Tiers know nothing of HTTP or Caddy: a key is an opaque slash-separated
-// string validated by the caller, a value is bytes with a checksum, an
-// expiry and the key it was stored under; what Redis and the bucket hold
-// is also signed with the fleet key.
+// Package cachetier stores proxy artifacts in ordered tiers behind one
+// small interface: the memory and disk tiers here, the Redis and S3 tiers
+// in packages of their own (redistier, s3tier), so that a process links
+// their clients only when it configures them; tiertest holds the contract
+// every tier keeps. Tiers know nothing of HTTP or Caddy: a key is an
+// opaque slash-separated string validated by the caller, a value is bytes
+// with a checksum, an expiry and the key it was stored under; what shared
+// tiers hold is also signed with the fleet key (EncodeValue, DecodeValue).
 package cachetier
 
 import (
@@ -20,6 +22,10 @@ import (
 
 // ErrMiss is returned by Get when a tier does not hold the key.
 var ErrMiss = errors.New("cachetier: miss")
+
+// ErrUnavailable is returned by shared state (a fleet's Redis) that is not
+// being used now, its circuit breaker open: the caller goes on without it.
+var ErrUnavailable = errors.New("shared state unavailable")
 
 // Meta describes a stored object.
 type Meta struct {
@@ -61,6 +67,12 @@ type Object struct {
 // NewBytesObject wraps data that the caller will not modify again.
 func NewBytesObject(meta Meta, data []byte) *Object {
 	return &Object{Meta: meta, data: data}
+}
+
+// NewTierObject is an object of tier holding data, which the caller will
+// not modify again.
+func NewTierObject(meta Meta, tier string, data []byte) *Object {
+	return &Object{Meta: meta, Tier: tier, data: data}
 }
 
 // newFileObject takes over f; the content is meta.Size bytes from off.
@@ -273,6 +285,10 @@ func (s *sharedFile) release() error {
 	}
 	return nil
 }
+
+// SmallObject: objects up to this size are copied between tiers (and
+// read from a bucket) in memory, larger ones through a spool file.
+const SmallObject = 1 << 20
 
 // Tier is one level of the cache.
 type Tier interface {

@@ -2,7 +2,6 @@ package cachetier
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -21,8 +20,6 @@ import (
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/piraeus-go/piraeus/internal/fleetkey"
-	"github.com/piraeus-go/piraeus/internal/redisconn"
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
 
@@ -374,121 +371,13 @@ func TestDiskEvictsLeastRecentlyRead(t *testing.T) {
 	}
 }
 
-func openRedis(t *testing.T) (*RedisTier, *redisconn.Conn) {
-	t.Helper()
-	r := testenv.StartRedis(t)
-	conn, err := redisconn.Open(redisconn.Config{URL: r.URL()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	rt, err := NewRedisTier(RedisConfig{Conn: conn, Prefix: "test:", Key: testKey(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return rt, conn
-}
-
-func testKey(t testing.TB) *fleetkey.Key {
-	k, err := fleetkey.New(testenv.FleetKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-// A Redis value names its key: one copied to another key is refused and
-// deleted.
-func TestRedisValueBoundToKey(t *testing.T) {
-	t.Parallel()
-	rt, conn := openRedis(t)
-	ctx := context.Background()
-	put(t, rt, "example.com/a/@v/v1.0.0.mod", []byte("module example.com/a\n"), time.Time{})
-	val, err := conn.Client.Get(ctx, rt.objKey("example.com/a/@v/v1.0.0.mod")).Bytes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn.Client.Set(ctx, rt.objKey("example.com/b/@v/v1.0.0.mod"), val, 0)
-	if _, err := rt.Get(ctx, "example.com/b/@v/v1.0.0.mod"); !errors.Is(err, ErrMiss) {
-		t.Fatalf("another key's value served: %v", err)
-	}
-	if n, _ := conn.Client.Exists(ctx, rt.objKey("example.com/b/@v/v1.0.0.mod")).Result(); n != 0 {
-		t.Error("the foreign value was not deleted")
-	}
-	if o, err := rt.Get(ctx, "example.com/a/@v/v1.0.0.mod"); err != nil || string(readAll(t, o)) != "module example.com/a\n" {
-		t.Errorf("the genuine value: %v", err)
-	}
-}
-
-// After a purge, no copy stored before it is written back into Redis; a
-// fresh fetch is.
-func TestRedisTombstone(t *testing.T) {
-	t.Parallel()
-	rt, _ := openRedis(t)
-	ctx := context.Background()
-	key := "example.com/a/@v/v1.0.0.zip"
-	old := MetaFor([]byte("old"), time.Time{})
-	old.Stored = time.Now().Add(-time.Minute)
-	if err := rt.Put(ctx, key, old, []byte("old")); err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.Purge(ctx, key); err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.Put(ctx, key, old, []byte("old")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := rt.Get(ctx, key); !errors.Is(err, ErrMiss) {
-		t.Fatalf("a copy from before the purge came back: %v", err)
-	}
-	fresh := MetaFor([]byte("new"), time.Time{})
-	fresh.Stored = time.Now().Add(time.Second)
-	rt.Put(ctx, key, fresh, []byte("new"))
-	if o, err := rt.Get(ctx, key); err != nil || string(readAll(t, o)) != "new" {
-		t.Fatalf("a fresh copy after the purge: %v", err)
-	}
-}
-
-// What a shared tier holds is given to the caller's check before it is
-// served or promoted; a rejected value is deleted there.
-func TestTieredChecksSharedTier(t *testing.T) {
-	t.Parallel()
-	rt, conn := openRedis(t)
-	d := openDisk(t, DiskConfig{})
-	m, _ := NewMemoryTier(1<<20, 1<<20)
-	tiers := NewTiered(nil, d, m, rt)
-	defer tiers.Close()
-	key := "example.com/a/@v/v1.0.0.mod"
-	put(t, rt, key, []byte("module example.com/evil\n"), time.Time{})
-	reject := func(*Object) error { return fmt.Errorf("%w: contradicts the checksum database", ErrRejected) }
-	if _, err := tiers.Get(t.Context(), key, reject); !errors.Is(err, ErrMiss) {
-		t.Fatalf("a rejected value was served: %v", err)
-	}
-	m.Wait()
-	if _, err := m.Get(t.Context(), key); !errors.Is(err, ErrMiss) {
-		t.Error("a rejected value was promoted to memory")
-	}
-	if n, _ := conn.Client.Exists(t.Context(), rt.objKey(key)).Result(); n != 0 {
-		t.Error("a rejected value was left in redis")
-	}
-	// A check that cannot decide (the database is down) skips the value
-	// without deleting it.
-	put(t, rt, key, []byte("module example.com/a\n"), time.Time{})
-	if _, err := tiers.Get(t.Context(), key, func(*Object) error { return errors.New("database unreachable") }); !errors.Is(err, ErrMiss) {
-		t.Fatalf("an unchecked value was served: %v", err)
-	}
-	if n, _ := conn.Client.Exists(t.Context(), rt.objKey(key)).Result(); n != 1 {
-		t.Error("a value that could not be checked was deleted")
-	}
-}
-
 // A disk object read by one request alone is sent with sendfile(2) from
 // the file's offset (its reader is a syscall.Conn); what arrives, whole
 // or by ranges, is the content, however reads and sends are mixed.
 func TestDiskObjectServedFromItsFile(t *testing.T) {
 	t.Parallel()
 	d := openDisk(t, DiskConfig{})
-	data := noise(3<<20 + 17)
+	data := testenv.Noise(3<<20 + 17)
 	key := "example.com/big/@v/v1.0.0.zip"
 	put(t, d, key, data, time.Time{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -615,7 +504,7 @@ func (s sendfileWriter) ReadFrom(r io.Reader) (int64, error) {
 func TestDiskSmallHitsReadIn(t *testing.T) {
 	t.Parallel()
 	d := openDisk(t, DiskConfig{})
-	small, large := noise(smallRead), noise(smallRead+1)
+	small, large := testenv.Noise(smallRead), testenv.Noise(smallRead+1)
 	put(t, d, "example.com/a/@v/v1.0.0.mod", small, time.Time{})
 	put(t, d, "example.com/a/@v/v1.0.0.zip", large, time.Time{})
 	for key, want := range map[string]struct {
@@ -633,60 +522,6 @@ func TestDiskSmallHitsReadIn(t *testing.T) {
 			t.Errorf("%s: content differs", key)
 		}
 		obj.Close()
-	}
-}
-
-// A Redis value or tombstone that someone without the fleet key wrote is
-// refused (the value deleted, the tombstone deleted and the put done) and
-// counted; a genuine tombstone holds older copies back.
-func TestRedisValuesSigned(t *testing.T) {
-	t.Parallel()
-	rt, conn := openRedis(t)
-	ctx := context.Background()
-	other, err := fleetkey.New("another-fleet-key-that-is-long-enough-0000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	forger, err := NewRedisTier(RedisConfig{Conn: conn, Prefix: "test:", Key: other})
-	if err != nil {
-		t.Fatal(err)
-	}
-	objBefore, tombBefore := fleetkey.Rejections(fleetkey.KindRedisObject), fleetkey.Rejections(fleetkey.KindTombstone)
-	key := "git.corp.example/x/@v/v1.0.0.mod"
-	put(t, forger, key, []byte("module git.corp.example/evil\n"), time.Time{})
-	if _, err := rt.Get(ctx, key); !errors.Is(err, ErrMiss) {
-		t.Fatalf("a forged value was served: %v", err)
-	}
-	if n, _ := conn.Client.Exists(ctx, rt.objKey(key)).Result(); n != 0 {
-		t.Error("the forged value was not deleted")
-	}
-	// A forged tombstone, dated in the future, would keep every copy out
-	// of Redis.
-	conn.Client.Set(ctx, rt.tombKey(key), "99999999999999 "+strings.Repeat("ab", 32), 0)
-	put(t, rt, key, []byte("module git.corp.example/x\n"), time.Time{})
-	if o, err := rt.Get(ctx, key); err != nil || string(readAll(t, o)) != "module git.corp.example/x\n" {
-		t.Errorf("a forged tombstone kept the value out: %v", err)
-	}
-	if n, _ := conn.Client.Exists(ctx, rt.tombKey(key)).Result(); n != 0 {
-		t.Error("the forged tombstone was not deleted")
-	}
-	// A genuine one holds an older copy back.
-	if err := rt.Purge(ctx, key); err != nil {
-		t.Fatal(err)
-	}
-	old := MetaFor([]byte("old"), time.Time{})
-	old.Stored = time.Now().Add(-time.Minute)
-	if err := rt.Put(ctx, key, old, []byte("old")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := rt.Get(ctx, key); !errors.Is(err, ErrMiss) {
-		t.Errorf("a copy older than the purge was written back: %v", err)
-	}
-	if n := fleetkey.Rejections(fleetkey.KindRedisObject) - objBefore; n != 1 {
-		t.Errorf("%d forged values counted; want 1", n)
-	}
-	if n := fleetkey.Rejections(fleetkey.KindTombstone) - tombBefore; n != 1 {
-		t.Errorf("%d forged tombstones counted; want 1", n)
 	}
 }
 

@@ -134,7 +134,7 @@ func (t *Tiered) promote(ctx context.Context, key string, obj *Object, upper []T
 // copyLocal streams obj into the local store through a spool of its own,
 // checking what was copied: obj stays readable by the caller.
 func (t *Tiered) copyLocal(ctx context.Context, key string, obj *Object) {
-	if data, ok := obj.Bytes(); ok && obj.Size <= smallObject {
+	if data, ok := obj.Bytes(); ok && obj.Size <= SmallObject {
 		t.put(ctx, t.local, key, obj.Meta, data)
 		return
 	}
@@ -211,7 +211,7 @@ func (t *Tiered) Commit(ctx context.Context, key string, s *Spool, meta Meta) (*
 		obj, err = t.store.Commit(ctx, key, s, meta)
 	}
 	if err != nil {
-		return s.Object(meta, SpoolTier), fmt.Errorf("storing %s: %w", truncate(key), err)
+		return s.Object(meta, SpoolTier), fmt.Errorf("storing %s: %w", Truncate(key), err)
 	}
 	var data []byte
 	for _, u := range t.upper {
@@ -239,7 +239,7 @@ func (t *Tiered) Commit(ctx context.Context, key string, s *Spool, meta Meta) (*
 func (t *Tiered) PutSmall(ctx context.Context, key string, meta Meta, data []byte, durable bool) error {
 	if durable {
 		if err := t.store.Put(ctx, key, meta, data); err != nil {
-			return fmt.Errorf("storing %s: %w", truncate(key), err)
+			return fmt.Errorf("storing %s: %w", Truncate(key), err)
 		}
 	}
 	if t.local != nil {

@@ -175,9 +175,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.NoVerify = append(h.NoVerify, args[1:]...)
 			continue
-		case "fetch_timeout", "dial_timeout", "response_header_timeout", "sumdb_timeout":
+		case "fetch_timeout", "dial_timeout", "response_header_timeout", "sumdb_timeout", "redirect_ttl":
 			dst := map[string]*caddy.Duration{"fetch_timeout": &h.FetchTimeout, "dial_timeout": &h.DialTimeout,
-				"response_header_timeout": &h.ResponseHeaderTimeout, "sumdb_timeout": &h.SumDBTimeout}[d.Val()]
+				"response_header_timeout": &h.ResponseHeaderTimeout, "sumdb_timeout": &h.SumDBTimeout, "redirect_ttl": &h.RedirectTTL}[d.Val()]
 			if err := parseDuration(d, dst); err != nil {
 				return err
 			}
@@ -232,16 +232,23 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if d.NextArg() {
 				return d.ArgErr()
 			}
-		case "spool_max":
+		case "spool_max", "redirect_large":
+			dst := map[string]*int64{"spool_max": &h.SpoolMax, "redirect_large": &h.RedirectLarge}[d.Val()]
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
-			if err := parseSize(d, &h.SpoolMax); err != nil {
+			if err := parseSize(d, dst); err != nil {
 				return err
 			}
 			if d.NextArg() {
 				return d.ArgErr()
 			}
+		case "redirect_private":
+			h.RedirectPrivate = true
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+
 		case "fleet_key":
 			if !d.NextArg() {
 				return d.ArgErr()
@@ -392,75 +399,6 @@ func parseDuration(d *caddyfile.Dispenser, dst *caddy.Duration) error {
 }
 
 var _ caddyfile.Unmarshaler = (*Handler)(nil)
-
-// unmarshalRedis reads the block of a redis line (see RedisTier).
-func unmarshalRedis(d *caddyfile.Dispenser, r *RedisTier) error {
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		key := d.Val()
-		switch key {
-		case "addrs":
-			r.Addrs = append(r.Addrs, d.RemainingArgs()...)
-			if len(r.Addrs) == 0 {
-				return d.ArgErr()
-			}
-			if r.URL != "" {
-				return d.Err("redis: give a URL or addrs, not both")
-			}
-			continue
-		case "tls":
-			r.TLS = true
-		case "max_object":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			if err := parseSize(d, &r.MaxObject); err != nil {
-				return err
-			}
-		case "max_in_flight":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			if err := parseSize(d, &r.MaxInFlight); err != nil {
-				return err
-			}
-		case "max_transfer":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			if d.Val() == "off" {
-				r.MaxTransfer = -1
-			} else if err := parseSize(d, &r.MaxTransfer); err != nil {
-				return err
-			}
-		case "timeout":
-			if err := parseDuration(d, &r.Timeout); err != nil {
-				return err
-			}
-			continue
-		case "db":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			n, err := strconv.Atoi(d.Val())
-			if err != nil || n < 0 {
-				return d.Errf("invalid redis db %q", d.Val())
-			}
-			r.DB = n
-		case "master_name", "username", "password", "key_prefix":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			dst := map[string]*string{"master_name": &r.MasterName, "username": &r.Username, "password": &r.Password, "key_prefix": &r.KeyPrefix}[key]
-			*dst = d.Val()
-		default:
-			return d.Errf("unknown redis subdirective %q", key)
-		}
-		if d.NextArg() {
-			return d.ArgErr()
-		}
-	}
-	return nil
-}
 
 // unmarshalDirect reads:
 //

@@ -137,6 +137,9 @@ func TestAdaptS3(t *testing.T) {
 	got := adapt(t, `:8080 {
 	goproxy {
 		upstream_redirects same_host
+		redirect_large 8MiB
+		redirect_private
+		redirect_ttl 2m
 		cache {
 			memory 32MiB
 			redis redis://127.0.0.1:6379/0
@@ -148,9 +151,6 @@ func TestAdaptS3(t *testing.T) {
 				access_key {env.S3_KEY}
 				secret_key {env.S3_SECRET}
 				timeout 20s
-				redirect_large 8MiB
-				redirect_private
-				redirect_ttl 2m
 			}
 		}
 	}
@@ -167,7 +167,8 @@ func TestAdaptS3(t *testing.T) {
 `)
 	for _, want := range []string{
 		`"upstream_redirects":"same_host"`,
-		`"tiers":[{"max":33554432,"tier":"memory"},{"tier":"redis","url":"redis://127.0.0.1:6379/0"},{"access_key":"{env.S3_KEY}","bucket":"go-modules","endpoint":"https://s3.eu-west-1.amazonaws.com","prefix":"edge/","redirect_large":8388608,"redirect_private":true,"redirect_ttl":120000000000,"region":"eu-west-1","secret_key":"{env.S3_SECRET}","tier":"s3","timeout":20000000000}]`,
+		`"redirect_large":8388608,"redirect_private":true,"redirect_ttl":120000000000`,
+		`"tiers":[{"max":33554432,"tier":"memory"},{"tier":"redis","url":"redis://127.0.0.1:6379/0"},{"access_key":"{env.S3_KEY}","bucket":"go-modules","endpoint":"https://s3.eu-west-1.amazonaws.com","prefix":"edge/","region":"eu-west-1","secret_key":"{env.S3_SECRET}","tier":"s3","timeout":20000000000}]`,
 		// A local disk only when asked for, above the bucket.
 		`"tiers":[{"tier":"memory"},{"max":1073741824,"tier":"disk"},{"bucket":"b","endpoint":"http://127.0.0.1:7070","tier":"s3"}]`,
 	} {
@@ -239,7 +240,8 @@ func TestBadCaddyfile(t *testing.T) {
 		{"goproxy {\n\t\tcache {\n\t\t\tredis redis://a {\n\t\t\t\taddrs b:1\n\t\t\t}\n\t\t}\n\t}", "Caddyfile:5"},
 		{"goproxy {\n\t\tcache {\n\t\t\ts3 {\n\t\t\t\tbucket b\n\t\t\t}\n\t\t}\n\t}", "Caddyfile:6"},
 		{"goproxy {\n\t\tcache {\n\t\t\ts3 {\n\t\t\t\tbogus 1\n\t\t\t}\n\t\t}\n\t}", "Caddyfile:5"},
-		{"goproxy {\n\t\tcache {\n\t\t\ts3 {\n\t\t\t\tredirect_large big\n\t\t\t}\n\t\t}\n\t}", "Caddyfile:5"},
+		{"goproxy {\n\t\tcache {\n\t\t\ts3 {\n\t\t\t\tredirect_large 1MiB\n\t\t\t}\n\t\t}\n\t}", "Caddyfile:5"},
+		{"goproxy {\n\t\tredirect_large big\n\t}", "Caddyfile:3"},
 		{"goproxy {\n\t\tcache {\n\t\t\ts3 x\n\t\t}\n\t}", "Caddyfile:4"},
 		{"goproxy {\n\t\tupstream_redirects never\n\t}", "Caddyfile:3"},
 		{"goproxy {\n\t\tprefetch\n\t}", "Caddyfile:3"},

@@ -4,6 +4,7 @@
 package caddymodule
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -73,6 +74,15 @@ type Handler struct {
 	// at once; fetches beyond it wait before reading their body.
 	// Default 2GiB.
 	SpoolMax int64 `json:"spool_max,omitempty"`
+	// RedirectLarge, if set, answers a .zip of at least this many bytes
+	// held by a tier that pre-signs URLs (s3) with a 302 to a pre-signed
+	// URL. Off by default.
+	RedirectLarge int64 `json:"redirect_large,omitempty"`
+	// RedirectPrivate lets RedirectLarge apply to private modules too.
+	RedirectPrivate bool `json:"redirect_private,omitempty"`
+	// RedirectTTL is how long a pre-signed URL lasts. Default 5m, at
+	// most 7 days.
+	RedirectTTL caddy.Duration `json:"redirect_ttl,omitempty"`
 
 	// Private lists module path patterns (GOPRIVATE syntax, e.g.
 	// github.com/acme/*) fetched only through PrivateUpstream, and never
@@ -137,12 +147,12 @@ type Handler struct {
 	logger *zap.Logger
 
 	// Set by start, once.
-	run   *runState
-	proxy *goproxy.Proxy
-	tiers *cachetier.Tiered
-	redis *redisEntry // the fleet, if a Redis tier is configured
-	disk  string      // the disk tier's root, for metrics and logs
-	s3    *S3Tier     // the s3 tier, if any
+	run        *runState
+	proxy      *goproxy.Proxy
+	tiers      *cachetier.Tiered
+	fleet      FleetTierModule // the tier that coordinates a fleet (redis), if any
+	stopPurges func()          // ends the fleet's purges reaching this handler
+	disk       string          // the local directory of a tier (disk), for sandboxes and metrics
 }
 
 // runState is whether a handler has started, and whether it has stopped.
@@ -255,15 +265,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	for i, tm := range h.mods {
 		last := i == len(h.mods)-1
-		switch tm.(type) {
-		case *MemoryTier, *RedisTier:
-			if last {
-				return fmt.Errorf("goproxy: the last tier must keep every object (a disk or s3), not %s", tm.CaddyModule().ID.Name())
-			}
-		case *S3Tier:
-			if !last {
-				return fmt.Errorf("goproxy: the s3 tier must be the last, the tier of record")
-			}
+		rm, ok := tm.(RecordTierModule)
+		switch {
+		case last && !ok:
+			return fmt.Errorf("goproxy: the last tier must keep every object (a disk or s3), not %s", tm.CaddyModule().ID.Name())
+		case !last && ok && rm.TierOfRecord():
+			return fmt.Errorf("goproxy: the %s tier must be the last, the tier of record", tm.CaddyModule().ID.Name())
 		}
 	}
 	if err := h.provisionFleetKey(); err != nil {
@@ -349,13 +356,11 @@ func (h *Handler) open() error {
 			return err
 		}
 		tiers = append(tiers, t)
-		switch m := tm.(type) {
-		case *RedisTier:
-			h.redis = m.entry
-		case *DiskTier:
-			h.disk = m.Root
-		case *S3Tier:
-			h.s3 = m
+		if m, ok := tm.(FleetTierModule); ok && h.fleet == nil {
+			h.fleet = m
+		}
+		if m, ok := tm.(LocalDirTierModule); ok && h.disk == "" {
+			h.disk = m.LocalDir()
 		}
 	}
 	store, ok := tiers[len(tiers)-1].(cachetier.Store)
@@ -379,17 +384,17 @@ func (h *Handler) open() error {
 	if h.disk != "" {
 		opts.SandboxDir = filepath.Join(h.disk, "direct")
 	}
-	if h.redis != nil {
-		opts.Fleet = h.redis.fleet
+	if h.fleet != nil {
+		opts.Fleet = h.fleet.OpenedFleet()
 	}
-	if h.s3 != nil {
-		opts.RedirectLarge, opts.RedirectPrivate, opts.RedirectTTL = h.s3.RedirectLarge, h.s3.RedirectPrivate, time.Duration(h.s3.RedirectTTL)
+	if h.RedirectLarge > 0 && !presigns(h.tiers.Tiers()) {
+		return fmt.Errorf("goproxy: redirect_large needs a tier that pre-signs URLs (s3)")
 	}
 	if h.proxy, err = goproxy.New(opts); err != nil {
 		return err
 	}
-	if h.redis != nil {
-		h.redis.listen(h, true)
+	if h.fleet != nil {
+		h.stopPurges = h.fleet.SubscribePurges(h.forgetPurged)
 	}
 	register(h)
 	return nil
@@ -417,6 +422,9 @@ func (h *Handler) options() (goproxy.Options, error) {
 		ResponseHeaderTimeout: time.Duration(h.ResponseHeaderTimeout),
 		SumDBTimeout:          time.Duration(h.SumDBTimeout),
 		MaxConnsPerHost:       h.MaxConnsPerHost,
+		RedirectLarge:         h.RedirectLarge,
+		RedirectPrivate:       h.RedirectPrivate,
+		RedirectTTL:           time.Duration(h.RedirectTTL),
 		SameHostRedirects:     h.UpstreamRedirects == "same_host",
 		AllowPrivateRedirects: h.UpstreamRedirects == "allow_private",
 		MaxFetches:            h.MaxFetches,
@@ -498,8 +506,17 @@ func (h *Handler) Validate() error {
 	if h.MaxConnsPerHost < 0 || h.MaxFetches < 0 || h.SpoolMax < 0 {
 		return fmt.Errorf("goproxy: max_conns_per_host, max_fetches and spool_max must not be negative")
 	}
+	if h.RedirectLarge < 0 || h.RedirectTTL < 0 {
+		return fmt.Errorf("goproxy: redirect_large and redirect_ttl must not be negative")
+	}
+	if h.RedirectTTL > caddy.Duration(maxRedirectTTL) {
+		return fmt.Errorf("goproxy: redirect_ttl is at most 7 days (the longest a pre-signed URL lives)")
+	}
 	return nil
 }
+
+// maxRedirectTTL is the longest a pre-signed URL of S3 lives.
+const maxRedirectTTL = 7 * 24 * time.Hour
 
 // ServeHTTP answers every request it is routed; the GOPROXY protocol owns
 // its whole path space, so nothing is passed to next.
@@ -544,8 +561,8 @@ func (h *Handler) Cleanup() error {
 		return nil
 	}
 	unregister(h)
-	if h.redis != nil {
-		h.redis.listen(h, false)
+	if h.stopPurges != nil {
+		h.stopPurges()
 	}
 	closing.Add(1)
 	go func() {
@@ -563,3 +580,14 @@ var (
 	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )
+
+// forgetPurged drops keys from the local tiers (memory, disk) and the
+// not-found answers of a handler.
+func (h *Handler) forgetPurged(keys []string) {
+	for _, k := range keys {
+		h.tiers.DeleteLocal(context.Background(), k)
+	}
+	if h.proxy != nil {
+		h.proxy.ForgetNotFound(keys)
+	}
+}

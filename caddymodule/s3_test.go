@@ -226,6 +226,8 @@ func TestS3PresignedRedirect(t *testing.T) {
 		private corp.example
 		private_upstream %s
 		fleet_key piraeus-test-fleet-key-not-a-secret-0123456789
+		redirect_large 1MiB
+		%s
 		cache {
 			memory off
 			s3 {
@@ -233,13 +235,11 @@ func TestS3PresignedRedirect(t *testing.T) {
 				bucket     piraeus
 				access_key %s
 				secret_key %s
-				redirect_large 1MiB
-				%s
 			}
 		}
 	}
 }
-`, port, up.URL, db.VKey, up.URL, s3.Endpoint, s3.AccessKey, s3.SecretKey, extra)
+`, port, up.URL, db.VKey, up.URL, extra, s3.Endpoint, s3.AccessKey, s3.SecretKey)
 	}
 	testcaddy.Load(t, testcaddy.Global()+site(ports[0], "")+site(ports[1], "redirect_private"))
 	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}

@@ -129,8 +129,8 @@ func TestValidateHasNoSideEffects(t *testing.T) {
 		`"fleet_key":"{env.PIRAEUS_UNSET_KEY}","tiers":[{"tier":"s3","endpoint":"http://127.0.0.1:1","bucket":"b"}]`: "needs fleet_key ({env.PIRAEUS_UNSET_KEY} is empty here)",
 		`"fleet_key":"short","tiers":[{"tier":"redis","url":"redis://127.0.0.1:1"},{"tier":"disk"}]`:                 "fleet_key is 5 bytes; it must be at least 32 bytes of random text",
 		`"fleet_key":"` + testenv.FleetKey + `","fleet_key_old":["old"],"tiers":[{"tier":"redis","url":"redis://127.0.0.1:1"},{"tier":"disk"}]`: "fleet_key's older key 1 is 3 bytes",
-		`"fleet_key":"` + testenv.FleetKey + `","tiers":[{"tier":"redis"},{"tier":"disk"}]`:                                                     "redis needs a url or addrs",
-		`"fleet_key":"` + testenv.FleetKey + `","tiers":[{"tier":"redis","url":"redis://a:1","addrs":["b:1"]},{"tier":"disk"}]`:                 "give a url or addrs, not both",
+		`"fleet_key":"` + testenv.FleetKey + `","tiers":[{"tier":"redis"},{"tier":"disk"}]`:                                                     "redis needs a URL or an addrs line",
+		`"fleet_key":"` + testenv.FleetKey + `","tiers":[{"tier":"redis","url":"redis://a:1","addrs":["b:1"]},{"tier":"disk"}]`:                 "give a URL or addrs, not both",
 	} {
 		cfg := fmt.Sprintf(`{"apps":{"http":{"servers":{"s":{"listen":["127.0.0.1:%d"],"routes":[{"handle":[{"handler":"goproxy",%s}]}]}}}}}`,
 			testenv.FreePort(t), handler)

@@ -185,7 +185,7 @@ func (f *Fleet) lockTrouble(lk, val string, pttl int64, now time.Time) string {
 }
 
 // ErrUnavailable is returned by Lock while Redis is not being used.
-var ErrUnavailable = redisconn.ErrUnavailable
+var ErrUnavailable = cachetier.ErrUnavailable
 
 // Lock takes the fleet-wide lock for key (SET NX PX with a random token),
 // waiting with bounded polling while another node holds it, until ctx

@@ -1,28 +1,20 @@
 package goproxy
 
 import (
-	"archive/zip"
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"go.uber.org/zap"
-	"golang.org/x/mod/modfile"
-	"golang.org/x/mod/module"
-	modzip "golang.org/x/mod/zip"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/piraeus-go/piraeus/artifact"
 	"github.com/piraeus-go/piraeus/cachetier"
 	"github.com/piraeus-go/piraeus/fetcher"
-	"github.com/piraeus-go/piraeus/fleet"
 	"github.com/piraeus-go/piraeus/httperr"
 )
 
@@ -117,7 +109,8 @@ func (p *Proxy) fromTransfer(ctx context.Context, a artifact.Artifact) (*fetched
 }
 
 // checkSpooled runs every check of an answer on its spooled content, from
-// an upstream or another node alike: its format (checkContent), and the
+// an upstream or another node alike: its format (artifact.CheckContent,
+// artifact.CheckZip), and the
 // checksum database's record (verify). It returns the content of an
 // object other than a zip.
 func (p *Proxy) checkSpooled(a artifact.Artifact, source string, spool *cachetier.Spool) ([]byte, error) {
@@ -128,12 +121,16 @@ func (p *Proxy) checkSpooled(a artifact.Artifact, source string, spool *cachetie
 			return nil, fmt.Errorf("reading spool: %w", err)
 		}
 	}
-	err := checkContent(a, small, spool)
+	var err error
+	if a.Kind == artifact.Zip {
+		err = artifact.CheckZip(a, spool.Name(), spool.ContentFile)
+	} else {
+		err = artifact.CheckContent(a, small)
+	}
 	if err == nil && a.Kind == artifact.Mod {
-		if db, _ := p.verifier(a); db == nil {
-			// Nothing vouches for an unverified go.mod but its form: the
-			// go command refuses one without a module line.
-			err = requireModuleLine(small)
+		if v, _ := p.verifier(a); v == nil {
+			// Nothing vouches for an unverified go.mod but its form.
+			err = artifact.RequireModuleLine(small)
 		}
 	}
 	if errors.Is(err, cachetier.ErrStorage) {
@@ -146,17 +143,6 @@ func (p *Proxy) checkSpooled(a artifact.Artifact, source string, spool *cachetie
 		return nil, err
 	}
 	return small, nil
-}
-
-func requireModuleLine(data []byte) error {
-	f, err := modfile.ParseLax("go.mod", data, nil)
-	if err != nil {
-		return fmt.Errorf("go.mod does not parse: %v", err)
-	}
-	if f.Module == nil {
-		return errors.New("go.mod has no module line")
-	}
-	return nil
 }
 
 // collapse joins or starts the one fetch for a and returns a handle of
@@ -198,7 +184,7 @@ func (p *Proxy) join(a artifact.Artifact, byPrefetch bool) *flight {
 			p.leave(fl)
 		}()
 	default:
-		p.cfg.Metrics.waiter()
+		p.obs.waiter()
 		if !byPrefetch {
 			fl.prefetch = false // a client's now: never dropped
 		}
@@ -265,16 +251,14 @@ func (p *Proxy) fetch(a artifact.Artifact, fl *flight) (*fetched, error) {
 		p.log.Debug("prefetch dropped: its body does not fit the bytes left to prefetch", fields...)
 		return f, err
 	case err == nil && source == "peer":
-		p.log.Debug("fetched by another node", fields...)
-		p.cfg.Metrics.fetch(a, source, "peer", time.Since(start))
 		rec.Outcome = "peer"
+		p.obs.fetched(a, rec, zapcore.DebugLevel, "fetched by another node", fields...)
 	case err == nil:
-		p.log.Info("upstream fetch", append(fields, zap.String("outcome", "ok"))...)
-		p.cfg.Metrics.fetch(a, source, "ok", time.Since(start))
 		rec.Outcome = "ok"
+		p.obs.fetched(a, rec, zapcore.InfoLevel, "upstream fetch", append(fields, zap.String("outcome", "ok"))...)
 	case httperr.IsNotFound(err) && source == "peer":
-		p.cfg.Metrics.fetch(a, source, "not_found", time.Since(start))
 		rec.Outcome = "not_found"
+		p.obs.fetched(a, rec, zapcore.DebugLevel, "found missing by another node", fields...)
 	case httperr.IsNotFound(err):
 		rec.Outcome = "not_found"
 		fe := asFetchError(err)
@@ -282,14 +266,11 @@ func (p *Proxy) fetch(a artifact.Artifact, fl *flight) (*fetched, error) {
 		if p.cfg.Fleet != nil {
 			p.cfg.Fleet.PutNotFound(ctx, p.key(a), fe.Status, fe.Msg, p.notFoundTTL(a))
 		}
-		p.log.Info("upstream fetch", append(fields, zap.String("outcome", "not_found"))...)
-		p.cfg.Metrics.fetch(a, source, "not_found", time.Since(start))
+		p.obs.fetched(a, rec, zapcore.InfoLevel, "upstream fetch", append(fields, zap.String("outcome", "not_found"))...)
 	default:
-		p.log.Warn("upstream fetch", append(fields, zap.String("outcome", "error"), zap.Error(err))...)
-		p.cfg.Metrics.fetch(a, source, "error", time.Since(start))
 		rec.Outcome = "error"
+		p.obs.fetched(a, rec, zapcore.WarnLevel, "upstream fetch", append(fields, zap.String("outcome", "error"), zap.Error(err))...)
 	}
-	p.stats.fetched(rec)
 	return f, err
 }
 
@@ -312,7 +293,7 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact, fl *flig
 			}
 		case ctx.Err() != nil:
 			return nil, "peer", &httperr.Error{Status: http.StatusGatewayTimeout, Msg: "timed out waiting for another node's fetch", Source: "lock", Err: err}
-		case errors.Is(err, fleet.ErrUnavailable):
+		case errors.Is(err, cachetier.ErrUnavailable):
 			// The connection already warned once that Redis is down.
 		default:
 			p.log.Warn("fleet lock unavailable; fetching without it", zap.Stringer("artifact", a), zap.Error(err))
@@ -368,7 +349,7 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact, fl *flig
 		if int64(len(data)) > a.Kind.MaxSize() {
 			return nil, source, invalid(source, a, "answer too large")
 		}
-		if err := checkContent(a, data, nil); err != nil {
+		if err := artifact.CheckContent(a, data); err != nil {
 			return nil, source, invalid(source, a, err.Error())
 		}
 		meta := cachetier.MetaFor(data, expires)
@@ -389,7 +370,7 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact, fl *flig
 	p.prefetch.afterMod(a, small) // in the background
 	if a.Kind == artifact.List {
 		// Only versions valid for the module path are kept.
-		list := filterList(a.Module, small)
+		list := artifact.FilterList(a.Module, small)
 		meta = cachetier.MetaFor(list, expires)
 		if err := p.cfg.Tiers.PutSmall(ctx, p.key(a), meta, list, true); err != nil {
 			p.log.Error("storing fetched artifact failed; serving it uncached", zap.Stringer("artifact", a), zap.Error(err))
@@ -468,95 +449,6 @@ func (p *Proxy) spool(ctx context.Context, a artifact.Artifact, resp *fetcher.Re
 		return nil, err
 	}
 	return spool, nil
-}
-
-// checkContent rejects an upstream answer that cannot be what was asked
-// for, so it is never cached. data holds small answers; zips are checked
-// from their spool with x/mod/zip.
-func checkContent(a artifact.Artifact, data []byte, spool *cachetier.Spool) error {
-	switch a.Kind {
-	case artifact.Info, artifact.Latest:
-		var info struct {
-			Version string
-			Time    time.Time
-		}
-		if err := json.Unmarshal(data, &info); err != nil {
-			return fmt.Errorf("not a JSON version info: %v", err)
-		}
-		if module.CanonicalVersion(info.Version) != info.Version || info.Version == "" {
-			return fmt.Errorf("version %q is not canonical", info.Version)
-		}
-		if a.Immutable() && info.Version != a.Version {
-			return fmt.Errorf("answer is for version %q", info.Version)
-		}
-		if err := module.Check(a.Module, info.Version); err != nil {
-			return err
-		}
-	case artifact.List:
-		if !utf8.Valid(data) {
-			return errors.New("list is not text")
-		}
-	case artifact.Mod:
-		// Served as the upstream has it, even when its module line names
-		// another path (a module that was renamed): the go command decides
-		// what to make of that, and the checksum database vouches for the
-		// content.
-		if _, err := modfile.ParseLax("go.mod", data, nil); err != nil {
-			return fmt.Errorf("go.mod does not parse: %v", err)
-		}
-	case artifact.Zip:
-		if spool == nil {
-			return errors.New("no zip")
-		}
-		cf, err := modzip.CheckZip(a.ModuleVersion(), spool.Name())
-		if errors.Is(err, zip.ErrFormat) || err == nil && cf.SizeError != nil {
-			// archive/zip reads a classic zip behind the spool's header
-			// room, but not a zip64 archive (more than 65,535 files),
-			// whose locator holds an absolute offset; and the room counts
-			// towards the size limit. Check the content alone.
-			cf, err = checkZipContent(a.ModuleVersion(), spool)
-		}
-		if err == nil {
-			err = cf.Err()
-		}
-		if errors.Is(err, cachetier.ErrStorage) {
-			return err
-		}
-		if err != nil {
-			return fmt.Errorf("module zip rejected: %v", err)
-		}
-	}
-	return nil
-}
-
-// checkZipContent runs x/mod/zip's CheckZip on a copy of the spooled
-// content alone.
-func checkZipContent(mv module.Version, spool *cachetier.Spool) (modzip.CheckedFiles, error) {
-	name, remove, err := spool.ContentFile()
-	if err != nil {
-		return modzip.CheckedFiles{}, err
-	}
-	defer remove()
-	return modzip.CheckZip(mv, name)
-}
-
-// filterList keeps the lines of a version list whose version is canonical
-// and valid for mod (module.Check: a v2 version for a /v2 path, say),
-// each once, in the order given.
-func filterList(mod string, data []byte) []byte {
-	var out []byte
-	seen := map[string]bool{}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(nil, len(data)+1)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 0 || seen[f[0]] || module.CanonicalVersion(f[0]) != f[0] || module.Check(mod, f[0]) != nil {
-			continue
-		}
-		seen[f[0]] = true
-		out = append(append(out, f[0]...), '\n')
-	}
-	return out
 }
 
 func invalid(source string, a artifact.Artifact, reason string) *httperr.Error {

@@ -63,7 +63,7 @@ func (p *Proxy) Ready(ctx context.Context) error {
 	if err := p.cfg.Tiers.Check(ctx); err != nil {
 		return errors.New(fetcher.ClientText(err.Error()))
 	}
-	if db := p.cfg.Verifier; db != nil {
+	if db := p.cfg.SumDB; db != nil {
 		if err := db.Ready(ctx); err != nil {
 			msg := err.Error()
 			if he, ok := httperr.As(err); ok {
@@ -151,7 +151,7 @@ func (p *Proxy) Status() Status {
 	st.SpoolBytes, _ = p.Spooling()
 	st.Verification.Failures = p.VerifyFailures()
 	st.Verification.Unverified = p.stats.unverifiedCounts()
-	if db := p.cfg.Verifier; db != nil {
+	if db := p.cfg.SumDB; db != nil {
 		st.Verification.SumDB, st.Verification.Route, st.Verification.URL = db.Name(), db.Route(), fetcher.RedactURL(db.URL())
 	}
 	if p.cfg.Fleet != nil {

@@ -22,7 +22,6 @@ import (
 	"github.com/piraeus-go/piraeus/cachetier"
 	"github.com/piraeus-go/piraeus/checksumdb"
 	"github.com/piraeus-go/piraeus/fetcher"
-	"github.com/piraeus-go/piraeus/fleet"
 	"github.com/piraeus-go/piraeus/httperr"
 )
 
@@ -131,8 +130,9 @@ type Options struct {
 	// Redis: a node fetches only while it holds the artifact's lock (and
 	// looks in the cache again once it has it), large objects are handed
 	// to waiting nodes, not-found answers are shared, and purges reach
-	// every node.
-	Fleet *fleet.Fleet
+	// every node. Leave it nil for none (not a nil pointer of a type
+	// that implements it).
+	Fleet Fleet
 	// Metrics, if set, receives the proxy's counters (see NewMetrics).
 	Metrics *Metrics
 	Logger  *zap.Logger
@@ -324,7 +324,8 @@ func New(o Options) (*Proxy, error) {
 		return nil, err
 	}
 	if len(cfg.SumDBs) > 0 {
-		cfg.Verifier = cfg.SumDBs[0]
+		cfg.SumDB = cfg.SumDBs[0]
+		cfg.Verifier = cfg.SumDB
 	}
 	p = newProxy(cfg)
 	if p.prefetch, err = newPrefetcher(p, o.Prefetch); err != nil {
@@ -492,7 +493,7 @@ func (p *Proxy) logStart(o Options) {
 		zap.Strings("modes", modes), zap.String("namespace", p.cfg.namespace),
 		zap.String("prefetch", p.prefetch.describe()),
 	}
-	db := p.cfg.Verifier
+	db := p.cfg.SumDB
 	if db == nil {
 		p.log.Error("goproxy ready; no checksum database (sumdb off): every fetched module is cached unverified", fields...)
 		return

@@ -287,7 +287,7 @@ func (pf *prefetcher) enqueue(it prefetchItem) {
 
 func (pf *prefetcher) skip(a artifact.Artifact, reason string) {
 	pf.skipped.Add(1)
-	pf.p.cfg.Metrics.prefetch(a, reason)
+	pf.p.obs.prefetched(a, reason)
 }
 
 func (pf *prefetcher) work() {
@@ -323,7 +323,7 @@ func (pf *prefetcher) prefetch(it prefetchItem) {
 			pf.fetched.Add(1)
 			if st.requested {
 				pf.used.Add(1)
-				pf.p.cfg.Metrics.prefetchUsed(a)
+				pf.p.obs.prefetchUsed(a)
 			} else {
 				pf.addUnused(key, size)
 			}
@@ -337,7 +337,7 @@ func (pf *prefetcher) prefetch(it prefetchItem) {
 		}
 		pf.mu.Unlock()
 		if outcome != "closed" {
-			pf.p.cfg.Metrics.prefetch(a, outcome)
+			pf.p.obs.prefetched(a, outcome)
 		}
 	}()
 	pf.mu.Lock()
@@ -494,7 +494,7 @@ func (pf *prefetcher) requested(a artifact.Artifact, key string) {
 		delete(pf.unused, key)
 		pf.unusedBytes -= u.size
 		pf.used.Add(1)
-		pf.p.cfg.Metrics.prefetchUsed(a)
+		pf.p.obs.prefetchUsed(a)
 		return
 	}
 	if st, ok := pf.active[key]; ok {

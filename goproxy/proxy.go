@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -23,7 +22,6 @@ import (
 	"github.com/piraeus-go/piraeus/cachetier"
 	"github.com/piraeus-go/piraeus/checksumdb"
 	"github.com/piraeus-go/piraeus/fetcher"
-	"github.com/piraeus-go/piraeus/fleet"
 	"github.com/piraeus-go/piraeus/httperr"
 )
 
@@ -43,8 +41,10 @@ type config struct {
 	// SumDBs are the checksum databases proxied under /sumdb/<name>/.
 	SumDBs []*checksumdb.DB
 	// Verifier, if set, must vouch for every fetched .mod and .zip of a
-	// module not matched by NoVerify before it is stored or served.
-	Verifier *checksumdb.DB
+	// module not matched by NoVerify before it is stored or served; it is
+	// SumDB, whose route and readiness the status page and /readyz show.
+	Verifier Verifier
+	SumDB    *checksumdb.DB
 	NoVerify artifact.Patterns
 	// Private modules are never looked up in a checksum database, not
 	// even when a client asks; Fetcher routes them to their own sources.
@@ -61,7 +61,7 @@ type config struct {
 	RedirectTTL     time.Duration
 
 	Metrics *Metrics
-	Fleet   *fleet.Fleet
+	Fleet   Fleet
 	Logger  *zap.Logger
 
 	Health         bool   // answer /healthz and /readyz
@@ -92,9 +92,8 @@ type Proxy struct {
 	budget     *byteBudget   // bytes of bodies being spooled
 	sumdbs     map[string]*checksumdb.DB
 	stats      *stats
+	obs        *reporter   // what every stage reports to: metrics, stats, log
 	prefetch   *prefetcher // nil when off
-
-	verifyFailures atomic.Int64
 }
 
 // Spooling reports the bytes of fetched bodies reserved now, and how many
@@ -104,12 +103,13 @@ func (p *Proxy) Spooling() (bytes int64, waiting int) {
 }
 
 // VerifyFailures counts fetched modules rejected by the checksum database.
-func (p *Proxy) VerifyFailures() int64 { return p.verifyFailures.Load() }
+func (p *Proxy) VerifyFailures() int64 { return p.obs.verifyFailures.Load() }
 
 func newProxy(cfg config) *Proxy {
 	p := &Proxy{cfg: cfg, log: cfg.Logger, sumdbs: map[string]*checksumdb.DB{}, fetches: map[string]*flight{},
 		fetchSlots: make(chan struct{}, cfg.MaxFetches), budget: newByteBudget(cfg.SpoolMax), stats: newStats(),
 		idle: make(chan struct{})}
+	p.obs = &reporter{metrics: cfg.Metrics, stats: p.stats, log: cfg.Logger}
 	p.stop, p.cancel = context.WithCancel(context.Background())
 	for _, db := range cfg.SumDBs {
 		p.sumdbs[db.Name()] = db
@@ -162,7 +162,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		writeError(w, http.StatusMethodNotAllowed, "method "+strconv.Quote(r.Method)+" not allowed: use GET or HEAD", 0)
-		p.cfg.Metrics.request("invalid", "method_not_allowed")
+		p.obs.answered("invalid", "method_not_allowed", "")
 		return
 	}
 	// The cache-only conventions of proxy.golang.org: a path under
@@ -186,17 +186,17 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if strings.Contains(strings.ToLower(r.URL.RawPath), "%2f") {
 		writeError(w, http.StatusBadRequest, "encoded slash in request path", 0)
-		p.cfg.Metrics.request("invalid", "bad_request")
+		p.obs.answered("invalid", "bad_request", "")
 		return
 	}
 	a, err := artifact.Parse(strings.TrimPrefix(r.URL.Path, "/"))
 	if err != nil {
 		ae, _ := httperr.As(err)
 		writeError(w, ae.Status, ae.Msg, 0)
-		p.cfg.Metrics.request("invalid", resultOf(ae.Status))
+		p.obs.answered("invalid", resultOf(ae.Status), "")
 		return
 	}
-	p.stats.request(a)
+	p.obs.request(a)
 	ctx := r.Context()
 	if cacheOnly {
 		ctx = context.WithValue(ctx, cacheOnlyKey{}, true)
@@ -206,13 +206,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Status", ans.CacheStatus)
 	}
 	if err != nil {
-		p.cfg.Metrics.request(a.Kind.String(), p.writeFetchError(w, r, err, p.notFoundTTL(a)))
+		p.obs.answered(a.Kind.String(), p.writeFetchError(w, r, err, p.notFoundTTL(a)), "")
 		return
 	}
 	if ans.Redirect != "" {
 		w.Header().Set("Cache-Control", "no-store")
 		http.Redirect(w, r, ans.Redirect, http.StatusFound)
-		p.cfg.Metrics.request(a.Kind.String(), "redirect")
+		p.obs.answered(a.Kind.String(), "redirect", "")
 		return
 	}
 	obj, stale := ans.Object, ans.Stale
@@ -230,11 +230,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		h.Set("Cache-Control", "public, max-age="+strconv.Itoa(int(p.cfg.ListTTL/time.Second)))
 	}
-	p.cfg.Metrics.request(a.Kind.String(), result)
-	p.stats.answered(a.Module)
+	p.obs.answered(a.Kind.String(), result, a.Module)
 	cw := &countingWriter{ResponseWriter: w}
 	http.ServeContent(cw, r, "", time.Time{}, obj.Reader())
-	p.cfg.Metrics.served(a, cw.n)
+	p.obs.served(a, cw.n)
 }
 
 // countingWriter counts body bytes for the served-bytes metric.
@@ -368,8 +367,7 @@ func (p *Proxy) Get(ctx context.Context, a artifact.Artifact) (Answer, error) {
 	p.prefetch.requested(a, key)
 	if a.Kind == artifact.Zip && p.cfg.RedirectLarge > 0 && (p.cfg.RedirectPrivate || !p.private(a.Module)) {
 		if url, err := p.cfg.Tiers.Presign(ctx, key, p.cfg.RedirectLarge, p.cfg.RedirectTTL); err == nil {
-			p.cfg.Metrics.hit("presigned")
-			p.stats.hit("presigned")
+			p.obs.hit("presigned")
 			return Answer{Redirect: url, CacheStatus: cacheStatus("hit; detail=presigned")}, nil
 		}
 	}
@@ -377,14 +375,12 @@ func (p *Proxy) Get(ctx context.Context, a artifact.Artifact) (Answer, error) {
 	now := time.Now()
 	if obj, err := p.cfg.Tiers.Get(ctx, key, p.checkShared(a)); err == nil {
 		if obj.Fresh(now) {
-			p.cfg.Metrics.hit(obj.Tier)
-			p.stats.hit(obj.Tier)
+			p.obs.hit(obj.Tier)
 			return Answer{Object: obj, CacheStatus: hitStatus(obj, now)}, nil
 		}
 		old = obj
 	}
-	p.cfg.Metrics.miss(a)
-	p.stats.miss()
+	p.obs.miss(a)
 	mode := p.mode(a.Module)
 	if cacheOnly := isCacheOnly(ctx); cacheOnly || mode == Offline {
 		if old != nil {

@@ -97,7 +97,7 @@ func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 	opts := Options{
 		Upstream: o.upstream, Direct: o.direct, SandboxDir: o.sandboxDir, Modes: o.modes,
 		ListTTL: o.listTTL, NotFoundVersionTTL: o.notFoundVersionTTL, FetchTimeout: o.timeout, MaxConnsPerHost: o.maxConnsPerHost, MaxFetches: o.maxFetches, SpoolMax: o.spoolMax,
-		SumDBTimeout: o.sumdbTimeout, Cache: cache.Tiers, Fleet: cache.Fleet, Logger: o.logger,
+		SumDBTimeout: o.sumdbTimeout, Cache: cache.Tiers, Fleet: fleetOf(cache), Logger: o.logger,
 		SameHostRedirects: o.sameHost, AllowPrivateRedirects: o.allowPrivate, Prefetch: o.prefetch, StatusPath: o.statusPath,
 		PrivateUpstream: o.privateUpstream, Catalog: true, CatalogPrivate: o.catalogPrivate,
 	}
@@ -127,7 +127,7 @@ func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 		t.Fatal(err)
 	}
 	cache.OnPurge(p.ForgetNotFound)
-	e := &env{t: t, up: up, proxy: p, cache: cache, tiers: cache.Tiers, disk: cache.Disk, db: p.cfg.Verifier, srv: newServer(t, p), diskRoot: o.diskRoot}
+	e := &env{t: t, up: up, proxy: p, cache: cache, tiers: cache.Tiers, disk: cache.Disk, db: p.cfg.SumDB, srv: newServer(t, p), diskRoot: o.diskRoot}
 	t.Cleanup(e.close)
 	return e
 }
@@ -802,3 +802,12 @@ func TestFetchTimeout(t *testing.T) {
 }
 
 func strconvItoa(i int) string { return fmt.Sprint(i) }
+
+// fleetOf is the cache's fleet as Options.Fleet, nil when it has none (a
+// nil *fleet.Fleet in the interface would not be).
+func fleetOf(c *testcache.Cache) Fleet {
+	if c.Fleet == nil {
+		return nil
+	}
+	return c.Fleet
+}

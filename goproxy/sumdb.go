@@ -3,14 +3,12 @@ package goproxy
 import (
 	"bytes"
 	"context"
-	"errors"
-	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"golang.org/x/mod/module"
 	"golang.org/x/mod/sumdb/tlog"
 
@@ -90,10 +88,10 @@ func (p *Proxy) serveSumDB(w http.ResponseWriter, r *http.Request, rest string) 
 		return
 	}
 	if err != nil {
-		p.cfg.Metrics.request("sumdb", p.writeFetchError(w, r, err, p.cfg.NotFoundTTL))
+		p.obs.answered("sumdb", p.writeFetchError(w, r, err, p.cfg.NotFoundTTL), "")
 		return
 	}
-	p.cfg.Metrics.request("sumdb", "ok")
+	p.obs.answered("sumdb", "ok", "")
 	meta := cachetier.MetaFor(data, time.Time{})
 	h := w.Header()
 	h.Set("Content-Type", ctype)
@@ -114,8 +112,7 @@ func (p *Proxy) serveSumDB(w http.ResponseWriter, r *http.Request, rest string) 
 func (p *Proxy) sumdbHit(ctx context.Context, db *checksumdb.DB, sub string) ([]byte, bool) {
 	obj, err := p.cfg.Tiers.Get(ctx, p.CacheKey(db.CacheKey(sub)), nil)
 	if err != nil {
-		p.cfg.Metrics.miss(artifact.Artifact{})
-		p.stats.miss()
+		p.obs.miss(artifact.Artifact{})
 		return nil, false
 	}
 	defer obj.Close()
@@ -123,8 +120,7 @@ func (p *Proxy) sumdbHit(ctx context.Context, db *checksumdb.DB, sub string) ([]
 	if err != nil {
 		return nil, false
 	}
-	p.cfg.Metrics.hit(obj.Tier)
-	p.stats.hit(obj.Tier)
+	p.obs.hit(obj.Tier)
 	return data, true
 }
 
@@ -134,12 +130,10 @@ func (p *Proxy) sumdbHit(ctx context.Context, db *checksumdb.DB, sub string) ([]
 func (p *Proxy) sumdbTile(db *checksumdb.DB, t tlog.Tile) ([]byte, bool) {
 	data, tier, ok := db.CachedTile(t)
 	if !ok {
-		p.cfg.Metrics.miss(artifact.Artifact{})
-		p.stats.miss()
+		p.obs.miss(artifact.Artifact{})
 		return nil, false
 	}
-	p.cfg.Metrics.hit(tier)
-	p.stats.hit(tier)
+	p.obs.hit(tier)
 	return data, true
 }
 
@@ -155,14 +149,12 @@ func (p *Proxy) sumdbFetched(name, path string, err error, d time.Duration, n in
 	}
 	fields := []zap.Field{zap.String("sumdb", name), zap.String("path", path), zap.String("kind", "sumdb"),
 		zap.Duration("duration", d), zap.Int("bytes", n), zap.String("outcome", outcome)}
-	if err != nil && outcome == "error" {
-		p.log.Warn("upstream fetch", append(fields, zap.Error(err))...)
-	} else {
-		p.log.Info("upstream fetch", fields...)
+	level := zapcore.InfoLevel
+	if outcome == "error" {
+		level, fields = zapcore.WarnLevel, append(fields, zap.Error(err))
 	}
-	p.cfg.Metrics.fetch(artifact.Artifact{}, name, outcome, d)
-	p.stats.fetched(FetchRecord{Time: time.Now().Add(-d), Module: name + path, Kind: "sumdb", Upstream: name,
-		Outcome: outcome, Duration: d, Bytes: int64(n)})
+	p.obs.fetched(artifact.Artifact{}, FetchRecord{Time: time.Now().Add(-d), Module: name + path, Kind: "sumdb", Upstream: name,
+		Outcome: outcome, Duration: d, Bytes: int64(n)}, level, "upstream fetch", fields...)
 }
 
 // sumdbLatest serves the database's signed tree head, kept for ListTTL
@@ -220,96 +212,6 @@ func (p *Proxy) collapseBytes(ctx context.Context, key string, fn func(context.C
 			return nil, res.Err
 		}
 		return res.Val.([]byte), nil
-	}
-}
-
-// verifier returns the checksum database that must vouch for a fetched
-// .mod or .zip, or nil and why none does.
-func (p *Proxy) verifier(a artifact.Artifact) (*checksumdb.DB, string) {
-	switch {
-	case p.private(a.Module):
-		return nil, "private"
-	case p.cfg.NoVerify.Match(a.Module):
-		return nil, "verify_off"
-	case p.cfg.Verifier == nil:
-		return nil, "no_sumdb"
-	}
-	return p.cfg.Verifier, ""
-}
-
-// verify checks a fetched .mod (data) or .zip (zipFile) before it is
-// stored. A module that no database verifies (private, verify off, no
-// database configured) is logged at error level and counted, once per
-// fetch: what is cached forever unverified must be visible.
-func (p *Proxy) verify(a artifact.Artifact, data []byte, zip io.ReaderAt, zipSize int64) error {
-	if !a.Immutable() || (a.Kind != artifact.Mod && a.Kind != artifact.Zip) {
-		return nil
-	}
-	db, reason := p.verifier(a)
-	if db == nil {
-		p.cfg.Metrics.unverified(reason)
-		p.stats.storedUnverified(reason)
-		p.log.Error("module stored without checksum verification", zap.String("module", a.Module), zap.String("version", a.Version),
-			zap.Stringer("kind", a.Kind), zap.String("reason", reason))
-		return nil
-	}
-	var err error
-	if a.Kind == artifact.Mod {
-		err = db.VerifyMod(a.Module, a.Version, data)
-	} else {
-		err = db.VerifyZipReader(a.Module, a.Version, zip, zipSize)
-	}
-	if err == nil {
-		return nil
-	}
-	var mm *checksumdb.MismatchError
-	if errors.As(err, &mm) {
-		p.verifyFailures.Add(1)
-		p.cfg.Metrics.verifyFailure()
-		p.log.Error("checksum mismatch: not caching or serving", zap.String("module", a.Module), zap.String("version", a.Version),
-			zap.Stringer("kind", a.Kind), zap.String("got", mm.Got), zap.String("want", mm.Want), zap.String("sumdb", db.Name()))
-		return &httperr.Error{Status: http.StatusBadGateway, Msg: "SECURITY ERROR: " + mm.Error(), Source: db.Name(), Err: err}
-	}
-	var fe *httperr.Error
-	if errors.As(err, &fe) {
-		return fe
-	}
-	return &httperr.Error{Status: http.StatusBadGateway, Msg: "verifying against checksum database " + db.Name() + " failed", Source: db.Name(), Err: err}
-}
-
-// checkShared returns the check of a .mod or .zip read from a tier that
-// other nodes write: its hash must match the checksum database's record
-// (which the database client verified), as a fetched one must. A value
-// the database contradicts is rejected (deleted from that tier); when the
-// database cannot be asked, the value is skipped and fetched instead.
-func (p *Proxy) checkShared(a artifact.Artifact) func(*cachetier.Object) error {
-	if !a.Immutable() || (a.Kind != artifact.Mod && a.Kind != artifact.Zip) {
-		return nil
-	}
-	db, _ := p.verifier(a)
-	if db == nil {
-		return nil // nothing to check against: the tier checked key and hash
-	}
-	return func(obj *cachetier.Object) error {
-		var err error
-		if a.Kind == artifact.Mod {
-			var data []byte
-			if data, err = obj.Content(); err != nil {
-				return err
-			}
-			err = db.VerifyMod(a.Module, a.Version, data)
-		} else {
-			// Read in place (a bucket's large objects are spooled to a
-			// file): a zip is never held whole in memory to be checked.
-			err = db.VerifyZipReader(a.Module, a.Version, obj.ReaderAt(), obj.Size)
-		}
-		var mm *checksumdb.MismatchError
-		if errors.As(err, &mm) {
-			p.verifyFailures.Add(1)
-			p.cfg.Metrics.verifyFailure()
-			return fmt.Errorf("%w: %v", cachetier.ErrRejected, mm)
-		}
-		return err
 	}
 }
 

@@ -53,10 +53,7 @@ func Open(cfg Config) (*Conn, error) {
 		Password:   cfg.Password,
 		DB:         cfg.DB,
 	}
-	if cfg.URL != "" {
-		if len(cfg.Addrs) > 0 {
-			return nil, errors.New("redis: give a URL or addresses, not both")
-		}
+	if cfg.URL != "" { // Addrs are then empty: the config's Validate says so
 		o, err := redis.ParseURL(cfg.URL)
 		if err != nil {
 			return nil, fmt.Errorf("redis: %w", err)

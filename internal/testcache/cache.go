@@ -13,6 +13,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/piraeus-go/piraeus/cachetier"
+	"github.com/piraeus-go/piraeus/cachetier/redistier"
+	"github.com/piraeus-go/piraeus/cachetier/s3tier"
 	"github.com/piraeus-go/piraeus/fleet"
 	"github.com/piraeus-go/piraeus/internal/fleetkey"
 	"github.com/piraeus-go/piraeus/internal/redisconn"
@@ -46,7 +48,7 @@ type Options struct {
 type Cache struct {
 	Tiers *cachetier.Tiered
 	Disk  *cachetier.DiskTier // nil with S3 and no LocalDisk
-	S3    *cachetier.S3Tier   // with S3
+	S3    *s3tier.Tier        // with S3
 	Fleet *fleet.Fleet
 	Conn  *redisconn.Conn // with Redis
 	Key   *fleetkey.Key   // the fleet key
@@ -89,7 +91,7 @@ func New(t testing.TB, o Options) *Cache {
 	if o.S3 != nil {
 		bucket := bucketName(t.Name())
 		o.S3.NewBucket(bucket)
-		if c.S3, err = cachetier.NewS3Tier(cachetier.S3Config{
+		if c.S3, err = s3tier.New(s3tier.Config{
 			Endpoint: o.S3.Endpoint, Bucket: bucket, AccessKey: o.S3.AccessKey, SecretKey: o.S3.SecretKey,
 			SpoolDir: t.TempDir(), Key: key, Logger: o.Logger,
 		}); err != nil {
@@ -116,7 +118,7 @@ func New(t testing.TB, o Options) *Cache {
 			t.Fatal(err)
 		}
 		c.Conn = conn
-		rt, err := cachetier.NewRedisTier(cachetier.RedisConfig{Conn: conn, Prefix: prefix, MaxObject: o.RedisMax, Key: key, Logger: o.Logger})
+		rt, err := redistier.New(redistier.Config{Conn: conn, Prefix: prefix, MaxObject: o.RedisMax, Key: key, Logger: o.Logger})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -131,7 +133,7 @@ func New(t testing.TB, o Options) *Cache {
 	if o.Redis != nil {
 		minTransfer := o.RedisMax
 		if minTransfer == 0 {
-			minTransfer = cachetier.DefaultRedisMaxObject
+			minTransfer = redistier.DefaultMaxObject
 		}
 		c.Fleet, err = fleet.New(fleet.Config{
 			Conn: conn, Prefix: prefix, MinTransfer: minTransfer, MaxInFlight: o.HandOverMax, Key: key, Logger: o.Logger,

@@ -149,3 +149,10 @@ func (n *noise) Read(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// Noise is size bytes that do not compress, as a zip's are.
+func Noise(size int) []byte {
+	b := make([]byte, size)
+	newNoise().Read(b)
+	return b
+}

@@ -1,4 +1,8 @@
-package cachetier
+// Package s3tier is the object-storage tier of the cache: a bucket
+// (S3 or compatible, through minio-go) as the tier of record, each object
+// tagged under the fleet key and checked whole before it is served. Only a
+// process that configures it links minio-go.
+package s3tier
 
 import (
 	"bytes"
@@ -20,12 +24,13 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 	"go.uber.org/zap"
 
+	"github.com/piraeus-go/piraeus/cachetier"
 	"github.com/piraeus-go/piraeus/internal/breaker"
 	"github.com/piraeus-go/piraeus/internal/fleetkey"
 )
 
-// S3Config configures an S3Tier.
-type S3Config struct {
+// Config configures the S3 tier.
+type Config struct {
 	// Endpoint is the S3 service's URL, e.g. https://s3.eu-west-1.amazonaws.com
 	// or http://127.0.0.1:9000.
 	Endpoint  string
@@ -49,7 +54,7 @@ type S3Config struct {
 	Logger *zap.Logger
 }
 
-// S3Tier keeps every object in a bucket of an S3-compatible store, so that
+// Tier keeps every object in a bucket of an S3-compatible store, so that
 // edges with no persistent disk share what they fetched: a tier of record.
 // An object's body is its content alone (so a pre-signed URL serves it as
 // it is); its key, size, SHA-256, fetch time and expiry are in its
@@ -57,16 +62,16 @@ type S3Config struct {
 // before the object is served. Uploads stream from the spool (multipart
 // for large zips); an object appears only once whole. A breaker stops
 // asking a bucket that fails or stalls, for a while.
-type S3Tier struct {
-	cfg       S3Config
+type Tier struct {
+	cfg       Config
 	client    *minio.Client
 	transport *http.Transport // nil when the config gave one
 	br        *breaker.Breaker
 	log       *zap.Logger
 }
 
-// NewS3Tier returns a tier on cfg.Bucket, which must exist.
-func NewS3Tier(cfg S3Config) (*S3Tier, error) {
+// New returns a tier on cfg.Bucket, which must exist.
+func New(cfg Config) (*Tier, error) {
 	u, err := url.Parse(cfg.Endpoint)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("s3 tier: endpoint %q: want http(s)://host[:port]", cfg.Endpoint)
@@ -86,7 +91,7 @@ func NewS3Tier(cfg S3Config) (*S3Tier, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	s := &S3Tier{cfg: cfg, br: breaker.New("s3 bucket "+cfg.Bucket, cfg.Logger), log: cfg.Logger}
+	s := &Tier{cfg: cfg, br: breaker.New("s3 bucket "+cfg.Bucket, cfg.Logger), log: cfg.Logger}
 	if cfg.Transport == nil {
 		s.transport = newS3Transport(cfg.Timeout)
 		cfg.Transport = s.transport
@@ -146,12 +151,12 @@ func (c *stallConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-func (s *S3Tier) Name() string     { return "s3" }
-func (s *S3Tier) MaxObject() int64 { return 1<<63 - 1 }
+func (s *Tier) Name() string     { return "s3" }
+func (s *Tier) MaxObject() int64 { return 1<<63 - 1 }
 
 // Object names: the key itself under the prefix when it fits S3's limit of
 // 1024 bytes, its hash otherwise.
-func (s *S3Tier) objectName(key string) string {
+func (s *Tier) objectName(key string) string {
 	if name := s.cfg.Prefix + "o/" + key; len(name) <= 1024 {
 		return name
 	}
@@ -171,11 +176,11 @@ const (
 
 // metaTagOf is the tag of an object's metadata: its key, size, SHA-256
 // (and so its content), fetch time and expiry.
-func metaTagOf(fk *fleetkey.Key, key string, m Meta) []byte {
+func metaTagOf(fk *fleetkey.Key, key string, m cachetier.Meta) []byte {
 	return fk.Sum(kindS3, metaParts(key, m)...)
 }
 
-func metaParts(key string, m Meta) [][]byte {
+func metaParts(key string, m cachetier.Meta) [][]byte {
 	var exp int64
 	if !m.Expires.IsZero() {
 		exp = m.Expires.UnixNano()
@@ -184,7 +189,7 @@ func metaParts(key string, m Meta) [][]byte {
 		[]byte(strconv.FormatInt(m.Stored.UnixNano(), 10)), []byte(strconv.FormatInt(exp, 10))}
 }
 
-func encodeMeta(fk *fleetkey.Key, key string, m Meta) map[string]string {
+func encodeMeta(fk *fleetkey.Key, key string, m cachetier.Meta) map[string]string {
 	md := map[string]string{
 		metaKey:    url.PathEscape(key),
 		metaSum:    base64.StdEncoding.EncodeToString(m.Sum[:]),
@@ -198,8 +203,8 @@ func encodeMeta(fk *fleetkey.Key, key string, m Meta) map[string]string {
 }
 
 // decodeMeta reads an object's metadata, checking that it names key and
-// that its tag is good (else ErrBadTag).
-func decodeMeta(fk *fleetkey.Key, key string, info minio.ObjectInfo) (Meta, error) {
+// that its tag is good (else cachetier.ErrBadTag).
+func decodeMeta(fk *fleetkey.Key, key string, info minio.ObjectInfo) (cachetier.Meta, error) {
 	get := func(k string) string {
 		for mk, v := range info.UserMetadata {
 			if strings.EqualFold(mk, k) {
@@ -209,13 +214,13 @@ func decodeMeta(fk *fleetkey.Key, key string, info minio.ObjectInfo) (Meta, erro
 		return ""
 	}
 	if stored, err := url.PathUnescape(get(metaKey)); err != nil || stored != key {
-		return Meta{}, fmt.Errorf("stored under key %q, read as %q", truncate(get(metaKey)), truncate(key))
+		return cachetier.Meta{}, fmt.Errorf("stored under key %q, read as %q", cachetier.Truncate(get(metaKey)), cachetier.Truncate(key))
 	}
 	sum, err := base64.StdEncoding.DecodeString(get(metaSum))
 	if err != nil || len(sum) != 32 {
-		return Meta{}, errors.New("no SHA-256 in the metadata")
+		return cachetier.Meta{}, errors.New("no SHA-256 in the metadata")
 	}
-	m := Meta{Size: info.Size}
+	m := cachetier.Meta{Size: info.Size}
 	copy(m.Sum[:], sum)
 	if n, err := strconv.ParseInt(get(metaStored), 10, 64); err == nil {
 		m.Stored = time.Unix(0, n)
@@ -223,13 +228,13 @@ func decodeMeta(fk *fleetkey.Key, key string, info minio.ObjectInfo) (Meta, erro
 	if v := get(metaExpires); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
-			return Meta{}, errors.New("bad expiry in the metadata")
+			return cachetier.Meta{}, errors.New("bad expiry in the metadata")
 		}
 		m.Expires = time.Unix(0, n)
 	}
 	tag, err := base64.StdEncoding.DecodeString(get(metaTag))
 	if err != nil || !fk.Check(tag, kindS3, metaParts(key, m)...) {
-		return Meta{}, ErrBadTag
+		return cachetier.Meta{}, cachetier.ErrBadTag
 	}
 	return m, nil
 }
@@ -240,9 +245,9 @@ func isNoSuchKey(err error) bool {
 }
 
 // do runs op within the operation timeout if the breaker allows it.
-func (s *S3Tier) do(ctx context.Context, op func(ctx context.Context) error) error {
+func (s *Tier) do(ctx context.Context, op func(ctx context.Context) error) error {
 	if !s.br.Allow() {
-		return ErrMiss
+		return cachetier.ErrMiss
 	}
 	opCtx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
@@ -259,22 +264,22 @@ func (s *S3Tier) do(ctx context.Context, op func(ctx context.Context) error) err
 }
 
 // stat returns the checked meta of key's object.
-func (s *S3Tier) stat(ctx context.Context, key string) (Meta, error) {
+func (s *Tier) stat(ctx context.Context, key string) (cachetier.Meta, error) {
 	var info minio.ObjectInfo
 	err := s.do(ctx, func(ctx context.Context) (err error) {
 		info, err = s.client.StatObject(ctx, s.cfg.Bucket, s.objectName(key), minio.StatObjectOptions{})
 		return err
 	})
-	if errors.Is(err, ErrMiss) || isNoSuchKey(err) {
-		return Meta{}, ErrMiss
+	if errors.Is(err, cachetier.ErrMiss) || isNoSuchKey(err) {
+		return cachetier.Meta{}, cachetier.ErrMiss
 	}
 	if err != nil {
-		return Meta{}, fmt.Errorf("s3 tier: %w", err)
+		return cachetier.Meta{}, fmt.Errorf("s3 tier: %w", err)
 	}
 	meta, err := decodeMeta(s.cfg.Key, key, info)
 	if err != nil {
 		s.rejectMeta(ctx, key, err)
-		return Meta{}, ErrMiss
+		return cachetier.Meta{}, cachetier.ErrMiss
 	}
 	return meta, nil
 }
@@ -282,9 +287,9 @@ func (s *S3Tier) stat(ctx context.Context, key string) (Meta, error) {
 // Get downloads key's object into a spool file (or memory, when small)
 // while hashing it, and returns it only if it is whole and its hash
 // matches: nothing is served before it has been checked.
-func (s *S3Tier) Get(ctx context.Context, key string) (*Object, error) {
+func (s *Tier) Get(ctx context.Context, key string) (*cachetier.Object, error) {
 	if !s.br.Allow() {
-		return nil, ErrMiss
+		return nil, cachetier.ErrMiss
 	}
 	// The request and its answer's headers within the timeout; the body
 	// of a large object may take longer, bounded by the connection's
@@ -309,18 +314,18 @@ func (s *S3Tier) Get(ctx context.Context, key string) (*Object, error) {
 	meta, err := decodeMeta(s.cfg.Key, key, info)
 	if err != nil {
 		s.rejectMeta(ctx, key, err)
-		return nil, ErrMiss
+		return nil, cachetier.ErrMiss
 	}
-	if meta.Size <= smallObject {
+	if meta.Size <= cachetier.SmallObject {
 		data, err := io.ReadAll(io.LimitReader(obj, meta.Size+1))
 		if err != nil {
 			return nil, s.readFailed(ctx, err)
 		}
 		if int64(len(data)) != meta.Size || sha256.Sum256(data) != meta.Sum {
 			s.reject(ctx, key, errors.New("content does not match its size and SHA-256"))
-			return nil, ErrMiss
+			return nil, cachetier.ErrMiss
 		}
-		return &Object{Meta: meta, Tier: "s3", data: data}, nil
+		return cachetier.NewTierObject(meta, "s3", data), nil
 	}
 	sp, err := s.NewSpool(key)
 	if err != nil {
@@ -328,29 +333,25 @@ func (s *S3Tier) Get(ctx context.Context, key string) (*Object, error) {
 	}
 	defer sp.Close()
 	if err := sp.Fill(obj, meta.Size); err != nil {
-		if errors.Is(err, ErrTooLarge) {
+		if errors.Is(err, cachetier.ErrTooLarge) {
 			s.reject(ctx, key, err)
-			return nil, ErrMiss
+			return nil, cachetier.ErrMiss
 		}
 		return nil, s.readFailed(ctx, err)
 	}
 	if got := sp.Meta(time.Time{}); got.Size != meta.Size || got.Sum != meta.Sum {
 		s.reject(ctx, key, errors.New("content does not match its size and SHA-256"))
-		return nil, ErrMiss
+		return nil, cachetier.ErrMiss
 	}
 	return sp.Object(meta, "s3"), nil
 }
 
-// smallObject: objects up to this size are read into memory, larger ones
-// into a spool file.
-const smallObject = 1 << 20
-
 // readFailed records a failed read of ctx's request; a read cancelled
 // for its stall counts as one, one its caller gave up does not.
-func (s *S3Tier) readFailed(ctx context.Context, err error) error {
+func (s *Tier) readFailed(ctx context.Context, err error) error {
 	if isNoSuchKey(err) {
 		s.br.Success()
-		return ErrMiss
+		return cachetier.ErrMiss
 	}
 	if cause := context.Cause(ctx); errors.Is(cause, breaker.ErrStalled) {
 		err = fmt.Errorf("%w: %w", cause, err)
@@ -363,22 +364,22 @@ func (s *S3Tier) readFailed(ctx context.Context, err error) error {
 
 // rejectMeta is reject of an object whose metadata failed, counted when
 // its tag did.
-func (s *S3Tier) rejectMeta(ctx context.Context, key string, why error) {
-	if errors.Is(why, ErrBadTag) {
+func (s *Tier) rejectMeta(ctx context.Context, key string, why error) {
+	if errors.Is(why, cachetier.ErrBadTag) {
 		fleetkey.Rejected(kindS3)
 	}
 	s.reject(ctx, key, why)
 }
 
 // reject deletes an object that fails its checks, so it is fetched again.
-func (s *S3Tier) reject(ctx context.Context, key string, why error) {
+func (s *Tier) reject(ctx context.Context, key string, why error) {
 	s.do(context.WithoutCancel(ctx), func(ctx context.Context) error {
 		return s.client.RemoveObject(ctx, s.cfg.Bucket, s.objectName(key), minio.RemoveObjectOptions{})
 	})
-	s.log.Error("s3 object rejected and deleted; it will be fetched again", zap.String("key", truncate(key)), zap.Error(why))
+	s.log.Error("s3 object rejected and deleted; it will be fetched again", zap.String("key", cachetier.Truncate(key)), zap.Error(why))
 }
 
-func (s *S3Tier) put(ctx context.Context, key string, meta Meta, r io.Reader, timeout bool) error {
+func (s *Tier) put(ctx context.Context, key string, meta cachetier.Meta, r io.Reader, timeout bool) error {
 	if !s.br.Allow() {
 		return errors.New("s3 tier: bucket unavailable")
 	}
@@ -396,34 +397,34 @@ func (s *S3Tier) put(ctx context.Context, key string, meta Meta, r io.Reader, ti
 	_, err := s.client.PutObject(ctx, s.cfg.Bucket, s.objectName(key), r, meta.Size, opts)
 	if err != nil {
 		s.br.Failure(err)
-		return fmt.Errorf("s3 tier: storing %s: %w", truncate(key), err)
+		return fmt.Errorf("s3 tier: storing %s: %w", cachetier.Truncate(key), err)
 	}
 	s.br.Success()
 	return nil
 }
 
 // Put stores a small object.
-func (s *S3Tier) Put(ctx context.Context, key string, meta Meta, data []byte) error {
+func (s *Tier) Put(ctx context.Context, key string, meta cachetier.Meta, data []byte) error {
 	if int64(len(data)) != meta.Size || sha256.Sum256(data) != meta.Sum {
-		return fmt.Errorf("s3 tier: %s does not match its meta", truncate(key))
+		return fmt.Errorf("s3 tier: %s does not match its meta", cachetier.Truncate(key))
 	}
 	return s.put(ctx, key, meta, bytes.NewReader(data), true)
 }
 
 // NewSpool starts a temp file for an object of key, in SpoolDir.
-func (s *S3Tier) NewSpool(key string) (*Spool, error) {
+func (s *Tier) NewSpool(key string) (*cachetier.Spool, error) {
 	f, err := os.CreateTemp(s.cfg.SpoolDir, "piraeus-s3-*")
 	if err != nil {
 		return nil, err
 	}
-	return newSpool(f, key)
+	return cachetier.NewSpoolFile(f, key)
 }
 
 // Commit uploads the spool (streamed; multipart when large) and returns the
 // object read from the spool's file, which is no longer needed by name.
-func (s *S3Tier) Commit(ctx context.Context, key string, sp *Spool, meta Meta) (*Object, error) {
-	if sp.done || sp.key != key {
-		return nil, fmt.Errorf("s3 tier: spool of %q cannot be committed as %q", truncate(sp.key), truncate(key))
+func (s *Tier) Commit(ctx context.Context, key string, sp *cachetier.Spool, meta cachetier.Meta) (*cachetier.Object, error) {
+	if sp.Done() || sp.Key() != key {
+		return nil, fmt.Errorf("s3 tier: spool of %q cannot be committed as %q", cachetier.Truncate(sp.Key()), cachetier.Truncate(key))
 	}
 	if err := s.Upload(ctx, key, meta, sp.Reader()); err != nil {
 		return nil, err
@@ -433,22 +434,22 @@ func (s *S3Tier) Commit(ctx context.Context, key string, sp *Spool, meta Meta) (
 
 // Upload streams meta.Size bytes of r into key's object, bounded by ctx
 // alone (a large zip takes longer than one operation's timeout).
-func (s *S3Tier) Upload(ctx context.Context, key string, meta Meta, r io.Reader) error {
+func (s *Tier) Upload(ctx context.Context, key string, meta cachetier.Meta, r io.Reader) error {
 	return s.put(ctx, key, meta, r, false)
 }
 
-func (s *S3Tier) Delete(ctx context.Context, key string) error {
+func (s *Tier) Delete(ctx context.Context, key string) error {
 	err := s.do(ctx, func(ctx context.Context) error {
 		return s.client.RemoveObject(ctx, s.cfg.Bucket, s.objectName(key), minio.RemoveObjectOptions{})
 	})
-	if err != nil && !errors.Is(err, ErrMiss) && !isNoSuchKey(err) {
+	if err != nil && !errors.Is(err, cachetier.ErrMiss) && !isNoSuchKey(err) {
 		return fmt.Errorf("s3 tier: %w", err)
 	}
 	return nil
 }
 
 // Check writes and removes a small object: the bucket takes objects.
-func (s *S3Tier) Check(ctx context.Context) error {
+func (s *Tier) Check(ctx context.Context) error {
 	name := s.cfg.Prefix + "check/" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	err := s.do(ctx, func(ctx context.Context) error {
 		if _, err := s.client.PutObject(ctx, s.cfg.Bucket, name, strings.NewReader("ok"), 2, minio.PutObjectOptions{}); err != nil {
@@ -456,7 +457,7 @@ func (s *S3Tier) Check(ctx context.Context) error {
 		}
 		return s.client.RemoveObject(ctx, s.cfg.Bucket, name, minio.RemoveObjectOptions{})
 	})
-	if errors.Is(err, ErrMiss) {
+	if errors.Is(err, cachetier.ErrMiss) {
 		return errors.New("bucket unavailable")
 	}
 	return err
@@ -464,7 +465,7 @@ func (s *S3Tier) Check(ctx context.Context) error {
 
 // List lists the keys of the objects in the bucket, in the order of their
 // names; a token is the last name read.
-func (s *S3Tier) List(ctx context.Context, after string, limit int) ([]string, string, error) {
+func (s *Tier) List(ctx context.Context, after string, limit int) ([]string, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	prefix := s.cfg.Prefix + "o/"
@@ -485,14 +486,14 @@ func (s *S3Tier) List(ctx context.Context, after string, limit int) ([]string, s
 }
 
 // Presign returns a URL that serves key's object, the content alone, for
-// ttl, if the object is at least minSize bytes; ErrMiss otherwise.
-func (s *S3Tier) Presign(ctx context.Context, key string, minSize int64, ttl time.Duration) (string, error) {
+// ttl, if the object is at least minSize bytes; cachetier.ErrMiss otherwise.
+func (s *Tier) Presign(ctx context.Context, key string, minSize int64, ttl time.Duration) (string, error) {
 	meta, err := s.stat(ctx, key)
 	if err != nil {
 		return "", err
 	}
 	if meta.Size < minSize {
-		return "", ErrMiss
+		return "", cachetier.ErrMiss
 	}
 	u, err := s.client.PresignedGetObject(ctx, s.cfg.Bucket, s.objectName(key), ttl, nil)
 	if err != nil {
@@ -502,7 +503,7 @@ func (s *S3Tier) Presign(ctx context.Context, key string, minSize int64, ttl tim
 }
 
 // Close closes the idle connections to the store.
-func (s *S3Tier) Close() error {
+func (s *Tier) Close() error {
 	if s.transport != nil {
 		s.transport.CloseIdleConnections()
 	}
@@ -511,18 +512,18 @@ func (s *S3Tier) Close() error {
 
 // ProbeAt is when the breaker next lets a request reach a bucket that
 // failed; a time in the past when the bucket is in use.
-func (s *S3Tier) ProbeAt() time.Time { return s.br.ProbeAt() }
+func (s *Tier) ProbeAt() time.Time { return s.br.ProbeAt() }
 
 // Shared reports that other nodes write the bucket too: a .mod or .zip
 // read from it is checked against the checksum database.
-func (s *S3Tier) Shared() bool { return true }
+func (s *Tier) Shared() bool { return true }
 
 // Reject deletes a value that failed the caller's check.
-func (s *S3Tier) Reject(ctx context.Context, key string, why error) { s.reject(ctx, key, why) }
+func (s *Tier) Reject(ctx context.Context, key string, why error) { s.reject(ctx, key, why) }
 
 var (
-	_ Store    = (*S3Tier)(nil)
-	_ Lister   = (*S3Tier)(nil)
-	_ Uploader = (*S3Tier)(nil)
-	_ Checker  = (*S3Tier)(nil)
+	_ cachetier.Store    = (*Tier)(nil)
+	_ cachetier.Lister   = (*Tier)(nil)
+	_ cachetier.Uploader = (*Tier)(nil)
+	_ cachetier.Checker  = (*Tier)(nil)
 )

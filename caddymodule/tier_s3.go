@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/piraeus-go/piraeus/cachetier"
+	"github.com/piraeus-go/piraeus/cachetier/s3tier"
 	"github.com/piraeus-go/piraeus/internal/fleetkey"
 )
 
@@ -19,8 +21,8 @@ func init() { caddy.RegisterModule(S3Tier{}) }
 // S3Tier keeps every object in a bucket of an S3-compatible store (AWS S3,
 // MinIO, Ceph, R2, versitygw...): a tier of record that edges with no
 // persistent disk share. Placeholders such as {env.S3_SECRET} are
-// replaced. Objects above RedirectLarge may be served by sending the
-// client a short-lived pre-signed URL.
+// replaced. The handler's redirect_large serves large zips from it by
+// sending the client a short-lived pre-signed URL.
 type S3Tier struct {
 	// Endpoint is the store's URL, e.g. https://s3.eu-west-1.amazonaws.com.
 	Endpoint  string `json:"endpoint,omitempty"`
@@ -35,13 +37,6 @@ type S3Tier struct {
 	// SpoolDir holds the temp files of uploads and downloads when no disk
 	// tier is above the bucket. Default: the system's temp directory.
 	SpoolDir string `json:"spool_dir,omitempty"`
-	// RedirectLarge, if set, answers a .zip of at least this many bytes
-	// held in the bucket with a 302 to a pre-signed URL. Off by default.
-	RedirectLarge int64 `json:"redirect_large,omitempty"`
-	// RedirectPrivate lets RedirectLarge apply to private modules too.
-	RedirectPrivate bool `json:"redirect_private,omitempty"`
-	// RedirectTTL is how long a pre-signed URL lasts. Default 5m.
-	RedirectTTL caddy.Duration `json:"redirect_ttl,omitempty"`
 
 	ref    poolRef
 	key    *fleetkey.Key // the handler's fleet_key
@@ -58,8 +53,7 @@ func (S3Tier) CaddyModule() caddy.ModuleInfo {
 }
 
 func (t *S3Tier) Provision(ctx caddy.Context) error {
-	// One tier per store, bucket, prefix and credentials; the redirect
-	// settings are the handler's business.
+	// One tier per store, bucket, prefix and credentials.
 	id, err := json.Marshal([]any{t.Endpoint, t.Bucket, t.Region, t.Prefix, t.AccessKey, t.SecretKey, t.Timeout, t.SpoolDir})
 	if err != nil {
 		return fmt.Errorf("goproxy: %w", err)
@@ -69,15 +63,21 @@ func (t *S3Tier) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-func (t *S3Tier) Validate() error {
+// checkPlace is the rule on where the bucket is: both are needed.
+// Validate applies it, and the Caddyfile's reader too, to say where.
+func (t *S3Tier) checkPlace() error {
 	if t.Bucket == "" || t.Endpoint == "" {
-		return fmt.Errorf("goproxy: s3 tier needs a bucket and an endpoint")
+		return errors.New("s3 needs a bucket and an endpoint")
 	}
-	if t.Timeout < 0 || t.RedirectLarge < 0 || t.RedirectTTL < 0 {
-		return fmt.Errorf("goproxy: s3 timeout, redirect_large and redirect_ttl must not be negative")
+	return nil
+}
+
+func (t *S3Tier) Validate() error {
+	if err := t.checkPlace(); err != nil {
+		return fmt.Errorf("goproxy: %w", err)
 	}
-	if t.RedirectTTL > caddy.Duration(7*24*time.Hour) {
-		return fmt.Errorf("goproxy: s3 redirect_ttl is at most 7 days (the longest a pre-signed URL lives)")
+	if t.Timeout < 0 {
+		return fmt.Errorf("goproxy: s3 timeout must not be negative")
 	}
 	return nil
 }
@@ -94,7 +94,7 @@ func (t *S3Tier) OpenTier() (cachetier.Tier, error) {
 				return nil, err
 			}
 		}
-		s, err := cachetier.NewS3Tier(cachetier.S3Config{
+		s, err := s3tier.New(s3tier.Config{
 			Endpoint:  repl.ReplaceKnown(t.Endpoint, ""),
 			Bucket:    repl.ReplaceKnown(t.Bucket, ""),
 			Region:    repl.ReplaceKnown(t.Region, ""),
@@ -119,6 +119,9 @@ func (t *S3Tier) OpenTier() (cachetier.Tier, error) {
 
 func (t *S3Tier) releaseTier() error { return t.ref.release() }
 
+// TierOfRecord: a bucket keeps every object, and is the last tier.
+func (t *S3Tier) TierOfRecord() (onlyLast bool) { return true }
+
 // UnmarshalCaddyfile reads:
 //
 //	s3 {
@@ -130,9 +133,6 @@ func (t *S3Tier) releaseTier() error { return t.ref.release() }
 //		secret_key       <secret>
 //		timeout          <duration>
 //		spool_dir        <dir>
-//		redirect_large   <size>
-//		redirect_private
-//		redirect_ttl     <duration>
 //	}
 func (t *S3Tier) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // "s3"
@@ -149,21 +149,13 @@ func (t *S3Tier) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			dst := map[string]*string{"endpoint": &t.Endpoint, "bucket": &t.Bucket, "region": &t.Region, "prefix": &t.Prefix,
 				"access_key": &t.AccessKey, "secret_key": &t.SecretKey, "spool_dir": &t.SpoolDir}[key]
 			*dst = d.Val()
-		case "timeout", "redirect_ttl":
-			dst := map[string]*caddy.Duration{"timeout": &t.Timeout, "redirect_ttl": &t.RedirectTTL}[key]
-			if err := parseDuration(d, dst); err != nil {
+		case "timeout":
+			if err := parseDuration(d, &t.Timeout); err != nil {
 				return err
 			}
 			continue
-		case "redirect_large":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			if err := parseSize(d, &t.RedirectLarge); err != nil {
-				return err
-			}
-		case "redirect_private":
-			t.RedirectPrivate = true
+		case "redirect_large", "redirect_private", "redirect_ttl":
+			return d.Errf("%s is a setting of the goproxy block (the handler's policy), not of s3", key)
 		default:
 			return d.Errf("unknown s3 subdirective %q", key)
 		}
@@ -171,15 +163,15 @@ func (t *S3Tier) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.ArgErr()
 		}
 	}
-	if t.Bucket == "" || t.Endpoint == "" {
-		return d.Err("s3 needs a bucket and an endpoint")
+	if err := t.checkPlace(); err != nil {
+		return d.Err(err.Error())
 	}
 	return nil
 }
 
 // Interface guards
 var (
-	_ TierModule            = (*S3Tier)(nil)
+	_ RecordTierModule      = (*S3Tier)(nil)
 	_ caddy.Provisioner     = (*S3Tier)(nil)
 	_ caddy.Validator       = (*S3Tier)(nil)
 	_ caddyfile.Unmarshaler = (*S3Tier)(nil)

@@ -1,4 +1,8 @@
-package cachetier
+// Package redistier is the Redis tier of the cache: objects shared by a
+// fleet of edges, each value signed under the fleet key and checked on
+// every read, purges kept by signed tombstones. Only a process that
+// configures it links go-redis (through internal/redisconn).
+package redistier
 
 import (
 	"context"
@@ -11,15 +15,16 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/piraeus-go/piraeus/cachetier"
 	"github.com/piraeus-go/piraeus/internal/fleetkey"
 	"github.com/piraeus-go/piraeus/internal/redisconn"
 )
 
-// DefaultRedisMaxObject is the default for RedisConfig.MaxObject.
-const DefaultRedisMaxObject = 8 << 20
+// DefaultMaxObject is the default for Config.MaxObject.
+const DefaultMaxObject = 8 << 20
 
-// RedisConfig configures the Redis tier.
-type RedisConfig struct {
+// Config configures the Redis tier.
+type Config struct {
 	Conn *redisconn.Conn
 	// Prefix namespaces the tier's keys; deployments whose answers differ
 	// must not share one.
@@ -31,13 +36,13 @@ type RedisConfig struct {
 	Logger *zap.Logger
 }
 
-// RedisTier stores objects in Redis so that several nodes share them. Each
+// Tier stores objects in Redis so that several nodes share them. Each
 // value is the disk tier's header, which names the key and carries a tag
 // under the fleet key, followed by the content; all are checked on every
 // read, and a value that fails is deleted. A purged key carries a signed
 // tombstone: an object stored before the purge is never written back
 // (from a node's memory or disk).
-type RedisTier struct {
+type Tier struct {
 	conn      *redisconn.Conn
 	prefix    string
 	maxObject int64
@@ -45,18 +50,18 @@ type RedisTier struct {
 	log       *zap.Logger
 }
 
-// NewRedisTier returns a tier on cfg.Conn, which it does not own.
-func NewRedisTier(cfg RedisConfig) (*RedisTier, error) {
+// New returns a tier on cfg.Conn, which it does not own.
+func New(cfg Config) (*Tier, error) {
 	if cfg.Key == nil {
 		return nil, errors.New("redis tier: no fleet key; " + fleetkey.Howto)
 	}
 	if cfg.MaxObject <= 0 {
-		cfg.MaxObject = DefaultRedisMaxObject
+		cfg.MaxObject = DefaultMaxObject
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	return &RedisTier{conn: cfg.Conn, prefix: cfg.Prefix, maxObject: cfg.MaxObject, key: cfg.Key, log: cfg.Logger}, nil
+	return &Tier{conn: cfg.Conn, prefix: cfg.Prefix, maxObject: cfg.MaxObject, key: cfg.Key, log: cfg.Logger}, nil
 }
 
 const (
@@ -64,15 +69,15 @@ const (
 	kindTombstone   = fleetkey.KindTombstone
 )
 
-func (r *RedisTier) Name() string     { return "redis" }
-func (r *RedisTier) MaxObject() int64 { return r.maxObject }
+func (r *Tier) Name() string     { return "redis" }
+func (r *Tier) MaxObject() int64 { return r.maxObject }
 
 // The object and its tombstone share a hash tag, so the scripts that use
 // both touch one Redis Cluster slot.
-func (r *RedisTier) objKey(key string) string  { return r.prefix + "obj:{" + key + "}" }
-func (r *RedisTier) tombKey(key string) string { return r.prefix + "tomb:{" + key + "}" }
+func (r *Tier) objKey(key string) string  { return r.prefix + "obj:{" + key + "}" }
+func (r *Tier) tombKey(key string) string { return r.prefix + "tomb:{" + key + "}" }
 
-func (r *RedisTier) Get(ctx context.Context, key string) (*Object, error) {
+func (r *Tier) Get(ctx context.Context, key string) (*cachetier.Object, error) {
 	var val []byte
 	err := r.conn.Do(ctx, func(ctx context.Context) (err error) {
 		val, err = r.conn.Client.Get(ctx, r.objKey(key)).Bytes()
@@ -80,29 +85,29 @@ func (r *RedisTier) Get(ctx context.Context, key string) (*Object, error) {
 	})
 	switch {
 	case errors.Is(err, redis.Nil), errors.Is(err, redisconn.ErrUnavailable):
-		return nil, ErrMiss
+		return nil, cachetier.ErrMiss
 	case err != nil:
 		return nil, fmt.Errorf("redis tier: %w", err)
 	}
-	meta, data, err := decodeValue(key, val, r.key, kindRedisObject)
+	meta, data, err := cachetier.DecodeValue(key, val, r.key, kindRedisObject)
 	if err != nil {
-		if errors.Is(err, ErrBadTag) {
+		if errors.Is(err, cachetier.ErrBadTag) {
 			fleetkey.Rejected(kindRedisObject)
 		}
 		r.Reject(ctx, key, err)
-		return nil, ErrMiss
+		return nil, cachetier.ErrMiss
 	}
-	return &Object{Meta: meta, Tier: "redis", data: data}, nil
+	return cachetier.NewTierObject(meta, "redis", data), nil
 }
 
 // Reject deletes a value that failed a check (its format here, or the
 // caller's check against the checksum database) so that it is fetched
 // again; a value nobody can trust is security-relevant.
-func (r *RedisTier) Reject(ctx context.Context, key string, why error) {
+func (r *Tier) Reject(ctx context.Context, key string, why error) {
 	r.conn.Do(context.WithoutCancel(ctx), func(ctx context.Context) error {
 		return r.conn.Client.Del(ctx, r.objKey(key)).Err()
 	})
-	r.log.Error("redis value rejected and deleted; it will be fetched again", zap.String("key", truncate(key)), zap.Error(why))
+	r.log.Error("redis value rejected and deleted; it will be fetched again", zap.String("key", cachetier.Truncate(key)), zap.Error(why))
 }
 
 // putScript stores a value unless the key was purged after the object
@@ -122,7 +127,7 @@ else
 end
 return 1`)
 
-func (r *RedisTier) Put(ctx context.Context, key string, meta Meta, data []byte) error {
+func (r *Tier) Put(ctx context.Context, key string, meta cachetier.Meta, data []byte) error {
 	if int64(len(data)) > r.maxObject {
 		return nil
 	}
@@ -132,7 +137,7 @@ func (r *RedisTier) Put(ctx context.Context, key string, meta Meta, data []byte)
 			return nil
 		}
 	}
-	val := encodeValue(key, meta, data, r.key, kindRedisObject)
+	val := cachetier.EncodeValue(key, meta, data, r.key, kindRedisObject)
 	for range 2 {
 		var res any
 		err := r.conn.Do(ctx, func(ctx context.Context) (err error) {
@@ -153,7 +158,7 @@ func (r *RedisTier) Put(ctx context.Context, key string, meta Meta, data []byte)
 		// A tombstone no edge wrote: delete it (if it is still the
 		// same) and store the value.
 		fleetkey.Rejected(kindTombstone)
-		r.log.Error("a redis tombstone whose tag fails the fleet key was deleted", zap.String("key", truncate(key)))
+		r.log.Error("a redis tombstone whose tag fails the fleet key was deleted", zap.String("key", cachetier.Truncate(key)))
 		r.conn.Do(ctx, func(ctx context.Context) error {
 			return redisconn.DelIf.Run(ctx, r.conn.Client, []string{r.tombKey(key)}, tomb).Err()
 		})
@@ -163,17 +168,17 @@ func (r *RedisTier) Put(ctx context.Context, key string, meta Meta, data []byte)
 
 // tombstone is the value of key's tombstone made at ms: the time and its
 // tag.
-func (r *RedisTier) tombstone(key string, ms int64) string {
+func (r *Tier) tombstone(key string, ms int64) string {
 	t := strconv.FormatInt(ms, 10)
 	return t + " " + r.key.HexTag(kindTombstone, key, t)
 }
 
-func (r *RedisTier) tombstoneGood(key, val string) bool {
+func (r *Tier) tombstoneGood(key, val string) bool {
 	t, tag, ok := strings.Cut(val, " ")
 	return ok && r.key.CheckHexTag(tag, kindTombstone, key, t)
 }
 
-func (r *RedisTier) Delete(ctx context.Context, key string) error {
+func (r *Tier) Delete(ctx context.Context, key string) error {
 	err := r.conn.Do(ctx, func(ctx context.Context) error {
 		return r.conn.Client.Del(ctx, r.objKey(key)).Err()
 	})
@@ -189,7 +194,7 @@ const TombstoneTTL = 30 * 24 * time.Hour
 
 // Purge deletes key and leaves a tombstone, so that no node writes back a
 // copy stored before now.
-func (r *RedisTier) Purge(ctx context.Context, key string) error {
+func (r *Tier) Purge(ctx context.Context, key string) error {
 	now := r.tombstone(key, time.Now().UnixMilli())
 	err := r.conn.Do(ctx, func(ctx context.Context) error {
 		_, err := r.conn.Client.TxPipelined(ctx, func(p redis.Pipeliner) error {
@@ -200,13 +205,13 @@ func (r *RedisTier) Purge(ctx context.Context, key string) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("redis tier: purging %s: %w", truncate(key), err)
+		return fmt.Errorf("redis tier: purging %s: %w", cachetier.Truncate(key), err)
 	}
 	return nil
 }
 
 // Check pings Redis.
-func (r *RedisTier) Check(ctx context.Context) error {
+func (r *Tier) Check(ctx context.Context) error {
 	err := r.conn.Do(ctx, func(ctx context.Context) error { return r.conn.Client.Ping(ctx).Err() })
 	if err != nil {
 		return fmt.Errorf("redis: %w", err)
@@ -215,10 +220,10 @@ func (r *RedisTier) Check(ctx context.Context) error {
 }
 
 // Close does nothing: the connection belongs to whoever opened it.
-func (r *RedisTier) Close() error { return nil }
+func (r *Tier) Close() error { return nil }
 
 // Shared reports that the tier is shared with other nodes: what it holds
 // may have been written by any of them.
-func (r *RedisTier) Shared() bool { return true }
+func (r *Tier) Shared() bool { return true }
 
-var _ Tier = (*RedisTier)(nil)
+var _ cachetier.Tier = (*Tier)(nil)

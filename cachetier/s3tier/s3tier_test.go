@@ -1,4 +1,4 @@
-package cachetier
+package s3tier
 
 import (
 	"bytes"
@@ -14,15 +14,34 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
+	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/piraeus-go/piraeus/cachetier"
+	"github.com/piraeus-go/piraeus/cachetier/tiertest"
 	"github.com/piraeus-go/piraeus/internal/fleetkey"
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
 
-func openS3(t *testing.T, srv *testenv.S3, cfg S3Config) *S3Tier {
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// The tier suite on a real S3 server (versitygw).
+func TestTierSuite(t *testing.T) {
+	t.Parallel()
+	tiertest.Suite(t, func(t *testing.T) cachetier.Tier { return openS3(t, testenv.StartS3(t), Config{}) })
+}
+
+func testKey(t testing.TB) *fleetkey.Key {
+	k, err := fleetkey.New(testenv.FleetKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func openS3(t *testing.T, srv *testenv.S3, cfg Config) *Tier {
 	t.Helper()
 	cfg.Endpoint, cfg.Bucket, cfg.AccessKey, cfg.SecretKey = srv.Endpoint, "piraeus", srv.AccessKey, srv.SecretKey
 	if cfg.SpoolDir == "" {
@@ -31,7 +50,7 @@ func openS3(t *testing.T, srv *testenv.S3, cfg S3Config) *S3Tier {
 	if cfg.Key == nil {
 		cfg.Key = testKey(t)
 	}
-	s, err := NewS3Tier(cfg)
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,21 +58,8 @@ func openS3(t *testing.T, srv *testenv.S3, cfg S3Config) *S3Tier {
 	return s
 }
 
-// noise is size bytes that do not compress, as a zip's are.
-func noise(size int) []byte {
-	b := make([]byte, size)
-	x := uint64(0x9e3779b97f4a7c15)
-	for i := range b {
-		x ^= x << 13
-		x ^= x >> 7
-		x ^= x << 17
-		b[i] = byte(x)
-	}
-	return b
-}
-
 // spoolOf fills a spool of tier with data.
-func spoolOf(t *testing.T, tier Store, key string, data []byte) (*Spool, Meta) {
+func spoolOf(t *testing.T, tier cachetier.Store, key string, data []byte) (*cachetier.Spool, cachetier.Meta) {
 	t.Helper()
 	sp, err := tier.NewSpool(key)
 	if err != nil {
@@ -72,9 +78,9 @@ func spoolOf(t *testing.T, tier Store, key string, data []byte) (*Spool, Meta) {
 func TestS3LargeObjectsAndNames(t *testing.T) {
 	t.Parallel()
 	srv := testenv.StartS3(t)
-	s := openS3(t, srv, S3Config{Prefix: "mirror/"})
+	s := openS3(t, srv, Config{Prefix: "mirror/"})
 	ctx := context.Background()
-	data := noise(40 << 20) // three parts
+	data := testenv.Noise(40 << 20) // three parts
 	key := "ns/example.com/big/@v/v1.0.0.zip"
 	sp, meta := spoolOf(t, s, key, data)
 	obj, err := s.Commit(ctx, key, sp, meta)
@@ -90,12 +96,12 @@ func TestS3LargeObjectsAndNames(t *testing.T) {
 	if _, inMemory := got.Bytes(); inMemory {
 		t.Error("a 40MiB object was read into memory")
 	}
-	if b := readAll(t, got); !bytes.Equal(b, data) || got.Sum != meta.Sum {
+	if b := tiertest.ReadAll(t, got); !bytes.Equal(b, data) || got.Sum != meta.Sum {
 		t.Fatal("large object read back differs")
 	}
 	long := "ns/example.com/" + strings.Repeat("a", 1100) + "/@v/v1.0.0.mod"
-	put(t, s, long, []byte("module x\n"), time.Time{})
-	if o, err := s.Get(ctx, long); err != nil || string(readAll(t, o)) != "module x\n" {
+	tiertest.Put(t, s, long, []byte("module x\n"), time.Time{})
+	if o, err := s.Get(ctx, long); err != nil || string(tiertest.ReadAll(t, o)) != "module x\n" {
 		t.Fatalf("long key: %v", err)
 	}
 	var names []string
@@ -119,12 +125,12 @@ func TestS3ChecksWhatItReads(t *testing.T) {
 	t.Parallel()
 	srv := testenv.StartS3(t)
 	core, logs := observer.New(zapcore.ErrorLevel)
-	s := openS3(t, srv, S3Config{Logger: zap.New(core)})
+	s := openS3(t, srv, Config{Logger: zap.New(core)})
 	ctx := context.Background()
 	for _, size := range []int{100, 2 << 20} { // in memory, and spooled
 		key := "ns/example.com/a/@v/v1.0.0.zip"
-		data := noise(size)
-		put(t, s, key, data, time.Time{})
+		data := testenv.Noise(size)
+		tiertest.Put(t, s, key, data, time.Time{})
 		// Flip a byte of the stored file behind the server's back.
 		p := filepath.Join(srv.Root, "piraeus", "o", filepath.FromSlash(key))
 		b, err := os.ReadFile(p)
@@ -135,21 +141,21 @@ func TestS3ChecksWhatItReads(t *testing.T) {
 		if err := os.WriteFile(p, b, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.Get(ctx, key); !errors.Is(err, ErrMiss) {
+		if _, err := s.Get(ctx, key); !errors.Is(err, cachetier.ErrMiss) {
 			t.Fatalf("%d bytes, damaged: %v; want a miss", size, err)
 		}
 		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("damaged object not deleted: %v", err)
 		}
 	}
-	put(t, s, "ns/example.com/a/@v/v1.0.0.mod", []byte("module example.com/a\n"), time.Time{})
+	tiertest.Put(t, s, "ns/example.com/a/@v/v1.0.0.mod", []byte("module example.com/a\n"), time.Time{})
 	_, err := s.client.CopyObject(ctx,
 		minio.CopyDestOptions{Bucket: "piraeus", Object: s.objectName("ns/example.com/b/@v/v1.0.0.mod")},
 		minio.CopySrcOptions{Bucket: "piraeus", Object: s.objectName("ns/example.com/a/@v/v1.0.0.mod")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Get(ctx, "ns/example.com/b/@v/v1.0.0.mod"); !errors.Is(err, ErrMiss) {
+	if _, err := s.Get(ctx, "ns/example.com/b/@v/v1.0.0.mod"); !errors.Is(err, cachetier.ErrMiss) {
 		t.Fatalf("object copied to another key: %v; want a miss", err)
 	}
 	if n := logs.FilterMessageSnippet("rejected").Len(); n != 3 {
@@ -162,18 +168,18 @@ func TestS3ChecksWhatItReads(t *testing.T) {
 func TestS3NoPartialObjects(t *testing.T) {
 	t.Parallel()
 	srv := testenv.StartS3(t)
-	s := openS3(t, srv, S3Config{})
+	s := openS3(t, srv, Config{})
 	for _, size := range []int{1 << 20, 20 << 20} {
-		data := noise(size)
+		data := testenv.Noise(size)
 		key := "ns/example.com/p/@v/v1.0.0.zip"
 		ctx, cancel := context.WithCancel(context.Background())
 		r := &cancelAfter{r: bytes.NewReader(data), n: int64(size) * 3 / 4, cancel: cancel}
-		err := s.Upload(ctx, key, MetaFor(data, time.Time{}), r)
+		err := s.Upload(ctx, key, cachetier.MetaFor(data, time.Time{}), r)
 		cancel()
 		if err == nil {
 			t.Fatalf("%d bytes: an upload cancelled midway succeeded", size)
 		}
-		if _, err := s.Get(context.Background(), key); !errors.Is(err, ErrMiss) {
+		if _, err := s.Get(context.Background(), key); !errors.Is(err, cachetier.ErrMiss) {
 			t.Fatalf("%d bytes: after a failed upload: %v; want a miss", size, err)
 		}
 	}
@@ -207,9 +213,9 @@ func TestS3StallsAreBounded(t *testing.T) {
 	testenv.Slow(t)
 	srv := testenv.StartS3(t)
 	const timeout = time.Second
-	s := openS3(t, srv, S3Config{Timeout: timeout})
+	s := openS3(t, srv, Config{Timeout: timeout})
 	ctx := context.Background()
-	put(t, s, "ns/example.com/s/@v/v1.0.0.info", []byte(`{"Version":"v1.0.0"}`), time.Time{})
+	tiertest.Put(t, s, "ns/example.com/s/@v/v1.0.0.info", []byte(`{"Version":"v1.0.0"}`), time.Time{})
 	srv.Pause()
 	resumed := false
 	defer func() {
@@ -227,10 +233,10 @@ func TestS3StallsAreBounded(t *testing.T) {
 	if !s.ProbeAt().After(time.Now()) {
 		t.Fatal("the breaker did not open after a stalled read")
 	}
-	if _, err := s.Get(ctx, "ns/example.com/s/@v/v1.0.0.info"); !errors.Is(err, ErrMiss) {
+	if _, err := s.Get(ctx, "ns/example.com/s/@v/v1.0.0.info"); !errors.Is(err, cachetier.ErrMiss) {
 		t.Errorf("open breaker: %v; want a miss at once", err)
 	}
-	if err := s.Put(ctx, "ns/example.com/s/@v/v1.0.1.info", MetaFor([]byte("x"), time.Time{}), []byte("x")); err == nil {
+	if err := s.Put(ctx, "ns/example.com/s/@v/v1.0.1.info", cachetier.MetaFor([]byte("x"), time.Time{}), []byte("x")); err == nil {
 		t.Error("a write to an open breaker succeeded")
 	}
 	srv.Resume()
@@ -248,11 +254,11 @@ func TestS3StallsAreBounded(t *testing.T) {
 func TestS3Presign(t *testing.T) {
 	t.Parallel()
 	srv := testenv.StartS3(t)
-	s := openS3(t, srv, S3Config{})
+	s := openS3(t, srv, Config{})
 	ctx := context.Background()
-	data := noise(3 << 20)
-	put(t, s, "ns/example.com/z/@v/v1.0.0.zip", data, time.Time{})
-	if _, err := s.Presign(ctx, "ns/example.com/z/@v/v1.0.0.zip", 4<<20, time.Minute); !errors.Is(err, ErrMiss) {
+	data := testenv.Noise(3 << 20)
+	tiertest.Put(t, s, "ns/example.com/z/@v/v1.0.0.zip", data, time.Time{})
+	if _, err := s.Presign(ctx, "ns/example.com/z/@v/v1.0.0.zip", 4<<20, time.Minute); !errors.Is(err, cachetier.ErrMiss) {
 		t.Errorf("presigned below the size asked: %v", err)
 	}
 	u, err := s.Presign(ctx, "ns/example.com/z/@v/v1.0.0.zip", 1<<20, time.Minute)
@@ -277,19 +283,19 @@ func TestTieredDiskAboveS3(t *testing.T) {
 	t.Parallel()
 	srv := testenv.StartS3(t)
 	ctx := context.Background()
-	edge := func() (*Tiered, *DiskTier) {
-		d := openDisk(t, DiskConfig{})
-		mem, err := NewMemoryTier(8<<20, 1<<20)
+	edge := func() (*cachetier.Tiered, *cachetier.DiskTier) {
+		d := tiertest.Disk(t)
+		mem, err := cachetier.NewMemoryTier(8<<20, 1<<20)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { mem.Close() })
-		return NewTiered(nil, openS3(t, srv, S3Config{}), mem, d), d
+		return cachetier.NewTiered(nil, openS3(t, srv, Config{}), mem, d), d
 	}
 	a, diskA := edge()
 	b, diskB := edge()
 	key := "ns/example.com/d/@v/v1.0.0.zip"
-	data := noise(3 << 20)
+	data := testenv.Noise(3 << 20)
 	sp, err := a.NewSpool(key)
 	if err != nil {
 		t.Fatal(err)
@@ -312,7 +318,7 @@ func TestTieredDiskAboveS3(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Tier != "s3" || !bytes.Equal(readAll(t, got), data) {
+	if got.Tier != "s3" || !bytes.Equal(tiertest.ReadAll(t, got), data) {
 		t.Fatalf("other edge: from %s", got.Tier)
 	}
 	if _, inMemory := got.Bytes(); inMemory {
@@ -335,22 +341,22 @@ func TestTieredDiskAboveS3(t *testing.T) {
 func TestS3ObjectsSigned(t *testing.T) {
 	t.Parallel()
 	srv := testenv.StartS3(t)
-	s := openS3(t, srv, S3Config{})
+	s := openS3(t, srv, Config{})
 	other, err := fleetkey.New("another-fleet-key-that-is-long-enough-0000")
 	if err != nil {
 		t.Fatal(err)
 	}
-	forger := openS3(t, srv, S3Config{Key: other})
+	forger := openS3(t, srv, Config{Key: other})
 	ctx := context.Background()
 	before := fleetkey.Rejections(fleetkey.KindS3Object)
 	for _, size := range []int{100, 2 << 20} {
 		key := "ns/git.corp.example/x/@v/v1.0.0.zip"
-		put(t, forger, key, noise(size), time.Time{})
-		if _, err := s.Presign(ctx, key, 0, time.Minute); !errors.Is(err, ErrMiss) {
+		tiertest.Put(t, forger, key, testenv.Noise(size), time.Time{})
+		if _, err := s.Presign(ctx, key, 0, time.Minute); !errors.Is(err, cachetier.ErrMiss) {
 			t.Errorf("%d bytes: a forged object was pre-signed: %v", size, err)
 		}
-		put(t, forger, key, noise(size), time.Time{})
-		if _, err := s.Get(ctx, key); !errors.Is(err, ErrMiss) {
+		tiertest.Put(t, forger, key, testenv.Noise(size), time.Time{})
+		if _, err := s.Get(ctx, key); !errors.Is(err, cachetier.ErrMiss) {
 			t.Fatalf("%d bytes: a forged object was read: %v", size, err)
 		}
 		if _, err := s.client.StatObject(ctx, "piraeus", s.objectName(key), minio.StatObjectOptions{}); err == nil {
@@ -359,22 +365,22 @@ func TestS3ObjectsSigned(t *testing.T) {
 	}
 	// No tag at all.
 	data := []byte("module git.corp.example/x\n")
-	meta := MetaFor(data, time.Time{})
+	meta := cachetier.MetaFor(data, time.Time{})
 	md := encodeMeta(s.cfg.Key, "ns/git.corp.example/x/@v/v1.0.0.mod", meta)
 	delete(md, metaTag)
 	if _, err := s.client.PutObject(ctx, "piraeus", s.objectName("ns/git.corp.example/x/@v/v1.0.0.mod"), bytes.NewReader(data), int64(len(data)),
 		minio.PutObjectOptions{UserMetadata: md}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Get(ctx, "ns/git.corp.example/x/@v/v1.0.0.mod"); !errors.Is(err, ErrMiss) {
+	if _, err := s.Get(ctx, "ns/git.corp.example/x/@v/v1.0.0.mod"); !errors.Is(err, cachetier.ErrMiss) {
 		t.Fatalf("an object without a tag was read: %v", err)
 	}
 	if n := fleetkey.Rejections(fleetkey.KindS3Object) - before; n != 5 {
 		t.Errorf("%d refused objects counted; want 5", n)
 	}
 	// What the tier writes itself it reads back.
-	put(t, s, "ns/example.com/a/@v/v1.0.0.mod", []byte("module example.com/a\n"), time.Time{})
-	if o, err := s.Get(ctx, "ns/example.com/a/@v/v1.0.0.mod"); err != nil || string(readAll(t, o)) != "module example.com/a\n" {
+	tiertest.Put(t, s, "ns/example.com/a/@v/v1.0.0.mod", []byte("module example.com/a\n"), time.Time{})
+	if o, err := s.Get(ctx, "ns/example.com/a/@v/v1.0.0.mod"); err != nil || string(tiertest.ReadAll(t, o)) != "module example.com/a\n" {
 		t.Errorf("the tier's own object: %v", err)
 	}
 }
