@@ -259,9 +259,6 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("unknown goproxy subdirective %q", d.Val())
 		}
 	}
-	if h.SumDBOff && len(h.SumDBs) > 0 {
-		return d.Err("sumdb off and a sumdb given")
-	}
 	return nil
 }
 

@@ -485,38 +485,15 @@ func (c *DirectConfig) netrc(repl *caddy.Replacer) (string, error) {
 }
 
 // Validate checks settings that Provision does not already reject.
+// Validate checks what only the module knows; the rules on the proxy's
+// values (durations, counts, the prefetch, checksum databases) are
+// goproxy.Options.Check's, which Provision has run.
 func (h *Handler) Validate() error {
-	if h.SumDBOff && len(h.SumDBs) > 0 {
-		return fmt.Errorf("goproxy: sumdb off and a sumdb given")
-	}
-	if h.ListTTL < 0 || h.NotFoundTTL < 0 || h.FetchTimeout < 0 || h.DialTimeout < 0 || h.ResponseHeaderTimeout < 0 || h.SumDBTimeout < 0 {
-		return fmt.Errorf("goproxy: durations must not be negative")
-	}
 	if h.UpstreamRedirects != "" && h.UpstreamRedirects != "follow" && h.UpstreamRedirects != "same_host" && h.UpstreamRedirects != "allow_private" {
 		return fmt.Errorf("goproxy: upstream_redirects %q: want follow, same_host or allow_private", h.UpstreamRedirects)
 	}
-	if c := h.Prefetch; c != nil {
-		if c.Mode != "" && c.Mode != "off" && c.Mode != "mod" && c.Mode != "zip" {
-			return fmt.Errorf("goproxy: prefetch mode %q: want off, mod or zip", c.Mode)
-		}
-		if c.Workers < 0 || c.Depth < 0 || c.MaxBytes < 0 || c.FanOut < 0 || c.RequestsPerMinute < 0 {
-			return fmt.Errorf("goproxy: prefetch limits must not be negative")
-		}
-	}
-	if h.MaxConnsPerHost < 0 || h.MaxFetches < 0 || h.SpoolMax < 0 {
-		return fmt.Errorf("goproxy: max_conns_per_host, max_fetches and spool_max must not be negative")
-	}
-	if h.RedirectLarge < 0 || h.RedirectTTL < 0 {
-		return fmt.Errorf("goproxy: redirect_large and redirect_ttl must not be negative")
-	}
-	if h.RedirectTTL > caddy.Duration(maxRedirectTTL) {
-		return fmt.Errorf("goproxy: redirect_ttl is at most 7 days (the longest a pre-signed URL lives)")
-	}
 	return nil
 }
-
-// maxRedirectTTL is the longest a pre-signed URL of S3 lives.
-const maxRedirectTTL = 7 * 24 * time.Hour
 
 // ServeHTTP answers every request it is routed; the GOPROXY protocol owns
 // its whole path space, so nothing is passed to next.

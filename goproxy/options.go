@@ -356,6 +356,9 @@ func (o Options) Check() error {
 	if len(o.SumDBs) > 0 && o.SumDBOff {
 		return errors.New("goproxy: sumdb off and a sumdb given")
 	}
+	if err := o.checkLimits(); err != nil {
+		return err
+	}
 	for _, c := range o.SumDBs {
 		if _, err := checksumdb.ParseNameOrKey(c.Name); err != nil {
 			return fmt.Errorf("goproxy: %w", err)
@@ -368,6 +371,34 @@ func (o Options) Check() error {
 				return fmt.Errorf("goproxy: checksum database %s: URL %q: want http:// or https:// with a host", c.Name, u)
 			}
 		}
+	}
+	return nil
+}
+
+// maxRedirectTTL is the longest a pre-signed URL of S3 lives.
+const maxRedirectTTL = 7 * 24 * time.Hour
+
+// checkLimits holds the rules on o's durations, counts and sizes, and on
+// the prefetch's mode: the one place each is checked (the Caddy module's
+// Validate and the constructors behind New rely on it).
+func (o Options) checkLimits() error {
+	for _, d := range []time.Duration{o.ListTTL, o.NotFoundTTL, o.NotFoundVersionTTL, o.FetchTimeout, o.DialTimeout,
+		o.ResponseHeaderTimeout, o.SumDBTimeout, o.RedirectTTL} {
+		if d < 0 {
+			return errors.New("goproxy: durations must not be negative")
+		}
+	}
+	if o.MaxConnsPerHost < 0 || o.MaxFetches < 0 || o.SpoolMax < 0 || o.RedirectLarge < 0 {
+		return errors.New("goproxy: max_conns_per_host, max_fetches, spool_max and redirect_large must not be negative")
+	}
+	if o.RedirectTTL > maxRedirectTTL {
+		return errors.New("goproxy: redirect_ttl is at most 7 days (the longest a pre-signed URL lives)")
+	}
+	switch pf := o.Prefetch; {
+	case pf.Mode != "" && pf.Mode != "off" && pf.Mode != "mod" && pf.Mode != "zip":
+		return fmt.Errorf("goproxy: prefetch mode %q: want off, mod or zip", pf.Mode)
+	case pf.Workers < 0 || pf.Depth < 0 || pf.MaxBytes < 0 || pf.FanOut < 0 || pf.RequestsPerMinute < 0:
+		return errors.New("goproxy: prefetch limits must not be negative")
 	}
 	return nil
 }
@@ -423,9 +454,6 @@ func openSumDBs(o Options, chain *fetcher.Chain, cfg config, onRead func(name, p
 	configs := o.SumDBs
 	if len(configs) == 0 && !o.SumDBOff {
 		configs = []SumDBOptions{{Name: DefaultSumDB}}
-	}
-	if len(configs) > 0 && o.SumDBOff {
-		return nil, errors.New("goproxy: sumdb off and a sumdb given")
 	}
 	var dbs []*checksumdb.DB
 	for _, c := range configs {

@@ -172,16 +172,11 @@ type prefetcher struct {
 	rateChanged            chan struct{} // signalled when one starts waiting
 }
 
+// newPrefetcher makes the prefetcher of o, which Options.Check has
+// checked; nil when off.
 func newPrefetcher(p *Proxy, o PrefetchOptions) (*prefetcher, error) {
-	switch o.Mode {
-	case "", "off":
+	if o.Mode == "" || o.Mode == "off" {
 		return nil, nil
-	case "mod", "zip":
-	default:
-		return nil, fmt.Errorf("prefetch %q: want off, mod or zip", o.Mode)
-	}
-	if o.Workers < 0 || o.Depth < 0 || o.MaxBytes < 0 || o.FanOut < 0 || o.RequestsPerMinute < 0 {
-		return nil, fmt.Errorf("prefetch limits must not be negative")
 	}
 	perMinute := orDefault(o.RequestsPerMinute, DefaultPrefetchRequestsPerMinute)
 	ctx, cancel := context.WithCancel(context.Background())
