@@ -53,6 +53,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_conns_per_host <n>
 //		max_fetches   <n>
 //		spool_max     <size>
+//		redirect_large <size>   # zips this large to pre-signed URLs (s3)
+//		redirect_private        # ... private modules' too
+//		redirect_ttl  <duration>
 //		health                  # GET /healthz, /readyz
 //		status        [<path>]  # the status page, default /-/status
 //		catalog [{ private }]   # GET /catalog (private modules too)
