@@ -152,7 +152,7 @@ type prefetcher struct {
 	maxBytes int64
 	fanOut   int
 	private  bool
-	limiter  *rate.Limiter
+	pace     pacer // the upstream request rate
 	queue    chan prefetchItem
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -168,8 +168,12 @@ type prefetcher struct {
 	health      map[bool]*upstreamHealth // by whether the source is the private one
 
 	fetched, used, skipped atomic.Int64
-	rateWaits              atomic.Int32  // prefetches waiting for the request rate
-	rateChanged            chan struct{} // signalled when one starts waiting
+}
+
+// pacer paces the prefetches' upstream requests: a *rate.Limiter.
+type pacer interface {
+	Wait(ctx context.Context) error
+	Limit() rate.Limit
 }
 
 // newPrefetcher makes the prefetcher of o, which Options.Check has
@@ -186,11 +190,10 @@ func newPrefetcher(p *Proxy, o PrefetchOptions) (*prefetcher, error) {
 		private: o.Private,
 		// A burst of a tenth of a minute's requests: a go.mod's
 		// requirements go out at once, a graph's walk is paced.
-		limiter: rate.NewLimiter(rate.Limit(float64(perMinute)/60), max(1, perMinute/10)),
-		queue:   make(chan prefetchItem, prefetchQueue), ctx: ctx, cancel: cancel,
+		pace:  rate.NewLimiter(rate.Limit(float64(perMinute)/60), max(1, perMinute/10)),
+		queue: make(chan prefetchItem, prefetchQueue), ctx: ctx, cancel: cancel,
 		active: map[string]*prefetchState{}, unused: map[string]unusedPrefetch{},
-		health:      map[bool]*upstreamHealth{false: {pause: prefetchPauseMin}, true: {pause: prefetchPauseMin}},
-		rateChanged: make(chan struct{}, 1),
+		health: map[bool]*upstreamHealth{false: {pause: prefetchPauseMin}, true: {pause: prefetchPauseMin}},
 	}
 	pf.idle = sync.NewCond(&pf.mu)
 	for range orDefault(o.Workers, DefaultPrefetchWorkers) {
@@ -369,14 +372,7 @@ func (pf *prefetcher) prefetch(it prefetchItem) {
 		outcome = "not_found"
 		return
 	}
-	pf.rateWaits.Add(1)
-	select {
-	case pf.rateChanged <- struct{}{}:
-	default:
-	}
-	err := pf.limiter.Wait(pf.ctx)
-	pf.rateWaits.Add(-1)
-	if err != nil {
+	if err := pf.pace.Wait(pf.ctx); err != nil {
 		outcome = "closed"
 		return
 	}
@@ -527,7 +523,7 @@ func (pf *prefetcher) describe() string {
 		mode = "zip"
 	}
 	s := fmt.Sprintf("%s (depth %d, %d per requested .mod, %.0f requests a minute, %s unused at most",
-		mode, pf.depth, pf.fanOut, float64(pf.limiter.Limit())*60, humanBytes(pf.maxBytes))
+		mode, pf.depth, pf.fanOut, float64(pf.pace.Limit())*60, humanBytes(pf.maxBytes))
 	if pf.private {
 		s += ", private modules too"
 	}

@@ -1,12 +1,14 @@
 package goproxy
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -267,15 +269,17 @@ func TestPrefetchRequestRate(t *testing.T) {
 	root := requiring("example.com/root", reqs)
 	up := testenv.NewUpstream(t, append(deps, root)...)
 	e := newEnv(t, up, options{prefetch: PrefetchOptions{Mode: "mod", Workers: 1, RequestsPerMinute: 1}})
-	e.get(path(root, "mod"), 200)
 	pf := e.proxy.prefetch
+	pace := &signallingPacer{pacer: pf.pace, changed: make(chan struct{}, 1)}
+	pf.pace = pace // before any prefetch: the request below starts them
+	e.get(path(root, "mod"), 200)
 	timeout := time.After(time.Minute)
-	for pf.rateWaits.Load() < 1 || prefetchedFrom(up, "example.com/paced/") < 1 {
+	for pace.waiting.Load() < 1 || prefetchedFrom(up, "example.com/paced/") < 1 {
 		select {
-		case <-pf.rateChanged:
+		case <-pace.changed:
 		case <-up.Arrived():
 		case <-timeout:
-			t.Fatalf("no prefetch waits for the request rate (%d waiting)", pf.rateWaits.Load())
+			t.Fatalf("no prefetch waits for the request rate (%d waiting)", pace.waiting.Load())
 		}
 	}
 	if n := prefetchedFrom(up, "example.com/paced/"); n != 1 {
@@ -425,4 +429,22 @@ func TestPrefetchFollowsGraphPruning(t *testing.T) {
 	if st := e.proxy.PrefetchStats(); st.Fetched < 3 || st.Used != st.Fetched {
 		t.Errorf("prefetch stats %+v; want the 5 .mod files below the unpruned module fetched, and all used", st)
 	}
+}
+
+// signallingPacer counts the prefetches waiting for the request rate and
+// signals when one starts to, so a test syncs on that event.
+type signallingPacer struct {
+	pacer
+	waiting atomic.Int32
+	changed chan struct{}
+}
+
+func (s *signallingPacer) Wait(ctx context.Context) error {
+	s.waiting.Add(1)
+	defer s.waiting.Add(-1)
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+	return s.pacer.Wait(ctx)
 }
