@@ -35,6 +35,11 @@ $(TOOLS)/xcaddy:
 $(TOOLS)/staticcheck:
 	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
+# goproxy/goproxy v0.26.1, the peer make bench compares hits with; built in
+# its own module so that Piraeus's go.mod does not name it.
+$(TOOLS)/goproxy-peer:
+	cd bench/peers/goproxy && GOBIN= $(GO) build -mod=mod -o $(TOOLS)/goproxy-peer github.com/goproxy/goproxy/cmd/goproxy
+
 $(TOOLS)/versitygw:
 	GOBIN=$(TOOLS) $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)
 
@@ -48,7 +53,7 @@ lint: tools
 vet:
 	$(GO) vet ./...
 
-bench: build
+bench: build $(TOOLS)/goproxy-peer
 	$(GO) test -run '^$$' -bench 'Hit|ColdMiss' -benchmem -count 1 ./bench/
 	$(GO) test -run '^$$' -bench Graph -benchtime 1x -timeout 60m ./bench/
 	$(GO) run ./bench/loadtest

@@ -35,6 +35,9 @@ var (
 // each requiring some of the next levels', as a large server's graph does.
 var graphLevels = []int{12, 22, 30, 32, 28, 22, 14} // 160 modules, depth 7
 
+// graphLegacy is how many legacy modules the old versions require.
+const graphLegacy = 60
+
 // graph is a module graph served by a counting loopback upstream that
 // also proxies the checksum database that knows every module.
 type graph struct {
@@ -139,23 +142,53 @@ func newGraph(b *testing.B) *graph {
 		nodes[byLevel[2+2*i][0]].size = size
 	}
 
-	// Two versions of each: v1.1.0's requirements ask for either version
-	// of each dependency, v1.0.0's for v1.0.0, so the go command reads
-	// go.mod files of versions it will not select, as it does on real
-	// graphs. Dependencies say go 1.16: their graphs are not pruned, so
-	// the go command walks every level.
-	for _, n := range nodes {
-		for _, v := range []string{"v1.0.0", "v1.1.0"} {
+	// Several versions of each (two to five), as real modules have: a
+	// version requires versions of its dependencies no newer than its own
+	// age allows, so the go command reads go.mod files of versions it will
+	// not select. Old versions have long requirement lists: besides their
+	// dependencies they require legacy modules that newer versions dropped
+	// (as real go.mod files shed dependencies over time), which the go
+	// command still reads where the graph is not pruned. The newest version
+	// of most modules says go 1.21 (a pruned module: the go command loads
+	// only its own requirements); older versions, and the rest, say go
+	// 1.16 (unpruned: it walks their whole graph).
+	legacy := make([]string, graphLegacy)
+	for i := range legacy {
+		legacy[i] = fmt.Sprintf("example.com/graph/legacy/m%02d", i)
+		m := testenv.Module{Path: legacy[i], Version: "v1.0.0", GoMod: "module " + legacy[i] + "\n\ngo 1.16\n",
+			Files: map[string]string{"legacy.go": "package legacy\n"}}
+		g.up.AddBigZip(m, testenv.WriteBigZip(b, dir, m, 4<<10+rng.Int64N(60<<10)))
+		g.files++
+	}
+	versions := make([]int, len(nodes))
+	for i := range nodes {
+		versions[i] = 2 + rng.IntN(4)
+	}
+	version := func(k int) string { return fmt.Sprintf("v1.%d.0", k) }
+	for ni, n := range nodes {
+		nv := versions[ni]
+		for k := range nv {
+			v := version(k)
 			var req, imports strings.Builder
 			for _, c := range n.reqs {
-				cv := "v1.0.0"
-				if v == "v1.1.0" && rng.IntN(3) > 0 {
-					cv = "v1.1.0"
+				// The newest requires a dependency's newest or the one
+				// before; an older version, one its age allows.
+				ck := versions[c] - 1 - rng.IntN(2)
+				if k < nv-1 {
+					ck = rng.IntN(max(1, (versions[c]*(k+1))/nv))
 				}
-				fmt.Fprintf(&req, "\t%s %s\n", nodes[c].path, cv)
+				fmt.Fprintf(&req, "\t%s %s\n", nodes[c].path, version(max(ck, 0)))
 				fmt.Fprintf(&imports, "import _ %q\n", nodes[c].path)
 			}
-			gomod := "module " + n.path + "\n\ngo 1.16\n"
+			goVersion := "1.16"
+			if k < nv-1 {
+				for range 4 + rng.IntN(12) {
+					fmt.Fprintf(&req, "\t%s v1.0.0\n", legacy[rng.IntN(len(legacy))])
+				}
+			} else if rng.IntN(10) < 6 {
+				goVersion = "1.21"
+			}
+			gomod := "module " + n.path + "\n\ngo " + goVersion + "\n"
 			if req.Len() > 0 {
 				gomod += "\nrequire (\n" + req.String() + ")\n"
 			}
@@ -164,7 +197,7 @@ func newGraph(b *testing.B) *graph {
 				pkg + ".go": "package " + pkg + "\n\n" + imports.String() + "\n// Version is the module's version.\nconst Version = " + strconv.Quote(v) + "\n",
 			}}
 			size := n.size
-			if v == "v1.0.0" {
+			if k < nv-1 {
 				size /= 8
 			}
 			g.up.AddBigZip(m, testenv.WriteBigZip(b, dir, m, size))
@@ -177,7 +210,7 @@ func newGraph(b *testing.B) *graph {
 	g.app = filepath.Join(dir, "app")
 	var req, imports strings.Builder
 	for _, i := range byLevel[0] {
-		fmt.Fprintf(&req, "\t%s v1.1.0\n", nodes[i].path)
+		fmt.Fprintf(&req, "\t%s %s\n", nodes[i].path, version(versions[i]-1))
 		fmt.Fprintf(&imports, "import _ %q\n", nodes[i].path)
 	}
 	must(b, os.MkdirAll(g.app, 0o755))
@@ -188,7 +221,9 @@ func newGraph(b *testing.B) *graph {
 	selected := map[string]string{}
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
 		p, v, _ := strings.Cut(line, " ")
-		selected[p] = v
+		if !strings.HasPrefix(p, "example.com/graph/legacy/") { // in the graph, not in the build
+			selected[p] = v
+		}
 	}
 	if len(selected) != len(nodes) {
 		b.Fatalf("the graph selects %d modules, not %d:\n%s", len(selected), len(nodes), out)

@@ -1,6 +1,6 @@
 // Command loadtest compares Piraeus cache hits with Caddy's own
-// file_server serving the same bytes, in one process and one run, over
-// loopback: requests per second and p99 latency per artifact, and their
+// file_server serving the same bytes, and with goproxy/goproxy's hits (a
+// peer built from bench/peers/goproxy), in one run, over loopback: requests per second and p99 latency per artifact, and their
 // ratio. Machines here are shared and noisy; only the ratios are meant to
 // be compared across runs.
 package main
@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -31,6 +32,7 @@ var (
 	duration    = flag.Duration("d", 3*time.Second, "load duration per measurement")
 	concurrency = flag.Int("c", 32, "concurrent clients")
 	zipSize     = flag.Int64("zip", 5<<20, "approximate zip size in bytes")
+	peerBin     = flag.String("peer", "bin/tools/goproxy-peer", "goproxy/goproxy v0.26.1, served beside Piraeus (make bench builds it from bench/peers/goproxy)")
 )
 
 var mod = testenv.Module{Path: "example.com/bench", Version: "v1.0.0"}
@@ -56,7 +58,10 @@ func main() {
 	must(testenv.WriteNoiseZip(f, mod, *zipSize))
 	must(f.Close())
 
-	ports := freePorts(4)
+	if _, err := os.Stat(*peerBin); err != nil {
+		log.Fatalf("%s: %v: build goproxy/goproxy with `make bench` (or `make $PWD/bin/tools/goproxy-peer`)", *peerBin, err)
+	}
+	ports := freePorts(5)
 	caddyfile := fmt.Sprintf(`{
 	admin off
 	persist_config off
@@ -102,10 +107,13 @@ http://127.0.0.1:%[3]d {
 		MaxIdleConnsPerHost: *concurrency,
 		DisableCompression:  true,
 	}}
+	stopPeer := startPeer(tmp, ports[4], fmt.Sprintf("http://127.0.0.1:%d", ports[0]))
+	defer stopPeer()
 	targets := []struct{ name, base string }{
 		{"file_server", fmt.Sprintf("http://127.0.0.1:%d/", ports[0])},
-		{"goproxy memory hit", fmt.Sprintf("http://127.0.0.1:%d/", ports[1])},
-		{"goproxy disk hit", fmt.Sprintf("http://127.0.0.1:%d/", ports[2])},
+		{"piraeus memory hit", fmt.Sprintf("http://127.0.0.1:%d/", ports[1])},
+		{"piraeus disk hit", fmt.Sprintf("http://127.0.0.1:%d/", ports[2])},
+		{"goproxy/goproxy hit", fmt.Sprintf("http://127.0.0.1:%d/", ports[4])},
 	}
 	fmt.Printf("loopback load: %d clients, %s per measurement, zip %.1f MiB\n\n", *concurrency, *duration, float64(*zipSize)/(1<<20))
 	fmt.Printf("%-6s %-20s %12s %10s %10s %14s %12s\n", "file", "server", "req/s", "p50", "p99", "req/s ratio", "p99 ratio")
@@ -127,6 +135,27 @@ http://127.0.0.1:%[3]d {
 			}
 		}
 	}
+}
+
+// startPeer runs goproxy/goproxy in front of upstream (file_server), its
+// cache in a dir under tmp, and waits until it answers.
+func startPeer(tmp string, port int, upstream string) (stop func()) {
+	cmd := exec.Command(*peerBin, "server", "--address", fmt.Sprintf("127.0.0.1:%d", port), "--cacher-dir", filepath.Join(tmp, "peer"))
+	cmd.Env = append(os.Environ(), "GOPROXY="+upstream, "GOSUMDB=off", "GONOSUMDB=", "GOPRIVATE=", "GOFLAGS=-modcacherw",
+		"GOMODCACHE="+filepath.Join(tmp, "peer-modcache"))
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	must(cmd.Start())
+	stop = func() { cmd.Process.Kill(); cmd.Wait() }
+	for range 100 { // up to 10 s
+		if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/example.com/bench/@v/list", port)); err == nil {
+			resp.Body.Close()
+			return stop
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	stop()
+	log.Fatal("goproxy/goproxy did not start")
+	return nil
 }
 
 type result struct {
