@@ -110,9 +110,8 @@ func (p *Proxy) fromTransfer(ctx context.Context, a artifact.Artifact) (*fetched
 
 // checkSpooled runs every check of an answer on its spooled content, from
 // an upstream or another node alike: its format (artifact.CheckContent,
-// artifact.CheckZip), and the
-// checksum database's record (verify). It returns the content of an
-// object other than a zip.
+// artifact.CheckZip), and the checksum database's record (verify). It
+// returns the content of an object other than a zip.
 func (p *Proxy) checkSpooled(a artifact.Artifact, source string, spool *cachetier.Spool) ([]byte, error) {
 	var small []byte
 	if a.Kind != artifact.Zip {
