@@ -596,3 +596,24 @@ func TestDiskListFromHoldings(t *testing.T) {
 		t.Errorf("the holdings hold %d lines after reopening; want the 25 held", lines)
 	}
 }
+
+// The memory tier's budget counts lengths: what it keeps holds no spare
+// capacity that the budget would not see (an io.ReadAll's).
+func TestMemoryTierKeepsNoSlack(t *testing.T) {
+	t.Parallel()
+	m, err := NewMemoryTier(1<<20, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	data := make([]byte, 1000, 64<<10)
+	put(t, m, "example.com/s/@v/v1.0.0.mod", data, time.Time{})
+	m.Wait()
+	o, err := m.Get(t.Context(), "example.com/s/@v/v1.0.0.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := o.Bytes(); len(b) != 1000 || cap(b) > 1000+1000/8 {
+		t.Errorf("kept %d bytes with capacity %d; want no more than an eighth spare", len(b), cap(b))
+	}
+}

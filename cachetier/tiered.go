@@ -313,6 +313,12 @@ type Presigner interface {
 	Presign(ctx context.Context, key string, minSize int64, ttl time.Duration) (string, error)
 }
 
+// CanPresign reports whether the store can hand out pre-signed URLs.
+func (t *Tiered) CanPresign() bool {
+	_, ok := t.store.(Presigner)
+	return ok
+}
+
 // Presign returns a URL serving key's content from the store, for ttl, if
 // the store can make one and the object has at least minSize bytes;
 // ErrMiss otherwise.

@@ -387,7 +387,7 @@ func (h *Handler) open() error {
 	if h.fleet != nil {
 		opts.Fleet = h.fleet.OpenedFleet()
 	}
-	if h.RedirectLarge > 0 && !presigns(h.tiers.Tiers()) {
+	if h.RedirectLarge > 0 && !h.tiers.CanPresign() {
 		return fmt.Errorf("goproxy: redirect_large needs a tier that pre-signs URLs (s3)")
 	}
 	if h.proxy, err = goproxy.New(opts); err != nil {

@@ -60,16 +60,6 @@ type LocalDirTierModule interface {
 	LocalDir() string
 }
 
-// presigns reports whether a tier can hand out pre-signed URLs.
-func presigns(tiers []cachetier.Tier) bool {
-	for _, t := range tiers {
-		if _, ok := t.(cachetier.Presigner); ok {
-			return true
-		}
-	}
-	return false
-}
-
 // tierReleaser is a built-in tier module, which the handler lets go of
 // when its proxy has closed: after the config's Cleanup, once the fetches
 // that its requests started have ended, never under them.

@@ -170,3 +170,15 @@ func TestStartFailureFailsTheLoad(t *testing.T) {
 	}
 	testenv.MustGet(t, base+"/"+testenv.EscapedPath(hello.Path, hello.Version, "info"))
 }
+
+// redirect_large needs a tier of record that pre-signs URLs: over a disk
+// the config's load fails and says so.
+func TestRedirectLargeNeedsPresigningTier(t *testing.T) {
+	up := testenv.NewUpstream(t, hello)
+	port := testenv.FreePort(t)
+	cf := testcaddy.Global() + fmt.Sprintf("http://127.0.0.1:%d {\n\tbind 127.0.0.1\n\tgoproxy %s {\n\t\tsumdb off\n\t\tredirect_large 1MiB\n\t\tcache {\n\t\t\tdisk %s\n\t\t}\n\t}\n}\n",
+		port, up.URL, t.TempDir())
+	if err := testcaddy.TryLoad(cf); err == nil || !strings.Contains(err.Error(), "redirect_large needs a tier that pre-signs URLs") {
+		t.Fatalf("loading redirect_large over a disk = %v; want it refused", err)
+	}
+}

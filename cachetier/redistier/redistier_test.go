@@ -36,19 +36,11 @@ func openRedis(t *testing.T) (*Tier, *redisconn.Conn) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	rt, err := New(Config{Conn: conn, Prefix: "test:", Key: testKey(t)})
+	rt, err := New(Config{Conn: conn, Prefix: "test:", Key: tiertest.FleetKey(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return rt, conn
-}
-
-func testKey(t testing.TB) *fleetkey.Key {
-	k, err := fleetkey.New(testenv.FleetKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
 }
 
 // A Redis value names its key: one copied to another key is refused and

@@ -33,14 +33,6 @@ func TestTierSuite(t *testing.T) {
 	tiertest.Suite(t, func(t *testing.T) cachetier.Tier { return openS3(t, testenv.StartS3(t), Config{}) })
 }
 
-func testKey(t testing.TB) *fleetkey.Key {
-	k, err := fleetkey.New(testenv.FleetKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 func openS3(t *testing.T, srv *testenv.S3, cfg Config) *Tier {
 	t.Helper()
 	cfg.Endpoint, cfg.Bucket, cfg.AccessKey, cfg.SecretKey = srv.Endpoint, "piraeus", srv.AccessKey, srv.SecretKey
@@ -48,7 +40,7 @@ func openS3(t *testing.T, srv *testenv.S3, cfg Config) *Tier {
 		cfg.SpoolDir = t.TempDir()
 	}
 	if cfg.Key == nil {
-		cfg.Key = testKey(t)
+		cfg.Key = tiertest.FleetKey(t)
 	}
 	s, err := New(cfg)
 	if err != nil {

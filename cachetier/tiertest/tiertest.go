@@ -16,7 +16,20 @@ import (
 	"time"
 
 	"github.com/piraeus-go/piraeus/cachetier"
+	"github.com/piraeus-go/piraeus/internal/fleetkey"
+	"github.com/piraeus-go/piraeus/internal/testenv"
 )
+
+// FleetKey is the tests' fleet key (testenv.FleetKey), for the tiers that
+// sign what they hold.
+func FleetKey(t testing.TB) *fleetkey.Key {
+	t.Helper()
+	k, err := fleetkey.New(testenv.FleetKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
 
 // ReadAll reads an object's content whole.
 func ReadAll(t testing.TB, o *cachetier.Object) []byte {
