@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 
 	"github.com/piraeus-go/piraeus/goproxy"
 )
@@ -102,6 +103,7 @@ func (a *AdminAPI) warm(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
 	}
+	auditAdmin(r, "warm", zap.Int("modules", len(items)))
 	ps := proxies()
 	if len(ps) == 0 {
 		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: fmt.Errorf("no goproxy handler is loaded")}
@@ -143,8 +145,21 @@ func (a *AdminAPI) purge(w http.ResponseWriter, r *http.Request) error {
 			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
 		}
 	}
+	auditAdmin(r, "purge", zap.String("module", mod), zap.String("version", version))
 	w.Header().Set("Content-Type", "application/json")
 	return json.NewEncoder(w).Encode(map[string]any{"purged": mod + "@" + version, "caches": len(ps)})
+}
+
+// auditAdmin writes an operation of the admin API to the audit trail:
+// who asked (the client certificate of Caddy's remote admin endpoint,
+// if any) and from where.
+func auditAdmin(r *http.Request, op string, fields ...zap.Field) {
+	var by string
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		by = r.TLS.PeerCertificates[0].Subject.String()
+	}
+	caddy.Log().Named(auditLogger).Info("admin "+op,
+		append([]zap.Field{zap.String("admin", by), zap.String("client", r.RemoteAddr)}, fields...)...)
 }
 
 var _ caddy.AdminRouter = (*AdminAPI)(nil)

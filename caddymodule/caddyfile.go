@@ -132,6 +132,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			continue
+		case "access":
+			if h.Access == nil {
+				h.Access = new(AccessConfig)
+			}
+			if err := unmarshalAccess(d, h.Access); err != nil {
+				return err
+			}
+			continue
 		case "mode":
 			args := d.RemainingArgs()
 			if len(args) != 2 {

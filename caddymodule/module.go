@@ -130,6 +130,11 @@ type Handler struct {
 	// CatalogPrivate lists private modules in the catalog too.
 	CatalogPrivate bool `json:"catalog_private,omitempty"`
 
+	// Access decides who may read which module, from the identity that
+	// Caddy's authentication established (see AccessConfig). Without it,
+	// every request is answered: access is left to what is in front.
+	Access *AccessConfig `json:"access,omitempty"`
+
 	// FleetKey is the secret that every edge of a fleet shares: it signs
 	// (HMAC-SHA256) every value an edge writes to Redis or a bucket, and a
 	// value whose tag fails it is refused, deleted and logged. Required
@@ -433,6 +438,13 @@ func (h *Handler) options() (goproxy.Options, error) {
 		StatusPath:            h.StatusPath,
 		Catalog:               h.Catalog,
 		CatalogPrivate:        h.CatalogPrivate,
+	}
+	if h.Access != nil {
+		audit := zap.NewNop()
+		if h.logger != nil {
+			audit = h.logger.Named("audit")
+		}
+		o.Access = h.Access.options(audit)
 	}
 	o.Prefetch = goproxy.PrefetchOptions{Mode: "mod"}
 	if c := h.Prefetch; c != nil {

@@ -25,8 +25,18 @@ import (
 // can be a module path: module paths begin with a dotted host.
 
 // serveOps answers an operators' endpoint and reports whether path was one.
-func (p *Proxy) serveOps(w http.ResponseWriter, r *http.Request) bool {
-	switch path := r.URL.Path; {
+func (p *Proxy) serveOps(w http.ResponseWriter, r *http.Request, who Subject) bool {
+	path := r.URL.Path
+	if acc := p.cfg.access; acc != nil &&
+		(p.cfg.StatusPath != "" && path == p.cfg.StatusPath || p.cfg.Catalog && path == "/catalog") {
+		allowed := who.matchesAny(acc.Operator)
+		if !allowed {
+			acc.auditOperator(r, who, path, false, acc.deny(w, who, "the operators' pages"))
+			return true
+		}
+		acc.auditOperator(r, who, path, true, http.StatusOK)
+	}
+	switch {
 	case p.cfg.Health && path == "/healthz":
 		w.Header().Set("Cache-Control", "no-store")
 		writeText(w, http.StatusOK, "ok")

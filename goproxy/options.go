@@ -110,6 +110,10 @@ type Options struct {
 	Catalog        bool
 	CatalogPrivate bool
 
+	// Access, if set, decides who may read which module (see Access); nil
+	// leaves access to what is in front of the proxy.
+	Access *Access
+
 	// Cache holds what the proxy serves; required.
 	Cache Cache
 	// RedirectLarge, if set, answers a .zip of at least this many bytes
@@ -262,6 +266,11 @@ func New(o Options) (*Proxy, error) {
 	if cfg.Private, cfg.NoVerify, cfg.Modes, err = o.parsePolicy(); err != nil {
 		return nil, err
 	}
+	if o.Access != nil {
+		if cfg.access, err = o.Access.compile(); err != nil {
+			return nil, err
+		}
+	}
 	cfg.client = fetcher.NewHTTPClient(fetcher.HTTPConfig{
 		MaxConnsPerHost: o.MaxConnsPerHost, DialTimeout: o.DialTimeout, HeaderTimeout: o.ResponseHeaderTimeout,
 		SameHostRedirects: o.SameHostRedirects, TLS: o.UpstreamTLS,
@@ -358,6 +367,15 @@ func (o Options) Check() error {
 	}
 	if err := o.checkLimits(); err != nil {
 		return err
+	}
+	if o.Access != nil {
+		acc := *o.Access
+		if acc.Identify == nil { // set by New's caller; the rules are checked here
+			acc.Identify = func(*http.Request) Subject { return Subject{} }
+		}
+		if _, err := acc.compile(); err != nil {
+			return err
+		}
 	}
 	for _, c := range o.SumDBs {
 		if _, err := checksumdb.ParseNameOrKey(c.Name); err != nil {

@@ -64,10 +64,11 @@ type config struct {
 	Fleet   Fleet
 	Logger  *zap.Logger
 
-	Health         bool   // answer /healthz and /readyz
-	StatusPath     string // where the status page is; "" for none
-	Catalog        bool   // answer /catalog
-	CatalogPrivate bool   // with private modules
+	Health         bool          // answer /healthz and /readyz
+	StatusPath     string        // where the status page is; "" for none
+	Catalog        bool          // answer /catalog
+	CatalogPrivate bool          // with private modules
+	access         *accessPolicy // who may read which module; nil: no checks
 
 	client    *http.Client // of upstream proxies and checksum databases
 	notFound  *httperr.NotFoundCache
@@ -165,6 +166,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.obs.answered("invalid", "method_not_allowed", "")
 		return
 	}
+	acc := p.cfg.access
+	var who Subject
+	if acc != nil {
+		who = acc.Identify(r)
+	}
 	// The cache-only conventions of proxy.golang.org: a path under
 	// /cached-only/, or a Disable-Module-Fetch: true header, is answered
 	// from the cache alone, a miss with a 404.
@@ -178,10 +184,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		cacheOnly = true
 	}
 	if rest, ok := strings.CutPrefix(r.URL.Path, "/sumdb/"); ok {
-		p.serveSumDB(w, r, rest)
+		p.serveSumDB(w, r, rest, who)
 		return
 	}
-	if !cacheOnly && p.serveOps(w, r) {
+	if !cacheOnly && p.serveOps(w, r, who) {
 		return
 	}
 	if strings.Contains(strings.ToLower(r.URL.RawPath), "%2f") {
@@ -197,11 +203,29 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.obs.request(a)
+	var tier string // what answered, for the audit log
+	if acc != nil {
+		d := acc.decide(a.Module, who)
+		d.audited = d.audited || p.private(a.Module)
+		if !d.allowed {
+			acc.audit(r, who, a, d, acc.deny(w, who, a.Module), "")
+			p.obs.answered(a.Kind.String(), "denied", "")
+			return
+		}
+		if d.audited && acc.Audit != nil {
+			sw := &statusWriter{ResponseWriter: w}
+			w = sw
+			defer func() { acc.audit(r, who, a, d, sw.status(), tier) }()
+		}
+	}
 	ctx := r.Context()
 	if cacheOnly {
 		ctx = context.WithValue(ctx, cacheOnlyKey{}, true)
 	}
 	ans, err := p.Get(ctx, a)
+	if ans.Object != nil {
+		tier = ans.Object.Tier
+	}
 	if ans.CacheStatus != "" {
 		w.Header().Set("Cache-Status", ans.CacheStatus)
 	}
@@ -234,6 +258,46 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cw := &countingWriter{ResponseWriter: w}
 	http.ServeContent(cw, r, "", time.Time{}, obj.Reader())
 	p.obs.served(a, cw.n)
+}
+
+// statusWriter records the status of an answer, for the audit log.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.code == 0 {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// ReadFrom keeps the ResponseWriter's own ReadFrom (sendfile) in use.
+func (s *statusWriter) ReadFrom(r io.Reader) (int64, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	if rf, ok := s.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(s.ResponseWriter, r)
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (s *statusWriter) status() int {
+	if s.code == 0 {
+		return http.StatusOK
+	}
+	return s.code
 }
 
 // countingWriter counts body bytes for the served-bytes metric.

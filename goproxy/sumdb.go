@@ -22,8 +22,14 @@ import (
 // so that the go command can reach its checksum database through the proxy.
 // Lookups and tiles are served once the sumdb client has verified them;
 // the signed tree is checked against the database's key.
-func (p *Proxy) serveSumDB(w http.ResponseWriter, r *http.Request, rest string) {
+func (p *Proxy) serveSumDB(w http.ResponseWriter, r *http.Request, rest string, who Subject) {
 	name, sub, _ := strings.Cut(rest, "/")
+	acc := p.cfg.access
+	if acc != nil && !strings.HasPrefix(sub, "lookup/") && !acc.mayReadAny(who) {
+		acc.deny(w, who, "the checksum database")
+		p.obs.answered("sumdb", "denied", "")
+		return
+	}
 	db := p.sumdbs[name]
 	if db == nil {
 		writeError(w, http.StatusNotFound, "unknown checksum database "+quoteShort(name), 0)
@@ -54,6 +60,14 @@ func (p *Proxy) serveSumDB(w http.ResponseWriter, r *http.Request, rest string) 
 		if errM != nil || errV != nil || module.CanonicalVersion(ver) != ver || module.Check(mod, ver) != nil {
 			writeError(w, http.StatusBadRequest, "invalid lookup "+quoteShort(mv)+": want <escaped module>@<canonical version>", 0)
 			return
+		}
+		if acc != nil {
+			a := artifact.Artifact{Module: mod, Version: ver, Kind: artifact.Mod}
+			if d := acc.decide(mod, who); !d.allowed {
+				acc.audit(r, who, a, d, acc.deny(w, who, mod), "")
+				p.obs.answered("sumdb", "denied", "")
+				return
+			}
 		}
 		if p.private(mod) {
 			writeError(w, http.StatusNotFound, "private module: not in any checksum database", 0)

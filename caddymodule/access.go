@@ -1,0 +1,163 @@
+package caddymodule
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
+
+	"github.com/piraeus-go/piraeus/artifact"
+	"github.com/piraeus-go/piraeus/goproxy"
+)
+
+// AccessConfig decides who may read which module, from the identity that
+// Caddy's own authentication established in front of goproxy: basic_auth
+// (or a token provider), forward_auth's copied headers, a client
+// certificate.
+type AccessConfig struct {
+	// Rules are tried in order; the first whose pattern matches a module
+	// decides: an allow rule lets the subjects it names read it and no one
+	// else, a deny rule refuses those it names and leaves the others to
+	// the rules after it. A module no rule matches is denied.
+	Rules []AccessRuleConfig `json:"rules,omitempty"`
+	// Operator are the subjects that may read the status page and the
+	// catalog (none by default).
+	Operator []string `json:"operator,omitempty"`
+	// User are placeholders tried in order for the user's id, the first
+	// that is not empty winning. Default: {http.auth.user.id}, which
+	// basic_auth and other authentication providers set.
+	User []string `json:"user,omitempty"`
+	// Groups are placeholders whose values, split at commas and spaces,
+	// are the user's groups, e.g. {http.request.header.Remote-Groups}
+	// copied by forward_auth. Default: {http.auth.user.groups}.
+	Groups []string `json:"groups,omitempty"`
+	// Realm is the realm of the challenge sent with a 401.
+	Realm string `json:"realm,omitempty"`
+}
+
+// AccessRuleConfig is one rule: Pattern is a module path pattern in
+// GOPRIVATE syntax ("*" for every module); Subjects are user:<id>,
+// group:<name>, authenticated or anyone.
+type AccessRuleConfig struct {
+	Pattern  string   `json:"pattern"`
+	Deny     bool     `json:"deny,omitempty"`
+	Subjects []string `json:"subjects"`
+}
+
+const (
+	defaultUserPlaceholder   = "{http.auth.user.id}"
+	defaultGroupsPlaceholder = "{http.auth.user.groups}"
+	// auditLogger is the logger of the audit trail, so that Caddy's log
+	// config can send it apart (include http.handlers.goproxy.audit).
+	auditLogger = "http.handlers.goproxy.audit"
+)
+
+// options is the access stage's configuration for goproxy.
+func (c *AccessConfig) options(audit *zap.Logger) *goproxy.Access {
+	users, groups := c.User, c.Groups
+	if len(users) == 0 {
+		users = []string{defaultUserPlaceholder}
+	}
+	if len(groups) == 0 {
+		groups = []string{defaultGroupsPlaceholder}
+	}
+	a := &goproxy.Access{Operator: c.Operator, Realm: c.Realm, Audit: audit,
+		Identify: func(r *http.Request) goproxy.Subject { return identify(r, users, groups) }}
+	for _, r := range c.Rules {
+		a.Rules = append(a.Rules, goproxy.AccessRule{Pattern: r.Pattern, Deny: r.Deny, Subjects: r.Subjects})
+	}
+	return a
+}
+
+// identify reads who sent r from the request's placeholders. A
+// placeholder that nothing set reads as empty: anonymous.
+func identify(r *http.Request, users, groups []string) goproxy.Subject {
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if repl == nil {
+		return goproxy.Subject{}
+	}
+	var s goproxy.Subject
+	for _, u := range users {
+		if v := strings.TrimSpace(repl.ReplaceAll(u, "")); v != "" {
+			s.User = v
+			break
+		}
+	}
+	if s.User == "" {
+		return s // groups without a user are no one's
+	}
+	for _, g := range groups {
+		for _, name := range strings.FieldsFunc(repl.ReplaceAll(g, ""), func(r rune) bool { return r == ',' || r == ' ' }) {
+			s.Groups = append(s.Groups, name)
+		}
+	}
+	return s
+}
+
+// unmarshalAccess reads an access block:
+//
+//	access {
+//		allow <pattern> <subject...>
+//		deny <pattern> <subject...>
+//		operator <subject...>
+//		user <placeholder...>
+//		groups <placeholder...>
+//		realm <name>
+//	}
+func unmarshalAccess(d *caddyfile.Dispenser, c *AccessConfig) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch key := d.Val(); key {
+		case "allow", "deny":
+			args := d.RemainingArgs()
+			if len(args) < 2 {
+				return d.Errf("want: %s <module path pattern> <subject...> (user:<id>, group:<name>, authenticated, anyone)", key)
+			}
+			if ps, err := artifact.ParsePatterns(args[0]); err != nil || ps.Empty() || strings.Contains(args[0], ",") {
+				return d.Errf("%s %q: want one module path pattern, e.g. github.com/acme/* or *", key, args[0])
+			}
+			for _, s := range args[1:] {
+				if err := goproxy.CheckSubject(s); err != nil {
+					return d.Err(err.Error())
+				}
+			}
+			c.Rules = append(c.Rules, AccessRuleConfig{Pattern: args[0], Deny: key == "deny", Subjects: args[1:]})
+		case "operator":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			for _, s := range args {
+				if err := goproxy.CheckSubject(s); err != nil {
+					return d.Err(err.Error())
+				}
+			}
+			c.Operator = append(c.Operator, args...)
+		case "user", "groups":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			if key == "user" {
+				c.User = append(c.User, args...)
+			} else {
+				c.Groups = append(c.Groups, args...)
+			}
+		case "realm":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			c.Realm = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		default:
+			return d.Errf("unknown access subdirective %q", key)
+		}
+	}
+	return nil
+}
