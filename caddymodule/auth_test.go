@@ -22,14 +22,21 @@ import (
 // CA's root certificate file for SSL_CERT_FILE.
 func startCaddyTLS(t *testing.T, goproxyBlock string) (base, rootCert string) {
 	t.Helper()
+	return startCaddyTLSWith(t, nil, "tls internal", goproxyBlock)
+}
+
+// startCaddyTLSWith is startCaddyTLS with more global options and the
+// site's tls directive given.
+func startCaddyTLSWith(t *testing.T, globals []string, tlsDirective, goproxyBlock string) (base, rootCert string) {
+	t.Helper()
 	port := testenv.FreePort(t)
-	storage := t.TempDir()
-	config := testcaddy.Global("auto_https disable_redirects", "storage file_system "+storage) + fmt.Sprintf(`https://localhost:%d {
+	storage := tlsStorage
+	config := testcaddy.Global(append([]string{"auto_https disable_redirects", "storage file_system " + storage}, globals...)...) + fmt.Sprintf(`https://localhost:%d {
 	bind 127.0.0.1
-	tls internal
+	%s
 	%s
 }
-`, port, goproxyBlock)
+`, port, tlsDirective, goproxyBlock)
 	testcaddy.Load(t, config)
 	base = fmt.Sprintf("https://localhost:%d", port)
 	rootCert = filepath.Join(storage, "pki", "authorities", "local", "root.crt")
