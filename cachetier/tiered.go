@@ -343,3 +343,65 @@ func (t *Tiered) report(tier Tier, op, key string, err error) {
 		t.onError(tier.Name(), op, key, err)
 	}
 }
+
+// confirmer is implemented by shared tiers that can say when they could
+// not be asked (Redis's circuit breaker open) rather than report a miss.
+type confirmer interface {
+	GetConfirmed(ctx context.Context, key string) (*Object, error)
+	PutConfirmed(ctx context.Context, key string, meta Meta, data []byte) error
+}
+
+// records are the tiers that hold records (PutRecord): those other nodes
+// share, then the store.
+func (t *Tiered) records() []Tier {
+	var ts []Tier
+	for _, u := range t.upper {
+		if st, ok := u.(sharedTier); ok && st.Shared() {
+			ts = append(ts, u)
+		}
+	}
+	return append(ts, t.store)
+}
+
+// PutRecord stores small content that every node must read alike, such
+// as an access token: in the store and in every tier other nodes share,
+// and in no tier of this node's alone (its memory), so that a delete on
+// another node leaves no copy here to contradict it. A tier that cannot
+// take it makes it an error.
+func (t *Tiered) PutRecord(ctx context.Context, key string, meta Meta, data []byte) error {
+	for _, tier := range t.records() {
+		var err error
+		if c, ok := tier.(confirmer); ok {
+			err = c.PutConfirmed(ctx, key, meta, data)
+		} else {
+			err = tier.Put(ctx, key, meta, data)
+		}
+		if err != nil {
+			return fmt.Errorf("storing %s in the %s tier: %w", Truncate(key), tier.Name(), err)
+		}
+	}
+	return nil
+}
+
+// GetRecord reads what PutRecord stored, from the shared tiers first,
+// then the store, promoting it nowhere. A shared tier that cannot be
+// asked makes it an error, not a miss: the record may have been deleted
+// there.
+func (t *Tiered) GetRecord(ctx context.Context, key string) (*Object, error) {
+	for _, tier := range t.records() {
+		var obj *Object
+		var err error
+		if c, ok := tier.(confirmer); ok {
+			obj, err = c.GetConfirmed(ctx, key)
+		} else {
+			obj, err = tier.Get(ctx, key)
+		}
+		switch {
+		case err == nil:
+			return obj, nil
+		case !errors.Is(err, ErrMiss):
+			return nil, fmt.Errorf("%s tier: %w", tier.Name(), err)
+		}
+	}
+	return nil, ErrMiss
+}

@@ -89,9 +89,7 @@ func identify(r *http.Request, users, groups []string) goproxy.Subject {
 		return s // groups without a user are no one's
 	}
 	for _, g := range groups {
-		for _, name := range strings.FieldsFunc(repl.ReplaceAll(g, ""), func(r rune) bool { return r == ',' || r == ' ' }) {
-			s.Groups = append(s.Groups, name)
-		}
+		s.Groups = append(s.Groups, strings.FieldsFunc(repl.ReplaceAll(g, ""), func(r rune) bool { return r == ',' || r == ' ' })...)
 	}
 	return s
 }

@@ -25,6 +25,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/piraeus-go/piraeus/internal/testcaddy"
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
 
@@ -454,4 +455,99 @@ func clientCert(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, ema
 		t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// Tokens the go command sends by itself: issued with `caddy goproxy token
+// create` (through the admin API), accepted by goproxy_token as a netrc
+// password and as a GOAUTH command's bearer token, listed, and refused
+// once revoked; token operations are audited.
+func TestAccessTokens(t *testing.T) {
+	up := testenv.NewUpstream(t, hello, secret)
+	db := up.VerifiedBy(t)
+	audit := filepath.Join(t.TempDir(), "audit.log")
+	base, rootCert := startCaddyTLSWith(t, []string{fmt.Sprintf(`log audit {
+		output file %s
+		include http.handlers.goproxy.audit
+		format json
+	}`, audit)}, "tls internal", fmt.Sprintf(`@creds header Authorization *
+	goproxy_token @creds
+	goproxy %s {
+		sumdb %s
+		cache {
+			disk %s
+		}
+		access {
+			allow example.com/secret group:payments
+			allow * authenticated
+		}
+	}`, up.URL, db.VKey, t.TempDir()))
+	admin := fmt.Sprintf("localhost:%d", testcaddy.AdminPort())
+
+	var out strings.Builder
+	if err := CreateTokenViaAdmin(admin, "ci-bot", "payments,ci", "1h", &out); err != nil {
+		t.Fatal(err)
+	}
+	token, _, _ := strings.Cut(out.String(), "\n")
+	if !strings.HasPrefix(token, "pir_") {
+		t.Fatalf("token create printed %q", out.String())
+	}
+	out.Reset()
+	if err := CreateTokenViaAdmin(admin, "intern", "", "1h", &out); err != nil {
+		t.Fatal(err)
+	}
+	internToken, _, _ := strings.Cut(out.String(), "\n")
+
+	env := append(testenv.GoEnv(t, base), "SSL_CERT_FILE="+rootCert, "GOSUMDB="+db.VKey)
+	fresh := func(env []string) []string { return append(slices.Clone(env), "GOMODCACHE="+t.TempDir()) }
+	netrc := append(slices.Clone(env), "GOAUTH=netrc", "NETRC="+writeNetrc(t, base, "anything", token))
+	testenv.RunGo(t, t.TempDir(), netrc, "mod", "download", "example.com/secret@v1.0.0")
+
+	script := filepath.Join(t.TempDir(), "goauth")
+	if err := os.WriteFile(script, []byte(fmt.Sprintf("#!/bin/sh\nprintf '%s\\n\\nAuthorization: Bearer %s\\n\\n'\n", base, token)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	testenv.RunGo(t, t.TempDir(), fresh(append(slices.Clone(env), "GOAUTH="+script)), "mod", "download", "example.com/secret@v1.0.0")
+
+	intern := append(slices.Clone(env), "GOAUTH=netrc", "NETRC="+writeNetrc(t, base, "intern", internToken))
+	testenv.RunGo(t, t.TempDir(), intern, "mod", "download", "example.com/hello@v1.0.0")
+	if out, err := testenv.TryGo(t, t.TempDir(), fresh(intern), "mod", "download", "example.com/secret@v1.0.0"); err == nil || !strings.Contains(out, `user "intern" may not read example.com/secret`) {
+		t.Fatalf("intern, not in payments: err %v\n%s", err, out)
+	}
+	bogus := append(slices.Clone(env), "GOAUTH=netrc", "NETRC="+writeNetrc(t, base, "ci-bot", token[:len(token)-2]+"xx"))
+	if out, err := testenv.TryGo(t, t.TempDir(), fresh(bogus), "mod", "download", "example.com/hello@v1.0.0"); err == nil || !strings.Contains(out, "401") {
+		t.Fatalf("a wrong token: err %v\n%s", err, out)
+	}
+
+	out.Reset()
+	if err := ListTokensViaAdmin(admin, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "ci-bot") || !strings.Contains(out.String(), "intern") || strings.Contains(out.String(), token) {
+		t.Fatalf("token list:\n%s", out.String())
+	}
+	id := strings.Fields(out.String())[0]
+	if !strings.Contains(token, id) {
+		id = strings.Fields(strings.Split(out.String(), "\n")[1])[0]
+	}
+	if err := RevokeTokenViaAdmin(admin, id, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := testenv.TryGo(t, t.TempDir(), fresh(netrc), "mod", "download", "example.com/secret@v1.0.0"); err == nil || !strings.Contains(out, "401") {
+		t.Fatalf("a revoked token: err %v\n%s", err, out)
+	}
+	if err := RevokeTokenViaAdmin(admin, id, io.Discard); err == nil {
+		t.Error("revoking a token twice: no error")
+	}
+
+	lines := auditLines(t, audit)
+	for _, want := range []map[string]any{
+		{"msg": "admin token create", "user": "ci-bot"},
+		{"msg": "admin token revoke", "token": id},
+		{"msg": "served", "user": "ci-bot", "module": "example.com/secret", "kind": "zip"},
+		{"msg": "denied", "user": "intern", "module": "example.com/secret"},
+	} {
+		if !findAudit(lines, want) {
+			t.Errorf("no audit line %v in:\n%v", want, lines)
+		}
+	}
 }

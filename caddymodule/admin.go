@@ -2,15 +2,19 @@ package caddymodule
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/piraeus-go/piraeus/accesstoken"
+	"github.com/piraeus-go/piraeus/cachetier"
 	"github.com/piraeus-go/piraeus/goproxy"
 )
 
@@ -58,6 +62,7 @@ func proxies() []*goproxy.Proxy {
 //
 //	POST /goproxy/warm    body: a go.mod or go.sum; answers NDJSON progress
 //	POST /goproxy/purge   ?module=<path>&version=<version>
+//	/goproxy/tokens       POST {user, groups, ttl}: issue; GET: list; DELETE ?id=: revoke
 type AdminAPI struct{}
 
 // CaddyModule returns the Caddy module information.
@@ -73,6 +78,7 @@ func (a *AdminAPI) Routes() []caddy.AdminRoute {
 	return []caddy.AdminRoute{
 		{Pattern: "/goproxy/warm", Handler: caddy.AdminHandlerFunc(a.warm)},
 		{Pattern: "/goproxy/purge", Handler: caddy.AdminHandlerFunc(a.purge)},
+		{Pattern: "/goproxy/tokens", Handler: caddy.AdminHandlerFunc(a.tokens)},
 	}
 }
 
@@ -158,8 +164,113 @@ func auditAdmin(r *http.Request, op string, fields ...zap.Field) {
 	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 		by = r.TLS.PeerCertificates[0].Subject.String()
 	}
-	caddy.Log().Named(auditLogger).Info("admin "+op,
-		append([]zap.Field{zap.String("admin", by), zap.String("client", r.RemoteAddr)}, fields...)...)
+	auditLog().Info("admin "+op, append([]zap.Field{zap.String("admin", by), zap.String("client", r.RemoteAddr)}, fields...)...)
+}
+
+// auditLog is the audit logger of the running config (its handlers'), so
+// that the config's log settings for http.handlers.goproxy.audit apply.
+func auditLog() *zap.Logger {
+	live.Lock()
+	defer live.Unlock()
+	for h := range live.handlers {
+		if h.logger != nil {
+			return h.logger.Named("audit")
+		}
+	}
+	return caddy.Log().Named(auditLogger)
 }
 
 var _ caddy.AdminRouter = (*AdminAPI)(nil)
+
+// tokenStores returns one token store per distinct tier of record among
+// the live handlers.
+func tokenStores() []*accesstoken.Store {
+	live.Lock()
+	defer live.Unlock()
+	seen := map[cachetier.Store]bool{}
+	var ss []*accesstoken.Store
+	for h := range live.handlers {
+		if st := h.tiers.Store(); !seen[st] && h.tokens != nil {
+			seen[st] = true
+			ss = append(ss, h.tokens)
+		}
+	}
+	return ss
+}
+
+// TokenRequest asks the admin API for a token.
+type TokenRequest struct {
+	User   string         `json:"user"`
+	Groups []string       `json:"groups,omitempty"`
+	TTL    caddy.Duration `json:"ttl"`
+}
+
+// TokenCreated is the admin API's answer to a TokenRequest: the token,
+// shown this once, and its record.
+type TokenCreated struct {
+	Secret string `json:"token"`
+	accesstoken.Token
+}
+
+// tokens serves /goproxy/tokens: POST a TokenRequest to issue a token,
+// GET to list them, DELETE ?id=<id> to revoke one.
+func (a *AdminAPI) tokens(w http.ResponseWriter, r *http.Request) error {
+	stores := tokenStores()
+	if len(stores) == 0 {
+		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: fmt.Errorf("no goproxy handler is loaded")}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	switch r.Method {
+	case http.MethodPost:
+		var req TokenRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
+			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("want a JSON body {user, groups, ttl}: %v", err)}
+		}
+		raw, tok, err := accesstoken.NewToken(req.User, req.Groups, time.Duration(req.TTL), time.Now())
+		if err != nil {
+			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
+		}
+		for _, s := range stores {
+			if err := s.Add(r.Context(), tok); err != nil {
+				return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: err}
+			}
+		}
+		tok.SHA256 = ""
+		auditAdmin(r, "token create", zap.String("token", tok.ID), zap.String("user", tok.User),
+			zap.Strings("groups", tok.Groups), zap.Time("expires", tok.Expires))
+		return json.NewEncoder(w).Encode(TokenCreated{Secret: raw, Token: tok})
+	case http.MethodGet:
+		seen := map[string]bool{}
+		toks := []accesstoken.Token{}
+		for _, s := range stores {
+			list, err := s.List(r.Context())
+			if err != nil {
+				return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: err}
+			}
+			for _, t := range list {
+				if !seen[t.ID] {
+					seen[t.ID] = true
+					toks = append(toks, t)
+				}
+			}
+		}
+		return json.NewEncoder(w).Encode(toks)
+	case http.MethodDelete:
+		id := r.URL.Query().Get("id")
+		var errs []error
+		revoked := 0
+		for _, s := range stores {
+			if err := s.Revoke(r.Context(), id); err != nil {
+				errs = append(errs, err)
+			} else {
+				revoked++
+			}
+		}
+		if revoked == 0 {
+			return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: errors.Join(errs...)}
+		}
+		auditAdmin(r, "token revoke", zap.String("token", id))
+		return json.NewEncoder(w).Encode(map[string]any{"revoked": id})
+	}
+	return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("use POST, GET or DELETE")}
+}

@@ -14,17 +14,19 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 
+	"github.com/piraeus-go/piraeus/accesstoken"
 	"github.com/piraeus-go/piraeus/fetcher"
 )
 
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "goproxy",
-		Usage: "warm <go.mod|go.sum|catalog URL> | purge <module>@<version> [--address <admin>]",
-		Short: "Warms or purges the Go module proxy cache of a running Caddy",
+		Usage: "warm <go.mod|go.sum|catalog URL> | purge <module>@<version> | token create|list|revoke [--address <admin>]",
+		Short: "Warms or purges the Go module proxy cache of a running Caddy, and manages its access tokens",
 		Long: `
 Talks to a running Caddy's admin endpoint (the admin API's /goproxy/ routes).
 
@@ -32,6 +34,10 @@ Talks to a running Caddy's admin endpoint (the admin API's /goproxy/ routes).
   caddy goproxy warm https://mirror.example.com/catalog
                                     fetch every module another mirror's catalog lists
   caddy goproxy purge mod@version   remove one module version from every tier
+  caddy goproxy token create --user alice --groups a,b --ttl 90d
+                                    issue an access token (printed once; the mirror keeps its hash)
+  caddy goproxy token list          list the tokens that have not been revoked
+  caddy goproxy token revoke <id>   revoke a token on every edge
 `,
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.PersistentFlags().String("address", "localhost:2019", "The admin API address of the running Caddy")
@@ -53,6 +59,7 @@ Talks to a running Caddy's admin endpoint (the admin API's /goproxy/ routes).
 					return PurgeViaAdmin(addr, args[0], c.OutOrStdout())
 				},
 			})
+			cmd.AddCommand(tokenCommand())
 		},
 	})
 }
@@ -212,5 +219,110 @@ func PurgeViaAdmin(adminAddr, modVersion string, out io.Writer) error {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	fmt.Fprintf(out, "%s", body)
+	return nil
+}
+
+func tokenCommand() *cobra.Command {
+	token := &cobra.Command{Use: "token", Short: "Manage the access tokens that goproxy_token accepts"}
+	create := &cobra.Command{
+		Use:   "create --user <id> [--groups a,b] [--ttl 90d]",
+		Short: "Issue an access token; it is printed once, the mirror keeps only its hash",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			addr, _ := c.Flags().GetString("address")
+			user, _ := c.Flags().GetString("user")
+			groups, _ := c.Flags().GetString("groups")
+			ttl, _ := c.Flags().GetString("ttl")
+			return CreateTokenViaAdmin(addr, user, groups, ttl, c.OutOrStdout())
+		},
+	}
+	create.Flags().String("user", "", "The user the token authenticates (required)")
+	create.Flags().String("groups", "", "The user's groups, comma-separated")
+	create.Flags().String("ttl", "90d", "How long the token lasts")
+	token.AddCommand(create, &cobra.Command{
+		Use:   "list",
+		Short: "List the tokens that have not been revoked",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			addr, _ := c.Flags().GetString("address")
+			return ListTokensViaAdmin(addr, c.OutOrStdout())
+		},
+	}, &cobra.Command{
+		Use:   "revoke <id>",
+		Short: "Revoke a token on every edge of the fleet",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			addr, _ := c.Flags().GetString("address")
+			return RevokeTokenViaAdmin(addr, args[0], c.OutOrStdout())
+		},
+	})
+	return token
+}
+
+// adminJSON sends an admin API request and decodes its JSON answer into
+// v; an answer other than 200 is an error with the admin API's reason.
+func adminJSON(adminAddr, method, uri string, body any, v any) error {
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		r = bytes.NewReader(b)
+	}
+	h := http.Header{}
+	h.Set("Content-Type", "application/json")
+	resp, err := caddycmd.AdminAPIRequest(adminAddr, method, uri, h, r)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// CreateTokenViaAdmin issues a token through the admin API and prints it.
+func CreateTokenViaAdmin(adminAddr, user, groups, ttl string, out io.Writer) error {
+	d, err := caddy.ParseDuration(ttl)
+	if err != nil {
+		return fmt.Errorf("--ttl %q: %v", ttl, err)
+	}
+	req := TokenRequest{User: user, TTL: caddy.Duration(d)}
+	for _, g := range strings.Split(groups, ",") {
+		if g = strings.TrimSpace(g); g != "" {
+			req.Groups = append(req.Groups, g)
+		}
+	}
+	var tc TokenCreated
+	if err := adminJSON(adminAddr, http.MethodPost, "/goproxy/tokens", req, &tc); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "%s\n\nid %s, user %s, groups %s, expires %s\n", tc.Secret, tc.ID, tc.User, strings.Join(tc.Groups, ","), tc.Expires.Format(time.RFC3339))
+	fmt.Fprintf(out, "The token is shown this once. In ~/.netrc: machine <mirror host> login %s password <token>\n", tc.User)
+	return nil
+}
+
+// ListTokensViaAdmin prints the tokens, one a line.
+func ListTokensViaAdmin(adminAddr string, out io.Writer) error {
+	var toks []accesstoken.Token
+	if err := adminJSON(adminAddr, http.MethodGet, "/goproxy/tokens", nil, &toks); err != nil {
+		return err
+	}
+	for _, t := range toks {
+		state := "expires " + t.Expires.Format(time.RFC3339)
+		if !time.Now().Before(t.Expires) {
+			state = "expired " + t.Expires.Format(time.RFC3339)
+		}
+		fmt.Fprintf(out, "%s  %-20s  %-30s  created %s  %s\n", t.ID, t.User, strings.Join(t.Groups, ","), t.Created.Format(time.RFC3339), state)
+	}
+	return nil
+}
+
+// RevokeTokenViaAdmin revokes token id.
+func RevokeTokenViaAdmin(adminAddr, id string, out io.Writer) error {
+	var res map[string]any
+	if err := adminJSON(adminAddr, http.MethodDelete, "/goproxy/tokens?id="+url.QueryEscape(id), nil, &res); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "revoked %s\n", id)
 	return nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/piraeus-go/piraeus/accesstoken"
 	"github.com/piraeus-go/piraeus/cachetier"
 	"github.com/piraeus-go/piraeus/goproxy"
 	"github.com/piraeus-go/piraeus/internal/fleetkey"
@@ -158,6 +159,7 @@ type Handler struct {
 	fleet      FleetTierModule // the tier that coordinates a fleet (redis), if any
 	stopPurges func()          // ends the fleet's purges reaching this handler
 	disk       string          // the local directory of a tier (disk), for sandboxes and metrics
+	tokens     *accesstoken.Store
 }
 
 // runState is whether a handler has started, and whether it has stopped.
@@ -398,6 +400,11 @@ func (h *Handler) open() error {
 	if h.proxy, err = goproxy.New(opts); err != nil {
 		return err
 	}
+	var purge func(context.Context, []string) error
+	if opts.Fleet != nil {
+		purge = opts.Fleet.Purge
+	}
+	h.tokens = accesstoken.New(h.tiers, purge, 0)
 	if h.fleet != nil {
 		h.stopPurges = h.fleet.SubscribePurges(h.forgetPurged)
 	}
@@ -575,6 +582,9 @@ var (
 func (h *Handler) forgetPurged(keys []string) {
 	for _, k := range keys {
 		h.tiers.DeleteLocal(context.Background(), k)
+	}
+	if h.tokens != nil {
+		h.tokens.Forget(keys)
 	}
 	if h.proxy != nil {
 		h.proxy.ForgetNotFound(keys)

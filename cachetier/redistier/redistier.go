@@ -78,12 +78,25 @@ func (r *Tier) objKey(key string) string  { return r.prefix + "obj:{" + key + "}
 func (r *Tier) tombKey(key string) string { return r.prefix + "tomb:{" + key + "}" }
 
 func (r *Tier) Get(ctx context.Context, key string) (*cachetier.Object, error) {
+	return r.get(ctx, key, false)
+}
+
+// GetConfirmed is Get for a record whose absence must be confirmed (a
+// revoked access token): a Redis that is not being used now (its circuit
+// breaker open) is cachetier.ErrUnavailable, not a miss.
+func (r *Tier) GetConfirmed(ctx context.Context, key string) (*cachetier.Object, error) {
+	return r.get(ctx, key, true)
+}
+
+func (r *Tier) get(ctx context.Context, key string, confirm bool) (*cachetier.Object, error) {
 	var val []byte
 	err := r.conn.Do(ctx, func(ctx context.Context) (err error) {
 		val, err = r.conn.Client.Get(ctx, r.objKey(key)).Bytes()
 		return err
 	})
 	switch {
+	case errors.Is(err, redisconn.ErrUnavailable) && confirm:
+		return nil, cachetier.ErrUnavailable
 	case errors.Is(err, redis.Nil), errors.Is(err, redisconn.ErrUnavailable):
 		return nil, cachetier.ErrMiss
 	case err != nil:
@@ -128,7 +141,21 @@ end
 return 1`)
 
 func (r *Tier) Put(ctx context.Context, key string, meta cachetier.Meta, data []byte) error {
+	return r.put(ctx, key, meta, data, false)
+}
+
+// PutConfirmed is Put for a record every node must see (an access
+// token): a Redis not being used now, a value too large for the tier
+// and a tombstone in the way are errors, not a skipped write.
+func (r *Tier) PutConfirmed(ctx context.Context, key string, meta cachetier.Meta, data []byte) error {
+	return r.put(ctx, key, meta, data, true)
+}
+
+func (r *Tier) put(ctx context.Context, key string, meta cachetier.Meta, data []byte, confirm bool) error {
 	if int64(len(data)) > r.maxObject {
+		if confirm {
+			return fmt.Errorf("redis tier: %s is larger than the tier's max object", cachetier.Truncate(key))
+		}
 		return nil
 	}
 	var ttl int64 // immutable: no expiry
@@ -147,12 +174,21 @@ func (r *Tier) Put(ctx context.Context, key string, meta cachetier.Meta, data []
 		})
 		if err != nil {
 			if errors.Is(err, redisconn.ErrUnavailable) {
+				if confirm {
+					return cachetier.ErrUnavailable
+				}
 				return nil
 			}
 			return fmt.Errorf("redis tier: %w", err)
 		}
 		tomb, held := res.(string)
-		if !held || r.tombstoneGood(key, tomb) {
+		if !held {
+			return nil
+		}
+		if r.tombstoneGood(key, tomb) {
+			if confirm {
+				return fmt.Errorf("redis tier: %s was purged", cachetier.Truncate(key))
+			}
 			return nil
 		}
 		// A tombstone no edge wrote: delete it (if it is still the
