@@ -10,6 +10,7 @@ import (
 	"github.com/piraeus-go/piraeus/cachetier"
 	"github.com/piraeus-go/piraeus/cachetier/redistier"
 	"github.com/piraeus-go/piraeus/cachetier/tiertest"
+	"github.com/piraeus-go/piraeus/fleet"
 	"github.com/piraeus-go/piraeus/internal/redisconn"
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
@@ -150,5 +151,97 @@ func TestSharedThroughRedis(t *testing.T) {
 	}
 	if _, _, err := a.Create(ctx, "x", nil, time.Hour); err == nil {
 		t.Fatal("Redis down: a token was issued that the other edges cannot see")
+	}
+}
+
+// edge is one node of a fleet on a real Redis: its own memory and disk,
+// the shared Redis tier, and a real fleet.Fleet that follows purges when
+// follow is set, signalling purged after applying one.
+type edge struct {
+	tiers  *cachetier.Tiered
+	tokens *Store
+	purged chan struct{}
+}
+
+func newEdge(t *testing.T, r *testenv.Redis, follow bool, checkTTL time.Duration) *edge {
+	t.Helper()
+	conn, err := redisconn.Open(redisconn.Config{URL: r.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	key := tiertest.FleetKey(t)
+	rt, err := redistier.New(redistier.Config{Conn: conn, Prefix: "tokens-fleet:", Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &edge{tiers: node(t, rt), purged: make(chan struct{}, 16)}
+	cfg := fleet.Config{Conn: conn, Prefix: "tokens-fleet:", Key: key}
+	if follow {
+		cfg.OnPurge = func(keys []string) {
+			for _, k := range keys {
+				e.tiers.DeleteLocal(context.Background(), k)
+			}
+			e.tokens.Forget(keys)
+			e.purged <- struct{}{}
+		}
+	}
+	f, err := fleet.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	e.tokens = New(e.tiers, f.Purge, checkTTL)
+	return e
+}
+
+// A token revoked on one edge of a fleet is refused by another: at once
+// when that edge reads its record (Redis's tombstone outweighs the copy
+// on the issuer's own disk), and, where the edge took the token on trust
+// for a while, as soon as the fleet's purge reaches it.
+func TestRevokedOnAnotherEdge(t *testing.T) {
+	ctx := context.Background()
+	r := testenv.StartRedis(t)
+
+	// The issuer reads the record at every check and follows no purges:
+	// only the tombstone can tell it.
+	issuer, other := newEdge(t, r, false, -1), newEdge(t, r, true, time.Hour)
+	raw, tok, err := issuer.tokens.Create(ctx, "ci", nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []*edge{issuer, other} {
+		if _, err := e.tokens.Check(ctx, raw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := other.tokens.Revoke(ctx, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := issuer.tokens.Check(ctx, raw); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("revoked on the other edge, checked on the issuer (its disk holds the record): %v", err)
+	}
+
+	// An edge that took the token on trust for an hour drops it when
+	// the purge arrives.
+	raw, tok, err = issuer.tokens.Create(ctx, "ci", nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.tokens.Check(ctx, raw); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := issuer.tokens.Revoke(ctx, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-other.purged:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the purge of the revoked token did not reach the other edge in 30 s")
+	}
+	t.Logf("the revocation reached the other edge in %v", time.Since(start))
+	if _, err := other.tokens.Check(ctx, raw); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("after the purge: %v", err)
 	}
 }

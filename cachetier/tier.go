@@ -13,6 +13,7 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"sync/atomic"
@@ -22,6 +23,10 @@ import (
 
 // ErrMiss is returned by Get when a tier does not hold the key.
 var ErrMiss = errors.New("cachetier: miss")
+
+// ErrPurged is a miss of a shared tier that knows the key was purged
+// (Redis's tombstone): what other tiers hold of it is out of date.
+var ErrPurged = fmt.Errorf("%w: purged", ErrMiss)
 
 // ErrUnavailable is returned by shared state (a fleet's Redis) that is not
 // being used now, its circuit breaker open: the caller goes on without it.

@@ -386,7 +386,8 @@ func (t *Tiered) PutRecord(ctx context.Context, key string, meta Meta, data []by
 // GetRecord reads what PutRecord stored, from the shared tiers first,
 // then the store, promoting it nowhere. A shared tier that cannot be
 // asked makes it an error, not a miss: the record may have been deleted
-// there.
+// there; one that knows the record was purged makes it a miss, whatever
+// the store below still holds.
 func (t *Tiered) GetRecord(ctx context.Context, key string) (*Object, error) {
 	for _, tier := range t.records() {
 		var obj *Object
@@ -399,6 +400,8 @@ func (t *Tiered) GetRecord(ctx context.Context, key string) (*Object, error) {
 		switch {
 		case err == nil:
 			return obj, nil
+		case errors.Is(err, ErrPurged):
+			return nil, ErrMiss // the copies below are out of date
 		case !errors.Is(err, ErrMiss):
 			return nil, fmt.Errorf("%s tier: %w", tier.Name(), err)
 		}

@@ -83,7 +83,8 @@ func (r *Tier) Get(ctx context.Context, key string) (*cachetier.Object, error) {
 
 // GetConfirmed is Get for a record whose absence must be confirmed (a
 // revoked access token): a Redis that is not being used now (its circuit
-// breaker open) is cachetier.ErrUnavailable, not a miss.
+// breaker open) is cachetier.ErrUnavailable, not a miss, and a key purged
+// (its tombstone here) is cachetier.ErrPurged.
 func (r *Tier) GetConfirmed(ctx context.Context, key string) (*cachetier.Object, error) {
 	return r.get(ctx, key, true)
 }
@@ -97,6 +98,23 @@ func (r *Tier) get(ctx context.Context, key string, confirm bool) (*cachetier.Ob
 	switch {
 	case errors.Is(err, redisconn.ErrUnavailable) && confirm:
 		return nil, cachetier.ErrUnavailable
+	case errors.Is(err, redis.Nil) && confirm:
+		// A purge here is the fleet's word that the record is gone,
+		// whatever copies nodes still hold.
+		var tomb string
+		err := r.conn.Do(ctx, func(ctx context.Context) (err error) {
+			tomb, err = r.conn.Client.Get(ctx, r.tombKey(key)).Result()
+			return err
+		})
+		switch {
+		case err == nil && r.tombstoneGood(key, tomb):
+			return nil, cachetier.ErrPurged
+		case errors.Is(err, redisconn.ErrUnavailable):
+			return nil, cachetier.ErrUnavailable
+		case err != nil && !errors.Is(err, redis.Nil):
+			return nil, fmt.Errorf("redis tier: %w", err)
+		}
+		return nil, cachetier.ErrMiss
 	case errors.Is(err, redis.Nil), errors.Is(err, redisconn.ErrUnavailable):
 		return nil, cachetier.ErrMiss
 	case err != nil:
