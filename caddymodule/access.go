@@ -25,16 +25,24 @@ type AccessConfig struct {
 	// Operator are the subjects that may read the status page and the
 	// catalog (none by default).
 	Operator []string `json:"operator,omitempty"`
-	// User are placeholders tried in order for the user's id, the first
-	// that is not empty winning. Default: {http.auth.user.id}, which
-	// basic_auth and other authentication providers set.
-	User []string `json:"user,omitempty"`
-	// Groups are placeholders whose values, split at commas and spaces,
-	// are the user's groups, e.g. {http.request.header.Remote-Groups}
-	// copied by forward_auth. Default: {http.auth.user.groups}.
-	Groups []string `json:"groups,omitempty"`
+	// Identities say where the user and their groups come from, tried in
+	// order: the first whose user placeholder is not empty names the user,
+	// and its own groups placeholder (values split at commas and spaces)
+	// the groups, so that one source's user never gets another's groups.
+	// Default: {http.auth.user.id} and {http.auth.user.groups}, which
+	// basic_auth and goproxy_token set. A request header is an identity
+	// only where forward_auth (which replaces the headers it copies)
+	// answers every request that reaches goproxy.
+	Identities []IdentityConfig `json:"identities,omitempty"`
 	// Realm is the realm of the challenge sent with a 401.
 	Realm string `json:"realm,omitempty"`
+}
+
+// IdentityConfig is a source of identity: placeholders for the user's id
+// and for their groups.
+type IdentityConfig struct {
+	User   string `json:"user"`
+	Groups string `json:"groups,omitempty"`
 }
 
 // AccessRuleConfig is one rule: Pattern is a module path pattern in
@@ -56,15 +64,12 @@ const (
 
 // options is the access stage's configuration for goproxy.
 func (c *AccessConfig) options(audit *zap.Logger) *goproxy.Access {
-	users, groups := c.User, c.Groups
-	if len(users) == 0 {
-		users = []string{defaultUserPlaceholder}
-	}
-	if len(groups) == 0 {
-		groups = []string{defaultGroupsPlaceholder}
+	ids := c.Identities
+	if len(ids) == 0 {
+		ids = []IdentityConfig{{User: defaultUserPlaceholder, Groups: defaultGroupsPlaceholder}}
 	}
 	a := &goproxy.Access{Operator: c.Operator, Realm: c.Realm, Audit: audit,
-		Identify: func(r *http.Request) goproxy.Subject { return identify(r, users, groups) }}
+		Identify: func(r *http.Request) goproxy.Subject { return identify(r, ids) }}
 	for _, r := range c.Rules {
 		a.Rules = append(a.Rules, goproxy.AccessRule{Pattern: r.Pattern, Deny: r.Deny, Subjects: r.Subjects})
 	}
@@ -73,25 +78,23 @@ func (c *AccessConfig) options(audit *zap.Logger) *goproxy.Access {
 
 // identify reads who sent r from the request's placeholders. A
 // placeholder that nothing set reads as empty: anonymous.
-func identify(r *http.Request, users, groups []string) goproxy.Subject {
+func identify(r *http.Request, ids []IdentityConfig) goproxy.Subject {
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if repl == nil {
 		return goproxy.Subject{}
 	}
-	var s goproxy.Subject
-	for _, u := range users {
-		if v := strings.TrimSpace(repl.ReplaceAll(u, "")); v != "" {
-			s.User = v
-			break
+	for _, id := range ids {
+		user := strings.TrimSpace(repl.ReplaceAll(id.User, ""))
+		if user == "" {
+			continue
 		}
+		s := goproxy.Subject{User: user}
+		if id.Groups != "" {
+			s.Groups = strings.FieldsFunc(repl.ReplaceAll(id.Groups, ""), func(r rune) bool { return r == ',' || r == ' ' })
+		}
+		return s
 	}
-	if s.User == "" {
-		return s // groups without a user are no one's
-	}
-	for _, g := range groups {
-		s.Groups = append(s.Groups, strings.FieldsFunc(repl.ReplaceAll(g, ""), func(r rune) bool { return r == ',' || r == ' ' })...)
-	}
-	return s
+	return goproxy.Subject{}
 }
 
 // unmarshalAccess reads an access block:
@@ -100,8 +103,7 @@ func identify(r *http.Request, users, groups []string) goproxy.Subject {
 //		allow <pattern> <subject...>
 //		deny <pattern> <subject...>
 //		operator <subject...>
-//		user <placeholder...>
-//		groups <placeholder...>
+//		identity <user placeholder> [<groups placeholder>]
 //		realm <name>
 //	}
 func unmarshalAccess(d *caddyfile.Dispenser, c *AccessConfig) error {
@@ -135,16 +137,16 @@ func unmarshalAccess(d *caddyfile.Dispenser, c *AccessConfig) error {
 				}
 			}
 			c.Operator = append(c.Operator, args...)
-		case "user", "groups":
+		case "identity":
 			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.ArgErr()
+			if len(args) < 1 || len(args) > 2 {
+				return d.Err("want: identity <user placeholder> [<groups placeholder>]")
 			}
-			if key == "user" {
-				c.User = append(c.User, args...)
-			} else {
-				c.Groups = append(c.Groups, args...)
+			id := IdentityConfig{User: args[0]}
+			if len(args) == 2 {
+				id.Groups = args[1]
 			}
+			c.Identities = append(c.Identities, id)
 		case "realm":
 			if !d.NextArg() {
 				return d.ArgErr()

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"bufio"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -23,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/piraeus-go/piraeus/internal/testcaddy"
@@ -292,7 +294,19 @@ func TestAccessForwardAuthGroups(t *testing.T) {
 	ids := newIdentityService(t)
 	ids.set("carol-token", "carol", "engineering,payments")
 	ids.set("dave-token", "dave", "")
-	base, rootCert := startCaddyTLSWith(t, nil, "tls internal", fmt.Sprintf(`forward_auth %s {
+	// The README's company mirror: SSO for people, access tokens for CI.
+	base, rootCert := startCaddyTLSWith(t, nil, "tls internal", fmt.Sprintf(`@tokens {
+		header Authorization "Basic *"
+		header Authorization "Bearer pir_*"
+	}
+	goproxy_token @tokens
+	@sso {
+		not {
+			header Authorization "Basic *"
+			header Authorization "Bearer pir_*"
+		}
+	}
+	forward_auth @sso %s {
 		uri /verify
 		copy_headers Remote-User Remote-Groups
 	}
@@ -302,8 +316,8 @@ func TestAccessForwardAuthGroups(t *testing.T) {
 			disk %s
 		}
 		access {
-			user {http.request.header.Remote-User}
-			groups {http.request.header.Remote-Groups}
+			identity {http.auth.user.id} {http.auth.user.groups}
+			identity {http.request.header.Remote-User} {http.request.header.Remote-Groups}
 			allow example.com/secret group:payments
 			allow * authenticated
 		}
@@ -332,7 +346,8 @@ func TestAccessForwardAuthGroups(t *testing.T) {
 	testenv.RunGo(t, t.TempDir(), append(slices.Clone(carol), "GOMODCACHE="+t.TempDir()), "mod", "download", "example.com/hello@v1.0.0")
 
 	// dave claims the group in headers of his own: forward_auth replaces
-	// the headers it copies, so the claim does not count.
+	// the headers it copies, so the claim does not count; nor does it for
+	// a CI token, whose groups are the token's.
 	pem, err := os.ReadFile(rootCert)
 	if err != nil {
 		t.Fatal(err)
@@ -340,10 +355,15 @@ func TestAccessForwardAuthGroups(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	var created strings.Builder
+	if err := CreateTokenViaAdmin(fmt.Sprintf("localhost:%d", testcaddy.AdminPort()), "ci-bot", "ci", "1h", &created); err != nil {
+		t.Fatal(err)
+	}
+	ciToken, _, _ := strings.Cut(created.String(), "\n")
 	for _, c := range []struct {
 		token string
 		want  int
-	}{{"dave-token", 403}, {"", 401}} {
+	}{{"dave-token", 403}, {"", 401}, {ciToken, 403}} {
 		req, _ := http.NewRequest("GET", base+"/example.com/secret/@v/v1.0.0.info", nil)
 		if c.token != "" {
 			req.Header.Set("Authorization", "Bearer "+c.token)
@@ -383,7 +403,7 @@ func TestAccessClientCertificate(t *testing.T) {
 			disk %s
 		}
 		access {
-			user {http.request.tls.client.san.emails.0}
+			identity {http.request.tls.client.san.emails.0}
 			allow example.com/secret user:alice@acme.test
 			allow * authenticated
 		}
@@ -548,6 +568,47 @@ func TestAccessTokens(t *testing.T) {
 	} {
 		if !findAudit(lines, want) {
 			t.Errorf("no audit line %v in:\n%v", want, lines)
+		}
+	}
+}
+
+// The user and their groups come from one identity source: a token's user
+// never gets the groups a header of the client's own claims.
+func TestIdentityPairsUserAndGroups(t *testing.T) {
+	ids := []IdentityConfig{
+		{User: "{http.auth.user.id}", Groups: "{http.auth.user.groups}"},
+		{User: "{http.request.header.Remote-User}", Groups: "{http.request.header.Remote-Groups}"},
+	}
+	req := func(authUser, authGroups string, header map[string]string) *http.Request {
+		r := httptest.NewRequest("GET", "/example.com/x/@v/list", nil)
+		for k, v := range header {
+			r.Header.Set(k, v)
+		}
+		repl := caddy.NewReplacer()
+		repl.Map(func(key string) (any, bool) {
+			if v, ok := strings.CutPrefix(key, "http.request.header."); ok {
+				return r.Header.Get(v), true
+			}
+			return nil, false
+		})
+		if authUser != "" {
+			repl.Set("http.auth.user.id", authUser)
+			repl.Set("http.auth.user.groups", authGroups)
+		}
+		return r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl))
+	}
+	for _, c := range []struct {
+		r          *http.Request
+		user, grps string
+	}{
+		{req("ci-bot", "ci", map[string]string{"Remote-Groups": "payments"}), "ci-bot", "ci"},
+		{req("", "", map[string]string{"Remote-User": "carol", "Remote-Groups": "a, b"}), "carol", "a,b"},
+		{req("", "", map[string]string{"Remote-Groups": "payments"}), "", ""},
+		{req("", "", nil), "", ""},
+	} {
+		s := identify(c.r, ids)
+		if s.User != c.user || strings.Join(s.Groups, ",") != c.grps {
+			t.Errorf("identity %q %q, want %q %q", s.User, s.Groups, c.user, c.grps)
 		}
 	}
 }
