@@ -165,7 +165,9 @@ func TestAccessBasicAuth(t *testing.T) {
 	if err == nil || !strings.Contains(out, "403 Forbidden") || !strings.Contains(out, `user "bob" may not read example.com/secret`) {
 		t.Fatalf("bob: err %v, output %q; want a 403 with the reason", err, out)
 	}
-	testenv.RunGo(t, t.TempDir(), alice, "mod", "download", "example.com/secret@v1.0.0")
+	t.Logf("bob: go mod download example.com/secret@v1.0.0: %v\n%s", err, out)
+	out = testenv.RunGo(t, t.TempDir(), alice, "mod", "download", "-json", "example.com/secret@v1.0.0")
+	t.Logf("alice: go mod download -json example.com/secret@v1.0.0:\n%s", out)
 
 	// Now cached: bob is held to the same rule.
 	out, err = testenv.TryGo(t, t.TempDir(), fresh(bob), "mod", "download", "example.com/secret@v1.0.0")
@@ -207,6 +209,11 @@ func TestAccessBasicAuth(t *testing.T) {
 	if resp := get("/example.com/secret/@v/list", "", ""); resp.StatusCode != 401 || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic realm=") {
 		t.Errorf("anonymous list: %d, WWW-Authenticate %q; want 401 with a Basic challenge", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
 	}
+	for _, p := range []string{"/cached-only/example.com/secret/@v/v1.0.0.zip", "/example.com/secret/@latest", "/example.com/secret/v2/@v/list"} {
+		if resp := get(p, "bob", "bob-pw"); resp.StatusCode != 403 {
+			t.Errorf("bob: %s: %d, want 403", p, resp.StatusCode)
+		}
+	}
 	lookup := "/sumdb/" + db.Name + "/lookup/example.com/secret@v1.0.0"
 	if resp := get(lookup, "bob", "bob-pw"); resp.StatusCode != 403 {
 		t.Errorf("bob's checksum database lookup of the module: %d, want 403", resp.StatusCode)
@@ -224,12 +231,14 @@ func TestAccessBasicAuth(t *testing.T) {
 		}
 	}
 
+	data, _ := os.ReadFile(audit)
+	t.Logf("the audit log:\n%s", data)
 	lines := auditLines(t, audit)
 	for _, want := range []map[string]any{
 		{"logger": "http.handlers.goproxy.audit", "msg": "denied", "user": "bob", "module": "example.com/secret", "kind": "info", "status": 403},
 		{"msg": "denied", "user": "", "module": "example.com/secret", "status": 401},
 		{"msg": "served", "user": "alice", "module": "example.com/secret", "version": "v1.0.0", "kind": "zip", "status": 200},
-		{"msg": "denied", "user": "bob", "module": "example.com/secret", "kind": "mod", "status": 403}, // the lookup
+		{"msg": "denied", "user": "bob", "module": "example.com/secret", "kind": "lookup", "status": 403},
 		{"msg": "operator page", "user": "alice", "path": "/-/status"},
 		{"msg": "denied", "user": "bob", "path": "/-/status", "status": 403},
 	} {

@@ -204,7 +204,8 @@ func (a *accessPolicy) deny(w http.ResponseWriter, s Subject, what string) int {
 }
 
 // audit writes one line of the audit log.
-func (a *accessPolicy) audit(r *http.Request, s Subject, art artifact.Artifact, d decision, status int, tier string) {
+// kind is the artifact's kind, or "lookup" for a checksum database's.
+func (a *accessPolicy) audit(r *http.Request, s Subject, art artifact.Artifact, kind string, d decision, status int, cache string) {
 	if a.Audit == nil || !d.audited {
 		return
 	}
@@ -213,13 +214,13 @@ func (a *accessPolicy) audit(r *http.Request, s Subject, art artifact.Artifact, 
 		zap.Strings("groups", s.Groups),
 		zap.String("module", art.Module),
 		zap.String("version", art.Version),
-		zap.String("kind", art.Kind.String()),
+		zap.String("kind", kind),
 		zap.Int("status", status),
 		zap.String("rule", d.rule),
 		zap.String("client", r.RemoteAddr),
 	}
-	if tier != "" {
-		fields = append(fields, zap.String("tier", tier))
+	if cache != "" {
+		fields = append(fields, zap.String("cache", cache))
 	}
 	if !d.allowed {
 		a.Audit.Warn("denied", fields...)

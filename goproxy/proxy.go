@@ -203,19 +203,19 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.obs.request(a)
-	var tier string // what answered, for the audit log
+	var cache string // how the cache answered (a Cache-Status entry), for the audit log
 	if acc != nil {
 		d := acc.decide(a.Module, who)
 		d.audited = d.audited || p.private(a.Module)
 		if !d.allowed {
-			acc.audit(r, who, a, d, acc.deny(w, who, a.Module), "")
+			acc.audit(r, who, a, a.Kind.String(), d, acc.deny(w, who, a.Module), "")
 			p.obs.answered(a.Kind.String(), "denied", "")
 			return
 		}
 		if d.audited && acc.Audit != nil {
 			sw := &statusWriter{ResponseWriter: w}
 			w = sw
-			defer func() { acc.audit(r, who, a, d, sw.status(), tier) }()
+			defer func() { acc.audit(r, who, a, a.Kind.String(), d, sw.status(), cache) }()
 		}
 	}
 	ctx := r.Context()
@@ -223,9 +223,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ctx = context.WithValue(ctx, cacheOnlyKey{}, true)
 	}
 	ans, err := p.Get(ctx, a)
-	if ans.Object != nil {
-		tier = ans.Object.Tier
-	}
+	cache = ans.CacheStatus
 	if ans.CacheStatus != "" {
 		w.Header().Set("Cache-Status", ans.CacheStatus)
 	}

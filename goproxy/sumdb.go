@@ -64,7 +64,7 @@ func (p *Proxy) serveSumDB(w http.ResponseWriter, r *http.Request, rest string, 
 		if acc != nil {
 			a := artifact.Artifact{Module: mod, Version: ver, Kind: artifact.Mod}
 			if d := acc.decide(mod, who); !d.allowed {
-				acc.audit(r, who, a, d, acc.deny(w, who, mod), "")
+				acc.audit(r, who, a, "lookup", d, acc.deny(w, who, mod), "")
 				p.obs.answered("sumdb", "denied", "")
 				return
 			}
