@@ -57,10 +57,12 @@ type Token struct {
 	SHA256  string    `json:"sha256,omitempty"` // of the secret; left out of listings
 }
 
-// Records is where tokens are kept: *cachetier.Tiered.
+// Records is where tokens are kept: *cachetier.Tiered. Tokens read and
+// write them confirmed: a shared tier that cannot be asked fails the
+// check.
 type Records interface {
-	PutRecord(ctx context.Context, key string, meta cachetier.Meta, data []byte) error
-	GetRecord(ctx context.Context, key string) (*cachetier.Object, error)
+	PutRecord(ctx context.Context, key string, meta cachetier.Meta, data []byte, confirm bool) error
+	GetRecord(ctx context.Context, key string, confirm bool) (*cachetier.Object, error)
 	Delete(ctx context.Context, key string) error
 }
 
@@ -151,7 +153,7 @@ func (s *Store) Add(ctx context.Context, tok Token) error {
 	if err != nil {
 		return err
 	}
-	if err := s.records.PutRecord(ctx, keyPrefix+tok.ID, cachetier.MetaFor(data, time.Time{}), data); err != nil {
+	if err := s.records.PutRecord(ctx, keyPrefix+tok.ID, cachetier.MetaFor(data, time.Time{}), data, true); err != nil {
 		return fmt.Errorf("storing the token: %w", err)
 	}
 	return s.editIndex(ctx, func(ids []string) []string { return append(ids, tok.ID) })
@@ -216,7 +218,7 @@ func (s *Store) Check(ctx context.Context, raw string) (Token, error) {
 
 // read reads the record of id.
 func (s *Store) read(ctx context.Context, id string) (Token, error) {
-	obj, err := s.records.GetRecord(ctx, keyPrefix+id)
+	obj, err := s.records.GetRecord(ctx, keyPrefix+id, true)
 	if errors.Is(err, cachetier.ErrMiss) {
 		return Token{}, ErrInvalid
 	}
@@ -304,7 +306,7 @@ func (s *Store) List(ctx context.Context) ([]Token, error) {
 // index is the ids of the tokens issued and not revoked: the list's
 // source, never the check's, which reads each token's own record.
 func (s *Store) index(ctx context.Context) ([]string, error) {
-	obj, err := s.records.GetRecord(ctx, indexKey)
+	obj, err := s.records.GetRecord(ctx, indexKey, true)
 	if errors.Is(err, cachetier.ErrMiss) {
 		return nil, nil
 	}
@@ -334,7 +336,7 @@ func (s *Store) editIndex(ctx context.Context, edit func([]string) []string) err
 	if err != nil {
 		return err
 	}
-	if err := s.records.PutRecord(ctx, indexKey, cachetier.MetaFor(data, time.Time{}), data); err != nil {
+	if err := s.records.PutRecord(ctx, indexKey, cachetier.MetaFor(data, time.Time{}), data, true); err != nil {
 		return fmt.Errorf("storing the token index: %w", err)
 	}
 	return nil

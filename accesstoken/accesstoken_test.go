@@ -47,7 +47,7 @@ func TestCreateCheckRevoke(t *testing.T) {
 		t.Fatalf("Check: %+v, %v", got, err)
 	}
 	// Only the hash is kept: the secret is in no tier.
-	obj, err := tiers.GetRecord(ctx, keyPrefix+tok.ID)
+	obj, err := tiers.GetRecord(ctx, keyPrefix+tok.ID, true)
 	if err != nil {
 		t.Fatal(err)
 	}

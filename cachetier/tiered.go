@@ -368,13 +368,20 @@ func (t *Tiered) records() []Tier {
 // and in no tier of this node's alone (its memory), so that a delete on
 // another node leaves no copy here to contradict it. A tier that cannot
 // take it makes it an error.
-func (t *Tiered) PutRecord(ctx context.Context, key string, meta Meta, data []byte) error {
+//
+// Unless confirm, a shared tier that fails is reported and passed by:
+// the record is then in the store alone.
+func (t *Tiered) PutRecord(ctx context.Context, key string, meta Meta, data []byte, confirm bool) error {
 	for _, tier := range t.records() {
 		var err error
 		if c, ok := tier.(confirmer); ok {
 			err = c.PutConfirmed(ctx, key, meta, data)
 		} else {
 			err = tier.Put(ctx, key, meta, data)
+		}
+		if err != nil && !confirm && tier != t.store {
+			t.report(tier, "put record", key, err)
+			continue
 		}
 		if err != nil {
 			return fmt.Errorf("storing %s in the %s tier: %w", Truncate(key), tier.Name(), err)
@@ -384,11 +391,12 @@ func (t *Tiered) PutRecord(ctx context.Context, key string, meta Meta, data []by
 }
 
 // GetRecord reads what PutRecord stored, from the shared tiers first,
-// then the store, promoting it nowhere. A shared tier that cannot be
-// asked makes it an error, not a miss: the record may have been deleted
-// there; one that knows the record was purged makes it a miss, whatever
-// the store below still holds.
-func (t *Tiered) GetRecord(ctx context.Context, key string) (*Object, error) {
+// then the store, promoting it nowhere. If confirm, a shared tier that
+// cannot be asked makes it an error, not a miss: the record may have been
+// deleted there; else it is reported and passed by. A shared tier that
+// knows the record was purged makes it a miss, whatever the store below
+// still holds.
+func (t *Tiered) GetRecord(ctx context.Context, key string, confirm bool) (*Object, error) {
 	for _, tier := range t.records() {
 		var obj *Object
 		var err error
@@ -402,6 +410,8 @@ func (t *Tiered) GetRecord(ctx context.Context, key string) (*Object, error) {
 			return obj, nil
 		case errors.Is(err, ErrPurged):
 			return nil, ErrMiss // the copies below are out of date
+		case !errors.Is(err, ErrMiss) && !confirm && tier != t.store:
+			t.report(tier, "get record", key, err)
 		case !errors.Is(err, ErrMiss):
 			return nil, fmt.Errorf("%s tier: %w", tier.Name(), err)
 		}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -63,6 +65,7 @@ func proxies() []*goproxy.Proxy {
 //	POST /goproxy/warm    body: a go.mod or go.sum; answers NDJSON progress
 //	POST /goproxy/purge   ?module=<path>&version=<version>
 //	/goproxy/tokens       POST {user, groups, ttl}: issue; GET: list; DELETE ?id=: revoke
+//	POST /goproxy/accept  ?mod=<path>@<version>: take the content last refused as changed
 type AdminAPI struct{}
 
 // CaddyModule returns the Caddy module information.
@@ -79,6 +82,7 @@ func (a *AdminAPI) Routes() []caddy.AdminRoute {
 		{Pattern: "/goproxy/warm", Handler: caddy.AdminHandlerFunc(a.warm)},
 		{Pattern: "/goproxy/purge", Handler: caddy.AdminHandlerFunc(a.purge)},
 		{Pattern: "/goproxy/tokens", Handler: caddy.AdminHandlerFunc(a.tokens)},
+		{Pattern: "/goproxy/accept", Handler: caddy.AdminHandlerFunc(a.accept)},
 	}
 }
 
@@ -154,6 +158,41 @@ func (a *AdminAPI) purge(w http.ResponseWriter, r *http.Request) error {
 	auditAdmin(r, "purge", zap.String("module", mod), zap.String("version", version))
 	w.Header().Set("Content-Type", "application/json")
 	return json.NewEncoder(w).Encode(map[string]any{"purged": mod + "@" + version, "caches": len(ps)})
+}
+
+// accept makes the content last refused for a version whose tag moved
+// (of its .mod or .zip) the version's content, on every cache.
+func (a *AdminAPI) accept(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodPost {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("use POST")}
+	}
+	mv := r.URL.Query().Get("mod")
+	mod, version, ok := strings.Cut(mv, "@")
+	if !ok {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("want ?mod=<module>@<version>, not %q", mv)}
+	}
+	ps := proxies()
+	if len(ps) == 0 {
+		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: fmt.Errorf("no goproxy handler is loaded")}
+	}
+	kinds := map[string]bool{}
+	var errs []error
+	for _, p := range ps {
+		ks, err := p.AcceptChanged(r.Context(), mod, version)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for _, k := range ks {
+			kinds[k] = true
+		}
+	}
+	if len(kinds) == 0 {
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: errors.Join(errs...)}
+	}
+	accepted := slices.Sorted(maps.Keys(kinds))
+	auditAdmin(r, "accept", zap.String("module", mod), zap.String("version", version), zap.Strings("kinds", accepted))
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(map[string]any{"accepted": mv, "kinds": accepted})
 }
 
 // auditAdmin writes an operation of the admin API to the audit trail:

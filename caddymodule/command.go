@@ -25,7 +25,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "goproxy",
-		Usage: "warm <go.mod|go.sum|catalog URL> | purge <module>@<version> | token create|list|revoke [--address <admin>]",
+		Usage: "warm <go.mod|go.sum|catalog URL> | purge <module>@<version> | accept <module>@<version> | token create|list|revoke [--address <admin>]",
 		Short: "Warms or purges the Go module proxy cache of a running Caddy, and manages its access tokens",
 		Long: `
 Talks to a running Caddy's admin endpoint (the admin API's /goproxy/ routes).
@@ -34,6 +34,7 @@ Talks to a running Caddy's admin endpoint (the admin API's /goproxy/ routes).
   caddy goproxy warm https://mirror.example.com/catalog
                                     fetch every module another mirror's catalog lists
   caddy goproxy purge mod@version   remove one module version from every tier
+  caddy goproxy accept mod@version  take the content refused as changed since first seen (a moved tag)
   caddy goproxy token create --user alice --groups a,b --ttl 90d
                                     issue an access token (printed once; the mirror keeps its hash)
   caddy goproxy token list          list the tokens that have not been revoked
@@ -60,6 +61,15 @@ Talks to a running Caddy's admin endpoint (the admin API's /goproxy/ routes).
 				},
 			})
 			cmd.AddCommand(tokenCommand())
+			cmd.AddCommand(&cobra.Command{
+				Use:   "accept <module>@<version>",
+				Short: "Take the content last refused as changed since first seen (a moved tag) as the version's content",
+				Args:  cobra.ExactArgs(1),
+				RunE: func(c *cobra.Command, args []string) error {
+					addr, _ := c.Flags().GetString("address")
+					return AcceptViaAdmin(addr, args[0], c.OutOrStdout())
+				},
+			})
 		},
 	})
 }
@@ -324,5 +334,17 @@ func RevokeTokenViaAdmin(adminAddr, id string, out io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(out, "revoked %s\n", id)
+	return nil
+}
+
+// AcceptViaAdmin accepts the changed content of modVersion.
+func AcceptViaAdmin(adminAddr, modVersion string, out io.Writer) error {
+	var res struct {
+		Kinds []string `json:"kinds"`
+	}
+	if err := adminJSON(adminAddr, http.MethodPost, "/goproxy/accept?mod="+url.QueryEscape(modVersion), nil, &res); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "accepted the new %s of %s; the version was purged and is fetched again on its next request\n", strings.Join(res.Kinds, " and "), modVersion)
 	return nil
 }

@@ -191,6 +191,11 @@ type Cache interface {
 	// Delete removes key everywhere, leaving a tombstone where a tier
 	// keeps them.
 	Delete(ctx context.Context, key string) error
+	// PutRecord and GetRecord keep records every node must read alike
+	// (of first sight), in the store and the shared tiers only; with
+	// confirm, a shared tier that cannot be asked fails them.
+	PutRecord(ctx context.Context, key string, meta cachetier.Meta, data []byte, confirm bool) error
+	GetRecord(ctx context.Context, key string, confirm bool) (*cachetier.Object, error)
 	// Presign returns a short-lived URL serving key's content from the
 	// tier of record, if that is an object store and the object has at
 	// least minSize bytes; cachetier.ErrMiss otherwise.

@@ -59,6 +59,10 @@ func (p *Proxy) verify(a artifact.Artifact, data []byte, zip io.ReaderAt, zipSiz
 	}
 	db, reason := p.verifier(a)
 	if db == nil {
+		// Nothing vouches for it but what this mirror saw first.
+		if err := p.checkPin(a, data, zip, zipSize); err != nil {
+			return err
+		}
 		p.obs.unverified(a, reason)
 		return nil
 	}
