@@ -14,7 +14,7 @@ func init() { caddy.RegisterModule(MemoryTier{}) }
 
 // DefaultMemory and DefaultMemoryMaxObject size the memory tier.
 const (
-	DefaultMemory = 32 << 20
+	DefaultMemory = 16 << 20
 	// DefaultMemoryMaxObject keeps the small objects in memory (.info,
 	// .mod, lists, checksum database tiles and small zips); larger zips are
 	// read from disk through the page cache.
@@ -24,7 +24,7 @@ const (
 // MemoryTier keeps small objects in memory (ristretto; cost in bytes).
 // One memory tier is shared by the configs with the same sizes.
 type MemoryTier struct {
-	// Max is the budget in bytes. Default 32MiB.
+	// Max is the budget in bytes. Default 16MiB.
 	Max int64 `json:"max,omitempty"`
 	// MaxObject is the largest object kept. Default 256KiB.
 	MaxObject int64 `json:"max_object,omitempty"`
