@@ -60,6 +60,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		status        [<path>]  # the status page, default /-/status
 //		catalog [{ private }]   # GET /catalog (private modules too)
 //		fleet_key     <secret> [<older secret>...]   # with a redis or s3 tier
+//		deny          <pattern>[@<versions>] "<reason>"  # versions held back
+//		allow         <pattern>[@<versions>]             # before a broader deny
+//		access        { … }     # who may read which module (see access.go)
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
@@ -131,6 +134,25 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := unmarshalDirect(d, h.Direct); err != nil {
 				return err
 			}
+			continue
+		case "allow", "deny":
+			key := d.Val()
+			args := d.RemainingArgs()
+			if len(args) < 1 || len(args) > 2 || key == "allow" && len(args) != 1 {
+				return d.Errf(`want: deny <module path pattern>[@<version or range>] "<reason>", or allow <module path pattern>[@<version or range>]`)
+			}
+			pattern, versions, _ := strings.Cut(args[0], "@")
+			if ps, err := artifact.ParsePatterns(pattern); err != nil || ps.Empty() || strings.Contains(pattern, ",") {
+				return d.Errf("%s %q: want one module path pattern", key, pattern)
+			}
+			if err := goproxy.ParseVersions(versions); err != nil {
+				return d.Errf("%s %s: %v", key, args[0], err)
+			}
+			rule := PolicyRuleConfig{Pattern: pattern, Versions: versions, Deny: key == "deny"}
+			if len(args) == 2 {
+				rule.Reason = args[1]
+			}
+			h.Policy = append(h.Policy, rule)
 			continue
 		case "access":
 			if h.Access == nil {

@@ -131,6 +131,11 @@ type Handler struct {
 	// CatalogPrivate lists private modules in the catalog too.
 	CatalogPrivate bool `json:"catalog_private,omitempty"`
 
+	// Policy holds module versions back: the first rule that matches a
+	// version decides (a deny refuses it with 403 and its reason, and
+	// leaves it out of lists and @latest); none matching allows it.
+	Policy []PolicyRuleConfig `json:"policy,omitempty"`
+
 	// Access decides who may read which module, from the identity that
 	// Caddy's authentication established (see AccessConfig). Without it,
 	// every request is answered: access is left to what is in front.
@@ -230,6 +235,16 @@ type Credential struct {
 	Host     string `json:"host"`
 	Login    string `json:"login"`
 	Password string `json:"password"`
+}
+
+// PolicyRuleConfig allows or denies the versions of modules matching
+// Pattern (GOPRIVATE syntax) that Versions names: "" for all, a version,
+// or comparisons joined by commas (">=v1.0.0,<v1.2.3").
+type PolicyRuleConfig struct {
+	Pattern  string `json:"pattern"`
+	Versions string `json:"versions,omitempty"`
+	Deny     bool   `json:"deny,omitempty"`
+	Reason   string `json:"reason,omitempty"`
 }
 
 // ModeConfig applies a download mode to modules matching Pattern.
@@ -445,6 +460,9 @@ func (h *Handler) options() (goproxy.Options, error) {
 		StatusPath:            h.StatusPath,
 		Catalog:               h.Catalog,
 		CatalogPrivate:        h.CatalogPrivate,
+	}
+	for _, r := range h.Policy {
+		o.Policy = append(o.Policy, goproxy.PolicyRule{Pattern: r.Pattern, Versions: r.Versions, Deny: r.Deny, Reason: r.Reason})
 	}
 	if h.Access != nil {
 		audit := zap.NewNop()

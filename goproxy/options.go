@@ -110,6 +110,10 @@ type Options struct {
 	Catalog        bool
 	CatalogPrivate bool
 
+	// Policy holds versions back (see PolicyRule): the first rule that
+	// matches a module version decides; none matching allows it.
+	Policy []PolicyRule
+
 	// Access, if set, decides who may read which module (see Access); nil
 	// leaves access to what is in front of the proxy.
 	Access *Access
@@ -276,6 +280,9 @@ func New(o Options) (*Proxy, error) {
 			return nil, err
 		}
 	}
+	if cfg.policy, err = compilePolicy(o.Policy); err != nil {
+		return nil, err
+	}
 	cfg.client = fetcher.NewHTTPClient(fetcher.HTTPConfig{
 		MaxConnsPerHost: o.MaxConnsPerHost, DialTimeout: o.DialTimeout, HeaderTimeout: o.ResponseHeaderTimeout,
 		SameHostRedirects: o.SameHostRedirects, TLS: o.UpstreamTLS,
@@ -371,6 +378,9 @@ func (o Options) Check() error {
 		return errors.New("goproxy: sumdb off and a sumdb given")
 	}
 	if err := o.checkLimits(); err != nil {
+		return err
+	}
+	if _, err := compilePolicy(o.Policy); err != nil {
 		return err
 	}
 	if o.Access != nil {

@@ -5,6 +5,7 @@
 package goproxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -69,6 +70,7 @@ type config struct {
 	Catalog        bool          // answer /catalog
 	CatalogPrivate bool          // with private modules
 	access         *accessPolicy // who may read which module; nil: no checks
+	policy         policy        // versions held back
 
 	client    *http.Client // of upstream proxies and checksum databases
 	notFound  *httperr.NotFoundCache
@@ -218,6 +220,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			defer func() { acc.audit(r, who, a, a.Kind.String(), d, sw.status(), cache) }()
 		}
 	}
+	if a.Immutable() {
+		if rule, denied := p.cfg.policy.denies(a.Module, a.Version); denied {
+			p.cfg.policy.refusal(w, a.Module, a.Version, rule)
+			p.obs.answered(a.Kind.String(), "denied", "")
+			return
+		}
+	}
 	ctx := r.Context()
 	if cacheOnly {
 		ctx = context.WithValue(ctx, cacheOnlyKey{}, true)
@@ -239,9 +248,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	obj, stale := ans.Object, ans.Stale
 	defer obj.Close()
+	gated, ok := p.gateAnswer(ctx, w, a, obj)
+	if !ok {
+		p.obs.answered(a.Kind.String(), "denied", "")
+		return
+	}
 	h := w.Header()
 	h.Set("Content-Type", a.Kind.ContentType())
-	h.Set("ETag", obj.ETag())
+	if gated != nil {
+		h.Set("ETag", cachetier.MetaFor(gated, time.Time{}).ETag())
+	} else {
+		h.Set("ETag", obj.ETag())
+	}
 	result := "ok"
 	switch {
 	case a.Immutable():
@@ -254,7 +272,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	p.obs.answered(a.Kind.String(), result, a.Module)
 	cw := &countingWriter{ResponseWriter: w}
-	http.ServeContent(cw, r, "", time.Time{}, obj.Reader())
+	var body io.ReadSeeker = obj.Reader()
+	if gated != nil {
+		body = bytes.NewReader(gated)
+	}
+	http.ServeContent(cw, r, "", time.Time{}, body)
 	p.obs.served(a, cw.n)
 }
 
@@ -458,7 +480,7 @@ func (p *Proxy) Get(ctx context.Context, a artifact.Artifact) (Answer, error) {
 		old.Close()
 		return Answer{CacheStatus: cacheStatus("hit; detail=not-found")}, fe
 	}
-	if mode == Redirect && old == nil {
+	if mode == Redirect && old == nil && (a.Immutable() || !p.cfg.policy.gates(a.Module)) {
 		if url := p.redirect(a); url != "" {
 			return Answer{Redirect: url, CacheStatus: cacheStatus("fwd=miss; detail=redirect")}, nil
 		}

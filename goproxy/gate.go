@@ -1,0 +1,258 @@
+package goproxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"golang.org/x/mod/semver"
+
+	"github.com/piraeus-go/piraeus/artifact"
+	"github.com/piraeus-go/piraeus/cachetier"
+)
+
+// The gate stage: versions a company holds back, each refusal explained
+// to the developer it stops. A denied version's .info, .mod and .zip are
+// refused with 403 and the rule's reason, which the go command prints; it
+// is left out of the module's list, and @latest names the newest version
+// the rules let through. Nothing denied is fetched from upstream.
+
+// PolicyRule allows or denies versions of the modules a pattern matches.
+type PolicyRule struct {
+	// Pattern is a module path pattern in GOPRIVATE syntax.
+	Pattern string
+	// Versions limits the rule to some versions: "" for all, a version
+	// ("v1.2.3"), or comparisons joined by commas, all of which must hold
+	// (">=v1.0.0,<v1.2.3"; the operators are <, <=, >, >= and =).
+	Versions string
+	Deny     bool
+	// Reason is told to whoever a deny rule stops.
+	Reason string
+}
+
+type policyRule struct {
+	PolicyRule
+	patterns artifact.Patterns
+	cmps     []versionCmp
+}
+
+type versionCmp struct {
+	op      string
+	version string
+}
+
+// policy is the rules compiled; the first rule that matches a module
+// version decides, and a version no rule matches is allowed.
+type policy []policyRule
+
+// ParseVersions checks a rule's versions (see PolicyRule.Versions).
+func ParseVersions(s string) error {
+	_, err := parseVersions(s)
+	return err
+}
+
+func parseVersions(s string) ([]versionCmp, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var cmps []versionCmp
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		op := "="
+		for _, o := range []string{"<=", ">=", "<", ">", "="} {
+			if rest, ok := strings.CutPrefix(part, o); ok {
+				op, part = o, strings.TrimSpace(rest)
+				break
+			}
+		}
+		if !semver.IsValid(part) || semver.Canonical(part) != part {
+			return nil, fmt.Errorf("version %q: want a canonical semantic version such as v1.2.3, after <, <=, >, >= or =", part)
+		}
+		cmps = append(cmps, versionCmp{op, part})
+	}
+	return cmps, nil
+}
+
+func compilePolicy(rules []PolicyRule) (policy, error) {
+	var pol policy
+	for _, r := range rules {
+		ps, err := artifact.ParsePatterns(r.Pattern)
+		if err != nil || ps.Empty() || strings.Contains(r.Pattern, ",") {
+			return nil, fmt.Errorf("goproxy: policy: bad module pattern %q", r.Pattern)
+		}
+		cmps, err := parseVersions(r.Versions)
+		if err != nil {
+			return nil, fmt.Errorf("goproxy: policy: %s@%s: %w", r.Pattern, r.Versions, err)
+		}
+		if strings.ContainsAny(r.Reason, "\r\n") {
+			return nil, fmt.Errorf("goproxy: policy: the reason of %s is one line", r.Pattern)
+		}
+		pol = append(pol, policyRule{PolicyRule: r, patterns: ps, cmps: cmps})
+	}
+	return pol, nil
+}
+
+func (r policyRule) matches(mod, version string) bool {
+	if !r.patterns.Match(mod) {
+		return false
+	}
+	for _, c := range r.cmps {
+		d := semver.Compare(version, c.version)
+		ok := map[string]bool{"=": d == 0, "<": d < 0, "<=": d <= 0, ">": d > 0, ">=": d >= 0}[c.op]
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// denies returns the rule that denies mod@version, if one does.
+func (pol policy) denies(mod, version string) (policyRule, bool) {
+	for _, r := range pol {
+		if r.matches(mod, version) {
+			return r, r.Deny
+		}
+	}
+	return policyRule{}, false
+}
+
+// gates reports whether a rule names versions of mod: its version
+// queries (lists, @latest) are then answered here, never redirected to
+// the upstream, which knows nothing of the rules.
+func (pol policy) gates(mod string) bool {
+	for _, r := range pol {
+		if r.patterns.Match(mod) {
+			return true
+		}
+	}
+	return false
+}
+
+// refusal is the 403 of a denied version.
+func (pol policy) refusal(w http.ResponseWriter, mod, version string, r policyRule) {
+	reason := r.Reason
+	if reason == "" {
+		reason = "denied by the mirror's policy"
+	}
+	writeError(w, http.StatusForbidden, fmt.Sprintf("%s@%s: denied by the mirror's policy (deny %s): %s", mod, version, r.describe(), reason), 0)
+}
+
+func (r policyRule) describe() string {
+	if r.Versions == "" {
+		return r.Pattern
+	}
+	return r.Pattern + "@" + r.Versions
+}
+
+// filterList drops the denied versions from a list answer.
+func (pol policy) filterList(mod string, content []byte) []byte {
+	var out bytes.Buffer
+	for _, line := range strings.Split(string(content), "\n") {
+		v := strings.TrimSpace(line)
+		if v == "" {
+			continue
+		}
+		if _, denied := pol.denies(mod, v); denied {
+			continue
+		}
+		out.WriteString(v + "\n")
+	}
+	return out.Bytes()
+}
+
+// gateAnswer applies the policy to an answer of a before it is served:
+// ok is false when it was refused (and answered), and content is what to
+// serve instead of obj when not nil (a filtered list, another @latest).
+func (p *Proxy) gateAnswer(ctx context.Context, w http.ResponseWriter, a artifact.Artifact, obj *cachetier.Object) (content []byte, ok bool) {
+	pol := p.cfg.policy
+	switch {
+	case len(pol) == 0:
+		return nil, true
+	case a.Kind == artifact.List:
+		data, err := obj.Content()
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, "reading the cached list failed", 0)
+			return nil, false
+		}
+		return pol.filterList(a.Module, data), true
+	case a.Kind == artifact.Latest || a.Query():
+		data, err := obj.Content()
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, "reading the cached answer failed", 0)
+			return nil, false
+		}
+		var info struct{ Version string }
+		if json.Unmarshal(data, &info) != nil {
+			return nil, true // served as is: the go command will refuse it
+		}
+		r, denied := pol.denies(a.Module, info.Version)
+		if !denied {
+			return nil, true
+		}
+		if a.Query() {
+			pol.refusal(w, a.Module, info.Version, r)
+			return nil, false
+		}
+		// @latest names a denied version: the newest one allowed instead.
+		alt, err := p.latestAllowed(ctx, a.Module)
+		if err != nil || alt == nil {
+			pol.refusal(w, a.Module, info.Version, r)
+			return nil, false
+		}
+		return alt, true
+	}
+	return nil, true
+}
+
+// latestAllowed is the .info of the newest listed version of mod that the
+// policy allows (a release before a pre-release, as the go command
+// chooses), or nil when there is none.
+func (p *Proxy) latestAllowed(ctx context.Context, mod string) ([]byte, error) {
+	la, err := artifact.New(artifact.List, mod, "")
+	if err != nil {
+		return nil, err
+	}
+	ans, err := p.Get(ctx, la)
+	if err != nil {
+		return nil, err
+	}
+	if ans.Object == nil {
+		return nil, fmt.Errorf("no list of %s to choose from", mod)
+	}
+	data, err := ans.Object.Content()
+	ans.Object.Close()
+	if err != nil {
+		return nil, err
+	}
+	var best string
+	for _, v := range strings.Fields(string(p.cfg.policy.filterList(mod, data))) {
+		if !semver.IsValid(v) {
+			continue
+		}
+		better := best == "" ||
+			(semver.Prerelease(best) != "") != (semver.Prerelease(v) != "") && semver.Prerelease(v) == "" ||
+			(semver.Prerelease(best) != "") == (semver.Prerelease(v) != "") && semver.Compare(v, best) > 0
+		if better {
+			best = v
+		}
+	}
+	if best == "" {
+		return nil, nil
+	}
+	ia, err := artifact.New(artifact.Info, mod, best)
+	if err != nil {
+		return nil, err
+	}
+	ans, err = p.Get(ctx, ia)
+	if err != nil {
+		return nil, err
+	}
+	if ans.Object == nil {
+		return nil, fmt.Errorf("no .info of %s@%s", mod, best)
+	}
+	defer ans.Object.Close()
+	return ans.Object.Content()
+}
