@@ -122,8 +122,12 @@ func TestFleetPrefixSeparatesDeployments(t *testing.T) {
 			}
 		}
 	}
-	keys, _ := r.Do("KEYS", "*obj:*")
+	keys, _ := r.Do("KEYS", "*obj:*.zip}")
 	if !strings.HasPrefix(keys, "*2") {
-		t.Errorf("KEYS *obj:* = %s; want two objects under two prefixes", keys)
+		t.Errorf("KEYS *obj:*.zip} = %s; want two zips under two prefixes", keys)
+	}
+	// Each deployment holds its own record of what it saw first.
+	if keys, _ := r.Do("KEYS", "*obj:*piraeus-pins*zip}"); !strings.HasPrefix(keys, "*2") {
+		t.Errorf("records of first sight of the zip: %s; want two, one per deployment", keys)
 	}
 }

@@ -34,7 +34,7 @@ func TestReloadKeepsCacheAndRequests(t *testing.T) {
 	disk := t.TempDir()
 	db := up.VerifiedBy(t)
 	block := func(ttl string) string {
-		return fmt.Sprintf("goproxy %s {\n\t\tsumdb %s\n\t\tlist_ttl %s\n\t\tcache {\n\t\t\tmemory 16MiB\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, db.VKey, ttl, disk)
+		return fmt.Sprintf("goproxy %s {\n\t\tsumdb %s\n\t\tlist_ttl %s\n\t\tcache {\n\t\t\tmemory 24MiB\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, db.VKey, ttl, disk)
 	}
 	base := testcaddy.Site(t, port, block("1m"))
 	info := testenv.EscapedPath(hello.Path, hello.Version, "info")
@@ -59,7 +59,7 @@ func TestReloadKeepsCacheAndRequests(t *testing.T) {
 
 	// A config with other cache settings gets its own tiers, and the old
 	// ones are released once no config uses them.
-	oldKeys := []string{"disk:" + disk, fmt.Sprintf("memory:%d:%d", 16<<20, DefaultMemoryMaxObject)}
+	oldKeys := []string{"disk:" + disk, fmt.Sprintf("memory:%d:%d", 24<<20, DefaultMemoryMaxObject)}
 	closing.Wait() // the unloaded configs' proxies have closed
 	for _, k := range oldKeys {
 		if n, ok := tierPool.References(k); !ok || n != 1 {
@@ -90,7 +90,7 @@ func TestReloadStorm(t *testing.T) {
 	up.SetDelay(20 * time.Millisecond)
 	port, disk := testenv.FreePort(t), t.TempDir()
 	block := func(i int) string {
-		return fmt.Sprintf("goproxy %s {\n\t\tsumdb off\n\t\tlist_ttl %ds\n\t\tcache {\n\t\t\tmemory 16MiB\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, 60+i, disk)
+		return fmt.Sprintf("goproxy %s {\n\t\tsumdb off\n\t\tlist_ttl %ds\n\t\tcache {\n\t\t\tmemory 24MiB\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, 60+i, disk)
 	}
 	base := testcaddy.Site(t, port, block(0))
 	want := map[string][]byte{}

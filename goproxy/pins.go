@@ -48,14 +48,14 @@ type pinSight struct {
 	At time.Time `json:"at"`
 }
 
-// pinKey is the record's key: not in the proxy's namespace, since a
-// version's content is the same whatever the upstream.
-func pinKey(mod, version string, kind artifact.Kind) (string, error) {
+// pinKey is the record's key, in the proxy's namespace: deployments whose
+// answers differ (other upstreams sharing one Redis) hold their own.
+func (p *Proxy) pinKey(mod, version string, kind artifact.Kind) (string, error) {
 	esc, err := module.EscapePath(mod)
 	if err != nil {
 		return "", err
 	}
-	return pinPrefix + esc + "@" + version + "/" + kind.String(), nil
+	return p.cfg.namespace + "/" + pinPrefix + esc + "@" + version + "/" + kind.String(), nil
 }
 
 // pinHash is the h1: hash of a fetched .mod (data) or .zip, as go.sum
@@ -108,7 +108,7 @@ func (p *Proxy) writePin(ctx context.Context, key string, pn *pin) error {
 func (p *Proxy) checkPin(a artifact.Artifact, data []byte, zip io.ReaderAt, zipSize int64) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	key, err := pinKey(a.Module, a.Version, a.Kind)
+	key, err := p.pinKey(a.Module, a.Version, a.Kind)
 	if err != nil {
 		return err
 	}
@@ -158,7 +158,7 @@ func (p *Proxy) AcceptChanged(ctx context.Context, mod, version string) ([]strin
 	}
 	var accepted []string
 	for _, k := range []artifact.Kind{artifact.Mod, artifact.Zip} {
-		key, err := pinKey(mod, version, k)
+		key, err := p.pinKey(mod, version, k)
 		if err != nil {
 			return nil, err
 		}
