@@ -60,6 +60,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		status        [<path>]  # the status page, default /-/status
 //		catalog [{ private }]   # GET /catalog (private modules too)
 //		fleet_key     <secret> [<older secret>...]   # with a redis or s3 tier
+//		cooldown      <age> [<pattern>...]               # versions younger than age held back
 //		deny          <pattern>[@<versions>] "<reason>"  # versions held back
 //		allow         <pattern>[@<versions>]             # before a broader deny
 //		access        { … }     # who may read which module (see access.go)
@@ -134,6 +135,20 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := unmarshalDirect(d, h.Direct); err != nil {
 				return err
 			}
+			continue
+		case "cooldown":
+			args := d.RemainingArgs()
+			if len(args) < 1 {
+				return d.Err("want: cooldown <age, e.g. 7d> [<module path pattern>...]")
+			}
+			age, err := caddy.ParseDuration(args[0])
+			if err != nil || age <= 0 || age > goproxy.MaxCooldown {
+				return d.Errf("cooldown %q: want a positive age of at most %v, e.g. 7d", args[0], goproxy.MaxCooldown)
+			}
+			if _, err := artifact.ParsePatterns(args[1:]...); err != nil {
+				return d.Err(err.Error())
+			}
+			h.Cooldown = append(h.Cooldown, CooldownConfig{Age: caddy.Duration(age), Patterns: args[1:]})
 			continue
 		case "allow", "deny":
 			key := d.Val()

@@ -135,6 +135,11 @@ type Handler struct {
 	// version decides (a deny refuses it with 403 and its reason, and
 	// leaves it out of lists and @latest); none matching allows it.
 	Policy []PolicyRuleConfig `json:"policy,omitempty"`
+	// Cooldown holds back versions younger than an age, for the modules
+	// its patterns match (all when none): left out of lists and @latest,
+	// their .info, .mod and .zip refused with 403 and when they become
+	// available. A request under /cooldown/<age>/ may ask for a longer one.
+	Cooldown []CooldownConfig `json:"cooldown,omitempty"`
 
 	// Access decides who may read which module, from the identity that
 	// Caddy's authentication established (see AccessConfig). Without it,
@@ -245,6 +250,12 @@ type PolicyRuleConfig struct {
 	Versions string `json:"versions,omitempty"`
 	Deny     bool   `json:"deny,omitempty"`
 	Reason   string `json:"reason,omitempty"`
+}
+
+// CooldownConfig is one cooldown rule.
+type CooldownConfig struct {
+	Age      caddy.Duration `json:"age"`
+	Patterns []string       `json:"patterns,omitempty"`
 }
 
 // ModeConfig applies a download mode to modules matching Pattern.
@@ -460,6 +471,9 @@ func (h *Handler) options() (goproxy.Options, error) {
 		StatusPath:            h.StatusPath,
 		Catalog:               h.Catalog,
 		CatalogPrivate:        h.CatalogPrivate,
+	}
+	for _, c := range h.Cooldown {
+		o.Cooldown = append(o.Cooldown, goproxy.CooldownRule{Age: time.Duration(c.Age), Patterns: c.Patterns})
 	}
 	for _, r := range h.Policy {
 		o.Policy = append(o.Policy, goproxy.PolicyRule{Pattern: r.Pattern, Versions: r.Versions, Deny: r.Deny, Reason: r.Reason})

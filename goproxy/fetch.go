@@ -141,6 +141,9 @@ func (p *Proxy) checkSpooled(a artifact.Artifact, source string, spool *cachetie
 	if err := p.verify(a, small, spool.ReaderAt(), spool.Size()); err != nil {
 		return nil, err
 	}
+	if a.Kind == artifact.Info && a.Immutable() && source == "direct" {
+		p.noteFirstSeen(a) // the floor of its publication time
+	}
 	return small, nil
 }
 

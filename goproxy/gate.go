@@ -1,7 +1,6 @@
 package goproxy
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -147,69 +146,89 @@ func (r policyRule) describe() string {
 	return r.Pattern + "@" + r.Versions
 }
 
-// filterList drops the denied versions from a list answer.
-func (pol policy) filterList(mod string, content []byte) []byte {
-	var out bytes.Buffer
-	for _, line := range strings.Split(string(content), "\n") {
-		v := strings.TrimSpace(line)
-		if v == "" {
-			continue
-		}
-		if _, denied := pol.denies(mod, v); denied {
-			continue
-		}
-		out.WriteString(v + "\n")
-	}
-	return out.Bytes()
-}
-
-// gateAnswer applies the policy to an answer of a before it is served:
-// ok is false when it was refused (and answered), and content is what to
-// serve instead of obj when not nil (a filtered list, another @latest).
-func (p *Proxy) gateAnswer(ctx context.Context, w http.ResponseWriter, a artifact.Artifact, obj *cachetier.Object) (content []byte, ok bool) {
-	pol := p.cfg.policy
-	switch {
-	case len(pol) == 0:
+// gateAnswer applies the gates (policy, cooldown) to an answer of a
+// before it is served: ok is false when it was refused (and answered),
+// and content is what to serve instead of obj when not nil (a filtered
+// list, another @latest).
+func (p *Proxy) gateAnswer(ctx context.Context, w http.ResponseWriter, r *http.Request, a artifact.Artifact, obj *cachetier.Object) (content []byte, ok bool) {
+	if !p.gated(ctx, a.Module) || a.Immutable() {
 		return nil, true
-	case a.Kind == artifact.List:
-		data, err := obj.Content()
+	}
+	ctx = internal(ctx)
+	data, err := obj.Content()
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "reading the cached answer failed", 0)
+		return nil, false
+	}
+	if a.Kind == artifact.List {
+		vs, err := p.visible(ctx, a.Module, strings.Fields(string(data)))
 		if err != nil {
-			writeError(w, http.StatusInternalServerError, "reading the cached list failed", 0)
+			p.writeFetchError(w, r, err, 0)
 			return nil, false
 		}
-		return pol.filterList(a.Module, data), true
-	case a.Kind == artifact.Latest || a.Query():
-		data, err := obj.Content()
+		if len(vs) == 0 {
+			return []byte{}, true
+		}
+		return []byte(strings.Join(vs, "\n") + "\n"), true
+	}
+	var info struct{ Version string }
+	if json.Unmarshal(data, &info) != nil || !semver.IsValid(info.Version) {
+		return nil, true // served as is: the go command will refuse it
+	}
+	refuse := func() bool {
+		if r, denied := p.cfg.policy.denies(a.Module, info.Version); denied {
+			p.cfg.policy.refusal(w, a.Module, info.Version, r)
+			return true
+		}
+		until, young, err := p.held(ctx, a.Module, info.Version)
 		if err != nil {
-			writeError(w, http.StatusInternalServerError, "reading the cached answer failed", 0)
-			return nil, false
+			p.writeFetchError(w, r, err, 0)
+			return true
 		}
-		var info struct{ Version string }
-		if json.Unmarshal(data, &info) != nil {
-			return nil, true // served as is: the go command will refuse it
+		if young {
+			writeHeld(w, a.Module, info.Version, until, p.cooldownFor(ctx, a.Module))
+			return true
 		}
-		r, denied := pol.denies(a.Module, info.Version)
-		if !denied {
-			return nil, true
-		}
-		if a.Query() {
-			pol.refusal(w, a.Module, info.Version, r)
-			return nil, false
-		}
-		// @latest names a denied version: the newest one allowed instead.
-		alt, err := p.latestAllowed(ctx, a.Module)
-		if err != nil || alt == nil {
-			pol.refusal(w, a.Module, info.Version, r)
-			return nil, false
-		}
+		return false
+	}
+	_, denied := p.cfg.policy.denies(a.Module, info.Version)
+	_, young, err := p.held(ctx, a.Module, info.Version)
+	if !denied && !young && err == nil {
+		return nil, true
+	}
+	if a.Query() {
+		refuse()
+		return nil, false
+	}
+	// @latest names a version held back: the newest one let through.
+	if alt, err := p.latestAllowed(ctx, a.Module); err == nil && alt != nil {
 		return alt, true
 	}
-	return nil, true
+	refuse()
+	return nil, false
+}
+
+// gated reports whether a gate applies to mod's versions: its version
+// queries are then answered here, never redirected to the upstream, which
+// knows nothing of the gates.
+func (p *Proxy) gated(ctx context.Context, mod string) bool {
+	return p.cfg.policy.gates(mod) || p.cooldownFor(ctx, mod) > 0
+}
+
+type internalKey struct{}
+
+// internal marks the gates' own lookups: never answered with a redirect.
+func internal(ctx context.Context) context.Context {
+	return context.WithValue(ctx, internalKey{}, true)
+}
+
+func isInternal(ctx context.Context) bool {
+	v, _ := ctx.Value(internalKey{}).(bool)
+	return v
 }
 
 // latestAllowed is the .info of the newest listed version of mod that the
-// policy allows (a release before a pre-release, as the go command
-// chooses), or nil when there is none.
+// gates let through, or nil when there is none.
 func (p *Proxy) latestAllowed(ctx context.Context, mod string) ([]byte, error) {
 	la, err := artifact.New(artifact.List, mod, "")
 	if err != nil {
@@ -227,18 +246,11 @@ func (p *Proxy) latestAllowed(ctx context.Context, mod string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var best string
-	for _, v := range strings.Fields(string(p.cfg.policy.filterList(mod, data))) {
-		if !semver.IsValid(v) {
-			continue
-		}
-		better := best == "" ||
-			(semver.Prerelease(best) != "") != (semver.Prerelease(v) != "") && semver.Prerelease(v) == "" ||
-			(semver.Prerelease(best) != "") == (semver.Prerelease(v) != "") && semver.Compare(v, best) > 0
-		if better {
-			best = v
-		}
+	vs, err := p.visible(ctx, mod, strings.Fields(string(data)))
+	if err != nil {
+		return nil, err
 	}
+	best := newestOf(vs)
 	if best == "" {
 		return nil, nil
 	}

@@ -113,6 +113,9 @@ type Options struct {
 	// Policy holds versions back (see PolicyRule): the first rule that
 	// matches a module version decides; none matching allows it.
 	Policy []PolicyRule
+	// Cooldown holds back versions younger than an age (see CooldownRule);
+	// a request under CooldownPrefix may ask for a longer one.
+	Cooldown []CooldownRule
 
 	// Access, if set, decides who may read which module (see Access); nil
 	// leaves access to what is in front of the proxy.
@@ -283,6 +286,9 @@ func New(o Options) (*Proxy, error) {
 	if cfg.policy, err = compilePolicy(o.Policy); err != nil {
 		return nil, err
 	}
+	if cfg.cooldown, err = compileCooldown(o.Cooldown); err != nil {
+		return nil, err
+	}
 	cfg.client = fetcher.NewHTTPClient(fetcher.HTTPConfig{
 		MaxConnsPerHost: o.MaxConnsPerHost, DialTimeout: o.DialTimeout, HeaderTimeout: o.ResponseHeaderTimeout,
 		SameHostRedirects: o.SameHostRedirects, TLS: o.UpstreamTLS,
@@ -381,6 +387,9 @@ func (o Options) Check() error {
 		return err
 	}
 	if _, err := compilePolicy(o.Policy); err != nil {
+		return err
+	}
+	if _, err := compileCooldown(o.Cooldown); err != nil {
 		return err
 	}
 	if o.Access != nil {

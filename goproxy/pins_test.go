@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
@@ -68,5 +69,31 @@ func TestMovedTagRefused(t *testing.T) {
 	}
 	if _, err := e.proxy.AcceptChanged(context.Background(), mod, "v1.0.0"); err == nil {
 		t.Error("accepting with nothing refused: no error")
+	}
+}
+
+// A module fetched from version control whose tag points at a commit
+// dated years ago is as young as the mirror's first sight of it: the
+// cooldown holds it back, since an origin can date a commit as it likes.
+func TestCooldownDirectUsesFirstSight(t *testing.T) {
+	testenv.Slow(t)
+	g := testenv.NewGitServer(t)
+	repo := g.NewRepo(t, "backdated")
+	t.Setenv("GIT_COMMITTER_DATE", "2019-03-04T05:06:07Z")
+	t.Setenv("GIT_AUTHOR_DATE", "2019-03-04T05:06:07Z")
+	repo.Commit(map[string]string{"go.mod": "module " + repo.Path + "\n\ngo 1.21\n", "b.go": "package backdated\n"}, "old-looking")
+	repo.Git("tag", "v1.0.0")
+	repo.Push()
+	e := newEnv(t, nil, options{upstream: "direct", private: testenv.GitHost,
+		direct: DirectOptions{GitConfig: g.GitConfig, Netrc: g.Netrc(), Workers: 2}, sandboxDir: t.TempDir()})
+	e.proxy.cfg.cooldown, _ = compileCooldown([]CooldownRule{{Age: 7 * 24 * time.Hour}})
+
+	resp, body := e.do("GET", repo.Path+"/@v/v1.0.0.info")
+	if resp.StatusCode != 403 || !strings.Contains(string(body), "newer than the mirror's cooldown of 7d") {
+		t.Fatalf("a backdated commit fetched now: %d %q; want 403", resp.StatusCode, body)
+	}
+	pub, err := e.proxy.published(context.Background(), repo.Path, "v1.0.0")
+	if err != nil || time.Since(pub) > time.Minute {
+		t.Errorf("published %v (%v); want the first sight, moments ago", pub, err)
 	}
 }

@@ -71,6 +71,7 @@ type config struct {
 	CatalogPrivate bool          // with private modules
 	access         *accessPolicy // who may read which module; nil: no checks
 	policy         policy        // versions held back
+	cooldown       []cooldownRule
 
 	client    *http.Client // of upstream proxies and checksum databases
 	notFound  *httperr.NotFoundCache
@@ -173,6 +174,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if acc != nil {
 		who = acc.Identify(r)
 	}
+	// A longer cooldown for this request: /cooldown/<age>/<path>.
+	if age, rest, ok, err := parseCooldownPrefix(r.URL.Path); ok {
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err.Error(), 0)
+			p.obs.answered("invalid", "bad_request", "")
+			return
+		}
+		u := *r.URL
+		u.Path, u.RawPath = rest, ""
+		r = r.Clone(context.WithValue(r.Context(), cooldownKey{}, age))
+		r.URL = &u
+	}
 	// The cache-only conventions of proxy.golang.org: a path under
 	// /cached-only/, or a Disable-Module-Fetch: true header, is answered
 	// from the cache alone, a miss with a 404.
@@ -220,16 +233,28 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			defer func() { acc.audit(r, who, a, a.Kind.String(), d, sw.status(), cache) }()
 		}
 	}
+	ctx := r.Context()
+	if cacheOnly {
+		ctx = context.WithValue(ctx, cacheOnlyKey{}, true)
+	}
 	if a.Immutable() {
 		if rule, denied := p.cfg.policy.denies(a.Module, a.Version); denied {
 			p.cfg.policy.refusal(w, a.Module, a.Version, rule)
 			p.obs.answered(a.Kind.String(), "denied", "")
 			return
 		}
-	}
-	ctx := r.Context()
-	if cacheOnly {
-		ctx = context.WithValue(ctx, cacheOnlyKey{}, true)
+		if age := p.cooldownFor(ctx, a.Module); age > 0 {
+			until, young, err := p.held(internal(ctx), a.Module, a.Version)
+			if err != nil {
+				p.obs.answered(a.Kind.String(), p.writeFetchError(w, r, err, p.notFoundTTL(a)), "")
+				return
+			}
+			if young {
+				writeHeld(w, a.Module, a.Version, until, age)
+				p.obs.answered(a.Kind.String(), "denied", "")
+				return
+			}
+		}
 	}
 	ans, err := p.Get(ctx, a)
 	cache = ans.CacheStatus
@@ -248,7 +273,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	obj, stale := ans.Object, ans.Stale
 	defer obj.Close()
-	gated, ok := p.gateAnswer(ctx, w, a, obj)
+	gated, ok := p.gateAnswer(ctx, w, r, a, obj)
 	if !ok {
 		p.obs.answered(a.Kind.String(), "denied", "")
 		return
@@ -480,7 +505,7 @@ func (p *Proxy) Get(ctx context.Context, a artifact.Artifact) (Answer, error) {
 		old.Close()
 		return Answer{CacheStatus: cacheStatus("hit; detail=not-found")}, fe
 	}
-	if mode == Redirect && old == nil && (a.Immutable() || !p.cfg.policy.gates(a.Module)) {
+	if mode == Redirect && old == nil && !isInternal(ctx) && (a.Immutable() || !p.gated(ctx, a.Module)) {
 		if url := p.redirect(a); url != "" {
 			return Answer{Redirect: url, CacheStatus: cacheStatus("fwd=miss; detail=redirect")}, nil
 		}
