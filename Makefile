@@ -12,6 +12,8 @@ XCADDY_VERSION ?= v0.4.5
 STATICCHECK_VERSION ?= v0.8.2
 # The S3 server the tests run (a real one, on loopback).
 VERSITYGW_VERSION ?= v1.8.0
+# The vulnerability scanner the vulndb tests run through the mirror.
+GOVULNCHECK_VERSION ?= v1.9.0
 
 .PHONY: build run test lint tools bench realworld fuzz soak fmt vet clean
 
@@ -27,7 +29,7 @@ run: build
 test: lint
 	PIRAEUS_RELEASE_CHECKS=1 $(GO) test -race -count=1 -timeout 30m -json ./... | $(GO) run ./internal/testreport
 
-tools: $(TOOLS)/xcaddy $(TOOLS)/staticcheck $(TOOLS)/versitygw
+tools: $(TOOLS)/xcaddy $(TOOLS)/staticcheck $(TOOLS)/versitygw $(TOOLS)/govulncheck
 
 $(TOOLS)/xcaddy:
 	GOBIN=$(TOOLS) $(GO) install github.com/caddyserver/xcaddy/cmd/xcaddy@$(XCADDY_VERSION)
@@ -42,6 +44,9 @@ $(TOOLS)/goproxy-peer:
 
 $(TOOLS)/versitygw:
 	GOBIN=$(TOOLS) $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)
+
+$(TOOLS)/govulncheck:
+	GOBIN=$(TOOLS) $(GO) install golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION)
 
 # gofmt, go vet, staticcheck, and a go.mod that go mod tidy leaves alone.
 lint: tools

@@ -61,6 +61,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		catalog [{ private }]   # GET /catalog (private modules too)
 //		fleet_key     <secret> [<older secret>...]   # with a redis or s3 tier
 //		cooldown      <age> [<pattern>...]               # versions younger than age held back
+//		vulndb        <url>                              # mirrored under /vuln/
+//		deny vulnerable [<pattern>...]                   # zips that a vulndb entry affects
 //		deny          <pattern>[@<versions>] "<reason>"  # versions held back
 //		allow         <pattern>[@<versions>]             # before a broader deny
 //		access        { … }     # who may read which module (see access.go)
@@ -150,9 +152,24 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.Cooldown = append(h.Cooldown, CooldownConfig{Age: caddy.Duration(age), Patterns: args[1:]})
 			continue
+		case "vulndb":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			h.VulnDB = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
 		case "allow", "deny":
 			key := d.Val()
 			args := d.RemainingArgs()
+			if key == "deny" && len(args) > 0 && args[0] == "vulnerable" {
+				if _, err := artifact.ParsePatterns(args[1:]...); err != nil {
+					return d.Err(err.Error())
+				}
+				h.DenyVulnerable, h.DenyVulnerablePatterns = true, append(h.DenyVulnerablePatterns, args[1:]...)
+				continue
+			}
 			if len(args) < 1 || len(args) > 2 || key == "allow" && len(args) != 1 {
 				return d.Errf(`want: deny <module path pattern>[@<version or range>] "<reason>", or allow <module path pattern>[@<version or range>]`)
 			}

@@ -140,6 +140,13 @@ type Handler struct {
 	// their .info, .mod and .zip refused with 403 and when they become
 	// available. A request under /cooldown/<age>/ may ask for a longer one.
 	Cooldown []CooldownConfig `json:"cooldown,omitempty"`
+	// VulnDB is a Go vulnerability database (https://vuln.go.dev) mirrored
+	// under /vuln/, so that GOVULNDB (govulncheck -db) can name the mirror.
+	VulnDB string `json:"vulndb,omitempty"`
+	// DenyVulnerable refuses the .zip of a version a VulnDB entry affects,
+	// for the modules DenyVulnerablePatterns match (all when empty).
+	DenyVulnerable         bool     `json:"deny_vulnerable,omitempty"`
+	DenyVulnerablePatterns []string `json:"deny_vulnerable_patterns,omitempty"`
 
 	// Access decides who may read which module, from the identity that
 	// Caddy's authentication established (see AccessConfig). Without it,
@@ -472,6 +479,7 @@ func (h *Handler) options() (goproxy.Options, error) {
 		Catalog:               h.Catalog,
 		CatalogPrivate:        h.CatalogPrivate,
 	}
+	o.VulnDB, o.DenyVulnerable, o.DenyVulnerablePatterns = h.VulnDB, h.DenyVulnerable, h.DenyVulnerablePatterns
 	for _, c := range h.Cooldown {
 		o.Cooldown = append(o.Cooldown, goproxy.CooldownRule{Age: time.Duration(c.Age), Patterns: c.Patterns})
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/piraeus-go/piraeus/artifact"
 	"github.com/piraeus-go/piraeus/cachetier"
+	"github.com/piraeus-go/piraeus/vulndb"
 )
 
 // The gate stage: versions a company holds back, each refusal explained
@@ -267,4 +268,17 @@ func (p *Proxy) latestAllowed(ctx context.Context, mod string) ([]byte, error) {
 	}
 	defer ans.Object.Close()
 	return ans.Object.Content()
+}
+
+// vulnerableReason is the 403 reason of a zip that entries affect.
+func vulnerableReason(a artifact.Artifact, found []vulndb.Finding) string {
+	var parts []string
+	for _, f := range found {
+		fix := "no fixed version"
+		if f.Fixed != "" {
+			fix = "fixed in " + f.Fixed
+		}
+		parts = append(parts, fmt.Sprintf("%s (%s; %s)", f.ID, f.Summary, fix))
+	}
+	return fmt.Sprintf("%s@%s is affected by %s: the mirror denies vulnerable versions", a.Module, a.Version, strings.Join(parts, ", "))
 }

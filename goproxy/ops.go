@@ -101,6 +101,9 @@ type Status struct {
 	Fleet           *FleetStatus     `json:"fleet,omitempty"`
 	PerMinute       []int64          `json:"requests_per_minute"` // the last 60 minutes, oldest first
 	Prefetch        PrefetchStats    `json:"prefetch"`
+	// Vulnerable are the versions asked for that the vulnerability
+	// database's entries affect (with a vulndb).
+	Vulnerable []VulnerableVersion `json:"vulnerable,omitempty"`
 }
 
 // TierStatus is one tier's occupancy against its bound.
@@ -137,6 +140,7 @@ func (p *Proxy) Status() Status {
 		TopModules:    top,
 		PerMinute:     perMin,
 		Prefetch:      p.PrefetchStats(),
+		Vulnerable:    p.stats.vulnerableVersions(),
 	}
 	var hitSum int64
 	for _, n := range hits {

@@ -23,6 +23,7 @@ import (
 	"github.com/piraeus-go/piraeus/checksumdb"
 	"github.com/piraeus-go/piraeus/fetcher"
 	"github.com/piraeus-go/piraeus/httperr"
+	"github.com/piraeus-go/piraeus/vulndb"
 )
 
 // Defaults for Options fields left zero.
@@ -116,6 +117,15 @@ type Options struct {
 	// Cooldown holds back versions younger than an age (see CooldownRule);
 	// a request under CooldownPrefix may ask for a longer one.
 	Cooldown []CooldownRule
+	// VulnDB, if set, is a Go vulnerability database (https://vuln.go.dev)
+	// mirrored under /vuln/ (GOVULNDB=https://<mirror>/vuln), cached and
+	// served stale when it cannot be reached.
+	VulnDB string
+	// DenyVulnerable refuses the .zip of a version that a VulnDB entry
+	// affects, for the modules DenyVulnerablePatterns match (all when
+	// empty). Not its .mod: graph resolution reads many it never builds.
+	DenyVulnerable         bool
+	DenyVulnerablePatterns []string
 
 	// Access, if set, decides who may read which module (see Access); nil
 	// leaves access to what is in front of the proxy.
@@ -289,6 +299,8 @@ func New(o Options) (*Proxy, error) {
 	if cfg.cooldown, err = compileCooldown(o.Cooldown); err != nil {
 		return nil, err
 	}
+	cfg.denyVulnerable = o.DenyVulnerable
+	cfg.denyVulnerablePatterns = artifact.MustParsePatterns(o.DenyVulnerablePatterns...)
 	cfg.client = fetcher.NewHTTPClient(fetcher.HTTPConfig{
 		MaxConnsPerHost: o.MaxConnsPerHost, DialTimeout: o.DialTimeout, HeaderTimeout: o.ResponseHeaderTimeout,
 		SameHostRedirects: o.SameHostRedirects, TLS: o.UpstreamTLS,
@@ -338,6 +350,12 @@ func New(o Options) (*Proxy, error) {
 		return nil, fmt.Errorf("goproxy: %w", err)
 	}
 	cfg.Tiers = o.Cache
+	if o.VulnDB != "" {
+		if cfg.vulndb, err = vulndb.New(vulndb.Config{URL: o.VulnDB, Client: cfg.client, Cache: o.Cache, Logger: o.Logger}); err != nil {
+			cfg.notFound.Close()
+			return nil, fmt.Errorf("goproxy: %w", err)
+		}
+	}
 	// The databases report their reads to the proxy, which exists only
 	// after them: they are set on it before it serves.
 	var p *Proxy
@@ -391,6 +409,17 @@ func (o Options) Check() error {
 	}
 	if _, err := compileCooldown(o.Cooldown); err != nil {
 		return err
+	}
+	if o.DenyVulnerable && o.VulnDB == "" {
+		return errors.New("goproxy: deny vulnerable needs a vulndb")
+	}
+	if _, err := artifact.ParsePatterns(o.DenyVulnerablePatterns...); err != nil {
+		return fmt.Errorf("goproxy: deny vulnerable: %w", err)
+	}
+	if o.VulnDB != "" {
+		if u, err := url.Parse(o.VulnDB); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return fmt.Errorf("goproxy: vulndb %q: want an http:// or https:// URL", o.VulnDB)
+		}
 	}
 	if o.Access != nil {
 		acc := *o.Access

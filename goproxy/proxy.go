@@ -24,6 +24,7 @@ import (
 	"github.com/piraeus-go/piraeus/checksumdb"
 	"github.com/piraeus-go/piraeus/fetcher"
 	"github.com/piraeus-go/piraeus/httperr"
+	"github.com/piraeus-go/piraeus/vulndb"
 )
 
 // config is the assembled state of a Proxy (see Options and New).
@@ -72,6 +73,10 @@ type config struct {
 	access         *accessPolicy // who may read which module; nil: no checks
 	policy         policy        // versions held back
 	cooldown       []cooldownRule
+	vulndb         *vulndb.DB // mirrored under /vuln/; nil for none
+	denyVulnerable bool
+	// denyVulnerablePatterns limit DenyVulnerable (all modules if empty).
+	denyVulnerablePatterns artifact.Patterns
 
 	client    *http.Client // of upstream proxies and checksum databases
 	notFound  *httperr.NotFoundCache
@@ -202,6 +207,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.serveSumDB(w, r, rest, who)
 		return
 	}
+	if rest, ok := strings.CutPrefix(r.URL.Path, "/vuln/"); ok && p.cfg.vulndb != nil {
+		if acc != nil && !acc.mayReadAny(who) {
+			acc.deny(w, who, "the vulnerability database")
+			return
+		}
+		p.cfg.vulndb.Serve(w, r, rest)
+		p.obs.answered("vulndb", "ok", "")
+		return
+	}
 	if !cacheOnly && p.serveOps(w, r, who) {
 		return
 	}
@@ -242,6 +256,21 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			p.cfg.policy.refusal(w, a.Module, a.Version, rule)
 			p.obs.answered(a.Kind.String(), "denied", "")
 			return
+		}
+		if a.Kind == artifact.Zip && p.cfg.denyVulnerable &&
+			(p.cfg.denyVulnerablePatterns.Empty() || p.cfg.denyVulnerablePatterns.Match(a.Module)) {
+			found, err := p.cfg.vulndb.Affected(ctx, a.Module, a.Version)
+			if err != nil {
+				writeError(w, http.StatusServiceUnavailable, "the vulnerability database cannot be read now, and deny vulnerable needs it: "+httperr.OneLine(err.Error(), 200), 0)
+				p.obs.answered(a.Kind.String(), "error", "")
+				return
+			}
+			if len(found) > 0 {
+				p.stats.vulnerable(a, found, false)
+				writeError(w, http.StatusForbidden, vulnerableReason(a, found), 0)
+				p.obs.answered(a.Kind.String(), "denied", "")
+				return
+			}
 		}
 		if age := p.cooldownFor(ctx, a.Module); age > 0 {
 			until, young, err := p.held(internal(ctx), a.Module, a.Version)
@@ -303,6 +332,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	http.ServeContent(cw, r, "", time.Time{}, body)
 	p.obs.served(a, cw.n)
+	if a.Kind == artifact.Zip && p.cfg.vulndb != nil && r.Method == http.MethodGet {
+		if found, err := p.cfg.vulndb.Affected(ctx, a.Module, a.Version); err == nil && len(found) > 0 {
+			p.stats.vulnerable(a, found, true)
+		}
+	}
 }
 
 // statusWriter records the status of an answer, for the audit log.

@@ -8,7 +8,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/mod/semver"
+
 	"github.com/piraeus-go/piraeus/artifact"
+	"github.com/piraeus-go/piraeus/vulndb"
 )
 
 // stats are what the status page shows, kept in the process whether or
@@ -34,6 +37,67 @@ type stats struct {
 	topMu   sync.RWMutex
 	modules map[string]*atomic.Int64
 	decayed time.Time
+
+	vulnMu sync.Mutex
+	vulns  map[string]*VulnerableVersion // by module@version, bounded
+}
+
+// VulnerableVersion is a version a vulnerability database entry affects
+// that clients asked for: how often it was served, and refused.
+type VulnerableVersion struct {
+	Module  string   `json:"module"`
+	Version string   `json:"version"`
+	IDs     []string `json:"ids"`
+	Fixed   string   `json:"fixed,omitempty"`
+	Served  int64    `json:"served"`
+	Refused int64    `json:"refused"`
+}
+
+// maxVulnerable bounds the vulnerable versions the status page tracks.
+const maxVulnerable = 1000
+
+// vulnerable counts a zip of a, which entries found affect, as served or
+// refused.
+func (s *stats) vulnerable(a artifact.Artifact, found []vulndb.Finding, served bool) {
+	s.vulnMu.Lock()
+	defer s.vulnMu.Unlock()
+	if s.vulns == nil {
+		s.vulns = map[string]*VulnerableVersion{}
+	}
+	k := a.Module + "@" + a.Version
+	v := s.vulns[k]
+	if v == nil {
+		if len(s.vulns) >= maxVulnerable {
+			return
+		}
+		v = &VulnerableVersion{Module: a.Module, Version: a.Version}
+		for _, f := range found {
+			v.IDs = append(v.IDs, f.ID)
+			if semver.Compare(f.Fixed, v.Fixed) > 0 {
+				v.Fixed = f.Fixed
+			}
+		}
+		s.vulns[k] = v
+	}
+	if served {
+		v.Served++
+	} else {
+		v.Refused++
+	}
+}
+
+// vulnerableVersions lists them, most asked for first.
+func (s *stats) vulnerableVersions() []VulnerableVersion {
+	s.vulnMu.Lock()
+	defer s.vulnMu.Unlock()
+	out := make([]VulnerableVersion, 0, len(s.vulns))
+	for _, v := range s.vulns {
+		out = append(out, *v)
+	}
+	slices.SortFunc(out, func(a, b VulnerableVersion) int {
+		return cmp.Or(cmp.Compare(b.Served+b.Refused, a.Served+a.Refused), cmp.Compare(a.Module+"@"+a.Version, b.Module+"@"+b.Version))
+	})
+	return out
 }
 
 const (

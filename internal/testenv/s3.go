@@ -60,8 +60,13 @@ func StartS3(t testing.TB) *S3 {
 	return s
 }
 
-func findVersityGW() string {
-	if p, err := exec.LookPath("versitygw"); err == nil {
+func findVersityGW() string { return FindTool("versitygw") }
+
+// FindTool finds a command the tests use: on PATH, in GOBIN, in the
+// module's bin/tools (where make tools and .ci/run install them) or in
+// GOPATH/bin; "" if none.
+func FindTool(name string) string {
+	if p, err := exec.LookPath(name); err == nil {
 		return p
 	}
 	out, err := exec.Command("go", "env", "GOBIN", "GOPATH", "GOMOD").Output()
@@ -81,7 +86,7 @@ func findVersityGW() string {
 		dirs = append(dirs, filepath.Join(d, "bin"))
 	}
 	for _, d := range dirs {
-		p := filepath.Join(d, "versitygw")
+		p := filepath.Join(d, name)
 		if fi, err := os.Stat(p); d != "" && err == nil && !fi.IsDir() {
 			return p
 		}
