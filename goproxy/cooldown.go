@@ -217,14 +217,18 @@ func (p *Proxy) visible(ctx context.Context, mod string, versions []string) ([]s
 		if len(sorted) > cooldownListMax {
 			sorted = sorted[:cooldownListMax]
 		}
+		var candidates []string
+		for _, v := range sorted {
+			if keep[v] {
+				candidates = append(candidates, v)
+			}
+		}
 		var mu sync.Mutex
 		var firstErr error
+		hidden := map[string]bool{}
 		sem := make(chan struct{}, 8)
 		var wg sync.WaitGroup
-		for _, v := range sorted {
-			if !keep[v] {
-				continue
-			}
+		for _, v := range candidates {
 			wg.Add(1)
 			sem <- struct{}{}
 			go func() {
@@ -237,11 +241,14 @@ func (p *Proxy) visible(ctx context.Context, mod string, versions []string) ([]s
 					firstErr = err
 				}
 				if young || err != nil {
-					delete(keep, v) // fails closed: an age not known is not old
+					hidden[v] = true // fails closed: an age not known is not old
 				}
 			}()
 		}
 		wg.Wait()
+		for v := range hidden {
+			delete(keep, v)
+		}
 		if firstErr != nil && len(keep) == 0 {
 			return nil, firstErr
 		}

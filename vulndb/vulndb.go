@@ -62,8 +62,8 @@ type DB struct {
 	group  singleflight.Group
 
 	mu       sync.Mutex
-	checked  time.Time             // when the source was last asked
-	modified time.Time             // of the index held
+	checked  time.Time              // when the source was last asked
+	modified time.Time              // of the index held
 	index    map[string][]indexVuln // module path -> entries
 	entries  map[string]*Entry      // parsed, by id
 }
