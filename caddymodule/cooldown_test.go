@@ -54,6 +54,11 @@ func TestCooldown(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(prog, "go.mod"), []byte("module example.com/prog\n\ngo 1.21\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if out, err := testenv.TryGo(t, prog, env, "get", "example.com/lib@v1.3.0"); err == nil || !strings.Contains(out, "newer than the mirror's cooldown") {
+		t.Fatalf("go get of the young version: err %v\n%s", err, out)
+	} else {
+		t.Logf("go get example.com/lib@v1.3.0:\n%s", out)
+	}
 	testenv.RunGo(t, prog, env, "get", "example.com/lib@latest")
 	if gomod, _ := os.ReadFile(filepath.Join(prog, "go.mod")); !strings.Contains(string(gomod), "example.com/lib v1.1.0") {
 		t.Errorf("go get @latest under the cooldown (v1.3.0 too young, v1.2.0 retracted by it):\n%s", gomod)

@@ -50,6 +50,11 @@ func TestPolicyDenyAllow(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(prog, "go.mod"), []byte("module example.com/prog\n\ngo 1.21\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if out, err := testenv.TryGo(t, prog, env, "get", "example.com/lib@v1.2.0"); err == nil || !strings.Contains(out, "INC-4711") {
+		t.Fatalf("go get of the denied version: err %v\n%s", err, out)
+	} else {
+		t.Logf("go get example.com/lib@v1.2.0:\n%s", out)
+	}
 	testenv.RunGo(t, prog, env, "get", "example.com/lib@latest")
 	gomod, _ := os.ReadFile(filepath.Join(prog, "go.mod"))
 	if !strings.Contains(string(gomod), "example.com/lib v1.1.0") {
