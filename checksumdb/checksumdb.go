@@ -356,25 +356,33 @@ func (d *DB) unreachable(err error) error {
 		Source: "checksum database " + d.name, Err: err}
 }
 
-// setState logs a change of route at error level: what verifies modules
-// is security-relevant.
+// setState logs a change of route: at error level when the database
+// becomes unreachable (modules it must verify are refused), at info level
+// on the first contact and when it answers again, and at warn level when
+// a working route gives way to another (the same key verifies either).
 func (d *DB) setState(state string, err error) {
 	d.mu.Lock()
-	changed := d.state != state
+	prev := d.state
+	changed := prev != state
 	d.state = state
 	d.mu.Unlock()
 	if !changed {
 		return
+	}
+	log := d.log.Warn
+	if prev == "" || prev == "unreachable" {
+		log = d.log.Info
 	}
 	switch state {
 	case "unreachable":
 		d.log.Error("checksum database unreachable: modules it must verify are refused (502) until it answers",
 			zap.String("sumdb", d.name), zap.String("probed", fetcher.RedactURL(d.configured.base)+"/supported"), zap.Error(err))
 	case "upstream":
-		d.log.Error("checksum database verification state: through the upstream proxy", zap.String("sumdb", d.name), zap.String("url", fetcher.RedactURL(d.configured.base)))
+		log("checksum database verification state: through the upstream proxy", zap.String("sumdb", d.name),
+			zap.String("url", fetcher.RedactURL(d.configured.base)), zap.String("was", prev))
 	case "direct":
-		d.log.Error("checksum database verification state: the upstream does not proxy it; reading it directly",
-			zap.String("sumdb", d.name), zap.String("url", fetcher.RedactURL(d.direct.base)))
+		log("checksum database verification state: the upstream does not proxy it; reading it directly",
+			zap.String("sumdb", d.name), zap.String("url", fetcher.RedactURL(d.direct.base)), zap.String("was", prev))
 	}
 	if d.onState != nil {
 		d.onState(d.name, state)
