@@ -77,13 +77,14 @@ func (p *ProxyFetcher) Fetch(ctx context.Context, a artifact.Artifact) (*Respons
 			reason = "not found"
 		}
 		return nil, &httperr.Error{Status: resp.StatusCode, Msg: reason, Source: p.name}
-	case http.StatusForbidden:
-		// A gatekeeper's refusal, or a module the upstream will not serve:
-		// the client is told so, as the go command would be going there.
+	case http.StatusForbidden, http.StatusBadRequest:
+		// A gatekeeper's refusal, a module the upstream will not serve, or
+		// a path it will not take ("Go module host not permitted"): the
+		// client is told so, with the reason, as it would be going there.
 		if reason == "" {
-			reason = "forbidden"
+			reason = strings.ToLower(http.StatusText(resp.StatusCode))
 		}
-		return nil, &httperr.Error{Status: http.StatusForbidden, Msg: reason, Source: p.name}
+		return nil, &httperr.Error{Status: resp.StatusCode, Msg: reason, Source: p.name}
 	}
 	return nil, &httperr.Error{
 		Status: http.StatusBadGateway,

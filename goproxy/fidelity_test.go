@@ -123,6 +123,9 @@ func TestConformance(t *testing.T) {
 		"example.com/refused/@v/v1.0.0.zip": func(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "forbidden: example.com/refused is not allowed by policy", http.StatusForbidden)
 		},
+		"badhost.example/x/@v/list": func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "bad request: Go module host not permitted", http.StatusBadRequest)
+		},
 		"example.com/broken/@v/v1.0.0.info": func(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "internal error", http.StatusInternalServerError)
 		},
@@ -158,6 +161,7 @@ func TestConformance(t *testing.T) {
 		"example.com/refused/@v/v1.0.0.zip",
 		"example.com/broken/@v/v1.0.0.info",
 		"example.com/unavailable/@latest",
+		"badhost.example/x/@v/list",
 	}
 	e := newEnv(t, up, options{memory: true})
 	get := func(base, p string) (int, string, []byte) {
@@ -183,6 +187,8 @@ func TestConformance(t *testing.T) {
 				t.Errorf("%s (%s): body %q; the upstream's is %q", p, round, body, wantBody)
 			case status != 200 && (!strings.HasPrefix(ctype, "text/plain") || bytes.Count(body, []byte("\n")) != 1):
 				t.Errorf("%s (%s): error answer %q (%s); want one line of text", p, round, body, ctype)
+			case status >= 400 && status < 500 && !bytes.Contains(wantBody, bytes.TrimSpace(body)) && !bytes.Contains(body, []byte("not found")):
+				t.Errorf("%s (%s): %q; want the upstream's reason %q", p, round, body, wantBody)
 			}
 		}
 	}
