@@ -30,7 +30,8 @@ func init() {
 		Long: `
 Talks to a running Caddy's admin endpoint (the admin API's /goproxy/ routes).
 
-  caddy goproxy warm go.sum         fetch every module the file lists into the cache
+  caddy goproxy warm go.sum         fetch every module the file lists into the cache (a go.mod lists
+                                    its direct requirements alone; its go.sum names the whole graph)
   caddy goproxy warm https://mirror.example.com/catalog
                                     fetch every module another mirror's catalog lists
   caddy goproxy purge mod@version   remove one module version from every tier
@@ -222,13 +223,18 @@ func warmRequest(adminAddr string, body io.Reader, out io.Writer) (WarmSummary, 
 
 // PurgeViaAdmin asks the admin API to purge module@version.
 func PurgeViaAdmin(adminAddr, modVersion string, out io.Writer) error {
-	resp, err := caddycmd.AdminAPIRequest(adminAddr, http.MethodPost, "/goproxy/purge?mod="+url.QueryEscape(modVersion), nil, nil)
-	if err != nil {
+	mod, version, ok := strings.Cut(modVersion, "@")
+	if !ok || mod == "" || version == "" {
+		return fmt.Errorf("want <module>@<version>, e.g. rsc.io/quote@v1.5.2, not %q", modVersion)
+	}
+	var res struct {
+		Purged string `json:"purged"`
+		Caches int    `json:"caches"`
+	}
+	if err := adminJSON(adminAddr, http.MethodPost, "/goproxy/purge?mod="+url.QueryEscape(modVersion), nil, &res); err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	fmt.Fprintf(out, "%s", body)
+	fmt.Fprintf(out, "purged %s from %d cache(s): its .info, .mod and .zip, and the module's list and @latest\n", res.Purged, res.Caches)
 	return nil
 }
 

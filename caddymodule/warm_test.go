@@ -76,12 +76,18 @@ func TestWarmAndPurge(t *testing.T) {
 	if err := runCaddyCommand(&out, "purge", "--address", admin, "example.com/hello@v1.0.0"); err != nil {
 		t.Fatalf("purge: %v", err)
 	}
+	if !strings.HasPrefix(out.String(), "purged example.com/hello@v1.0.0 from 1 cache(s)") {
+		t.Errorf("purge printed %q; want a line of text", out.String())
+	}
 	testenv.MustGet(t, base+"/"+testenv.EscapedPath(hello.Path, hello.Version, "zip"))
 	if n := up.Requests(testenv.EscapedPath(hello.Path, hello.Version, "zip")); n != 2 {
 		t.Errorf("after purge the zip was fetched %d times in all; want 2", n)
 	}
 	if err := PurgeViaAdmin(admin, "example.com/hello@1.0", &out); err == nil {
 		t.Error("purging an invalid version succeeded")
+	}
+	if err := PurgeViaAdmin(admin, "example.com/hello", &out); err == nil || !strings.Contains(err.Error(), "want <module>@<version>") {
+		t.Errorf("purging a module without a version: %v; want the form asked for", err)
 	}
 
 	// A go.sum over the size limit is refused whole, not cut.
