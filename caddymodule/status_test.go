@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -37,7 +39,11 @@ func chromium(t *testing.T) string {
 func TestStatusPage(t *testing.T) {
 	browser := chromium(t)
 	up := testenv.NewUpstream(t, hello, thing)
-	base := startCaddy(t, fmt.Sprintf("goproxy %s {\n\t\tsumdb %s\n\t\tstatus\n\t\tcache {\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, up.VerifiedBy(t).VKey, t.TempDir()))
+	db := up.VerifiedBy(t)
+	up.Override("example.com/broken/@v/v1.0.0.info", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "overloaded", http.StatusInternalServerError)
+	})
+	base := startCaddy(t, fmt.Sprintf("goproxy %s {\n\t\tsumdb %s\n\t\tstatus\n\t\tcache {\n\t\t\tdisk %s\n\t\t}\n\t}", up.URL, db.VKey, t.TempDir()))
 	get := func(p string, want int) {
 		t.Helper()
 		if status, body, err := testenv.Get(base + "/" + p); err != nil || status != want {
@@ -53,6 +59,10 @@ func TestStatusPage(t *testing.T) {
 	get(zip, 200)                                                   // hit
 	get(testenv.EscapedPath(thing.Path, thing.Version, "mod"), 200) // miss
 	get("example.com/hello/@v/v1.9.9.info", 404)                    // miss, not counted as an answer
+	get("example.com/broken/@v/v1.0.0.info", 502)                   // miss, an error row with its reason
+	// The checksum database's traffic is counted apart.
+	get("sumdb/"+db.Name+"/lookup/example.com/hello@v1.0.0", 200)
+	get("sumdb/"+db.Name+"/lookup/example.com/hello@v1.0.0", 200)
 
 	// The JSON says it all.
 	var st goproxy.Status
@@ -60,7 +70,19 @@ func TestStatusPage(t *testing.T) {
 		t.Fatal(err)
 	}
 	hits := st.Hits["memory"] + st.Hits["disk"]
-	if st.Requests != 7 || hits != 3 || st.Misses != 4 || len(st.RecentFetches) < 4 ||
+	var reason string
+	for _, f := range st.RecentFetches {
+		if f.Module == "example.com/broken" {
+			reason = f.Reason
+		}
+	}
+	if reason != "upstream answered 500" {
+		t.Errorf("the failed fetch's reason: %q", reason)
+	}
+	if st.SumDB.Hits+st.SumDB.Misses != 2 || st.SumDB.Hits == 0 {
+		t.Errorf("checksum database traffic: %+v; want 2 requests, the second at least from the cache", st.SumDB)
+	}
+	if st.Requests != 8 || hits != 3 || st.Misses != 5 || len(st.RecentFetches) < 4 ||
 		len(st.TopModules) == 0 || st.TopModules[0].Module != hello.Path || st.TopModules[0].Requests != 5 ||
 		st.Verification.Route != "upstream" {
 		t.Errorf("status: %+v", st)
@@ -108,6 +130,13 @@ func TestStatusPage(t *testing.T) {
 		return s
 	}
 	requests, ratio, misses, failures := text("#requests"), text("#hit-ratio"), text("#misses"), text("#verify-failures")
+	peak, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector("#rate-peak").textContent`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if peak != fmt.Sprint(slices.Max(st.PerMinute)) || !strings.Contains(text("#sumdb-traffic"), fmt.Sprintf("%d from the cache, %d fetched", st.SumDB.Hits, st.SumDB.Misses)) {
+		t.Errorf("rate chart's scale %q (the busiest minute had %d); sumdb traffic %q", peak, slices.Max(st.PerMinute), text("#sumdb-traffic"))
+	}
 	top, fetches := text("#top-modules"), text("#fetches")
 	bars, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#hits-chart rect").length`))
 	if err != nil {
@@ -122,10 +151,11 @@ func TestStatusPage(t *testing.T) {
 	if len(consoleErrors) > 0 {
 		t.Errorf("console errors: %v", consoleErrors)
 	}
-	if !strings.HasPrefix(requests, "7") || !strings.HasPrefix(ratio, "42.9%") || strings.TrimSpace(misses) != "4" || strings.TrimSpace(failures) != "0" {
-		t.Errorf("page figures: requests %q, hit ratio %q, misses %q, failures %q; want 7, 42.9%%, 4, 0", requests, ratio, misses, failures)
+	if !strings.HasPrefix(requests, "8") || !strings.HasPrefix(ratio, "37.5%") || strings.TrimSpace(misses) != "5" || strings.TrimSpace(failures) != "0" {
+		t.Errorf("page figures: requests %q, hit ratio %q, misses %q, failures %q; want 8, 37.5%%, 5, 0", requests, ratio, misses, failures)
 	}
-	if !strings.Contains(top, hello.Path) || !strings.Contains(fetches, "v1.9.9") || bars != 3 {
+	if !strings.Contains(top, hello.Path) || !strings.Contains(fetches, "v1.9.9") || !strings.Contains(fetches, "error: upstream answered 500") ||
+		!strings.Contains(fetches, "when (UTC)") || bars != 3 {
 		t.Errorf("page: top modules %q, fetches %q, %d bars", top, fetches, bars)
 	}
 	shotFile := filepath.Join(os.TempDir(), "piraeus-status.png")

@@ -245,6 +245,11 @@ func (p *Proxy) fetch(a artifact.Artifact, fl *flight) (*fetched, error) {
 	}
 	rec := FetchRecord{Time: start, Module: a.Module, Version: a.Version, Kind: a.Kind.String(), Upstream: source,
 		Duration: time.Since(start), Bytes: f.size()}
+	if fe, ok := httperr.As(err); ok {
+		rec.Reason = fe.Msg
+	} else if err != nil {
+		rec.Reason = httperr.OneLine(err.Error(), 200)
+	}
 	switch {
 	case source == "cache":
 		// Stored (or found missing) by a fetch that had just ended.

@@ -228,6 +228,15 @@ func isInternal(ctx context.Context) bool {
 	return v
 }
 
+type clientKey struct{}
+
+// isClient reports whether a lookup answers a client's request itself,
+// not a prefetch or a gate's own lookup: what the status page counts.
+func isClient(ctx context.Context) bool {
+	v, _ := ctx.Value(clientKey{}).(bool)
+	return v && !isInternal(ctx)
+}
+
 // latestAllowed is the .info of the newest listed version of mod that the
 // gates let through, or nil when there is none.
 func (p *Proxy) latestAllowed(ctx context.Context, mod string) ([]byte, error) {

@@ -91,7 +91,10 @@ type Status struct {
 	Requests        int64            `json:"requests"`
 	Hits            map[string]int64 `json:"hits"` // by tier
 	Misses          int64            `json:"misses"`
-	HitRatio        float64          `json:"hit_ratio"`
+	HitRatio        float64          `json:"hit_ratio"` // of the modules' requests
+	// SumDB is the checksum database's traffic through /sumdb/, apart:
+	// records and tiles answered from the cache, and fetched.
+	SumDB SumDBTraffic `json:"sumdb"`
 	Tiers           []TierStatus     `json:"tiers"`
 	FetchesInFlight int              `json:"fetches_in_flight"`
 	SpoolBytes      int64            `json:"spool_bytes"`
@@ -104,6 +107,12 @@ type Status struct {
 	// Vulnerable are the versions asked for that the vulnerability
 	// database's entries affect (with a vulndb).
 	Vulnerable []VulnerableVersion `json:"vulnerable,omitempty"`
+}
+
+// SumDBTraffic counts the checksum database requests of clients.
+type SumDBTraffic struct {
+	Hits   int64 `json:"hits"`
+	Misses int64 `json:"misses"`
 }
 
 // TierStatus is one tier's occupancy against its bound.
@@ -136,6 +145,7 @@ func (p *Proxy) Status() Status {
 		Requests:      p.stats.requests.Load(),
 		Hits:          hits,
 		Misses:        p.stats.misses.Load(),
+		SumDB:         SumDBTraffic{Hits: p.stats.sumdbHits.Load(), Misses: p.stats.sumdbMisses.Load()},
 		RecentFetches: recent,
 		TopModules:    top,
 		PerMinute:     perMin,
@@ -183,6 +193,7 @@ var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 	"dur":     func(d time.Duration) string { return d.Round(time.Millisecond).String() },
 	"bars":    hitBars,
 	"spark":   sparkline,
+	"peak":    peakOf,
 }).Parse(statusHTML))
 
 // serveStatus renders the status page, or its JSON for ?format=json or
@@ -248,18 +259,25 @@ func hitBars(st Status) []bar {
 	return bars
 }
 
-// sparkline is the points of a 400×60 polyline of the requests per
-// minute.
+// sparkline is the points of the requests-per-minute polyline: x from 40
+// (60 minutes ago) to 390 (now), y from 65 (none) to 15 (the peak,
+// peakOf).
 func sparkline(perMin []int64) string {
+	top := peakOf(perMin)
+	var b strings.Builder
+	for i, n := range perMin {
+		fmt.Fprintf(&b, "%d,%d ", 40+i*350/max(len(perMin)-1, 1), 65-int(50*n/top))
+	}
+	return strings.TrimSpace(b.String())
+}
+
+// peakOf is the chart's scale: the most requests in a minute, at least 1.
+func peakOf(perMin []int64) int64 {
 	var top int64 = 1
 	for _, n := range perMin {
 		top = max(top, n)
 	}
-	var b strings.Builder
-	for i, n := range perMin {
-		fmt.Fprintf(&b, "%d,%d ", i*400/max(len(perMin)-1, 1), 55-int(50*n/top))
-	}
-	return strings.TrimSpace(b.String())
+	return top
 }
 
 // The catalog of what the mirror holds, in the format of Athens' /catalog:

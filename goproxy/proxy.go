@@ -247,7 +247,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			defer func() { acc.audit(r, who, a, a.Kind.String(), d, sw.status(), cache) }()
 		}
 	}
-	ctx := r.Context()
+	ctx := context.WithValue(r.Context(), clientKey{}, true)
 	if cacheOnly {
 		ctx = context.WithValue(ctx, cacheOnlyKey{}, true)
 	}
@@ -510,7 +510,7 @@ func (p *Proxy) Get(ctx context.Context, a artifact.Artifact) (Answer, error) {
 	p.prefetch.requested(a, key)
 	if a.Kind == artifact.Zip && p.cfg.RedirectLarge > 0 && (p.cfg.RedirectPrivate || !p.private(a.Module)) {
 		if url, err := p.cfg.Tiers.Presign(ctx, key, p.cfg.RedirectLarge, p.cfg.RedirectTTL); err == nil {
-			p.obs.hit("presigned")
+			p.obs.hit("presigned", isClient(ctx))
 			return Answer{Redirect: url, CacheStatus: cacheStatus("hit; detail=presigned")}, nil
 		}
 	}
@@ -518,12 +518,12 @@ func (p *Proxy) Get(ctx context.Context, a artifact.Artifact) (Answer, error) {
 	now := time.Now()
 	if obj, err := p.cfg.Tiers.Get(ctx, key, p.checkShared(a)); err == nil {
 		if obj.Fresh(now) {
-			p.obs.hit(obj.Tier)
+			p.obs.hit(obj.Tier, isClient(ctx))
 			return Answer{Object: obj, CacheStatus: hitStatus(obj, now)}, nil
 		}
 		old = obj
 	}
-	p.obs.miss(a)
+	p.obs.miss(a, isClient(ctx))
 	mode := p.mode(a.Module)
 	if cacheOnly := isCacheOnly(ctx); cacheOnly || mode == Offline {
 		if old != nil {

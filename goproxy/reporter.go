@@ -37,17 +37,34 @@ func (o *reporter) answered(kind, result, mod string) {
 func (o *reporter) served(a artifact.Artifact, n int64) { o.metrics.served(a, n) }
 
 // hit counts a lookup answered by tier ("presigned" for a redirect to the
-// bucket).
-func (o *reporter) hit(tier string) {
+// bucket); the status page counts only a client's (not a prefetch's, nor
+// a gate's own).
+func (o *reporter) hit(tier string, client bool) {
 	o.metrics.hit(tier)
-	o.stats.hit(tier)
+	if client {
+		o.stats.hit(tier)
+	}
 }
 
-// miss counts a lookup no tier answered (a is zero for the checksum
-// database's records and tiles).
-func (o *reporter) miss(a artifact.Artifact) {
+// miss counts a lookup of a that no tier answered.
+func (o *reporter) miss(a artifact.Artifact, client bool) {
 	o.metrics.miss(a)
-	o.stats.miss()
+	if client {
+		o.stats.miss()
+	}
+}
+
+// sumdbLookup counts a checksum database record or tile a client asked
+// for, answered by tier ("" for a miss): the status page shows them
+// apart from the modules' requests.
+func (o *reporter) sumdbLookup(tier string) {
+	if tier == "" {
+		o.metrics.miss(artifact.Artifact{})
+		o.stats.sumdbMisses.Add(1)
+		return
+	}
+	o.metrics.hit(tier)
+	o.stats.sumdbHits.Add(1)
 }
 
 // fetched records a fetch from an upstream, another node or a checksum

@@ -21,6 +21,9 @@ type stats struct {
 	started  time.Time
 	requests atomic.Int64
 	misses   atomic.Int64
+	// The checksum database's traffic through /sumdb/, apart from the
+	// modules' requests.
+	sumdbHits, sumdbMisses atomic.Int64
 
 	mu         sync.RWMutex
 	hits       map[string]*atomic.Int64 // by tier
@@ -116,6 +119,8 @@ type FetchRecord struct {
 	Outcome  string        `json:"outcome"`
 	Duration time.Duration `json:"duration_ns"`
 	Bytes    int64         `json:"bytes"`
+	// Reason is why it failed, in the words the client got.
+	Reason string `json:"reason,omitempty"`
 }
 
 func newStats() *stats {

@@ -126,7 +126,7 @@ func (p *Proxy) serveSumDB(w http.ResponseWriter, r *http.Request, rest string, 
 func (p *Proxy) sumdbHit(ctx context.Context, db *checksumdb.DB, sub string) ([]byte, bool) {
 	obj, err := p.cfg.Tiers.Get(ctx, p.CacheKey(db.CacheKey(sub)), nil)
 	if err != nil {
-		p.obs.miss(artifact.Artifact{})
+		p.obs.sumdbLookup("")
 		return nil, false
 	}
 	defer obj.Close()
@@ -134,7 +134,7 @@ func (p *Proxy) sumdbHit(ctx context.Context, db *checksumdb.DB, sub string) ([]
 	if err != nil {
 		return nil, false
 	}
-	p.obs.hit(obj.Tier)
+	p.obs.sumdbLookup(obj.Tier)
 	return data, true
 }
 
@@ -144,10 +144,10 @@ func (p *Proxy) sumdbHit(ctx context.Context, db *checksumdb.DB, sub string) ([]
 func (p *Proxy) sumdbTile(db *checksumdb.DB, t tlog.Tile) ([]byte, bool) {
 	data, tier, ok := db.CachedTile(t)
 	if !ok {
-		p.obs.miss(artifact.Artifact{})
+		p.obs.sumdbLookup("")
 		return nil, false
 	}
-	p.obs.hit(tier)
+	p.obs.sumdbLookup(tier)
 	return data, true
 }
 
@@ -167,8 +167,15 @@ func (p *Proxy) sumdbFetched(name, path string, err error, d time.Duration, n in
 	if outcome == "error" {
 		level, fields = zapcore.WarnLevel, append(fields, zap.Error(err))
 	}
-	p.obs.fetched(artifact.Artifact{}, FetchRecord{Time: time.Now().Add(-d), Module: name + path, Kind: "sumdb", Upstream: name,
-		Outcome: outcome, Duration: d, Bytes: int64(n)}, level, "upstream fetch", fields...)
+	rec := FetchRecord{Time: time.Now().Add(-d), Module: name + path, Kind: "sumdb", Upstream: name,
+		Outcome: outcome, Duration: d, Bytes: int64(n)}
+	if err != nil {
+		rec.Reason = httperr.OneLine(err.Error(), 200)
+		if fe, ok := httperr.As(err); ok {
+			rec.Reason = fe.Msg
+		}
+	}
+	p.obs.fetched(artifact.Artifact{}, rec, level, "upstream fetch", fields...)
 }
 
 // sumdbLatest serves the database's signed tree head, kept for ListTTL
