@@ -87,23 +87,23 @@ func (p *Proxy) Ready(ctx context.Context) error {
 
 // Status is what the status page shows, also served as JSON.
 type Status struct {
-	Uptime          time.Duration    `json:"uptime_ns"`
-	Requests        int64            `json:"requests"`
-	Hits            map[string]int64 `json:"hits"` // by tier
-	Misses          int64            `json:"misses"`
-	HitRatio        float64          `json:"hit_ratio"` // of the modules' requests
+	Uptime   time.Duration    `json:"uptime_ns"`
+	Requests int64            `json:"requests"`
+	Hits     map[string]int64 `json:"hits"` // by tier
+	Misses   int64            `json:"misses"`
+	HitRatio float64          `json:"hit_ratio"` // of the modules' requests
 	// SumDB is the checksum database's traffic through /sumdb/, apart:
 	// records and tiles answered from the cache, and fetched.
-	SumDB SumDBTraffic `json:"sumdb"`
-	Tiers           []TierStatus     `json:"tiers"`
-	FetchesInFlight int              `json:"fetches_in_flight"`
-	SpoolBytes      int64            `json:"spool_bytes"`
-	RecentFetches   []FetchRecord    `json:"recent_fetches"`
-	TopModules      []ModuleCount    `json:"top_modules"`
-	Verification    Verification     `json:"verification"`
-	Fleet           *FleetStatus     `json:"fleet,omitempty"`
-	PerMinute       []int64          `json:"requests_per_minute"` // the last 60 minutes, oldest first
-	Prefetch        PrefetchStats    `json:"prefetch"`
+	SumDB           SumDBTraffic  `json:"sumdb"`
+	Tiers           []TierStatus  `json:"tiers"`
+	FetchesInFlight int           `json:"fetches_in_flight"`
+	SpoolBytes      int64         `json:"spool_bytes"`
+	RecentFetches   []FetchRecord `json:"recent_fetches"`
+	TopModules      []ModuleCount `json:"top_modules"`
+	Verification    Verification  `json:"verification"`
+	Fleet           *FleetStatus  `json:"fleet,omitempty"`
+	PerMinute       []int64       `json:"requests_per_minute"` // the last 60 minutes, oldest first
+	Prefetch        PrefetchStats `json:"prefetch"`
 	// Vulnerable are the versions asked for that the vulnerability
 	// database's entries affect (with a vulndb).
 	Vulnerable []VulnerableVersion `json:"vulnerable,omitempty"`
