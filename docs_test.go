@@ -25,7 +25,11 @@ var caddyfileFence = regexp.MustCompile("(?s)```caddyfile\n(.*?)```")
 // listens on localhost only.
 func TestDocumentedCaddyfiles(t *testing.T) {
 	snippets := map[string]string{}
-	for _, doc := range []string{"README.md", "xcaddy.md"} {
+	docs, err := filepath.Glob("docs/*.md")
+	if err != nil || len(docs) == 0 {
+		t.Fatalf("no docs/*.md: %v", err)
+	}
+	for _, doc := range append([]string{"README.md", "xcaddy.md"}, docs...) {
 		data, err := os.ReadFile(doc)
 		if err != nil {
 			t.Fatal(err)

@@ -3,7 +3,7 @@
 // Importing it registers everything the plugin provides, the way Caddy
 // plugins are laid out for xcaddy:
 //
-//	xcaddy build --with github.com/piraeus-go/piraeus
+//	xcaddy build --with github.com/piraeus-go/piraeus=./   # from a checkout, until a version is published
 //
 // registers the HTTP handler http.handlers.goproxy, the Caddyfile directive
 // goproxy (ordered before file_server), the admin API routes
