@@ -14,7 +14,8 @@ import (
 func init() { caddy.RegisterModule(DiskTier{}) }
 
 // DiskTier keeps every object in files under a directory: the tier of
-// record. One disk tier runs per directory, whatever else differs.
+// record. One disk tier runs per directory, whatever else differs, and one
+// process: a second server on the same directory is refused at start.
 type DiskTier struct {
 	// Root is the directory. Default: goproxy under Caddy's data directory.
 	Root string `json:"root,omitempty"`
@@ -54,11 +55,21 @@ func (t *DiskTier) Validate() error {
 // OpenTier makes the directory and opens the tier in it.
 func (t *DiskTier) OpenTier() (cachetier.Tier, error) {
 	p, err := t.ref.open(func() (*pooledTier, error) {
-		d, err := cachetier.NewDiskTier(cachetier.DiskConfig{Root: t.Root, MaxBytes: t.Max, Logger: t.logger})
+		// One process per directory: a second Caddy on it is refused.
+		unlock, err := cachetier.LockDir(t.Root)
 		if err != nil {
 			return nil, err
 		}
-		return &pooledTier{tier: d, destroy: d.Close}, nil
+		d, err := cachetier.NewDiskTier(cachetier.DiskConfig{Root: t.Root, MaxBytes: t.Max, Logger: t.logger})
+		if err != nil {
+			unlock()
+			return nil, err
+		}
+		return &pooledTier{tier: d, destroy: func() error {
+			err := d.Close()
+			unlock()
+			return err
+		}}, nil
 	})
 	if err != nil {
 		return nil, err
