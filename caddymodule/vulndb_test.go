@@ -109,6 +109,20 @@ func TestVulnDBAndGovulncheck(t *testing.T) {
 	// mirror holds.
 	src.Close()
 	site("deny vulnerable example.com")
+	// The new config has counted nothing yet: the status page lists the
+	// affected version because the cache holds it.
+	type vulnStatus struct {
+		Vulnerable []struct {
+			Module, Version, Fixed string
+			IDs                    []string
+			Served, Refused        int
+		}
+	}
+	var st0 vulnStatus
+	if _, body, err := testenv.Get(base + "/-/status?format=json"); err != nil || json.Unmarshal(body, &st0) != nil ||
+		len(st0.Vulnerable) != 1 || st0.Vulnerable[0].Version != "v1.0.0" || st0.Vulnerable[0].Served+st0.Vulnerable[0].Refused != 0 {
+		t.Errorf("the cached vulnerable version on a fresh status page: %+v %v", st0, err)
+	}
 	run()
 
 	out, err := testenv.TryGo(t, t.TempDir(), append(env, "GOMODCACHE="+t.TempDir()), "mod", "download", "example.com/vuln@v1.0.0")

@@ -1,11 +1,15 @@
 package goproxy
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"golang.org/x/mod/semver"
 
@@ -290,4 +294,79 @@ func vulnerableReason(a artifact.Artifact, found []vulndb.Finding) string {
 		parts = append(parts, fmt.Sprintf("%s (%s; %s)", f.ID, f.Summary, fix))
 	}
 	return fmt.Sprintf("%s@%s is affected by %s: the mirror denies vulnerable versions", a.Module, a.Version, strings.Join(parts, ", "))
+}
+
+// vulnerableScan bounds the cached versions the status page checks
+// against the vulnerability database, and vulnerableEvery how often.
+const (
+	vulnerableScan  = 200_000
+	vulnerableEvery = time.Minute
+)
+
+// vulnerableCache is the last scan of the cached versions.
+type vulnerableCache struct {
+	mu   sync.Mutex
+	at   time.Time
+	list []VulnerableVersion
+}
+
+// vulnerableVersions lists the cached versions that the vulnerability
+// database's entries affect (scanned at most once a minute), with how
+// often each was served and refused since the start, and those asked for
+// that are not cached.
+func (p *Proxy) vulnerableVersions(ctx context.Context) []VulnerableVersion {
+	if p.cfg.vulndb == nil {
+		return nil
+	}
+	vc := &p.vulnCache
+	vc.mu.Lock()
+	defer vc.mu.Unlock()
+	if time.Since(vc.at) >= vulnerableEvery {
+		var list []VulnerableVersion
+		token := ""
+		for scanned := 0; scanned < vulnerableScan; {
+			page, err := p.Catalog(ctx, token, maxCatalogPage)
+			if err != nil {
+				break
+			}
+			scanned += maxCatalogPage
+			for _, e := range page.Modules {
+				found, err := p.cfg.vulndb.Affected(ctx, e.Module, e.Version)
+				if err != nil || len(found) == 0 {
+					continue
+				}
+				v := VulnerableVersion{Module: e.Module, Version: e.Version}
+				for _, f := range found {
+					v.IDs = append(v.IDs, f.ID)
+					if semver.Compare(f.Fixed, v.Fixed) > 0 {
+						v.Fixed = f.Fixed
+					}
+				}
+				list = append(list, v)
+			}
+			if token = page.Next; token == "" {
+				break
+			}
+		}
+		vc.list, vc.at = list, time.Now()
+	}
+	counted := map[string]VulnerableVersion{}
+	for _, v := range p.stats.vulnerableVersions() {
+		counted[v.Module+"@"+v.Version] = v
+	}
+	out := make([]VulnerableVersion, 0, len(vc.list)+len(counted))
+	for _, v := range vc.list {
+		if c, ok := counted[v.Module+"@"+v.Version]; ok {
+			v.Served, v.Refused = c.Served, c.Refused
+			delete(counted, v.Module+"@"+v.Version)
+		}
+		out = append(out, v)
+	}
+	for _, c := range counted {
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b VulnerableVersion) int {
+		return cmp.Or(cmp.Compare(b.Served+b.Refused, a.Served+a.Refused), strings.Compare(a.Module+"@"+a.Version, b.Module+"@"+b.Version))
+	})
+	return out
 }

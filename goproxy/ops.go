@@ -104,8 +104,9 @@ type Status struct {
 	Fleet           *FleetStatus  `json:"fleet,omitempty"`
 	PerMinute       []int64       `json:"requests_per_minute"` // the last 60 minutes, oldest first
 	Prefetch        PrefetchStats `json:"prefetch"`
-	// Vulnerable are the versions asked for that the vulnerability
-	// database's entries affect (with a vulndb).
+	// Vulnerable are the cached versions that the vulnerability
+	// database's entries affect (with a vulndb), and others asked for,
+	// with how often each was served and refused.
 	Vulnerable []VulnerableVersion `json:"vulnerable,omitempty"`
 }
 
@@ -150,7 +151,7 @@ func (p *Proxy) Status() Status {
 		TopModules:    top,
 		PerMinute:     perMin,
 		Prefetch:      p.PrefetchStats(),
-		Vulnerable:    p.stats.vulnerableVersions(),
+		Vulnerable:    p.vulnerableVersions(context.Background()),
 	}
 	var hitSum int64
 	for _, n := range hits {

@@ -103,6 +103,7 @@ type Proxy struct {
 	stats      *stats
 	obs        *reporter   // what every stage reports to: metrics, stats, log
 	prefetch   *prefetcher // nil when off
+	vulnCache  vulnerableCache
 }
 
 // Spooling reports the bytes of fetched bodies reserved now, and how many
