@@ -62,6 +62,13 @@ func (r *recorder) asked(s string) bool {
 	return slices.ContainsFunc(r.paths, func(p string) bool { return strings.Contains(p, s) })
 }
 
+// auditLogFile is a file for the audit trail, and the global option that
+// sends the audit logger there.
+func auditLogFile(t *testing.T) (file, option string) {
+	file = filepath.Join(t.TempDir(), "audit.log")
+	return file, fmt.Sprintf("log audit {\n\t\toutput file %s\n\t\tinclude http.handlers.goproxy.audit\n\t\tformat json\n\t}", file)
+}
+
 // auditLines reads the audit log Caddy wrote: one JSON object a line.
 func auditLines(t *testing.T, file string) []map[string]any {
 	t.Helper()
@@ -123,12 +130,8 @@ func bcryptHash(t *testing.T, password string) string {
 func TestAccessBasicAuth(t *testing.T) {
 	up := testenv.NewUpstream(t, hello, secret)
 	db := up.VerifiedBy(t)
-	audit := filepath.Join(t.TempDir(), "audit.log")
-	base, rootCert := startCaddyTLSWith(t, []string{fmt.Sprintf(`log audit {
-		output file %s
-		include http.handlers.goproxy.audit
-		format json
-	}`, audit)}, "tls internal", fmt.Sprintf(`@creds header Authorization *
+	audit, logAudit := auditLogFile(t)
+	base, rootCert := startCaddyTLSWith(t, []string{logAudit}, "tls internal", fmt.Sprintf(`@creds header Authorization *
 	basic_auth @creds {
 		alice %s
 		bob %s
@@ -186,13 +189,7 @@ func TestAccessBasicAuth(t *testing.T) {
 	}
 
 	// The challenge the go command's GOAUTH helpers answer.
-	pem, err := os.ReadFile(rootCert)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	client := tlsClient(t, rootCert)
 	get := func(path, user, password string) *http.Response {
 		req, _ := http.NewRequest("GET", base+path, nil)
 		if user != "" {
@@ -357,13 +354,7 @@ func TestAccessForwardAuthGroups(t *testing.T) {
 	// dave claims the group in headers of his own: forward_auth replaces
 	// the headers it copies, so the claim does not count; nor does it for
 	// a CI token, whose groups are the token's.
-	pem, err := os.ReadFile(rootCert)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	client := tlsClient(t, rootCert)
 	var created strings.Builder
 	if err := CreateTokenViaAdmin(fmt.Sprintf("localhost:%d", testcaddy.AdminPort()), "ci-bot", "ci", "1h", &created); err != nil {
 		t.Fatal(err)
@@ -417,12 +408,10 @@ func TestAccessClientCertificate(t *testing.T) {
 			allow * authenticated
 		}
 	}`, up.URL, t.TempDir()))
-	pemRoot, err := os.ReadFile(rootCert)
+	pool, err := rootPool(rootCert)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pemRoot)
 	for _, c := range []struct {
 		email string
 		path  string
@@ -493,12 +482,8 @@ func clientCert(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, ema
 func TestAccessTokens(t *testing.T) {
 	up := testenv.NewUpstream(t, hello, secret)
 	db := up.VerifiedBy(t)
-	audit := filepath.Join(t.TempDir(), "audit.log")
-	base, rootCert := startCaddyTLSWith(t, []string{fmt.Sprintf(`log audit {
-		output file %s
-		include http.handlers.goproxy.audit
-		format json
-	}`, audit)}, "tls internal", fmt.Sprintf(`@creds header Authorization *
+	audit, logAudit := auditLogFile(t)
+	base, rootCert := startCaddyTLSWith(t, []string{logAudit}, "tls internal", fmt.Sprintf(`@creds header Authorization *
 	goproxy_token @creds
 	goproxy %s {
 		sumdb %s

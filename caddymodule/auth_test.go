@@ -53,13 +53,32 @@ func startCaddyTLSWith(t *testing.T, globals []string, tlsDirective, goproxyBloc
 	return "", ""
 }
 
-func tlsReady(base, rootCert string) error {
+// rootPool is the pool of the CA root certificate in the file rootCert.
+func rootPool(rootCert string) (*x509.CertPool, error) {
 	pem, err := os.ReadFile(rootCert)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
+	return pool, nil
+}
+
+// tlsClient is an HTTP client that trusts the CA root in rootCert.
+func tlsClient(t *testing.T, rootCert string) *http.Client {
+	t.Helper()
+	pool, err := rootPool(rootCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+}
+
+func tlsReady(base, rootCert string) error {
+	pool, err := rootPool(rootCert)
+	if err != nil {
+		return err
+	}
 	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	resp, err := c.Get(base + "/")
 	if err != nil {

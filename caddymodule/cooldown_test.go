@@ -50,10 +50,7 @@ func TestCooldown(t *testing.T) {
 		}
 	}
 
-	prog := t.TempDir()
-	if err := os.WriteFile(filepath.Join(prog, "go.mod"), []byte("module example.com/prog\n\ngo 1.21\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	prog := newProg(t, map[string]string{"go.mod": "module example.com/prog\n\ngo 1.21\n"})
 	if out, err := testenv.TryGo(t, prog, env, "get", "example.com/lib@v1.3.0"); err == nil || !strings.Contains(out, "newer than the mirror's cooldown") {
 		t.Fatalf("go get of the young version: err %v\n%s", err, out)
 	} else {

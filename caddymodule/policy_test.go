@@ -46,10 +46,7 @@ func TestPolicyDenyAllow(t *testing.T) {
 		t.Errorf("the denied version was fetched upstream %d times", n)
 	}
 
-	prog := t.TempDir()
-	if err := os.WriteFile(filepath.Join(prog, "go.mod"), []byte("module example.com/prog\n\ngo 1.21\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	prog := newProg(t, map[string]string{"go.mod": "module example.com/prog\n\ngo 1.21\n"})
 	if out, err := testenv.TryGo(t, prog, env, "get", "example.com/lib@v1.2.0"); err == nil || !strings.Contains(out, "INC-4711") {
 		t.Fatalf("go get of the denied version: err %v\n%s", err, out)
 	} else {

@@ -77,15 +77,10 @@ func TestVulnDBAndGovulncheck(t *testing.T) {
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	env := append(testenv.GoEnv(t, base), "GOSUMDB="+db.VKey, "GOFLAGS=-mod=mod")
 
-	prog := t.TempDir()
-	for name, content := range map[string]string{
+	prog := newProg(t, map[string]string{
 		"go.mod":  "module example.com/prog\n\ngo 1.21\n\nrequire example.com/vuln v1.0.0\n",
 		"main.go": "package main\n\nimport (\n\t\"os\"\n\n\t\"example.com/vuln\"\n)\n\nfunc main() { println(vuln.Bad(os.Args[0])) }\n",
-	} {
-		if err := os.WriteFile(filepath.Join(prog, name), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	})
 	testenv.RunGo(t, prog, env, "mod", "download", "example.com/vuln@v1.0.0")
 	run := func() string {
 		cmd := exec.Command(govulncheck, "-db", base+"/vuln", "./...")
@@ -147,4 +142,17 @@ func TestVulnDBAndGovulncheck(t *testing.T) {
 		st.Vulnerable[0].Refused == 0 || st.Vulnerable[0].Fixed != "v1.1.0" || st.Vulnerable[0].IDs[0] != "GO-2099-0001" {
 		t.Errorf("status page's vulnerable versions: %s", body)
 	}
+}
+
+// newProg writes files (name -> content) to a new temp dir: a module for
+// the go command to work in.
+func newProg(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }
