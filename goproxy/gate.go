@@ -213,6 +213,15 @@ func (p *Proxy) gateAnswer(ctx context.Context, w http.ResponseWriter, r *http.R
 	return nil, false
 }
 
+// heldBack reports whether the policy denies a's version: a prefetch
+// does not fetch it. (Versions the cooldown holds or a vulnerability entry
+// affects may be prefetched: the gates refuse them to clients whatever
+// the cache holds.)
+func (p *Proxy) heldBack(a artifact.Artifact) bool {
+	_, denied := p.cfg.policy.denies(a.Module, a.Version)
+	return denied
+}
+
 // gated reports whether a gate applies to mod's versions: its version
 // queries are then answered here, never redirected to the upstream, which
 // knows nothing of the gates.

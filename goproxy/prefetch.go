@@ -344,6 +344,8 @@ func (pf *prefetcher) prefetch(it prefetchItem) {
 	switch now := time.Now(); {
 	case it.tree.failures >= prefetchTreeFailures:
 		outcome = "fan_out"
+	case pf.p.heldBack(a):
+		outcome = "denied" // a gate refuses it: not fetched ahead of anyone
 	case now.Before(h.until):
 		outcome = "upstream_failing"
 	default:

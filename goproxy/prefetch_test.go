@@ -448,3 +448,21 @@ func (s *signallingPacer) Wait(ctx context.Context) error {
 	}
 	return s.pacer.Wait(ctx)
 }
+
+// A prefetch leaves a version the policy denies alone: nothing denied is
+// fetched from upstream, ahead of a client or for one.
+func TestPrefetchSkipsDeniedVersions(t *testing.T) {
+	t.Parallel()
+	mods := chain(3)
+	up := testenv.NewUpstream(t, mods...)
+	e := newEnv(t, up, options{prefetch: PrefetchOptions{Mode: "mod", Depth: 3}})
+	e.proxy.cfg.policy, _ = compilePolicy([]PolicyRule{{Pattern: mods[1].Path, Versions: "v1.0.0", Deny: true, Reason: "held back"}})
+	e.get(path(mods[0], "mod"), 200)
+	e.proxy.prefetch.quiesce()
+	if n := up.Requests(path(mods[1], "mod")); n != 0 {
+		t.Errorf("the denied version's .mod was prefetched (%d upstream requests)", n)
+	}
+	if resp, body := e.do("GET", path(mods[1], "mod")); resp.StatusCode != 403 || !strings.Contains(string(body), "held back") {
+		t.Errorf("the denied version: %d %q", resp.StatusCode, body)
+	}
+}
