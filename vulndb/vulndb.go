@@ -209,8 +209,9 @@ func (d *DB) refresh(ctx context.Context) {
 		}
 		d.mu.Lock()
 		d.checked = time.Now()
+		loaded := d.index != nil
 		d.mu.Unlock()
-		if d.index == nil {
+		if !loaded {
 			d.loadIndex(ctx) // from the cache, when the source is gone
 		}
 		return nil, nil
