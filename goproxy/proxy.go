@@ -334,7 +334,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	http.ServeContent(cw, r, "", time.Time{}, body)
 	p.obs.served(a, cw.n)
 	if a.Kind == artifact.Zip && p.cfg.vulndb != nil && r.Method == http.MethodGet {
-		if found, err := p.cfg.vulndb.Affected(ctx, a.Module, a.Version); err == nil && len(found) > 0 {
+		if found := p.cfg.vulndb.AffectedKnown(a.Module, a.Version); len(found) > 0 {
 			p.stats.vulnerable(a, found, true)
 		}
 	}

@@ -417,6 +417,27 @@ func (d *DB) Affected(ctx context.Context, mod, version string) ([]Finding, erro
 	return out, nil
 }
 
+// AffectedKnown is Affected from what this process holds in memory
+// alone (the index and the entries already read), with no I/O: for a
+// count taken after an answer, which must not wait for the source.
+func (d *DB) AffectedKnown(mod, version string) []Finding {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []Finding
+	for _, v := range d.index[mod] {
+		e, ok := d.entries[v.ID]
+		if !ok || !e.affects(mod, version) {
+			continue
+		}
+		fixed := v.Fixed
+		if fixed != "" {
+			fixed = "v" + fixed
+		}
+		out = append(out, Finding{ID: e.ID, Summary: e.Summary, Fixed: fixed})
+	}
+	return out
+}
+
 func (d *DB) parsedEntry(ctx context.Context, v indexVuln) (*Entry, error) {
 	d.mu.Lock()
 	e, ok := d.entries[v.ID]
