@@ -681,6 +681,13 @@ func (d *DiskTier) Delete(_ context.Context, key string) error {
 	return nil
 }
 
+// Holds reports whether a file holds key's object (its content is not
+// read: a damaged file is found, and removed, when it is read).
+func (d *DiskTier) Holds(_ context.Context, key string) (bool, error) {
+	_, ok := d.File(key)
+	return ok, nil
+}
+
 // File is the file that holds key's object, if there is one; for tools
 // and tests that look at the cache from outside.
 func (d *DiskTier) File(key string) (string, bool) {

@@ -353,3 +353,10 @@ type Checker interface {
 type Lister interface {
 	List(ctx context.Context, after string, limit int) (keys []string, next string, err error)
 }
+
+// Holder is implemented by stores that can say cheaply (without reading
+// the content) whether they hold key: the catalog lists a version only
+// where its .mod and .zip are held.
+type Holder interface {
+	Holds(ctx context.Context, key string) (bool, error)
+}

@@ -418,3 +418,14 @@ func (t *Tiered) GetRecord(ctx context.Context, key string, confirm bool) (*Obje
 	}
 	return nil, ErrMiss
 }
+
+// Holds reports whether the store holds key; ok is false when the store
+// cannot say without reading it (it is no Holder).
+func (t *Tiered) Holds(ctx context.Context, key string) (held, ok bool, err error) {
+	h, isHolder := t.store.(Holder)
+	if !isHolder {
+		return false, false, nil
+	}
+	held, err = h.Holds(ctx, key)
+	return held, true, err
+}

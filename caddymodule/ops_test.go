@@ -102,7 +102,21 @@ func TestCatalogAndWarmFromIt(t *testing.T) {
 	testcaddy.Load(t, testcaddy.Global()+site(portA, "")+site(portB, "private example.org/none"))
 	a, b := fmt.Sprintf("http://127.0.0.1:%d", portA), fmt.Sprintf("http://127.0.0.1:%d", portB)
 	for _, m := range []testenv.Module{hello, hello11, thing} {
-		testenv.MustGet(t, a+"/"+testenv.EscapedPath(m.Path, m.Version, "info"))
+		for _, kind := range []string{"info", "mod", "zip"} {
+			testenv.MustGet(t, a+"/"+testenv.EscapedPath(m.Path, m.Version, kind))
+		}
+	}
+	// A version whose zip the upstream refuses: its .info is held, but a
+	// mirror warmed from the catalog could not get it, so it is not listed.
+	refused := testenv.Module{Path: "example.com/refused", Version: "v1.0.0"}
+	up.Add(refused)
+	up.Override(testenv.EscapedPath(refused.Path, refused.Version, "zip"), func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "forbidden: not redistributable", http.StatusForbidden)
+	})
+	testenv.MustGet(t, a+"/"+testenv.EscapedPath(refused.Path, refused.Version, "info"))
+	testenv.MustGet(t, a+"/"+testenv.EscapedPath(refused.Path, refused.Version, "mod"))
+	if code, _, _ := testenv.Get(a + "/" + testenv.EscapedPath(refused.Path, refused.Version, "zip")); code != 403 {
+		t.Fatalf("the refused zip: %d", code)
 	}
 	read := func(base string) []string {
 		var all []string

@@ -11,16 +11,19 @@ import (
 )
 
 // The catalog lists public modules only, unless told to list private ones
-// too, and a page costs bounded work: on a tier of .mod files alone, a
+// too, and only versions whose .mod and .zip are held; a page costs bounded work: on a tier of .mod files alone, a
 // page of 5 examines 10 objects and comes back empty, with a next token.
 func TestCatalogPrivateAndBounded(t *testing.T) {
 	t.Parallel()
 	priv := testenv.Module{Path: "git.corp.example/secret", Version: "v1.0.0"}
-	up := testenv.NewUpstream(t, modA, priv)
+	up := testenv.NewUpstream(t, modA, modA11, priv)
 	for _, listPrivate := range []bool{false, true} {
 		e := newEnv(t, up, options{private: "git.corp.example/*", privateUpstream: up.URL, catalogPrivate: listPrivate})
-		e.get(path(modA, "info"), 200)
-		e.get(path(priv, "info"), 200)
+		for _, kind := range []string{"info", "mod", "zip"} {
+			e.get(path(modA, kind), 200)
+			e.get(path(priv, kind), 200)
+		}
+		e.get(path(modA11, "info"), 200) // its .info alone: not listed
 		_, body := e.get("catalog", 200)
 		var page catalogPage
 		if err := json.Unmarshal(body, &page); err != nil {

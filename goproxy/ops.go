@@ -325,8 +325,23 @@ func (p *Proxy) serveCatalog(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(page)
 }
 
-// Catalog lists up to size module versions the mirror holds (those whose
-// .info is in the tier of record), after token.
+// servable reports whether the tier of record holds both the .mod and the
+// .zip of the version whose keys start with base (".../@v/<version>"): a
+// mirror warmed from the catalog must be able to fetch every version it
+// lists (one whose zip the upstream refused has its .info alone). A store
+// that cannot say lists every version it holds the .info of.
+func (p *Proxy) servable(ctx context.Context, base string) bool {
+	for _, ext := range []string{".mod", ".zip"} {
+		held, ok, err := p.cfg.Tiers.Holds(ctx, base+ext)
+		if ok && (err != nil || !held) {
+			return false
+		}
+	}
+	return true
+}
+
+// Catalog lists up to size module versions the mirror can serve (those
+// whose .info, .mod and .zip are in the tier of record), after token.
 func (p *Proxy) Catalog(ctx context.Context, token string, size int) (catalogPage, error) {
 	page := catalogPage{Modules: []CatalogEntry{}}
 	prefix := p.cfg.namespace + "/"
@@ -352,7 +367,8 @@ func (p *Proxy) Catalog(ctx context.Context, token string, size int) (catalogPag
 			}
 			mod, err1 := module.UnescapePath(escMod)
 			ver, err2 := module.UnescapeVersion(escVer)
-			if err1 == nil && err2 == nil && module.CanonicalVersion(ver) == ver && (p.cfg.CatalogPrivate || !p.private(mod)) {
+			if err1 == nil && err2 == nil && module.CanonicalVersion(ver) == ver && (p.cfg.CatalogPrivate || !p.private(mod)) &&
+				p.servable(ctx, prefix+escMod+"/@v/"+escVer) {
 				page.Modules = append(page.Modules, CatalogEntry{Module: mod, Version: ver})
 			}
 		}

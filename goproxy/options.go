@@ -213,6 +213,9 @@ type Cache interface {
 	// confirm, a shared tier that cannot be asked fails them.
 	PutRecord(ctx context.Context, key string, meta cachetier.Meta, data []byte, confirm bool) error
 	GetRecord(ctx context.Context, key string, confirm bool) (*cachetier.Object, error)
+	// Holds reports whether the tier of record holds key, without reading
+	// it; ok is false when it cannot say.
+	Holds(ctx context.Context, key string) (held, ok bool, err error)
 	// Presign returns a short-lived URL serving key's content from the
 	// tier of record, if that is an object store and the object has at
 	// least minSize bytes; cachetier.ErrMiss otherwise.

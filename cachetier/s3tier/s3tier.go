@@ -284,6 +284,16 @@ func (s *Tier) stat(ctx context.Context, key string) (cachetier.Meta, error) {
 	return meta, nil
 }
 
+// Holds reports whether the bucket holds key's object, from its metadata
+// alone (checked as a read's is: a value no edge signed is not held).
+func (s *Tier) Holds(ctx context.Context, key string) (bool, error) {
+	_, err := s.stat(ctx, key)
+	if errors.Is(err, cachetier.ErrMiss) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 // Get downloads key's object into a spool file (or memory, when small)
 // while hashing it, and returns it only if it is whole and its hash
 // matches: nothing is served before it has been checked.

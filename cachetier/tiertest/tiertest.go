@@ -76,6 +76,13 @@ func Suite(t *testing.T, open func(t *testing.T) cachetier.Tier) {
 		if o, err := tier.Get(ctx, "example.com/a/@v/v1.0.0.mod"); err != nil || o.Tier != tier.Name() {
 			t.Errorf("object from tier %q; want %q (%v)", o.Tier, tier.Name(), err)
 		}
+		if h, ok := tier.(cachetier.Holder); ok {
+			held, err := h.Holds(ctx, "example.com/a/@v/v1.0.0.mod")
+			missing, err2 := h.Holds(ctx, "example.com/a/@v/v9.9.9.mod")
+			if !held || missing || err != nil || err2 != nil {
+				t.Errorf("Holds: the stored key %v (%v), a missing one %v (%v)", held, err, missing, err2)
+			}
+		}
 	})
 	t.Run("miss", func(t *testing.T) {
 		if _, _, err := get(open(t), "example.com/none/@v/list"); !errors.Is(err, cachetier.ErrMiss) {
