@@ -146,7 +146,7 @@ func NewToken(user string, groups []string, ttl time.Duration, now time.Time) (s
 
 // Add stores the record of a token made by NewToken.
 func (s *Store) Add(ctx context.Context, tok Token) error {
-	if _, ok := parse(Prefix + tok.ID + "_" + strings.Repeat("A", base64.RawURLEncoding.EncodedLen(secretBytes))); !ok || len(tok.SHA256) != 2*sha256.Size {
+	if !validID(tok.ID) || len(tok.SHA256) != 2*sha256.Size {
 		return errors.New("not a token's record")
 	}
 	data, err := json.Marshal(tok)
@@ -159,6 +159,12 @@ func (s *Store) Add(ctx context.Context, tok Token) error {
 	return s.editIndex(ctx, func(ids []string) []string { return append(ids, tok.ID) })
 }
 
+// validID reports whether id is a token id: idBytes in lower-case hex.
+func validID(id string) bool {
+	_, err := hex.DecodeString(id)
+	return err == nil && len(id) == 2*idBytes && strings.ToLower(id) == id
+}
+
 // parse returns the id of a well-formed token.
 func parse(raw string) (string, bool) {
 	rest, ok := strings.CutPrefix(raw, Prefix)
@@ -166,10 +172,7 @@ func parse(raw string) (string, bool) {
 		return "", false
 	}
 	id, secret, ok := strings.Cut(rest, "_")
-	if !ok || len(id) != 2*idBytes || base64.RawURLEncoding.EncodedLen(secretBytes) != len(secret) {
-		return "", false
-	}
-	if _, err := hex.DecodeString(id); err != nil || strings.ToLower(id) != id {
+	if !ok || !validID(id) || base64.RawURLEncoding.EncodedLen(secretBytes) != len(secret) {
 		return "", false
 	}
 	if _, err := base64.RawURLEncoding.DecodeString(secret); err != nil {
@@ -241,7 +244,7 @@ func (s *Store) read(ctx context.Context, id string) (Token, error) {
 // shared ones, leaving tombstones, and, through the fleet, the tiers of
 // every other node.
 func (s *Store) Revoke(ctx context.Context, id string) error {
-	if len(id) != 2*idBytes {
+	if !validID(id) {
 		return fmt.Errorf("token id %q: want the %d hex digits that list shows", id, 2*idBytes)
 	}
 	if _, err := s.read(ctx, id); err != nil {

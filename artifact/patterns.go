@@ -55,6 +55,16 @@ func ParsePatterns(lists ...string) (Patterns, error) {
 	return ps, nil
 }
 
+// ParsePattern parses one module path pattern, as a rule takes it (an
+// access or policy rule): not empty, no comma.
+func ParsePattern(p string) (Patterns, error) {
+	ps, err := ParsePatterns(p)
+	if err == nil && (ps.Empty() || strings.Contains(p, ",")) {
+		err = fmt.Errorf("module path pattern %q: want one pattern, e.g. github.com/acme/* or *", p)
+	}
+	return ps, err
+}
+
 // ToolchainModule is the module the go command downloads Go toolchains
 // from (GOTOOLCHAIN=auto, go toolchain). The private and verify-off
 // patterns of a proxy except it (Patterns.Except): it is fetched from the

@@ -117,13 +117,11 @@ func unmarshalAccess(d *caddyfile.Dispenser, c *AccessConfig) error {
 			if len(args) < 2 {
 				return d.Errf("want: %s <module path pattern> <subject...> (user:<id>, group:<name>, authenticated, anyone)", key)
 			}
-			if ps, err := artifact.ParsePatterns(args[0]); err != nil || ps.Empty() || strings.Contains(args[0], ",") {
-				return d.Errf("%s %q: want one module path pattern, e.g. github.com/acme/* or *", key, args[0])
+			if _, err := artifact.ParsePattern(args[0]); err != nil {
+				return d.Errf("%s: %v", key, err)
 			}
-			for _, s := range args[1:] {
-				if err := goproxy.CheckSubject(s); err != nil {
-					return d.Err(err.Error())
-				}
+			if err := checkSubjects(d, args[1:]); err != nil {
+				return err
 			}
 			c.Rules = append(c.Rules, AccessRuleConfig{Pattern: args[0], Deny: key == "deny", Subjects: args[1:]})
 		case "operator":
@@ -131,10 +129,8 @@ func unmarshalAccess(d *caddyfile.Dispenser, c *AccessConfig) error {
 			if len(args) == 0 {
 				return d.ArgErr()
 			}
-			for _, s := range args {
-				if err := goproxy.CheckSubject(s); err != nil {
-					return d.Err(err.Error())
-				}
+			if err := checkSubjects(d, args); err != nil {
+				return err
 			}
 			c.Operator = append(c.Operator, args...)
 		case "identity":
@@ -157,6 +153,16 @@ func unmarshalAccess(d *caddyfile.Dispenser, c *AccessConfig) error {
 			}
 		default:
 			return d.Errf("unknown access subdirective %q", key)
+		}
+	}
+	return nil
+}
+
+// checkSubjects refuses, at its line, a subject a rule may not name.
+func checkSubjects(d *caddyfile.Dispenser, subjects []string) error {
+	for _, s := range subjects {
+		if err := goproxy.CheckSubject(s); err != nil {
+			return d.Err(err.Error())
 		}
 	}
 	return nil

@@ -174,8 +174,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf(`want: deny <module path pattern>[@<version or range>] "<reason>", or allow <module path pattern>[@<version or range>]`)
 			}
 			pattern, versions, _ := strings.Cut(args[0], "@")
-			if ps, err := artifact.ParsePatterns(pattern); err != nil || ps.Empty() || strings.Contains(pattern, ",") {
-				return d.Errf("%s %q: want one module path pattern", key, pattern)
+			if _, err := artifact.ParsePattern(pattern); err != nil {
+				return d.Errf("%s: %v", key, err)
 			}
 			if err := goproxy.ParseVersions(versions); err != nil {
 				return d.Errf("%s %s: %v", key, args[0], err)

@@ -88,12 +88,9 @@ func (a Access) compile() (*accessPolicy, error) {
 	}
 	ap := &accessPolicy{Access: a}
 	for _, r := range a.Rules {
-		if strings.Contains(r.Pattern, ",") {
-			return nil, fmt.Errorf("goproxy: access: pattern %q: one pattern a rule", r.Pattern)
-		}
-		ps, err := artifact.ParsePatterns(r.Pattern)
-		if err != nil || ps.Empty() {
-			return nil, fmt.Errorf("goproxy: access: bad module pattern %q", r.Pattern)
+		ps, err := artifact.ParsePattern(r.Pattern)
+		if err != nil {
+			return nil, fmt.Errorf("goproxy: access: %w", err)
 		}
 		if len(r.Subjects) == 0 {
 			return nil, fmt.Errorf("goproxy: access: the rule for %s names no subject", r.Pattern)

@@ -83,9 +83,9 @@ func parseVersions(s string) ([]versionCmp, error) {
 func compilePolicy(rules []PolicyRule) (policy, error) {
 	var pol policy
 	for _, r := range rules {
-		ps, err := artifact.ParsePatterns(r.Pattern)
-		if err != nil || ps.Empty() || strings.Contains(r.Pattern, ",") {
-			return nil, fmt.Errorf("goproxy: policy: bad module pattern %q", r.Pattern)
+		ps, err := artifact.ParsePattern(r.Pattern)
+		if err != nil {
+			return nil, fmt.Errorf("goproxy: policy: %w", err)
 		}
 		cmps, err := parseVersions(r.Versions)
 		if err != nil {
@@ -156,7 +156,7 @@ func (r policyRule) describe() string {
 // and content is what to serve instead of obj when not nil (a filtered
 // list, another @latest).
 func (p *Proxy) gateAnswer(ctx context.Context, w http.ResponseWriter, r *http.Request, a artifact.Artifact, obj *cachetier.Object) (content []byte, ok bool) {
-	if !p.gated(ctx, a.Module) || a.Immutable() {
+	if a.Immutable() || !p.gated(ctx, a.Module) {
 		return nil, true
 	}
 	ctx = internal(ctx)
@@ -241,14 +241,10 @@ func isInternal(ctx context.Context) bool {
 	return v
 }
 
-type clientKey struct{}
-
-// isClient reports whether a lookup answers a client's request itself,
-// not a prefetch or a gate's own lookup: what the status page counts.
-func isClient(ctx context.Context) bool {
-	v, _ := ctx.Value(clientKey{}).(bool)
-	return v && !isInternal(ctx)
-}
+// isClient reports whether a lookup of Get answers a request itself, not
+// a gate's own lookup: what the status page counts. (Prefetches and the
+// verifier read the tiers without Get.)
+func isClient(ctx context.Context) bool { return !isInternal(ctx) }
 
 // latestAllowed is the .info of the newest listed version of mod that the
 // gates let through, or nil when there is none.

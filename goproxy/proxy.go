@@ -248,7 +248,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			defer func() { acc.audit(r, who, a, a.Kind.String(), d, sw.status(), cache) }()
 		}
 	}
-	ctx := context.WithValue(r.Context(), clientKey{}, true)
+	ctx := r.Context()
 	if cacheOnly {
 		ctx = context.WithValue(ctx, cacheOnlyKey{}, true)
 	}
