@@ -52,6 +52,7 @@ func TestAdaptRedis(t *testing.T) {
 				max_transfer 64MiB
 				key_prefix edge-eu:
 				timeout 500ms
+				failover_wait 20s
 			}
 			disk /tmp/x
 		}
@@ -62,7 +63,7 @@ func TestAdaptRedis(t *testing.T) {
 		`"tiers":[{"tier":"memory"},{"tier":"redis","url":"redis://127.0.0.1:6379/2"},{"tier":"disk"}]`,
 		`"fleet_key":"{env.PIRAEUS_FLEET_KEY}"`,
 		`"fleet_key":"{env.NEW_KEY}","fleet_key_old":["{env.OLD_KEY}","{env.OLDER_KEY}"]`,
-		`"tiers":[{"max":67108864,"tier":"memory"},{"addrs":["10.0.0.1:26379","10.0.0.2:26379"],"db":3,"key_prefix":"edge-eu:","master_name":"mymaster","max_object":4194304,"max_transfer":67108864,"password":"secret","tier":"redis","timeout":500000000,"tls":true},{"root":"/tmp/x","tier":"disk"}]`,
+		`"tiers":[{"max":67108864,"tier":"memory"},{"addrs":["10.0.0.1:26379","10.0.0.2:26379"],"db":3,"failover_wait":20000000000,"key_prefix":"edge-eu:","master_name":"mymaster","max_object":4194304,"max_transfer":67108864,"password":"secret","tier":"redis","timeout":500000000,"tls":true},{"root":"/tmp/x","tier":"disk"}]`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("adapted config lacks %s:\n%s", want, got)
@@ -238,6 +239,9 @@ func TestBadCaddyfile(t *testing.T) {
 		{"goproxy {\n\t\tcache {\n\t\t\tredis {\n\t\t\t\tbogus\n\t\t\t}\n\t\t}\n\t}", "Caddyfile:5"},
 		{"goproxy {\n\t\tcache {\n\t\t\tredis {\n\t\t\t}\n\t\t}\n\t}", "Caddyfile:4"},
 		{"goproxy {\n\t\tcache {\n\t\t\tredis redis://a {\n\t\t\t\taddrs b:1\n\t\t\t}\n\t\t}\n\t}", "Caddyfile:5"},
+		{"goproxy {\n\t\tcache {\n\t\t\tredis {\n\t\t\t\taddrs a:1\n\t\t\t\tcluster\n\t\t\t\tmaster_name m\n\t\t\t}\n\t\t}\n\t}", "two kinds of deployment"},
+		{"goproxy {\n\t\tcache {\n\t\t\tredis {\n\t\t\t\taddrs a:1 b:1\n\t\t\t\tdb 2\n\t\t\t}\n\t\t}\n\t}", "only db 0"},
+		{"goproxy {\n\t\tcache {\n\t\t\tredis {\n\t\t\t\taddrs a:1\n\t\t\t\tfailover_wait soon\n\t\t\t}\n\t\t}\n\t}", "Caddyfile:6"},
 		{"goproxy {\n\t\tcache {\n\t\t\ts3 {\n\t\t\t\tbucket b\n\t\t\t}\n\t\t}\n\t}", "Caddyfile:6"},
 		{"goproxy {\n\t\tcache {\n\t\t\ts3 {\n\t\t\t\tbogus 1\n\t\t\t}\n\t\t}\n\t}", "Caddyfile:5"},
 		{"goproxy {\n\t\tcache {\n\t\t\ts3 {\n\t\t\t\tredirect_large 1MiB\n\t\t\t}\n\t\t}\n\t}", "Caddyfile:5"},

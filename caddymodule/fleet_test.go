@@ -14,9 +14,43 @@ import (
 
 // Three Caddy servers (sites on their own ports, each with its own memory
 // and disk tiers) share one real Redis: a module fetched by one is a hit
-// for all, with one upstream request in total.
+// for all, with one upstream request in total. So they do on a Redis
+// Cluster and through Sentinels, configured as docs/fleet.md shows.
 func TestFleetThroughCaddy(t *testing.T) {
-	r := testenv.StartRedis(t)
+	for _, tp := range []struct {
+		name  string
+		start func(t *testing.T) testenv.RedisTarget
+	}{
+		{"single", func(t *testing.T) testenv.RedisTarget { return testenv.StartRedis(t) }},
+		{"cluster", func(t *testing.T) testenv.RedisTarget { return testenv.StartRedisCluster(t) }},
+		{"sentinel", func(t *testing.T) testenv.RedisTarget { return testenv.StartRedisSentinel(t) }},
+	} {
+		t.Run(tp.name, func(t *testing.T) { // one at a time: one Caddy per process
+			fleetThroughCaddy(t, tp.start(t))
+		})
+	}
+}
+
+// redisBlock is the Caddyfile's redis line for target, with a block that
+// ends in extra.
+func redisBlock(target testenv.RedisTarget, extra string) string {
+	cfg := target.Config()
+	if cfg.URL != "" {
+		return fmt.Sprintf("redis %s {\n%s\n}", cfg.URL, extra)
+	}
+	lines := "addrs " + strings.Join(cfg.Addrs, " ") + "\n"
+	if cfg.MasterName != "" {
+		lines += "master_name " + cfg.MasterName + "\n"
+	}
+	if cfg.Cluster {
+		lines += "cluster\n"
+	}
+	// longer than the tests' failovers take
+	lines += "failover_wait 10s\n"
+	return "redis {\n" + lines + extra + "\n}"
+}
+
+func fleetThroughCaddy(t *testing.T, target testenv.RedisTarget) {
 	up := testenv.NewUpstream(t, hello, thing)
 	up.SetDelay(200 * time.Millisecond)
 	ports := []int{testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)}
@@ -31,13 +65,11 @@ func TestFleetThroughCaddy(t *testing.T) {
 		cache {
 			memory 16MiB
 			disk %s
-			redis %s {
-				key_prefix fleet-test:
-			}
+			%s
 		}
 	}
 }
-`, port, up.URL, db.VKey, t.TempDir(), r.URL())
+`, port, up.URL, db.VKey, t.TempDir(), redisBlock(target, "key_prefix fleet-test:"))
 	}
 	config := testcaddy.Global() + sites.String()
 	testcaddy.Load(t, config)

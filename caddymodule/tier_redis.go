@@ -35,10 +35,15 @@ type RedisTier struct {
 	URL        string   `json:"url,omitempty"`
 	Addrs      []string `json:"addrs,omitempty"`
 	MasterName string   `json:"master_name,omitempty"`
-	Username   string   `json:"username,omitempty"`
-	Password   string   `json:"password,omitempty"`
-	DB         int      `json:"db,omitempty"`
-	TLS        bool     `json:"tls,omitempty"`
+	// Cluster says Addrs (or the URL's address) are the seeds of a Redis
+	// Cluster even when there is only one, such as a cluster's
+	// configuration endpoint; several addrs without master_name are a
+	// Cluster anyway.
+	Cluster  bool   `json:"cluster,omitempty"`
+	Username string `json:"username,omitempty"`
+	Password string `json:"password,omitempty"`
+	DB       int    `json:"db,omitempty"`
+	TLS      bool   `json:"tls,omitempty"`
 	// MaxObject is the largest object stored in Redis. Default 8MiB.
 	MaxObject int64 `json:"max_object,omitempty"`
 	// MaxTransfer is the largest object above MaxObject that an edge
@@ -55,6 +60,13 @@ type RedisTier struct {
 	KeyPrefix string `json:"key_prefix,omitempty"`
 	// Timeout bounds one Redis operation. Default 1s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
+	// FailoverWait is how long the deployment takes to fail over (a
+	// Cluster's cluster-node-timeout, a Sentinel's down-after-milliseconds,
+	// plus the promotion): for so long after Redis starts failing, an edge
+	// that misses waits for it rather than fetch beside the other edges,
+	// so that a failover costs a delay, not a fetch per edge. Default 0:
+	// go on without Redis at once.
+	FailoverWait caddy.Duration `json:"failover_wait,omitempty"`
 
 	ref    poolRef
 	key    *fleetkey.Key // the handler's fleet_key
@@ -150,6 +162,8 @@ func (r *RedisTier) open(logger *zap.Logger) (*pooledTier, error) {
 		URL:        repl.ReplaceKnown(r.URL, ""),
 		Addrs:      addrs,
 		MasterName: repl.ReplaceKnown(r.MasterName, ""),
+		Cluster:    r.Cluster,
+		Failover:   time.Duration(r.FailoverWait),
 		Username:   repl.ReplaceKnown(r.Username, ""),
 		Password:   repl.ReplaceKnown(r.Password, ""),
 		DB:         r.DB,
@@ -202,13 +216,18 @@ func (r *RedisTier) positionFile() string {
 }
 
 // checkAddress is the rule on where Redis is: a URL or addrs, one of
-// them. Validate applies it, and the Caddyfile's reader too, to say where.
+// them, of one kind of deployment. Validate applies it, and the
+// Caddyfile's reader too, to say where.
 func (r *RedisTier) checkAddress() error {
 	switch {
 	case r.URL == "" && len(r.Addrs) == 0:
 		return errors.New("redis needs a URL or an addrs line")
 	case r.URL != "" && len(r.Addrs) > 0:
 		return errors.New("redis: give a URL or addrs, not both")
+	case r.Cluster && r.MasterName != "":
+		return errors.New("redis: cluster and master_name are two kinds of deployment; give one")
+	case (r.Cluster || len(r.Addrs) > 1 && r.MasterName == "") && r.DB != 0:
+		return errors.New("redis: a Redis Cluster has only db 0")
 	}
 	return nil
 }
@@ -217,9 +236,10 @@ func (r *RedisTier) Validate() error {
 	if err := r.checkAddress(); err != nil {
 		return fmt.Errorf("goproxy: %w", err)
 	}
-	if r.MaxObject < 0 || r.DB < 0 || r.Timeout < 0 || r.MaxInFlight < 0 {
-		return fmt.Errorf("goproxy: redis max_object, max_in_flight, db and timeout must not be negative")
+	if r.MaxObject < 0 || r.DB < 0 || r.Timeout < 0 || r.MaxInFlight < 0 || r.FailoverWait < 0 {
+		return fmt.Errorf("goproxy: redis max_object, max_in_flight, db, timeout and failover_wait must not be negative")
 	}
+
 	return nil
 }
 
@@ -258,6 +278,8 @@ func (r *RedisTier) useFleetKey(k *fleetkey.Key) {
 //		max_in_flight <size>
 //		key_prefix   <prefix>
 //		timeout      <duration>
+//		cluster
+//		failover_wait <duration>
 //	}
 func (r *RedisTier) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // "redis"
@@ -292,6 +314,13 @@ func unmarshalRedis(d *caddyfile.Dispenser, r *RedisTier) error {
 			continue
 		case "tls":
 			r.TLS = true
+		case "cluster":
+			r.Cluster = true
+		case "failover_wait":
+			if err := parseDuration(d, &r.FailoverWait); err != nil {
+				return err
+			}
+			continue
 		case "max_object":
 			if !d.NextArg() {
 				return d.ArgErr()

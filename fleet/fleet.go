@@ -58,6 +58,10 @@ type Config struct {
 	// OnPurge, if set, removes keys that another node purged from what
 	// this node holds. The fleet follows the purges only when it is set.
 	OnPurge func(keys []string)
+	// LockTTL is how long a fetch's lock lives unless its holder renews
+	// it (every third of it): how soon the fleet notices a dead holder.
+	// Default DefaultLockTTL.
+	LockTTL time.Duration
 	// Key signs what the fleet writes. Required.
 	Key    *fleetkey.Key
 	Logger *zap.Logger
@@ -93,6 +97,9 @@ func New(cfg Config) (*Fleet, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
+	if cfg.LockTTL <= 0 {
+		cfg.LockTTL = DefaultLockTTL
+	}
 	var b [8]byte
 	rand.Read(b[:])
 	f := &Fleet{cfg: cfg, conn: cfg.Conn, key: cfg.Key, log: cfg.Logger, node: hex.EncodeToString(b[:])}
@@ -123,13 +130,13 @@ func (f *Fleet) xferKey(key string) string { return f.cfg.Prefix + "xfer:{" + ke
 func (f *Fleet) budgetKey() string         { return f.cfg.Prefix + "xfer-budget" }
 func (f *Fleet) purgeKey() string          { return f.cfg.Prefix + "purges" }
 
-// Lock lengths: a lock lives lockTTL unless renewed, and it is renewed
-// every lockTTL/3 while its fetch runs, so it outlives the slowest fetch
+// Lock lengths: a lock lives LockTTL unless renewed, and it is renewed
+// every LockTTL/3 while its fetch runs, so it outlives the slowest fetch
 // and expires soon after a holder dies. Whatever its TTL, a lock is
 // broken once it has been held longer than its holder's fetch may run
 // (which the lock's value says, signed) plus lockMargin.
 const (
-	lockTTL        = 10 * time.Second
+	DefaultLockTTL = 10 * time.Second
 	lockMinBackoff = 10 * time.Millisecond
 	lockMaxBackoff = 200 * time.Millisecond
 	lockMargin     = 30 * time.Second
@@ -213,12 +220,22 @@ func (f *Fleet) Lock(ctx context.Context, key string) (unlock func(), err error)
 	for attempt := 0; ; attempt++ {
 		var ok bool
 		err := f.conn.Do(ctx, func(ctx context.Context) (err error) {
-			ok, err = f.conn.Client.SetNX(ctx, lk, token, lockTTL).Result()
+			ok, err = f.conn.Client.SetNX(ctx, lk, token, f.cfg.LockTTL).Result()
 			return err
 		})
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
+			}
+			if wait := f.conn.FailoverWait(); wait > 0 {
+				// Redis may be failing over: wait for it rather than
+				// fetch beside the other edges, for as long as the
+				// deployment's failover takes.
+				if !sleep(ctx, min(backoff, wait)) {
+					return nil, ctx.Err()
+				}
+				backoff = min(backoff*2, lockMaxBackoff)
+				continue
 			}
 			if errors.Is(err, redisconn.ErrUnavailable) {
 				return nil, ErrUnavailable
@@ -236,7 +253,7 @@ func (f *Fleet) Lock(ctx context.Context, key string) (unlock func(), err error)
 				if !waiting {
 					p.Incr(ctx, f.waitKey(key))
 				}
-				p.PExpire(ctx, f.waitKey(key), 2*lockTTL)
+				p.PExpire(ctx, f.waitKey(key), 2*f.cfg.LockTTL)
 				return nil
 			})
 			if err == nil {
@@ -247,14 +264,22 @@ func (f *Fleet) Lock(ctx context.Context, key string) (unlock func(), err error)
 		if attempt%16 == 0 && f.breakBadLock(ctx, lk) {
 			continue
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep(ctx, backoff) {
 			return nil, ctx.Err()
-		case <-t.C:
 		}
 		backoff = min(backoff*2, lockMaxBackoff)
+	}
+}
+
+// sleep waits d, or until ctx ends (false).
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -297,7 +322,7 @@ func (f *Fleet) holdLock(lk, token string) func() {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		tick := time.NewTicker(lockTTL / 3)
+		tick := time.NewTicker(f.cfg.LockTTL / 3)
 		defer tick.Stop()
 		for {
 			select {
@@ -305,7 +330,7 @@ func (f *Fleet) holdLock(lk, token string) func() {
 				return
 			case <-tick.C:
 				err := f.conn.Do(context.Background(), func(ctx context.Context) error {
-					return renewScript.Run(ctx, f.conn.Client, []string{lk}, token, lockTTL.Milliseconds()).Err()
+					return renewScript.Run(ctx, f.conn.Client, []string{lk}, token, f.cfg.LockTTL.Milliseconds()).Err()
 				})
 				if err != nil {
 					f.log.Warn("renewing a fleet lock failed", zap.String("lock", lk), zap.Error(err))

@@ -52,9 +52,11 @@ type options struct {
 	timeout            time.Duration
 	diskRoot           string
 	maxInMemory        int64
-	redis              *testenv.Redis // shared tier and fleet
+	redis              *testenv.Redis      // shared tier and fleet
+	redisTarget        testenv.RedisTarget // a Cluster or Sentinel group in place of redis
 	redisMax           int64
 	redisTimeout       time.Duration
+	redisFailover      time.Duration
 	direct             DirectOptions
 	sandboxDir         string
 	private            string
@@ -69,8 +71,9 @@ type options struct {
 	spoolMax           int64
 	diskMax            int64
 	handOverMax        int64 // fleet-wide bytes of hand-overs in flight
-	sameHost           bool  // refuse upstream redirects to other hosts
-	allowPrivate       bool  // follow upstream redirects to private addresses
+	lockTTL            time.Duration
+	sameHost           bool // refuse upstream redirects to other hosts
+	allowPrivate       bool // follow upstream redirects to private addresses
 	prefetch           PrefetchOptions
 	statusPath         string
 	privateUpstream    string
@@ -92,7 +95,7 @@ func newEnv(t *testing.T, up *testenv.Upstream, o options) *env {
 	}
 	cache := testcache.New(t, testcache.Options{
 		DiskRoot: o.diskRoot, DiskMax: o.diskMax, Memory: o.memory, MemoryMaxObject: o.maxInMemory,
-		Redis: o.redis, RedisMax: o.redisMax, RedisTimeout: o.redisTimeout, HandOverMax: o.handOverMax, Logger: o.logger,
+		Redis: o.redis, RedisTarget: o.redisTarget, RedisMax: o.redisMax, RedisTimeout: o.redisTimeout, RedisFailover: o.redisFailover, HandOverMax: o.handOverMax, LockTTL: o.lockTTL, Logger: o.logger,
 	})
 	opts := Options{
 		Upstream: o.upstream, Direct: o.direct, SandboxDir: o.sandboxDir, Modes: o.modes,

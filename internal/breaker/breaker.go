@@ -46,6 +46,8 @@ type Breaker struct {
 	openUntil time.Time // no request before this, but one probe after it
 	tripped   time.Time // when the breaker last opened or backed off
 	open      bool
+	// failingSince is the first failure since the last success.
+	failingSince time.Time
 }
 
 const (
@@ -86,7 +88,18 @@ func (b *Breaker) Success() {
 	if b.open {
 		b.log.Warn(b.name + " is reachable again; using it")
 	}
-	b.failures, b.open, b.cooldown = 0, false, 0
+	b.failures, b.open, b.cooldown, b.failingSince = 0, false, 0, time.Time{}
+}
+
+// FailingFor is how long requests have failed without one that worked
+// since; zero while the last request worked.
+func (b *Breaker) FailingFor() time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.failingSince.IsZero() {
+		return 0
+	}
+	return time.Since(b.failingSince)
 }
 
 // Failure records a request that failed.
@@ -94,6 +107,9 @@ func (b *Breaker) Failure(err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := time.Now()
+	if b.failures == 0 {
+		b.failingSince = now
+	}
 	b.failures++
 	if b.open {
 		// A failed probe backs off further; requests that were already

@@ -26,19 +26,28 @@ type Config struct {
 	URL        string // redis://[user:password@]host:port/db or rediss://
 	Addrs      []string
 	MasterName string
-	Username   string
-	Password   string
-	DB         int
-	TLS        bool
-	Timeout    time.Duration // bound on one operation
-	Logger     *zap.Logger
+	// Cluster says Addrs are the seeds of a Redis Cluster even when there
+	// is only one (a cluster's configuration endpoint); several Addrs
+	// without a MasterName are a Cluster anyway.
+	Cluster  bool
+	Username string
+	Password string
+	DB       int
+	TLS      bool
+	Timeout  time.Duration // bound on one operation
+	// Failover is how long the deployment takes to fail over (a replica
+	// promoted): for so long after Redis starts failing, the fleet waits
+	// for it rather than go on without it. Zero: go on at once.
+	Failover time.Duration
+	Logger   *zap.Logger
 }
 
 // Conn is a Redis client with its breaker.
 type Conn struct {
-	Client  redis.UniversalClient
-	Timeout time.Duration
-	br      *breaker.Breaker
+	Client   redis.UniversalClient
+	Timeout  time.Duration
+	failover time.Duration
+	br       *breaker.Breaker
 }
 
 // ErrUnavailable is returned while the breaker is open.
@@ -47,11 +56,12 @@ var ErrUnavailable = errors.New("redis unavailable")
 // Open connects lazily: Redis may be down at start and come later.
 func Open(cfg Config) (*Conn, error) {
 	opts := &redis.UniversalOptions{
-		Addrs:      cfg.Addrs,
-		MasterName: cfg.MasterName,
-		Username:   cfg.Username,
-		Password:   cfg.Password,
-		DB:         cfg.DB,
+		Addrs:         cfg.Addrs,
+		MasterName:    cfg.MasterName,
+		IsClusterMode: cfg.Cluster,
+		Username:      cfg.Username,
+		Password:      cfg.Password,
+		DB:            cfg.DB,
 	}
 	if cfg.URL != "" { // Addrs are then empty: the config's Validate says so
 		o, err := redis.ParseURL(cfg.URL)
@@ -85,7 +95,7 @@ func Open(cfg Config) (*Conn, error) {
 	// that stalls costs one timeout per operation, not one per attempt.
 	opts.ContextTimeoutEnabled = true
 	opts.DisableIdentity = true
-	c := &Conn{Client: redis.NewUniversalClient(opts), Timeout: cfg.Timeout, br: breaker.New("redis", cfg.Logger)}
+	c := &Conn{Client: redis.NewUniversalClient(opts), Timeout: cfg.Timeout, failover: cfg.Failover, br: breaker.New("redis", cfg.Logger)}
 	return c, nil
 }
 
@@ -95,6 +105,17 @@ func (c *Conn) Close() error { return c.Client.Close() }
 // ProbeAt is when the open breaker next lets a request through; a time
 // in the past when it is closed.
 func (c *Conn) ProbeAt() time.Time { return c.br.ProbeAt() }
+
+// FailoverWait is how much longer a caller should wait for Redis to come
+// back, which has failed for less than Config.Failover: a failover may be
+// under way. Zero once that time has passed, or while Redis works.
+func (c *Conn) FailoverWait() time.Duration {
+	failing := c.br.FailingFor()
+	if failing == 0 || failing >= c.failover {
+		return 0
+	}
+	return c.failover - failing
+}
 
 // Available reports whether the breaker would let a request through,
 // without taking its half-open probe.

@@ -28,14 +28,20 @@ type Options struct {
 	Memory          bool
 	MemoryMaxObject int64 // default 1 MiB
 	Redis           *testenv.Redis
+	// RedisTarget, if set, is the Redis used in place of Redis: a
+	// Cluster or a Sentinel group.
+	RedisTarget testenv.RedisTarget
 	// S3, if set, makes a new bucket of this server the tier of record in
 	// place of the disk, which is then kept only if LocalDisk is set.
 	S3           *testenv.S3
 	LocalDisk    bool
 	RedisMax     int64
 	RedisTimeout time.Duration
-	Prefix       string // Redis key prefix; default the test's name
-	HandOverMax  int64  // fleet-wide bytes of hand-overs in flight
+	// RedisFailover is how long the fleet waits for a failing Redis.
+	RedisFailover time.Duration
+	Prefix        string        // Redis key prefix; default the test's name
+	HandOverMax   int64         // fleet-wide bytes of hand-overs in flight
+	LockTTL       time.Duration // the fleet's; default fleet.DefaultLockTTL
 	// FleetKey signs what Redis and the bucket hold; default
 	// testenv.FleetKey.
 	FleetKey string
@@ -113,8 +119,13 @@ func New(t testing.TB, o Options) *Cache {
 	}
 	var conn *redisconn.Conn
 	prefix := o.Prefix + "v3:"
-	if o.Redis != nil {
-		if conn, err = redisconn.Open(redisconn.Config{URL: o.Redis.URL(), Timeout: o.RedisTimeout, Logger: o.Logger}); err != nil {
+	if o.RedisTarget == nil && o.Redis != nil {
+		o.RedisTarget = o.Redis
+	}
+	if o.RedisTarget != nil {
+		cfg := o.RedisTarget.Config()
+		cfg.Timeout, cfg.Failover, cfg.Logger = o.RedisTimeout, o.RedisFailover, o.Logger
+		if conn, err = redisconn.Open(cfg); err != nil {
 			t.Fatal(err)
 		}
 		c.Conn = conn
@@ -130,13 +141,13 @@ func New(t testing.TB, o Options) *Cache {
 	c.Tiers = cachetier.NewTiered(func(tier, op, key string, err error) {
 		o.Logger.Warn("cache tier failed", zap.String("tier", tier), zap.String("op", op), zap.String("key", key), zap.Error(err))
 	}, store, upper...)
-	if o.Redis != nil {
+	if o.RedisTarget != nil {
 		minTransfer := o.RedisMax
 		if minTransfer == 0 {
 			minTransfer = redistier.DefaultMaxObject
 		}
 		c.Fleet, err = fleet.New(fleet.Config{
-			Conn: conn, Prefix: prefix, MinTransfer: minTransfer, MaxInFlight: o.HandOverMax, Key: key, Logger: o.Logger,
+			Conn: conn, Prefix: prefix, MinTransfer: minTransfer, MaxInFlight: o.HandOverMax, LockTTL: o.LockTTL, Key: key, Logger: o.Logger,
 			OnPurge: func(keys []string) {
 				for _, k := range keys {
 					c.Tiers.DeleteLocal(context.Background(), k)

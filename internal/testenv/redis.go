@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/piraeus-go/piraeus/internal/redisconn"
 )
 
 // FleetKey is the fleet key of tests' fleets (fleet_key in their
@@ -26,21 +28,41 @@ type Redis struct {
 	bin  string
 	port int
 
+	args []string // extra arguments: a cluster node's, a replica's
+	dir  string   // working directory (a cluster node's nodes.conf)
+
 	mu  sync.Mutex
 	cmd *exec.Cmd
+}
+
+// Config is how a mirror reaches this server.
+func (r *Redis) Config() redisconn.Config { return redisconn.Config{URL: r.URL()} }
+
+// RedisTarget is a Redis deployment that tests' fleets share: one server
+// (Redis), a Cluster (RedisCluster) or a Sentinel group (RedisSentinel).
+type RedisTarget interface {
+	Config() redisconn.Config // without Timeout and Logger
 }
 
 // StartRedis starts redis-server without persistence, failing the test
 // with how to install it when it is missing.
 func StartRedis(t testing.TB) *Redis {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
+	r := newRedis(t, "redis-server", "redis-server")
+	r.Start()
+	return r
+}
+
+// newRedis is a server of binary bin (from Debian's package pkg) on a
+// free loopback port, stopped when the test ends; not started yet.
+func newRedis(t testing.TB, bin, pkg string, args ...string) *Redis {
+	t.Helper()
+	path, err := exec.LookPath(bin)
 	if err != nil {
-		t.Fatal("redis-server is needed by this test: install it with `apt-get install redis-server` (Debian) — .ci/run does this")
+		t.Fatalf("%s is needed by this test: install it with `apt-get install %s` (Debian) — .ci/run does this", bin, pkg)
 	}
 	port := FreePort(t)
-	r := &Redis{t: t, bin: bin, port: port, Addr: "127.0.0.1:" + strconv.Itoa(port)}
-	r.Start()
+	r := &Redis{t: t, bin: path, port: port, Addr: "127.0.0.1:" + strconv.Itoa(port), args: args, dir: t.TempDir()}
 	t.Cleanup(r.Stop)
 	return r
 }
@@ -56,8 +78,15 @@ func (r *Redis) Start() {
 	if r.cmd != nil {
 		return
 	}
-	cmd := exec.Command(r.bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--protected-mode", "yes", "--loglevel", "warning")
+	var args []string
+	if strings.HasSuffix(r.bin, "redis-sentinel") {
+		args = r.args // its config file says the rest
+	} else {
+		args = append([]string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+			"--save", "", "--appendonly", "no", "--protected-mode", "yes", "--loglevel", "warning"}, r.args...)
+	}
+	cmd := exec.Command(r.bin, args...)
+	cmd.Dir = r.dir
 	if err := cmd.Start(); err != nil {
 		r.t.Fatalf("starting redis-server: %v", err)
 	}
