@@ -53,6 +53,7 @@ func TestAdaptRedis(t *testing.T) {
 				key_prefix edge-eu:
 				timeout 500ms
 				failover_wait 20s
+				lock_ttl 5s
 			}
 			disk /tmp/x
 		}
@@ -63,7 +64,7 @@ func TestAdaptRedis(t *testing.T) {
 		`"tiers":[{"tier":"memory"},{"tier":"redis","url":"redis://127.0.0.1:6379/2"},{"tier":"disk"}]`,
 		`"fleet_key":"{env.PIRAEUS_FLEET_KEY}"`,
 		`"fleet_key":"{env.NEW_KEY}","fleet_key_old":["{env.OLD_KEY}","{env.OLDER_KEY}"]`,
-		`"tiers":[{"max":67108864,"tier":"memory"},{"addrs":["10.0.0.1:26379","10.0.0.2:26379"],"db":3,"failover_wait":20000000000,"key_prefix":"edge-eu:","master_name":"mymaster","max_object":4194304,"max_transfer":67108864,"password":"secret","tier":"redis","timeout":500000000,"tls":true},{"root":"/tmp/x","tier":"disk"}]`,
+		`"tiers":[{"max":67108864,"tier":"memory"},{"addrs":["10.0.0.1:26379","10.0.0.2:26379"],"db":3,"failover_wait":20000000000,"key_prefix":"edge-eu:","lock_ttl":5000000000,"master_name":"mymaster","max_object":4194304,"max_transfer":67108864,"password":"secret","tier":"redis","timeout":500000000,"tls":true},{"root":"/tmp/x","tier":"disk"}]`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("adapted config lacks %s:\n%s", want, got)

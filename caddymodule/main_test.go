@@ -20,6 +20,9 @@ var tlsStorage string
 // (what Piraeus keeps there, such as the fleet's purge positions, goes to
 // a temp dir removed at the end, not the home directory).
 func TestMain(m *testing.M) {
+	if os.Getenv("PIRAEUS_TEST_CADDY") == "1" {
+		runCaddyChild() // a Caddy process, for TestKilledAtRandom
+	}
 	if dir := os.Getenv("PIRAEUS_TEST_HOLD_DIR"); dir != "" {
 		holdDir(dir) // a second process, for TestSecondProcessOnOneDisk
 	}

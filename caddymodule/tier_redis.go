@@ -67,6 +67,10 @@ type RedisTier struct {
 	// so that a failover costs a delay, not a fetch per edge. Default 0:
 	// go on without Redis at once.
 	FailoverWait caddy.Duration `json:"failover_wait,omitempty"`
+	// LockTTL is how long a fetch's lock lives unless its edge renews it
+	// (every third of it): how soon the fleet takes over the fetches of an
+	// edge that died. Default 10s.
+	LockTTL caddy.Duration `json:"lock_ttl,omitempty"`
 
 	ref    poolRef
 	key    *fleetkey.Key // the handler's fleet_key
@@ -188,6 +192,7 @@ func (r *RedisTier) open(logger *zap.Logger) (*pooledTier, error) {
 		MinTransfer:  r.MaxObject,
 		MaxTransfer:  r.MaxTransfer,
 		MaxInFlight:  r.MaxInFlight,
+		LockTTL:      time.Duration(r.LockTTL),
 		OnPurge:      e.onPurge,
 		Logger:       logger.Named("fleet"),
 	})
@@ -236,8 +241,8 @@ func (r *RedisTier) Validate() error {
 	if err := r.checkAddress(); err != nil {
 		return fmt.Errorf("goproxy: %w", err)
 	}
-	if r.MaxObject < 0 || r.DB < 0 || r.Timeout < 0 || r.MaxInFlight < 0 || r.FailoverWait < 0 {
-		return fmt.Errorf("goproxy: redis max_object, max_in_flight, db, timeout and failover_wait must not be negative")
+	if r.MaxObject < 0 || r.DB < 0 || r.Timeout < 0 || r.MaxInFlight < 0 || r.FailoverWait < 0 || r.LockTTL < 0 {
+		return fmt.Errorf("goproxy: redis max_object, max_in_flight, db, timeout, failover_wait and lock_ttl must not be negative")
 	}
 
 	return nil
@@ -280,6 +285,7 @@ func (r *RedisTier) useFleetKey(k *fleetkey.Key) {
 //		timeout      <duration>
 //		cluster
 //		failover_wait <duration>
+//		lock_ttl     <duration>
 //	}
 func (r *RedisTier) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // "redis"
@@ -316,8 +322,9 @@ func unmarshalRedis(d *caddyfile.Dispenser, r *RedisTier) error {
 			r.TLS = true
 		case "cluster":
 			r.Cluster = true
-		case "failover_wait":
-			if err := parseDuration(d, &r.FailoverWait); err != nil {
+		case "failover_wait", "lock_ttl":
+			dst := map[string]*caddy.Duration{"failover_wait": &r.FailoverWait, "lock_ttl": &r.LockTTL}[key]
+			if err := parseDuration(d, dst); err != nil {
 				return err
 			}
 			continue

@@ -207,6 +207,9 @@ func (u *Upstream) Arrived() <-chan struct{} { return u.arrived }
 // host that is down.
 func (u *Upstream) Close() { u.srv.Close() }
 
+// InFlight is how many requests the upstream is answering now.
+func (u *Upstream) InFlight() int { return int(u.inFlight.Load()) }
+
 // MaxInFlight is the most requests the upstream was answering at once.
 func (u *Upstream) MaxInFlight() int { return int(u.maxInFlight.Load()) }
 

@@ -1,0 +1,292 @@
+package caddymodule
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+
+	"github.com/piraeus-go/piraeus/goproxy"
+	"github.com/piraeus-go/piraeus/internal/testenv"
+)
+
+// runCaddyChild runs Caddy's own main (what bin/caddy runs) with the
+// arguments this test binary was started with, when a test started it as
+// a child Caddy (PIRAEUS_TEST_CADDY=1).
+func runCaddyChild() {
+	os.Args = append([]string{"caddy"}, os.Args[1:]...)
+	caddycmd.Main()
+	os.Exit(0)
+}
+
+// childCaddy is a Caddy process: this test binary running Caddy's main on
+// a Caddyfile, as bin/caddy would.
+type childCaddy struct {
+	cmd  *exec.Cmd
+	base string
+	done chan struct{}
+}
+
+func startChildCaddy(t *testing.T, caddyfile, base string) *childCaddy {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "run", "--config", caddyfile, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "PIRAEUS_TEST_CADDY=1")
+	var logs strings.Builder
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &childCaddy{cmd: cmd, base: base, done: make(chan struct{})}
+	go func() { cmd.Wait(); close(c.done) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-c.done })
+	for range 300 { // up to 30 s: a race-instrumented Caddy starts slowly
+		select {
+		case <-c.done:
+			t.Fatalf("caddy exited at start: %v\n%s", cmd.ProcessState, logs.String())
+		default:
+		}
+		if status, _, err := testenv.Get(base + "/healthz"); err == nil && status == 200 {
+			return c
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("caddy did not answer /healthz:\n%s", logs.String())
+	return nil
+}
+
+func (c *childCaddy) kill() {
+	c.cmd.Process.Kill()
+	<-c.done
+}
+
+// stop asks Caddy to shut down gracefully (SIGINT) and waits for it.
+func (c *childCaddy) stop(t *testing.T) {
+	t.Helper()
+	c.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-c.done:
+	case <-time.After(time.Minute):
+		t.Fatal("caddy did not stop within a minute of SIGINT")
+	}
+}
+
+// killGraph is a generated graph of modules in three levels: roots
+// required by the main module, each requiring a few of the next level,
+// with zips from a few KiB to 2 MiB; verified by a checksum database.
+func killGraph(t *testing.T, rng *rand.Rand) (*testenv.Upstream, *testenv.SumDB, string) {
+	up := testenv.NewUpstream(t)
+	zips := t.TempDir()
+	levels := []int{12, 40, 100}
+	var paths [][]string
+	for l, n := range levels {
+		paths = append(paths, nil)
+		for i := range n {
+			paths[l] = append(paths[l], fmt.Sprintf("example.com/kill/l%d/m%02d", l, i))
+		}
+	}
+	for l := len(levels) - 1; l >= 0; l-- {
+		for _, p := range paths[l] {
+			gomod := "module " + p + "\n\ngo 1.21\n"
+			if l+1 < len(levels) {
+				var reqs []string
+				for range 1 + rng.IntN(3) {
+					reqs = append(reqs, "\t"+paths[l+1][rng.IntN(len(paths[l+1]))]+" v1.0.0")
+				}
+				gomod += "\nrequire (\n" + strings.Join(dedup(reqs), "\n") + "\n)\n"
+			}
+			m := testenv.Module{Path: p, Version: "v1.0.0", GoMod: gomod}
+			size := int64(4<<10 + rng.IntN(60<<10))
+			if rng.IntN(8) == 0 {
+				size = int64(512<<10 + rng.IntN(3<<19))
+			}
+			up.AddBigZip(m, testenv.WriteBigZip(t, zips, m, size))
+		}
+	}
+	db := up.VerifiedBy(t)
+	main := t.TempDir()
+	gomod := "module example.com/killed\n\ngo 1.21\n\nrequire (\n"
+	for _, p := range paths[0] {
+		gomod += "\t" + p + " v1.0.0\n"
+	}
+	if err := os.WriteFile(filepath.Join(main, "go.mod"), []byte(gomod+")\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return up, db, main
+}
+
+func dedup(xs []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, x := range xs {
+		if !seen[x] {
+			seen[x] = true
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// corrupt are what the go command says when it was served wrong bytes,
+// as opposed to a connection that ended.
+var corrupt = []string{"SECURITY ERROR", "checksum mismatch", "verifying", "not a valid zip", "malformed", "invalid zip", "zip: "}
+
+// Caddy killed with SIGKILL at random moments of a cold go mod download
+// all, restarted on the same disk and Redis each time, never serves a
+// wrong byte; at the end the whole graph downloads and verifies, no temp
+// file of a killed process is left, and the disk tier's count agrees with
+// the files on disk. PIRAEUS_KILL_SEED replays a run.
+func TestKilledAtRandom(t *testing.T) {
+	testenv.Slow(t)
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("PIRAEUS_KILL_SEED"); s != "" {
+		var err error
+		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("seed %d (PIRAEUS_KILL_SEED=%[1]d replays this run)", seed)
+	rng := rand.New(rand.NewPCG(seed, 27))
+	up, db, main := killGraph(t, rng)
+	up.SetDelay(60 * time.Millisecond) // fetches are in flight when it dies
+	r := testenv.StartRedis(t)
+	disk := t.TempDir()
+	port := testenv.FreePort(t)
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	caddyfile := filepath.Join(t.TempDir(), "Caddyfile")
+	config := fmt.Sprintf(`{
+	admin off
+	persist_config off
+	storage file_system %s
+}
+%s {
+	bind 127.0.0.1
+	goproxy %s {
+		sumdb %s
+		fleet_key %s
+		health
+		status
+		cache {
+			memory 16MiB
+			redis %s {
+				lock_ttl 1s
+			}
+			disk %s
+		}
+	}
+}
+`, t.TempDir(), base, up.URL, db.VKey, testenv.FleetKey, r.URL(), disk)
+	if err := os.WriteFile(caddyfile, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	goEnv := func() []string {
+		return append(testenv.GoEnv(t, base), "GOSUMDB="+db.VKey, "GONOSUMDB=", "GOFLAGS=-mod=mod -modcacherw")
+	}
+	const kills = 30
+	midFetch := 0
+	for k := range kills {
+		c := startChildCaddy(t, caddyfile, base)
+		before := up.Total()
+		ctx, cancel := context.WithCancel(context.Background())
+		gocmd := exec.CommandContext(ctx, "go", "mod", "download", "all")
+		gocmd.Dir, gocmd.Env = main, goEnv()
+		var out strings.Builder
+		gocmd.Stdout, gocmd.Stderr = &out, &out
+		if err := gocmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- gocmd.Wait() }()
+		after := time.Duration(30+rng.IntN(700)) * time.Millisecond
+		var err error
+		select {
+		case <-time.After(after):
+			if up.Total() > before && up.InFlight() > 0 {
+				midFetch++
+			}
+			c.kill()
+			err = <-exited
+		case err = <-exited:
+			c.kill()
+		}
+		cancel()
+		if err != nil {
+			for _, bad := range corrupt {
+				if strings.Contains(out.String(), bad) {
+					t.Fatalf("kill %d (%v in): the go command was served bad bytes:\n%s", k, after, out.String())
+				}
+			}
+		}
+	}
+	t.Logf("%d kills, %d of them while upstream fetches were in flight; %d upstream requests", kills, midFetch, up.Total())
+
+	// Restarted once more: the whole graph, from a fresh module cache.
+	c := startChildCaddy(t, caddyfile, base)
+	env := goEnv()
+	if out, err := testenv.TryGo(t, main, env, "mod", "download", "all"); err != nil {
+		t.Fatalf("go mod download all after %d kills: %v\n%s", kills, err, out)
+	}
+	if out, err := testenv.TryGo(t, main, env, "mod", "verify"); err != nil || !strings.Contains(out, "all modules verified") {
+		t.Fatalf("go mod verify after %d kills: %v\n%s", kills, err, out)
+	}
+	// The disk tier's count is what is on disk.
+	st := status(t, base)
+	var objects, bytes int64
+	filepath.WalkDir(filepath.Join(disk, "v2"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if info, err := d.Info(); err == nil {
+				objects++
+				bytes += (info.Size() + 4095) / 4096 * 4096
+			}
+		}
+		return nil
+	})
+	for _, tier := range st.Tiers {
+		if tier.Name == "disk" {
+			if tier.Objects != objects || tier.Bytes != bytes+256*4096 {
+				t.Errorf("disk tier says %d objects, %d bytes; on disk: %d files, %d bytes (+ %d of directories)",
+					tier.Objects, tier.Bytes, objects, bytes, 256*4096)
+			}
+			t.Logf("disk tier after %d kills: %d objects, %d bytes, as on disk", kills, tier.Objects, tier.Bytes)
+		}
+	}
+	// Temp files of the killed processes were swept; the last one's own
+	// go with it.
+	c.stop(t)
+	left, _ := os.ReadDir(filepath.Join(disk, "tmp"))
+	var names []string
+	for _, e := range left {
+		names = append(names, e.Name())
+	}
+	if len(names) > 0 {
+		t.Errorf("temp files left after %d kills and a graceful stop: %v", kills, names)
+	}
+}
+
+func status(t *testing.T, base string) goproxy.Status {
+	t.Helper()
+	resp, err := http.Get(base + "/-/status?format=json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st goproxy.Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatalf("status JSON: %v", err)
+	}
+	return st
+}
