@@ -23,8 +23,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-
-	"github.com/piraeus-go/piraeus/internal/fslock"
 )
 
 // Disk layout under the root:
@@ -320,15 +318,7 @@ func (d *DiskTier) Close() error {
 // spool is locked by its writer, so one whose lock can be taken was left
 // by a process that died (kill -9, power loss) in mid-write.
 func (d *DiskTier) removeStaleSpools() {
-	entries, err := os.ReadDir(d.tmp)
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		if p := filepath.Join(d.tmp, e.Name()); fslock.Orphaned(p) {
-			os.Remove(p)
-		}
-	}
+	SweepTemp(d.tmp, "")
 }
 
 // paths are the files an object of key may be in: immutable, then mutable.
@@ -560,21 +550,13 @@ func (d *DiskTier) removeFile(p string) error {
 // createTemp makes a locked temp file in the tier's tmp directory,
 // recreating the tier's directories if someone removed them.
 func (d *DiskTier) createTemp(pattern string) (*os.File, error) {
-	f, err := os.CreateTemp(d.tmp, pattern)
+	f, err := CreateTemp(d.tmp, pattern)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err = d.mkdirs(); err == nil {
-			f, err = os.CreateTemp(d.tmp, pattern)
+			f, err = CreateTemp(d.tmp, pattern)
 		}
 	}
-	if err != nil {
-		return nil, err
-	}
-	if err := fslock.TryLock(f); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return nil, err
-	}
-	return f, nil
+	return f, err
 }
 
 // NewSpool creates a temp file in the tier's own directory, so a fetch

@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/piraeus-go/piraeus/internal/fslock"
@@ -64,11 +66,55 @@ func NewSpoolFile(f *os.File, key string) (*Spool, error) { return newSpool(f, k
 // tier of record cannot take one (full, read-only). Such a spool cannot be
 // committed; its object is served from it, uncached.
 func NewTempSpool(key string) (*Spool, error) {
-	f, err := os.CreateTemp("", "piraeus-fetch-*")
+	sweepSystemTemp.Do(func() { SweepTemp(os.TempDir(), tempSpoolPrefix) })
+	f, err := CreateTemp(os.TempDir(), tempSpoolPrefix+"*")
 	if err != nil {
 		return nil, err
 	}
 	return newSpool(f, key)
+}
+
+// tempSpoolPrefix names NewTempSpool's files in the system's temp
+// directory, which the first of them in a process sweeps of those that
+// dead processes left.
+const tempSpoolPrefix = "piraeus-fetch-"
+
+var sweepSystemTemp sync.Once
+
+// CreateTemp makes a temp file in dir as os.CreateTemp does, locked while
+// it is open (fslock): SweepTemp in another process passes it by, and
+// once its process dies, however it dies, the next sweep removes it.
+func CreateTemp(dir, pattern string) (*os.File, error) {
+	f, err := os.CreateTemp(dir, pattern)
+	if err != nil {
+		return nil, err
+	}
+	if err := fslock.TryLock(f); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, err
+	}
+	return f, nil
+}
+
+// SweepTemp removes the files in dir whose names start with prefix and
+// that no live process holds: what processes that died in mid-write left
+// (kill -9, power loss). It returns how many it removed.
+func SweepTemp(dir, prefix string) int {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), prefix) || !e.Type().IsRegular() {
+			continue
+		}
+		if p := filepath.Join(dir, e.Name()); fslock.Orphaned(p) && os.Remove(p) == nil {
+			n++
+		}
+	}
+	return n
 }
 
 // Write appends to the file and the running hash.
@@ -131,19 +177,15 @@ func (s *Spool) ReaderAt() io.ReaderAt { return io.NewSectionReader(s.f, s.off, 
 // start the file; remove closes and removes it. It costs a copy: a
 // checker tries Name first.
 func (s *Spool) ContentFile() (name string, remove func(), err error) {
-	f, err := os.CreateTemp(filepath.Dir(s.f.Name()), "content-*")
+	// Named after the spool, so that the sweep of its directory's
+	// crash-left temp files (by their prefix) covers it too.
+	f, err := CreateTemp(filepath.Dir(s.f.Name()), filepath.Base(s.f.Name())+"-content-*")
 	if err != nil {
 		return "", nil, fmt.Errorf("%w: %v", ErrStorage, err)
 	}
 	remove = func() {
 		f.Close()
 		os.Remove(f.Name())
-	}
-	// Locked like a spool while it is open, so that a sweep of crash-left
-	// temp files by another process passes it by.
-	if err := fslock.TryLock(f); err != nil {
-		remove()
-		return "", nil, fmt.Errorf("%w: %v", ErrStorage, err)
 	}
 	if _, err := io.Copy(f, io.NewSectionReader(s.f, s.off, s.n)); err != nil {
 		remove()

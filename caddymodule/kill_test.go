@@ -88,7 +88,8 @@ func (c *childCaddy) stop(t *testing.T) {
 // killGraph is a generated graph of modules in three levels: roots
 // required by the main module, each requiring a few of the next level,
 // with zips from a few KiB to 2 MiB; verified by a checksum database.
-func killGraph(t *testing.T, rng *rand.Rand) (*testenv.Upstream, *testenv.SumDB, string) {
+// bigs of the leaves have zips of 24 MiB (multipart uploads to a bucket).
+func killGraph(t *testing.T, rng *rand.Rand, bigs int) (*testenv.Upstream, *testenv.SumDB, string) {
 	up := testenv.NewUpstream(t)
 	zips := t.TempDir()
 	levels := []int{12, 40, 100}
@@ -113,6 +114,9 @@ func killGraph(t *testing.T, rng *rand.Rand) (*testenv.Upstream, *testenv.SumDB,
 			size := int64(4<<10 + rng.IntN(60<<10))
 			if rng.IntN(8) == 0 {
 				size = int64(512<<10 + rng.IntN(3<<19))
+			}
+			if l == 0 && bigs > 0 { // a root: surely in the graph
+				size, bigs = 24<<20, bigs-1
 			}
 			up.AddBigZip(m, testenv.WriteBigZip(t, zips, m, size))
 		}
@@ -152,6 +156,18 @@ var corrupt = []string{"SECURITY ERROR", "checksum mismatch", "verifying", "not 
 // the files on disk. PIRAEUS_KILL_SEED replays a run.
 func TestKilledAtRandom(t *testing.T) {
 	testenv.Slow(t)
+	killedAtRandom(t, nil)
+}
+
+// The same with a bucket as the tier of record, and the S3 server itself
+// killed and restarted during half of the runs, while multipart uploads of
+// 24 MiB zips are under way.
+func TestKilledAtRandomBucket(t *testing.T) {
+	testenv.Slow(t)
+	killedAtRandom(t, testenv.StartS3(t))
+}
+
+func killedAtRandom(t *testing.T, s3 *testenv.S3) {
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("PIRAEUS_KILL_SEED"); s != "" {
 		var err error
@@ -161,10 +177,19 @@ func TestKilledAtRandom(t *testing.T) {
 	}
 	t.Logf("seed %d (PIRAEUS_KILL_SEED=%[1]d replays this run)", seed)
 	rng := rand.New(rand.NewPCG(seed, 27))
-	up, db, main := killGraph(t, rng)
+	bigs := 0
+	if s3 != nil {
+		bigs = 2
+	}
+	up, db, main := killGraph(t, rng, bigs)
 	up.SetDelay(60 * time.Millisecond) // fetches are in flight when it dies
 	r := testenv.StartRedis(t)
-	disk := t.TempDir()
+	disk, spool := t.TempDir(), t.TempDir()
+	store := "disk " + disk
+	if s3 != nil {
+		store = fmt.Sprintf("s3 {\n\t\t\t\tendpoint %s\n\t\t\t\tbucket piraeus\n\t\t\t\taccess_key %s\n\t\t\t\tsecret_key %s\n\t\t\t\tspool_dir %s\n\t\t\t}",
+			s3.Endpoint, s3.AccessKey, s3.SecretKey, spool)
+	}
 	port := testenv.FreePort(t)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	caddyfile := filepath.Join(t.TempDir(), "Caddyfile")
@@ -185,11 +210,11 @@ func TestKilledAtRandom(t *testing.T) {
 			redis %s {
 				lock_ttl 1s
 			}
-			disk %s
+			%s
 		}
 	}
 }
-`, t.TempDir(), base, up.URL, db.VKey, testenv.FleetKey, r.URL(), disk)
+`, t.TempDir(), base, up.URL, db.VKey, testenv.FleetKey, r.URL(), store)
 	if err := os.WriteFile(caddyfile, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +222,7 @@ func TestKilledAtRandom(t *testing.T) {
 		return append(testenv.GoEnv(t, base), "GOSUMDB="+db.VKey, "GONOSUMDB=", "GOFLAGS=-mod=mod -modcacherw")
 	}
 	const kills = 30
-	midFetch := 0
+	midFetch, s3Kills := 0, 0
 	for k := range kills {
 		c := startChildCaddy(t, caddyfile, base)
 		before := up.Total()
@@ -212,6 +237,11 @@ func TestKilledAtRandom(t *testing.T) {
 		exited := make(chan error, 1)
 		go func() { exited <- gocmd.Wait() }()
 		after := time.Duration(30+rng.IntN(700)) * time.Millisecond
+		if s3 != nil && rng.IntN(2) == 0 {
+			s3Kills++
+			stopS3 := time.AfterFunc(time.Duration(rng.IntN(int(after))), s3.Stop)
+			defer stopS3.Stop()
+		}
 		var err error
 		select {
 		case <-time.After(after):
@@ -224,6 +254,10 @@ func TestKilledAtRandom(t *testing.T) {
 			c.kill()
 		}
 		cancel()
+		if s3 != nil {
+			s3.Stop() // if it was not killed, it stops as a crash would
+			s3.Start()
+		}
 		if err != nil {
 			for _, bad := range corrupt {
 				if strings.Contains(out.String(), bad) {
@@ -232,7 +266,7 @@ func TestKilledAtRandom(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d kills, %d of them while upstream fetches were in flight; %d upstream requests", kills, midFetch, up.Total())
+	t.Logf("%d kills, %d of them while upstream fetches were in flight, %d of the S3 server too; %d upstream requests", kills, midFetch, s3Kills, up.Total())
 
 	// Restarted once more: the whole graph, from a fresh module cache.
 	c := startChildCaddy(t, caddyfile, base)
@@ -243,7 +277,29 @@ func TestKilledAtRandom(t *testing.T) {
 	if out, err := testenv.TryGo(t, main, env, "mod", "verify"); err != nil || !strings.Contains(out, "all modules verified") {
 		t.Fatalf("go mod verify after %d kills: %v\n%s", kills, err, out)
 	}
-	// The disk tier's count is what is on disk.
+	if s3 == nil {
+		checkDiskCount(t, base, disk, kills)
+	}
+	// Temp files of the killed processes were swept; the last one's own
+	// go with it.
+	c.stop(t)
+	tmp := filepath.Join(disk, "tmp")
+	if s3 != nil {
+		tmp = spool
+	}
+	left, _ := os.ReadDir(tmp)
+	var names []string
+	for _, e := range left {
+		names = append(names, e.Name())
+	}
+	if len(names) > 0 {
+		t.Errorf("temp files left after %d kills and a graceful stop: %v", kills, names)
+	}
+}
+
+// checkDiskCount checks that the disk tier's count is what is on disk.
+func checkDiskCount(t *testing.T, base, disk string, kills int) {
+	t.Helper()
 	st := status(t, base)
 	var objects, bytes int64
 	filepath.WalkDir(filepath.Join(disk, "v2"), func(p string, d fs.DirEntry, err error) error {
@@ -263,17 +319,6 @@ func TestKilledAtRandom(t *testing.T) {
 			}
 			t.Logf("disk tier after %d kills: %d objects, %d bytes, as on disk", kills, tier.Objects, tier.Bytes)
 		}
-	}
-	// Temp files of the killed processes were swept; the last one's own
-	// go with it.
-	c.stop(t)
-	left, _ := os.ReadDir(filepath.Join(disk, "tmp"))
-	var names []string
-	for _, e := range left {
-		names = append(names, e.Name())
-	}
-	if len(names) > 0 {
-		t.Errorf("temp files left after %d kills and a graceful stop: %v", kills, names)
 	}
 }
 

@@ -91,6 +91,9 @@ func New(cfg Config) (*Tier, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
+	if n := cachetier.SweepTemp(cfg.SpoolDir, spoolPrefix); n > 0 {
+		cfg.Logger.Info("removed temp files that dead processes left", zap.String("dir", cfg.SpoolDir), zap.Int("files", n))
+	}
 	s := &Tier{cfg: cfg, br: breaker.New("s3 bucket "+cfg.Bucket, cfg.Logger), log: cfg.Logger}
 	if cfg.Transport == nil {
 		s.transport = newS3Transport(cfg.Timeout)
@@ -421,9 +424,13 @@ func (s *Tier) Put(ctx context.Context, key string, meta cachetier.Meta, data []
 	return s.put(ctx, key, meta, bytes.NewReader(data), true)
 }
 
+// spoolPrefix names the tier's temp files in SpoolDir, of which New
+// sweeps those that dead processes left.
+const spoolPrefix = "piraeus-s3-"
+
 // NewSpool starts a temp file for an object of key, in SpoolDir.
 func (s *Tier) NewSpool(key string) (*cachetier.Spool, error) {
-	f, err := os.CreateTemp(s.cfg.SpoolDir, "piraeus-s3-*")
+	f, err := cachetier.CreateTemp(s.cfg.SpoolDir, spoolPrefix+"*")
 	if err != nil {
 		return nil, err
 	}
