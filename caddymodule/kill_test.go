@@ -16,6 +16,8 @@ import (
 	"time"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/piraeus-go/piraeus/goproxy"
 	"github.com/piraeus-go/piraeus/internal/testenv"
@@ -145,9 +147,10 @@ func dedup(xs []string) []string {
 	return out
 }
 
-// corrupt are what the go command says when it was served wrong bytes,
-// as opposed to a connection that ended.
-var corrupt = []string{"SECURITY ERROR", "checksum mismatch", "verifying", "not a valid zip", "malformed", "invalid zip", "zip: "}
+// corrupt are what the go command says when it was served wrong bytes or
+// a wrong "not found", as opposed to a connection that ended or a 5xx.
+var corrupt = []string{"SECURITY ERROR", "checksum mismatch", "not a valid zip", "malformed", "invalid character",
+	"unexpected end of JSON", "404 Not Found", "410 Gone"}
 
 // Caddy killed with SIGKILL at random moments of a cold go mod download
 // all, restarted on the same disk and Redis each time, never serves a
@@ -187,7 +190,7 @@ func killedAtRandom(t *testing.T, s3 *testenv.S3) {
 	disk, spool := t.TempDir(), t.TempDir()
 	store := "disk " + disk
 	if s3 != nil {
-		store = fmt.Sprintf("s3 {\n\t\t\t\tendpoint %s\n\t\t\t\tbucket piraeus\n\t\t\t\taccess_key %s\n\t\t\t\tsecret_key %s\n\t\t\t\tspool_dir %s\n\t\t\t}",
+		store = fmt.Sprintf("s3 {\n\t\t\t\tendpoint %s\n\t\t\t\tbucket piraeus\n\t\t\t\taccess_key %s\n\t\t\t\tsecret_key %s\n\t\t\t\tspool_dir %s\n\t\t\t\tabandoned_uploads 1s\n\t\t\t}",
 			s3.Endpoint, s3.AccessKey, s3.SecretKey, spool)
 	}
 	port := testenv.FreePort(t)
@@ -237,10 +240,25 @@ func killedAtRandom(t *testing.T, s3 *testenv.S3) {
 		exited := make(chan error, 1)
 		go func() { exited <- gocmd.Wait() }()
 		after := time.Duration(30+rng.IntN(700)) * time.Millisecond
-		if s3 != nil && rng.IntN(2) == 0 {
-			s3Kills++
-			stopS3 := time.AfterFunc(time.Duration(rng.IntN(int(after))), s3.Stop)
-			defer stopS3.Stop()
+		s3Killed := make(chan bool, 1)
+		switch {
+		case s3 != nil && k < bigs:
+			// The first runs end when a multipart upload is under way
+			// (the big zips are still missing from the bucket): the S3
+			// server is killed in it, and Caddy at once.
+			after = 2 * time.Minute
+			go func() {
+				killed := killDuringUpload(ctx, s3, after)
+				if killed {
+					c.kill()
+				}
+				s3Killed <- killed
+			}()
+		case s3 != nil && rng.IntN(2) == 0:
+			// Killed once a multipart upload is under way, or at the end.
+			go func() { s3Killed <- killDuringUpload(ctx, s3, after) }()
+		default:
+			s3Killed <- false
 		}
 		var err error
 		select {
@@ -254,20 +272,28 @@ func killedAtRandom(t *testing.T, s3 *testenv.S3) {
 			c.kill()
 		}
 		cancel()
+		if <-s3Killed {
+			s3Kills++
+		}
 		if s3 != nil {
 			s3.Stop() // if it was not killed, it stops as a crash would
 			s3.Start()
 		}
 		if err != nil {
-			for _, bad := range corrupt {
-				if strings.Contains(out.String(), bad) {
-					t.Fatalf("kill %d (%v in): the go command was served bad bytes:\n%s", k, after, out.String())
+			for _, line := range strings.Split(out.String(), "\n") {
+				for _, bad := range corrupt {
+					if strings.Contains(line, bad) {
+						t.Fatalf("kill %d (%v in): the go command was served bad bytes: %s\n%s", k, after, line, out.String())
+					}
 				}
 			}
 		}
 	}
-	t.Logf("%d kills, %d of them while upstream fetches were in flight, %d of the S3 server too; %d upstream requests", kills, midFetch, s3Kills, up.Total())
+	t.Logf("%d kills, %d of them while upstream fetches were in flight, %d of the S3 server during a multipart upload; %d upstream requests", kills, midFetch, s3Kills, up.Total())
 
+	if s3 != nil && s3Kills == 0 {
+		t.Error("the S3 server was never killed during a multipart upload")
+	}
 	// Restarted once more: the whole graph, from a fresh module cache.
 	c := startChildCaddy(t, caddyfile, base)
 	env := goEnv()
@@ -279,6 +305,21 @@ func killedAtRandom(t *testing.T, s3 *testenv.S3) {
 	}
 	if s3 == nil {
 		checkDiskCount(t, base, disk, kills)
+	} else {
+		// What the killed edges left in the bucket is aborted by the next
+		// one (abandoned_uploads 1s), within a few seconds.
+		ups := incompleteUploads(t.Context(), s3)
+		for range 100 {
+			if len(ups) == 0 {
+				break
+			}
+			c.kill()
+			c = startChildCaddy(t, caddyfile, base)
+			ups = incompleteUploads(t.Context(), s3)
+		}
+		if len(ups) > 0 {
+			t.Errorf("%d incomplete multipart uploads left in the bucket after 100 restarts", len(ups))
+		}
 	}
 	// Temp files of the killed processes were swept; the last one's own
 	// go with it.
@@ -295,6 +336,38 @@ func killedAtRandom(t *testing.T, s3 *testenv.S3) {
 	if len(names) > 0 {
 		t.Errorf("temp files left after %d kills and a graceful stop: %v", kills, names)
 	}
+}
+
+// incompleteUploads are the multipart uploads begun and not completed
+// in the bucket.
+func incompleteUploads(ctx context.Context, s3 *testenv.S3) []minio.ObjectMultipartInfo {
+	cl, err := minio.New(strings.TrimPrefix(s3.Endpoint, "http://"), &minio.Options{Creds: credentials.NewStaticV4(s3.AccessKey, s3.SecretKey, "")})
+	if err != nil {
+		return nil
+	}
+	var ups []minio.ObjectMultipartInfo
+	for u := range cl.ListIncompleteUploads(ctx, "piraeus", "", true) {
+		if u.Err == nil {
+			ups = append(ups, u)
+		}
+	}
+	return ups
+}
+
+// killDuringUpload kills the S3 server as soon as a multipart upload is
+// under way (true: versitygw keeps its parts under the bucket's
+// .sgwtmp/multipart), or after within at the latest (false).
+func killDuringUpload(ctx context.Context, s3 *testenv.S3, within time.Duration) bool {
+	defer s3.Stop()
+	dir := filepath.Join(s3.Root, "piraeus", ".sgwtmp", "multipart")
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if ups, _ := os.ReadDir(dir); len(ups) > 0 {
+			return true
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return false
 }
 
 // checkDiskCount checks that the disk tier's count is what is on disk.

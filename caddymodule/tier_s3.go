@@ -37,6 +37,11 @@ type S3Tier struct {
 	// SpoolDir holds the temp files of uploads and downloads when no disk
 	// tier is above the bucket. Default: the system's temp directory.
 	SpoolDir string `json:"spool_dir,omitempty"`
+	// AbandonedUploads is the age at which a multipart upload that was
+	// never completed (its edge died in mid-upload) is aborted, so that
+	// its parts stop using the bucket's space. Default 24h: longer than
+	// any upload may take.
+	AbandonedUploads caddy.Duration `json:"abandoned_uploads,omitempty"`
 
 	ref    poolRef
 	key    *fleetkey.Key // the handler's fleet_key
@@ -54,7 +59,7 @@ func (S3Tier) CaddyModule() caddy.ModuleInfo {
 
 func (t *S3Tier) Provision(ctx caddy.Context) error {
 	// One tier per store, bucket, prefix and credentials.
-	id, err := json.Marshal([]any{t.Endpoint, t.Bucket, t.Region, t.Prefix, t.AccessKey, t.SecretKey, t.Timeout, t.SpoolDir})
+	id, err := json.Marshal([]any{t.Endpoint, t.Bucket, t.Region, t.Prefix, t.AccessKey, t.SecretKey, t.Timeout, t.SpoolDir, t.AbandonedUploads})
 	if err != nil {
 		return fmt.Errorf("goproxy: %w", err)
 	}
@@ -105,6 +110,8 @@ func (t *S3Tier) OpenTier() (cachetier.Tier, error) {
 			SpoolDir:  spool,
 			Key:       t.key,
 			Logger:    t.logger,
+
+			AbandonedUploads: time.Duration(t.AbandonedUploads),
 		})
 		if err != nil {
 			return nil, err
@@ -133,6 +140,7 @@ func (t *S3Tier) TierOfRecord() (onlyLast bool) { return true }
 //		secret_key       <secret>
 //		timeout          <duration>
 //		spool_dir        <dir>
+//		abandoned_uploads <duration>
 //	}
 func (t *S3Tier) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // "s3"
@@ -149,8 +157,9 @@ func (t *S3Tier) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			dst := map[string]*string{"endpoint": &t.Endpoint, "bucket": &t.Bucket, "region": &t.Region, "prefix": &t.Prefix,
 				"access_key": &t.AccessKey, "secret_key": &t.SecretKey, "spool_dir": &t.SpoolDir}[key]
 			*dst = d.Val()
-		case "timeout":
-			if err := parseDuration(d, &t.Timeout); err != nil {
+		case "timeout", "abandoned_uploads":
+			dst := map[string]*caddy.Duration{"timeout": &t.Timeout, "abandoned_uploads": &t.AbandonedUploads}[key]
+			if err := parseDuration(d, dst); err != nil {
 				return err
 			}
 			continue

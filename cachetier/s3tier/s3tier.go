@@ -18,6 +18,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -46,6 +47,13 @@ type Config struct {
 	// SpoolDir holds the temp files of uploads and of verified downloads.
 	// Default: the system's temp directory.
 	SpoolDir string
+	// AbandonedUploads is the age at which a multipart upload under
+	// Prefix that was begun and never completed or aborted counts as
+	// abandoned (its edge died in mid-upload, or the bucket failed before
+	// the edge could abort it) and is aborted, so that its parts stop
+	// using the bucket's space: checked at start and then every hour.
+	// Default DefaultAbandonedUploads; longer than any upload may take.
+	AbandonedUploads time.Duration
 	// Transport, if set, carries the requests (tests trust a CA with it).
 	Transport http.RoundTripper
 	// Key signs every object's metadata; an object whose tag fails it is
@@ -68,7 +76,15 @@ type Tier struct {
 	transport *http.Transport // nil when the config gave one
 	br        *breaker.Breaker
 	log       *zap.Logger
+
+	stop     chan struct{} // closed by Close: ends the sweep of uploads
+	swept    chan struct{} // closed after the first sweep of uploads
+	sweeping sync.WaitGroup
+	closing  sync.Once
 }
+
+// DefaultAbandonedUploads is Config.AbandonedUploads's default.
+const DefaultAbandonedUploads = 24 * time.Hour
 
 // New returns a tier on cfg.Bucket, which must exist.
 func New(cfg Config) (*Tier, error) {
@@ -94,7 +110,11 @@ func New(cfg Config) (*Tier, error) {
 	if n := cachetier.SweepTemp(cfg.SpoolDir, spoolPrefix); n > 0 {
 		cfg.Logger.Info("removed temp files that dead processes left", zap.String("dir", cfg.SpoolDir), zap.Int("files", n))
 	}
-	s := &Tier{cfg: cfg, br: breaker.New("s3 bucket "+cfg.Bucket, cfg.Logger), log: cfg.Logger}
+	if cfg.AbandonedUploads <= 0 {
+		cfg.AbandonedUploads = DefaultAbandonedUploads
+	}
+	s := &Tier{cfg: cfg, br: breaker.New("s3 bucket "+cfg.Bucket, cfg.Logger), log: cfg.Logger,
+		stop: make(chan struct{}), swept: make(chan struct{})}
 	if cfg.Transport == nil {
 		s.transport = newS3Transport(cfg.Timeout)
 		cfg.Transport = s.transport
@@ -113,8 +133,82 @@ func New(cfg Config) (*Tier, error) {
 		return nil, fmt.Errorf("s3 tier: %w", err)
 	}
 	s.client = client
+	s.sweeping.Add(1)
+	go s.sweepUploads()
 	return s, nil
 }
+
+// uploadSweepEvery is how often abandoned uploads are looked for.
+const uploadSweepEvery = time.Hour
+
+// sweepUploads aborts abandoned multipart uploads now and then every
+// uploadSweepEvery, until Close.
+func (s *Tier) sweepUploads() {
+	defer s.sweeping.Done()
+	first := true
+	for {
+		s.abortAbandoned()
+		if first {
+			close(s.swept)
+			first = false
+		}
+		t := time.NewTimer(uploadSweepEvery)
+		select {
+		case <-s.stop:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// maxUploadsSwept bounds the uploads one sweep looks at.
+const maxUploadsSwept = 10000
+
+// abortAbandoned aborts the multipart uploads under the tier's prefix
+// begun more than AbandonedUploads ago.
+func (s *Tier) abortAbandoned() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	var old []minio.ObjectMultipartInfo
+	seen := 0
+	for u := range s.client.ListIncompleteUploads(ctx, s.cfg.Bucket, s.cfg.Prefix, true) {
+		if u.Err != nil {
+			s.log.Warn("listing the bucket's incomplete uploads failed", zap.Error(u.Err))
+			return
+		}
+		if seen++; seen > maxUploadsSwept {
+			break
+		}
+		if time.Since(u.Initiated) > s.cfg.AbandonedUploads {
+			old = append(old, u)
+		}
+	}
+	aborted := 0
+	core := minio.Core{Client: s.client}
+	for _, u := range old {
+		// By its upload id: a newer upload of the same object, by a live
+		// edge, goes on.
+		if err := core.AbortMultipartUpload(ctx, s.cfg.Bucket, u.Key, u.UploadID); err != nil {
+			s.log.Warn("aborting an abandoned upload failed", zap.String("object", u.Key), zap.Error(err))
+			continue
+		}
+		aborted++
+	}
+	if aborted > 0 {
+		s.log.Info("aborted abandoned multipart uploads", zap.Int("uploads", aborted), zap.Duration("older_than", s.cfg.AbandonedUploads))
+	}
+}
+
+// Swept is closed once the first sweep of abandoned uploads has ended.
+func (s *Tier) Swept() <-chan struct{} { return s.swept }
 
 // newS3Transport returns a transport whose connections fail when the
 // store sends or takes nothing for timeout: a stalled bucket ends a
@@ -519,8 +613,11 @@ func (s *Tier) Presign(ctx context.Context, key string, minSize int64, ttl time.
 	return u.String(), nil
 }
 
-// Close closes the idle connections to the store.
+// Close ends the sweep of uploads and closes the idle connections to the
+// store.
 func (s *Tier) Close() error {
+	s.closing.Do(func() { close(s.stop) })
+	s.sweeping.Wait()
 	if s.transport != nil {
 		s.transport.CloseIdleConnections()
 	}

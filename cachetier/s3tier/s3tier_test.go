@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -374,5 +375,44 @@ func TestS3ObjectsSigned(t *testing.T) {
 	tiertest.Put(t, s, "ns/example.com/a/@v/v1.0.0.mod", []byte("module example.com/a\n"), time.Time{})
 	if o, err := s.Get(ctx, "ns/example.com/a/@v/v1.0.0.mod"); err != nil || string(tiertest.ReadAll(t, o)) != "module example.com/a\n" {
 		t.Errorf("the tier's own object: %v", err)
+	}
+}
+
+// A multipart upload that its edge never completed (it died in mid-upload)
+// is aborted once it is older than AbandonedUploads, by its upload id: a
+// younger one, and uploads outside the tier's prefix, are left alone.
+func TestS3AbandonedUploadsAborted(t *testing.T) {
+	t.Parallel()
+	srv := testenv.StartS3(t)
+	cl, err := minio.New(strings.TrimPrefix(srv.Endpoint, "http://"), &minio.Options{Creds: credentials.NewStaticV4(srv.AccessKey, srv.SecretKey, "")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	core := minio.Core{Client: cl}
+	ctx := t.Context()
+	for _, name := range []string{"edge/o/ns/example.com/p/@v/v1.0.0.zip", "other/o/x.zip"} {
+		if _, err := core.NewMultipartUpload(ctx, "piraeus", name, minio.PutObjectOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	uploads := func() []string {
+		var names []string
+		for u := range cl.ListIncompleteUploads(ctx, "piraeus", "", true) {
+			if u.Err != nil {
+				t.Fatal(u.Err)
+			}
+			names = append(names, u.Key)
+		}
+		return names
+	}
+	young := openS3(t, srv, Config{Prefix: "edge/", AbandonedUploads: time.Hour})
+	<-young.Swept()
+	if got := uploads(); len(got) != 2 {
+		t.Fatalf("uploads younger than an hour: %v left; want both", got)
+	}
+	old := openS3(t, srv, Config{Prefix: "edge/", AbandonedUploads: time.Nanosecond})
+	<-old.Swept()
+	if got := uploads(); len(got) != 1 || got[0] != "other/o/x.zip" {
+		t.Fatalf("after the sweep of edge/: uploads %v; want only other/o/x.zip", got)
 	}
 }
