@@ -90,10 +90,14 @@ type DiskTier struct {
 	verified    atomic.Pointer[[]atomic.Uint64] // fingerprints of checked files, see remember
 	verifiedMin int                             // slots the table starts with (verifiedMinSlots)
 
-	nObjects, nBytes atomic.Int64  // occupancy
-	maxBytes         atomic.Int64  // the bound, 0: none
-	counted          chan struct{} // closed when the start-up count has finished
-	countStart       time.Time
+	nObjects, nBytes atomic.Int64 // occupancy
+
+	fullMu     sync.Mutex
+	fullAt     time.Time     // a write last failed for want of space; zero: room
+	fullSize   int64         // the most bytes a spool held when it found no room
+	maxBytes   atomic.Int64  // the bound, 0: none
+	counted    chan struct{} // closed when the start-up count has finished
+	countStart time.Time
 
 	evictMu sync.Mutex
 	kick    chan struct{} // asks the maintenance loop to evict now
@@ -242,6 +246,9 @@ func (d *DiskTier) Check(context.Context) error {
 			err = pe.Err // the cause, without the cache's path
 		}
 		return fmt.Errorf("disk not writable: %w", err)
+	}
+	if ago, full := d.fullFor(); full {
+		return fmt.Errorf("disk full: a write failed with no space left on device %s ago", ago.Round(time.Second))
 	}
 	return nil
 }
@@ -567,9 +574,60 @@ func (d *DiskTier) NewSpool(key string) (*Spool, error) {
 	}
 	f, err := d.createTemp("fetch-*")
 	if err != nil {
+		if isNoSpace(err) {
+			d.noteNoSpace(0)
+		}
 		return nil, fmt.Errorf("disk tier: %w", err)
 	}
-	return newSpool(f, key)
+	s, err := newSpool(f, key)
+	if s != nil {
+		s.noSpace = d.noteNoSpace
+	}
+	return s, err
+}
+
+// fullHold is how long a write that failed for want of space keeps the
+// tier not ready, unless an object at least as large is stored first: a
+// node taken out of rotation for it looks again after that long.
+const fullHold = 30 * time.Second
+
+// noteNoSpace records a write that failed for want of space, the spool
+// holding held bytes.
+func (d *DiskTier) noteNoSpace(held int64) {
+	d.fullMu.Lock()
+	defer d.fullMu.Unlock()
+	if d.fullAt.IsZero() {
+		d.log.Error("disk tier is full: objects are served without being stored until there is room",
+			zap.String("root", d.root), zap.Int64("spooled_bytes", held))
+	}
+	d.fullAt, d.fullSize = time.Now(), max(d.fullSize, held)
+}
+
+// noteStored clears a full disk once an object at least as large as the
+// one that found no room has been stored.
+func (d *DiskTier) noteStored(size int64) {
+	d.fullMu.Lock()
+	defer d.fullMu.Unlock()
+	if !d.fullAt.IsZero() && size >= d.fullSize {
+		d.log.Info("disk tier has room again", zap.String("root", d.root))
+		d.fullAt, d.fullSize = time.Time{}, 0
+	}
+}
+
+// fullFor is how long ago a write last failed for want of space, while
+// that keeps the tier not ready.
+func (d *DiskTier) fullFor() (time.Duration, bool) {
+	d.fullMu.Lock()
+	defer d.fullMu.Unlock()
+	if d.fullAt.IsZero() {
+		return 0, false
+	}
+	ago := time.Since(d.fullAt)
+	if ago > fullHold {
+		d.fullAt, d.fullSize = time.Time{}, 0
+		return 0, false
+	}
+	return ago, true
 }
 
 // Commit writes the spool's header and renames its file into place; the
@@ -586,6 +644,9 @@ func (d *DiskTier) Commit(_ context.Context, key string, s *Spool, meta Meta) (*
 		return nil, err
 	}
 	if _, err := s.f.WriteAt(encodeHeader(key, meta), 0); err != nil {
+		if isNoSpace(err) {
+			d.noteNoSpace(s.n)
+		}
 		return nil, fmt.Errorf("disk tier: writing %s: %w", Truncate(key), err)
 	}
 	old, statErr := os.Lstat(p)
@@ -596,9 +657,13 @@ func (d *DiskTier) Commit(_ context.Context, key string, s *Spool, meta Meta) (*
 		}
 	}
 	if err != nil {
+		if isNoSpace(err) {
+			d.noteNoSpace(s.n)
+		}
 		return nil, fmt.Errorf("disk tier: %w", err)
 	}
 	s.done = true
+	d.noteStored(s.n)
 	if statErr == nil {
 		d.nObjects.Add(-1)
 		d.nBytes.Add(-used(old.Size()))

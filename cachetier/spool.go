@@ -40,6 +40,9 @@ type Spool struct {
 	sum  [32]byte
 	werr error
 	done bool // committed: the file is no longer the spool's
+	// noSpace, if set, is told of a write that failed for want of space,
+	// with the bytes the spool held.
+	noSpace func(held int64)
 }
 
 // newSpool takes over f, a new empty temp file, for an object of key.
@@ -124,6 +127,9 @@ func (s *Spool) Write(p []byte) (int, error) {
 	s.n += int64(n)
 	if err != nil {
 		s.werr = err
+		if s.noSpace != nil && isNoSpace(err) {
+			s.noSpace(s.n)
+		}
 	}
 	return n, err
 }

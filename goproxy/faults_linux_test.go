@@ -3,9 +3,16 @@ package goproxy
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
@@ -81,5 +88,131 @@ func TestDiskReadOnly(t *testing.T) {
 	e.get(path(modA, "mod"), 200)
 	if n := up.Requests(path(modA, "mod")); n != 3 {
 		t.Errorf("mod fetched %d times after the disk came back; want 3", n)
+	}
+}
+
+// A disk tier that fills up during a cold burst: every client still gets
+// the right bytes (or a 5xx with a one-line reason), nothing partial is
+// kept, the count agrees with the files, readiness says the disk is full,
+// and once there is room again the mirror stores again and is ready, by
+// itself.
+func TestDiskFullDuringBurst(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	mountTmpfs(t, root, "2m")
+	up := testenv.NewUpstream(t)
+	up.SetDelay(20 * time.Millisecond)
+	want := map[string][]byte{}
+	for i := range 24 {
+		m := testenv.Module{Path: fmt.Sprintf("example.com/full/m%02d", i), Version: "v1.0.0"}
+		zipFile := testenv.WriteBigZip(t, t.TempDir(), m, int64(128<<10+i*8<<10))
+		up.AddBigZip(m, zipFile)
+		data, err := os.ReadFile(zipFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[path(m, "zip")], want[path(m, "mod")], want[path(m, "info")] = data, m.Mod(), m.Info()
+	}
+	e := newEnv(t, up, options{diskRoot: root})
+	burst := func() (ok, failed int) {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for p, body := range want {
+			for range 3 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					resp, got := e.do("GET", p)
+					mu.Lock()
+					defer mu.Unlock()
+					switch {
+					case resp.StatusCode == 200 && bytes.Equal(got, body):
+						ok++
+					case resp.StatusCode == 502 || resp.StatusCode == 503:
+						if lines := strings.Count(strings.TrimSpace(string(got)), "\n"); lines != 0 || len(got) == 0 {
+							t.Errorf("%s: %d without a one-line reason: %q", p, resp.StatusCode, got)
+						}
+						failed++
+					default:
+						t.Errorf("%s: %d, %d bytes (want %d)", p, resp.StatusCode, len(got), len(body))
+					}
+				}()
+			}
+		}
+		wg.Wait()
+		return ok, failed
+	}
+	ok, failed := burst()
+	t.Logf("cold burst on a 2 MiB disk for %d KiB of zips: %d answers right, %d 5xx", totalKiB(want), ok, failed)
+	// What the disk holds is whole and right, and counted.
+	stored := 0
+	for p, body := range want {
+		obj, err := e.disk.Get(t.Context(), e.key(p))
+		if err != nil {
+			continue
+		}
+		got, err := io.ReadAll(obj.Reader())
+		obj.Close()
+		if err != nil || !bytes.Equal(got, body) {
+			t.Errorf("%s: the disk holds %d bytes that are not the artifact (%v)", p, len(got), err)
+		}
+		stored++
+	}
+	if stored == len(want) {
+		t.Fatal("everything fit: the disk never filled")
+	}
+	if entries, _ := os.ReadDir(filepath.Join(root, "tmp")); len(entries) != 0 {
+		t.Errorf("temp files left on the full disk: %d", len(entries))
+	}
+	checkDiskUsage(t, e, root)
+	err := e.proxy.Ready(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "no space left") {
+		t.Errorf("readiness on a full disk: %v; want not ready, no space left", err)
+	}
+	t.Logf("%d of %d artifacts stored; /readyz: %v", stored, len(want), err)
+
+	// Room again (the tmpfs grows, as a cleaned disk would): the mirror
+	// stores what it missed, and is ready, without a restart.
+	if err := syscall.Mount("", root, "", syscall.MS_REMOUNT, "size=64m"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, failed := burst(); failed != 0 || ok != 3*len(want) {
+		t.Errorf("after room was made: %d right, %d failed", ok, failed)
+	}
+	for p := range want {
+		if _, held := e.disk.File(e.key(p)); !held {
+			t.Errorf("%s not stored once there was room", p)
+		}
+	}
+	if err := e.proxy.Ready(t.Context()); err != nil {
+		t.Errorf("not ready once there was room: %v", err)
+	}
+	checkDiskUsage(t, e, root)
+}
+
+func totalKiB(m map[string][]byte) int {
+	n := 0
+	for _, b := range m {
+		n += len(b)
+	}
+	return n >> 10
+}
+
+// checkDiskUsage checks that the disk tier's count is the files on disk.
+func checkDiskUsage(t *testing.T, e *env, root string) {
+	t.Helper()
+	var objects, bytes int64
+	filepath.WalkDir(filepath.Join(root, "v2"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if info, err := d.Info(); err == nil {
+				objects++
+				bytes += (info.Size() + 4095) / 4096 * 4096
+			}
+		}
+		return nil
+	})
+	n, b := e.disk.Usage()
+	if n != objects || b != bytes+256*4096 {
+		t.Errorf("disk tier counts %d objects, %d bytes; on disk %d files, %d bytes (+%d of directories)", n, b, objects, bytes, 256*4096)
 	}
 }
