@@ -8,6 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
 
@@ -37,7 +42,7 @@ func TestFleetOnRedisTopologies(t *testing.T) {
 				t.Parallel()
 				up := testenv.NewUpstream(t, modA, modUp)
 				up.SetDelay(300 * time.Millisecond)
-				nodes := newFleet(t, up, 3, options{memory: true, redisTarget: target})
+				nodes := newFleet(t, up, 3, options{memory: true, redisTarget: target, logger: warnFree(t)})
 				want := map[string][]byte{
 					path(modA, "zip"):  modA.Zip(t),
 					path(modA, "info"): modA.Info(),
@@ -54,7 +59,7 @@ func TestFleetOnRedisTopologies(t *testing.T) {
 				}
 				// A second look is served from the shared tier by an
 				// edge that never fetched (its memory is its own).
-				late := newEnv(t, up, options{redisTarget: target, memory: true})
+				late := newEnv(t, up, options{redisTarget: target, memory: true, logger: warnFree(t)})
 				for _, err := range hammer([]*env{late}, paths, want, 1) {
 					t.Error(err)
 				}
@@ -67,7 +72,7 @@ func TestFleetOnRedisTopologies(t *testing.T) {
 			t.Run("handover", func(t *testing.T) {
 				t.Parallel()
 				up, big, zipFile := bigZipUpstream(t, 3<<20, 300*time.Millisecond)
-				nodes := newFleet(t, up, 3, options{redisTarget: target, redisMax: 256 << 10, redisTimeout: 10 * time.Second})
+				nodes := newFleet(t, up, 3, options{redisTarget: target, redisMax: 256 << 10, redisTimeout: 10 * time.Second, logger: warnFree(t)})
 				want, err := os.ReadFile(zipFile)
 				if err != nil {
 					t.Fatal(err)
@@ -84,7 +89,7 @@ func TestFleetOnRedisTopologies(t *testing.T) {
 				t.Parallel()
 				up := testenv.NewUpstream(t, modA)
 				up.SetDelay(200 * time.Millisecond)
-				nodes := newFleet(t, up, 3, options{memory: true, redisTarget: target})
+				nodes := newFleet(t, up, 3, options{memory: true, redisTarget: target, logger: warnFree(t)})
 				missing := "example.com/a/@v/v1.7.7.info"
 				var wg sync.WaitGroup
 				for i := range 30 {
@@ -105,7 +110,7 @@ func TestFleetOnRedisTopologies(t *testing.T) {
 			t.Run("purge", func(t *testing.T) {
 				t.Parallel()
 				up := testenv.NewUpstream(t, modA)
-				nodes := newFleet(t, up, 2, options{memory: true, redisTarget: target})
+				nodes := newFleet(t, up, 2, options{memory: true, redisTarget: target, logger: warnFree(t)})
 				zip := path(modA, "zip")
 				for _, n := range nodes {
 					n.get(zip, 200)
@@ -135,7 +140,7 @@ func TestFleetOnRedisTopologies(t *testing.T) {
 				// renewed lock keeps the other edges waiting.
 				const ttl = 300 * time.Millisecond
 				up.SetDelay(5 * ttl)
-				nodes := newFleet(t, up, 3, options{redisTarget: target, lockTTL: ttl})
+				nodes := newFleet(t, up, 3, options{redisTarget: target, lockTTL: ttl, logger: warnFree(t)})
 				p := path(modA, "zip")
 				for _, err := range hammer(nodes, []string{p}, map[string][]byte{p: modA.Zip(t)}, 9) {
 					t.Error(err)
@@ -146,6 +151,24 @@ func TestFleetOnRedisTopologies(t *testing.T) {
 			})
 		})
 	}
+}
+
+// warnFree is the test's logger, which fails the test at its end if
+// anything was logged at warn level or above, but the storage of
+// unverified modules: on a healthy Redis of any
+// kind, no operation may fail (a command whose keys span two Cluster slots
+// would, with CROSSSLOT).
+func warnFree(t *testing.T) *zap.Logger {
+	core, logs := observer.New(zapcore.WarnLevel)
+	t.Cleanup(func() {
+		for _, e := range logs.All() {
+			if strings.Contains(e.Message, "unverified") || strings.Contains(e.Message, "without checksum verification") {
+				continue // these fixtures are in no checksum database
+			}
+			t.Errorf("logged at %s on a healthy redis: %s %v", e.Level, e.Message, e.ContextMap())
+		}
+	})
+	return zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), core))
 }
 
 func keysOf(m map[string][]byte) []string {
