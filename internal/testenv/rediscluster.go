@@ -43,7 +43,10 @@ func StartRedisCluster(t testing.TB) *RedisCluster {
 	c := &RedisCluster{t: t, cli: cli}
 	addrs := []string{}
 	for range 6 {
+		// The cluster bus on a port of its own: by default it is the
+		// client port plus 10000, which may be taken or past 65535.
 		n := newRedis(t, "redis-server", "redis-server", "--cluster-enabled", "yes",
+			"--cluster-port", strconv.Itoa(FreePort(t)),
 			"--cluster-config-file", "nodes.conf", "--cluster-node-timeout", strconv.Itoa(int(clusterNodeTimeout.Milliseconds())),
 			// a replica of a dead master takes over at once, however
 			// long ago it last heard from it
