@@ -197,3 +197,74 @@ func TestPurgePositionKept(t *testing.T) {
 		t.Errorf("without a position the node applied %q first; want a again", k)
 	}
 }
+
+// With a failover time, an edge whose Redis fails waits that long for it
+// to come back before going on without the lock, and takes the lock if it
+// does; once Redis has failed for longer, Lock gives up at once. Without
+// one, it gives up at once from the start.
+func TestLockWaitsForFailover(t *testing.T) {
+	t.Parallel()
+	testenv.Slow(t)
+	r := testenv.StartRedis(t)
+	key, err := fleetkey.New(testenv.FleetKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func(failover time.Duration) *Fleet {
+		conn, err := redisconn.Open(redisconn.Config{URL: r.URL(), Timeout: 200 * time.Millisecond, Failover: failover})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := New(Config{Conn: conn, Prefix: t.Name() + ":", Key: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close(); conn.Close() })
+		return f
+	}
+	const failover = 3 * time.Second
+	waiting, impatient := open(failover), open(0)
+	r.Stop()
+	start := time.Now()
+	if _, err := impatient.Lock(t.Context(), "k0"); err == nil {
+		t.Fatal("Lock on a dead redis succeeded")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("without a failover time, Lock gave up after %v; want at once (a timeout or two)", d)
+	}
+	// Redis comes back within the failover time: the lock is taken.
+	got := make(chan error, 1)
+	start = time.Now()
+	go func() {
+		unlock, err := waiting.Lock(t.Context(), "k1")
+		if err == nil {
+			unlock()
+		}
+		got <- err
+	}()
+	// Lock has met the dead Redis before it comes back.
+	for waiting.conn.FailoverWait() == 0 && time.Since(start) < time.Minute {
+		time.Sleep(10 * time.Millisecond)
+	}
+	r.Start()
+	if err := <-got; err != nil {
+		t.Fatalf("redis back within the failover time: Lock: %v", err)
+	}
+	// Dead for longer than the failover time: Lock waits out what is
+	// left of it, then gives up; after that, at once.
+	r.Stop()
+	start = time.Now()
+	if _, err := waiting.Lock(t.Context(), "k2"); err == nil {
+		t.Fatal("Lock on a dead redis succeeded")
+	}
+	if d := time.Since(start); d < failover/2 || d > failover+2*time.Second {
+		t.Errorf("a dead redis: Lock gave up after %v; want about the failover time (%v)", d, failover)
+	}
+	start = time.Now()
+	if _, err := waiting.Lock(t.Context(), "k3"); err == nil {
+		t.Fatal("Lock on a dead redis succeeded")
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("redis dead for longer than the failover time: Lock gave up after %v; want at once", d)
+	}
+}
