@@ -3,7 +3,6 @@ package goproxy
 import (
 	"fmt"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -234,31 +233,5 @@ func TestStalledRedisCostsOneTimeout(t *testing.T) {
 	}
 	if !e.cache.Conn.ProbeAt().After(time.Now()) {
 		t.Error("the breaker did not open on the first stalled operation")
-	}
-}
-
-// A not-found answer is shared too: a burst for a missing version across
-// the fleet costs one upstream request.
-func TestFleetSharesNotFound(t *testing.T) {
-	t.Parallel()
-	r := testenv.StartRedis(t)
-	up := testenv.NewUpstream(t, modA)
-	up.SetDelay(200 * time.Millisecond)
-	nodes := newFleet(t, up, 3, options{memory: true, redis: r})
-	missing := "example.com/a/@v/v1.7.7.info"
-	var wg sync.WaitGroup
-	for i := range 30 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			resp, body := nodes[i%3].do("GET", missing)
-			if resp.StatusCode != 404 || !strings.Contains(string(body), "v1.7.7") {
-				t.Errorf("missing version: %d %q", resp.StatusCode, body)
-			}
-		}()
-	}
-	wg.Wait()
-	if n := up.Requests(missing); n != 1 {
-		t.Errorf("%d upstream requests for a missing version from three nodes; want 1", n)
 	}
 }

@@ -85,6 +85,8 @@ func TestFleetOnRedisTopologies(t *testing.T) {
 					t.Errorf("a zip larger than redis max_object: %d upstream requests from three edges; want 1", n)
 				}
 			})
+			// A not-found answer is shared too: a burst for a missing
+			// version across the fleet costs one upstream request.
 			t.Run("notfound", func(t *testing.T) {
 				t.Parallel()
 				up := testenv.NewUpstream(t, modA)

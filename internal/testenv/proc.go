@@ -2,7 +2,9 @@ package testenv
 
 import (
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -59,4 +61,21 @@ func Slow(t interface {
 	if testing.Short() {
 		t.Skip("a slow system test: not with -short")
 	}
+}
+
+// DiskTierFiles counts the objects of a disk tier rooted at root as the
+// tier counts them: its files under v2/, each in 4 KiB blocks, plus the
+// 256 fan-out directories of a block each.
+func DiskTierFiles(root string) (objects, bytes int64) {
+	bytes = 256 * 4096
+	filepath.WalkDir(filepath.Join(root, "v2"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if info, err := d.Info(); err == nil {
+				objects++
+				bytes += (info.Size() + 4095) / 4096 * 4096
+			}
+		}
+		return nil
+	})
+	return objects, bytes
 }
