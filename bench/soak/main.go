@@ -502,9 +502,18 @@ func request(ctx context.Context, c *http.Client, base string) outcome {
 		}
 		return outcome{err: err.Error()}
 	}
+	// A 200's body is hashed; another's first bytes are kept for the
+	// report (an error's reason is one short line).
 	h := sha256.New()
-	var head bytes.Buffer // the start of the body, for an error's report
-	n, err := io.Copy(io.MultiWriter(h, &limitedBuffer{&head, 200}), resp.Body)
+	var head bytes.Buffer
+	var n int64
+	if resp.StatusCode == 200 {
+		n, err = io.Copy(h, resp.Body)
+	} else if n, err = io.Copy(&head, io.LimitReader(resp.Body, 4096)); err == nil {
+		var rest int64
+		rest, err = io.Copy(io.Discard, resp.Body)
+		n += rest
+	}
 	resp.Body.Close()
 	o := outcome{lat: time.Since(t0), status: resp.StatusCode}
 	switch {
@@ -532,19 +541,6 @@ func request(ctx context.Context, c *http.Client, base string) outcome {
 		o.err = fmt.Sprintf("%s: status %d, %d bytes: %q", p, resp.StatusCode, n, head.String())
 	}
 	return o
-}
-
-// limitedBuffer keeps the first n bytes written to it.
-type limitedBuffer struct {
-	b *bytes.Buffer
-	n int
-}
-
-func (l *limitedBuffer) Write(p []byte) (int, error) {
-	if room := l.n - l.b.Len(); room > 0 {
-		l.b.Write(p[:min(len(p), room)])
-	}
-	return len(p), nil
 }
 
 func (s *stats) record(o outcome) {
