@@ -39,13 +39,19 @@ func TestSoftMemoryLimitFollowsMemoryTiers(t *testing.T) {
 		}
 		return n
 	}
-	if prev != math.MaxInt64 && prev != memLimit.set {
+	memLimit.mu.Lock() // the follower of other tests' open tiers writes it
+	ours := memLimit.set
+	memLimit.mu.Unlock()
+	if prev != math.MaxInt64 && prev != ours {
 		debug.SetMemoryLimit(math.MaxInt64) // a limit from the environment of the test run
 	}
 	a.Store(100 << 20)
 	trackMemoryTier("test:a", contentsA, zap.NewNop())
-	if memLimit.base < memLimitFloor {
-		t.Errorf("Caddy's footprint taken as %d, below the floor %d", memLimit.base, memLimitFloor)
+	memLimit.mu.Lock()
+	base := memLimit.base
+	memLimit.mu.Unlock()
+	if base < memLimitFloor {
+		t.Errorf("Caddy's footprint taken as %d, below the floor %d", base, memLimitFloor)
 	}
 	if got, want := debug.SetMemoryLimit(-1), others()+100<<20; got != want {
 		t.Errorf("limit %d with one tier holding 100 MiB; want %d", got, want)
