@@ -138,10 +138,12 @@ func TestFleetOnRedisTopologies(t *testing.T) {
 			t.Run("renewal", func(t *testing.T) {
 				t.Parallel()
 				up := testenv.NewUpstream(t, modA)
-				// The fetch takes five times the lock's TTL: only a
-				// renewed lock keeps the other edges waiting.
-				const ttl = 300 * time.Millisecond
-				up.SetDelay(5 * ttl)
+				// The fetch takes three times the lock's TTL: only a
+				// renewed lock keeps the other edges waiting. (A TTL
+				// long enough that renewals every third of it stay in
+				// time on a loaded machine under -race.)
+				const ttl = 1500 * time.Millisecond
+				up.SetDelay(3 * ttl)
 				nodes := newFleet(t, up, 3, options{redisTarget: target, lockTTL: ttl, logger: warnFree(t)})
 				p := path(modA, "zip")
 				for _, err := range hammer(nodes, []string{p}, map[string][]byte{p: modA.Zip(t)}, 9) {
