@@ -210,6 +210,7 @@ func (f *Fleet) Lock(ctx context.Context, key string) (unlock func(), err error)
 	token := f.lockValue(lk, hex.EncodeToString(b[:]), time.Now(), hold)
 	backoff := lockMinBackoff
 	waiting := false
+	var failedSince time.Time // this call's first failure to reach Redis
 	defer func() {
 		if waiting {
 			f.conn.Do(context.WithoutCancel(ctx), func(ctx context.Context) error {
@@ -227,11 +228,14 @@ func (f *Fleet) Lock(ctx context.Context, key string) (unlock func(), err error)
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			if wait := f.conn.FailoverWait(); wait > 0 {
+			if failedSince.IsZero() {
+				failedSince = time.Now()
+			}
+			if f.conn.AwaitFailover(failedSince) {
 				// Redis may be failing over: wait for it rather than
 				// fetch beside the other edges, for as long as the
 				// deployment's failover takes.
-				if !sleep(ctx, min(backoff, wait)) {
+				if !sleep(ctx, backoff) {
 					return nil, ctx.Err()
 				}
 				backoff = min(backoff*2, lockMaxBackoff)

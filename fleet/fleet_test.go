@@ -243,7 +243,7 @@ func TestLockWaitsForFailover(t *testing.T) {
 		got <- err
 	}()
 	// Lock has met the dead Redis before it comes back.
-	for waiting.conn.FailoverWait() == 0 && time.Since(start) < time.Minute {
+	for waiting.conn.FailingFor() == 0 && time.Since(start) < time.Minute {
 		time.Sleep(10 * time.Millisecond)
 	}
 	r.Start()

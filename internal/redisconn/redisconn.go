@@ -106,16 +106,21 @@ func (c *Conn) Close() error { return c.Client.Close() }
 // in the past when it is closed.
 func (c *Conn) ProbeAt() time.Time { return c.br.ProbeAt() }
 
-// FailoverWait is how much longer a caller should wait for Redis to come
-// back, which has failed for less than Config.Failover: a failover may be
-// under way. Zero once that time has passed, or while Redis works.
-func (c *Conn) FailoverWait() time.Duration {
-	failing := c.br.FailingFor()
-	if failing == 0 || failing >= c.failover {
-		return 0
-	}
-	return c.failover - failing
+// AwaitFailover reports whether a caller whose Redis operations have
+// failed since since should wait for Redis rather than go on without it:
+// a failover (Config.Failover) may still bring it back. It may while that
+// time has not passed since the caller's first failure, unless Redis has
+// failed for longer than that with no operation working in between (dead,
+// not failing over: callers then go on at once). An operation that works
+// on another Cluster shard meanwhile does not end a caller's wait for its
+// own shard's failover.
+func (c *Conn) AwaitFailover(since time.Time) bool {
+	return c.failover > 0 && time.Since(since) < c.failover && c.br.FailingFor() < c.failover
 }
+
+// FailingFor is how long Redis operations have failed with none working
+// in between; zero while the last one worked.
+func (c *Conn) FailingFor() time.Duration { return c.br.FailingFor() }
 
 // Available reports whether the breaker would let a request through,
 // without taking its half-open probe.
