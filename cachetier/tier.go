@@ -360,3 +360,22 @@ type Lister interface {
 type Holder interface {
 	Holds(ctx context.Context, key string) (bool, error)
 }
+
+type forWaitersKey struct{}
+
+// WithWaiters marks the writes made with ctx as ones that other edges
+// wait for: the writer holds the fleet's lock on the key, and the edges
+// waiting for it will look for the object in the shared tier. A shared
+// tier retries such a write through a failover of its store (Redis'
+// failover_wait), rather than drop it, so that a failover does not cost
+// the waiters a fetch of their own.
+func WithWaiters(ctx context.Context) context.Context {
+	return context.WithValue(ctx, forWaitersKey{}, true)
+}
+
+// ForWaiters reports whether ctx marks writes that other edges wait for
+// (WithWaiters).
+func ForWaiters(ctx context.Context) bool {
+	v, _ := ctx.Value(forWaitersKey{}).(bool)
+	return v
+}

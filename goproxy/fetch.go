@@ -287,6 +287,10 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact, fl *flig
 		switch {
 		case err == nil:
 			defer unlock()
+			// The edges waiting for this lock will look in the shared
+			// tier: what this fetch stores there is retried through a
+			// failover of Redis (failover_wait), not dropped.
+			ctx = cachetier.WithWaiters(ctx)
 			// Another node may have stored it, or found it missing,
 			// while this one waited.
 			if f, ok := p.cached(ctx, a); ok {

@@ -162,6 +162,29 @@ func (r *Tier) Put(ctx context.Context, key string, meta cachetier.Meta, data []
 	return r.put(ctx, key, meta, data, false)
 }
 
+// retryThroughFailover runs op again, with backoff, for as long as the
+// connection says a failover may bring Redis back (failover_wait), until
+// it works; it returns op's last error.
+func (r *Tier) retryThroughFailover(ctx context.Context, op func(ctx context.Context) error) error {
+	since := time.Now()
+	backoff := 20 * time.Millisecond
+	var err error = redisconn.ErrUnavailable
+	for r.conn.AwaitFailover(since) {
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(backoff*2, 500*time.Millisecond)
+		if err = r.conn.Do(ctx, op); err == nil {
+			return nil
+		}
+	}
+	return err
+}
+
 // PutConfirmed is Put for a record every node must see (an access
 // token): a Redis not being used now, a value too large for the tier
 // and a tombstone in the way are errors, not a skipped write.
@@ -190,6 +213,13 @@ func (r *Tier) put(ctx context.Context, key string, meta cachetier.Meta, data []
 				val, ttl, meta.Stored.UnixMilli()).Result()
 			return err
 		})
+		if err != nil && cachetier.ForWaiters(ctx) {
+			err = r.retryThroughFailover(ctx, func(ctx context.Context) (err error) {
+				res, err = putScript.Run(ctx, r.conn.Client, []string{r.objKey(key), r.tombKey(key)},
+					val, ttl, meta.Stored.UnixMilli()).Result()
+				return err
+			})
+		}
 		if err != nil {
 			if errors.Is(err, redisconn.ErrUnavailable) {
 				if confirm {
