@@ -162,13 +162,12 @@ func (r *Tier) Put(ctx context.Context, key string, meta cachetier.Meta, data []
 	return r.put(ctx, key, meta, data, false)
 }
 
-// retryThroughFailover runs op again, with backoff, for as long as the
-// connection says a failover may bring Redis back (failover_wait), until
-// it works; it returns op's last error.
-func (r *Tier) retryThroughFailover(ctx context.Context, op func(ctx context.Context) error) error {
+// retryThroughFailover runs op again, after it failed with err, with
+// backoff, for as long as the connection says a failover may bring Redis
+// back (failover_wait), until it works; it returns op's last error.
+func (r *Tier) retryThroughFailover(ctx context.Context, err error, op func(ctx context.Context) error) error {
 	since := time.Now()
 	backoff := 20 * time.Millisecond
-	var err error = redisconn.ErrUnavailable
 	for r.conn.AwaitFailover(since) {
 		t := time.NewTimer(backoff)
 		select {
@@ -214,7 +213,7 @@ func (r *Tier) put(ctx context.Context, key string, meta cachetier.Meta, data []
 			return err
 		})
 		if err != nil && cachetier.ForWaiters(ctx) {
-			err = r.retryThroughFailover(ctx, func(ctx context.Context) (err error) {
+			err = r.retryThroughFailover(ctx, err, func(ctx context.Context) (err error) {
 				res, err = putScript.Run(ctx, r.conn.Client, []string{r.objKey(key), r.tombKey(key)},
 					val, ttl, meta.Stored.UnixMilli()).Result()
 				return err
