@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -105,11 +107,11 @@ func killGraph(t *testing.T, rng *rand.Rand, bigs int) (*testenv.Upstream, *test
 		for _, p := range paths[l] {
 			gomod := "module " + p + "\n\ngo 1.21\n"
 			if l+1 < len(levels) {
-				var reqs []string
+				reqs := map[string]bool{}
 				for range 1 + rng.IntN(3) {
-					reqs = append(reqs, "\t"+paths[l+1][rng.IntN(len(paths[l+1]))]+" v1.0.0")
+					reqs["\t"+paths[l+1][rng.IntN(len(paths[l+1]))]+" v1.0.0"] = true
 				}
-				gomod += "\nrequire (\n" + strings.Join(dedup(reqs), "\n") + "\n)\n"
+				gomod += "\nrequire (\n" + strings.Join(slices.Sorted(maps.Keys(reqs)), "\n") + "\n)\n"
 			}
 			m := testenv.Module{Path: p, Version: "v1.0.0", GoMod: gomod}
 			size := int64(4<<10 + rng.IntN(60<<10))
@@ -132,18 +134,6 @@ func killGraph(t *testing.T, rng *rand.Rand, bigs int) (*testenv.Upstream, *test
 		t.Fatal(err)
 	}
 	return up, db, main
-}
-
-func dedup(xs []string) []string {
-	seen := map[string]bool{}
-	var out []string
-	for _, x := range xs {
-		if !seen[x] {
-			seen[x] = true
-			out = append(out, x)
-		}
-	}
-	return out
 }
 
 // corrupt are what the go command says when it was served wrong bytes or

@@ -2,7 +2,9 @@ package goproxy
 
 import (
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -48,7 +50,7 @@ func TestFleetOnRedisTopologies(t *testing.T) {
 					path(modA, "info"): modA.Info(),
 					path(modUp, "mod"): modUp.Mod(),
 				}
-				paths := keysOf(want)
+				paths := slices.Collect(maps.Keys(want))
 				for _, err := range hammer(nodes, paths, want, 60) {
 					t.Error(err)
 				}
@@ -175,14 +177,6 @@ func warnFree(t *testing.T) *zap.Logger {
 	return zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), core))
 }
 
-func keysOf(m map[string][]byte) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	return ks
-}
-
 // waveModules are n new modules of wave w, added to up.
 func waveModules(t *testing.T, up *testenv.Upstream, w, n int) map[string][]byte {
 	want := map[string][]byte{}
@@ -210,7 +204,7 @@ func failoverBurst(t *testing.T, target testenv.RedisTarget, failover func() tim
 	after := -1
 	for w := 0; w < 60; w++ { // bounded: the failover takes a few seconds
 		want := waveModules(t, up, w, 8)
-		paths := keysOf(want)
+		paths := slices.Collect(maps.Keys(want))
 		all = append(all, paths...)
 		if w == 1 {
 			go func() { done <- failover() }()

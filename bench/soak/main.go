@@ -218,7 +218,7 @@ func main() {
 	must(err)
 	defer os.RemoveAll(tmp)
 	redis := startRedis()
-	defer redis.stop()
+	defer redis.kill()
 	port, admin := freePort(), freePort()
 	caddyfile := fmt.Sprintf(`{
 	admin 127.0.0.1:%d
@@ -449,8 +449,6 @@ func (r *redisServer) kill() {
 	r.cmd.Process.Kill()
 	r.cmd.Wait()
 }
-
-func (r *redisServer) stop() { r.kill() }
 
 type outcome struct {
 	lat      time.Duration

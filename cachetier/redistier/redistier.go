@@ -207,17 +207,14 @@ func (r *Tier) put(ctx context.Context, key string, meta cachetier.Meta, data []
 	val := cachetier.EncodeValue(key, meta, data, r.key, kindRedisObject)
 	for range 2 {
 		var res any
-		err := r.conn.Do(ctx, func(ctx context.Context) (err error) {
+		op := func(ctx context.Context) (err error) {
 			res, err = putScript.Run(ctx, r.conn.Client, []string{r.objKey(key), r.tombKey(key)},
 				val, ttl, meta.Stored.UnixMilli()).Result()
 			return err
-		})
+		}
+		err := r.conn.Do(ctx, op)
 		if err != nil && cachetier.ForWaiters(ctx) {
-			err = r.retryThroughFailover(ctx, err, func(ctx context.Context) (err error) {
-				res, err = putScript.Run(ctx, r.conn.Client, []string{r.objKey(key), r.tombKey(key)},
-					val, ttl, meta.Stored.UnixMilli()).Result()
-				return err
-			})
+			err = r.retryThroughFailover(ctx, err, op)
 		}
 		if err != nil {
 			if errors.Is(err, redisconn.ErrUnavailable) {

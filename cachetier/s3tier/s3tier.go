@@ -77,10 +77,10 @@ type Tier struct {
 	br        *breaker.Breaker
 	log       *zap.Logger
 
-	stop     chan struct{} // closed by Close: ends the sweep of uploads
+	ctx      context.Context // ends with Close: the sweep of uploads
+	cancel   context.CancelFunc
 	swept    chan struct{} // closed after the first sweep of uploads
 	sweeping sync.WaitGroup
-	closing  sync.Once
 }
 
 // DefaultAbandonedUploads is Config.AbandonedUploads's default.
@@ -114,7 +114,8 @@ func New(cfg Config) (*Tier, error) {
 		cfg.AbandonedUploads = DefaultAbandonedUploads
 	}
 	s := &Tier{cfg: cfg, br: breaker.New("s3 bucket "+cfg.Bucket, cfg.Logger), log: cfg.Logger,
-		stop: make(chan struct{}), swept: make(chan struct{})}
+		swept: make(chan struct{})}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if cfg.Transport == nil {
 		s.transport = newS3Transport(cfg.Timeout)
 		cfg.Transport = s.transport
@@ -154,7 +155,7 @@ func (s *Tier) sweepUploads() {
 		}
 		t := time.NewTimer(uploadSweepEvery)
 		select {
-		case <-s.stop:
+		case <-s.ctx.Done():
 			t.Stop()
 			return
 		case <-t.C:
@@ -168,15 +169,7 @@ const maxUploadsSwept = 10000
 // abortAbandoned aborts the multipart uploads under the tier's prefix
 // begun more than AbandonedUploads ago.
 func (s *Tier) abortAbandoned() {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-s.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	ctx := s.ctx
 	var old []minio.ObjectMultipartInfo
 	seen := 0
 	for u := range s.client.ListIncompleteUploads(ctx, s.cfg.Bucket, s.cfg.Prefix, true) {
@@ -616,7 +609,7 @@ func (s *Tier) Presign(ctx context.Context, key string, minSize int64, ttl time.
 // Close ends the sweep of uploads and closes the idle connections to the
 // store.
 func (s *Tier) Close() error {
-	s.closing.Do(func() { close(s.stop) })
+	s.cancel()
 	s.sweeping.Wait()
 	if s.transport != nil {
 		s.transport.CloseIdleConnections()
