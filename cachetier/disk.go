@@ -28,6 +28,7 @@ import (
 // Disk layout under the root:
 //
 //	v2/<hh>/<sha256(key) in hex, after its first two digits>[-m]
+//	v2-small.db           small immutable objects, in one bbolt database (small.go)
 //	tmp/   spools being written (flock'ed by their writer)
 //	v2-holdings           the keys of the .info objects stored, one a line
 //	v2-holdings.complete  the holdings name every .info object on disk
@@ -109,6 +110,8 @@ type DiskTier struct {
 	holdMu        sync.Mutex
 	holdingsFresh bool            // a fresh tier's, not yet marked complete
 	indexing      map[string]bool // while an earlier version's tier is indexed: keys added
+
+	small *smallStore // small immutable objects (small.go)
 }
 
 // NewDiskTier opens (creating if needed) a disk tier, removes the temp
@@ -150,6 +153,14 @@ func NewDiskTier(cfg DiskConfig) (*DiskTier, error) {
 		return nil, fmt.Errorf("disk tier: %w", err)
 	}
 	d.nBytes.Store(dirOverhead)
+	small, err := openSmallStore(filepath.Join(root, smallFile), d.log, func(objects, bytes int64) {
+		d.nObjects.Add(objects)
+		d.nBytes.Add(bytes)
+	}, d.noteNoSpace)
+	if err != nil {
+		return nil, fmt.Errorf("disk tier: %w", err)
+	}
+	d.small = small
 	d.removeStaleSpools()
 	d.openHoldings(fresh)
 	d.wg.Add(1)
@@ -318,7 +329,7 @@ func (d *DiskTier) Close() error {
 		close(d.stop)
 	}
 	d.wg.Wait()
-	return nil
+	return d.small.close()
 }
 
 // removeStaleSpools removes temp files that no live process holds: every
@@ -351,6 +362,15 @@ func (d *DiskTier) Get(_ context.Context, key string) (*Object, error) {
 	imm, mut, err := d.paths(key)
 	if err != nil {
 		return nil, err
+	}
+	if v, ok := d.small.get(key); ok {
+		meta, data, err := decodeValue(key, v, nil)
+		if err != nil {
+			d.small.delete(key)
+			d.log.Error("corrupt cache object removed; it will be fetched again", zap.String("key", Truncate(key)), zap.String("file", d.small.db.Path()), zap.Error(err))
+			return nil, ErrMiss
+		}
+		return &Object{Meta: meta, Tier: "disk", data: data}, nil
 	}
 	for _, p := range []string{imm, mut} {
 		f, err := os.Open(p)
@@ -572,16 +592,23 @@ func (d *DiskTier) NewSpool(key string) (*Spool, error) {
 	if _, _, err := d.paths(key); err != nil {
 		return nil, err
 	}
-	f, err := d.createTemp("fetch-*")
-	if err != nil {
+	s, err := newMemSpool(key, func() (*os.File, error) {
+		f, err := d.createTemp("fetch-*")
+		if err == nil {
+			return f, nil
+		}
+		// The tier cannot take the spool (full, read-only, removed): it
+		// goes on in the system's temp directory, as Tiered does when
+		// NewSpool fails, so the body is still fetched once; such a
+		// spool is served from, uncached (Commit refuses it).
 		if isNoSpace(err) {
 			d.noteNoSpace(0)
 		}
-		return nil, fmt.Errorf("disk tier: %w", err)
-	}
-	s, err := newSpool(f, key)
+		d.log.Warn("disk tier cannot take a spool; fetching into the system's temp directory, uncached", zap.String("key", Truncate(key)), zap.Error(err))
+		return createSystemTemp()
+	})
 	if s != nil {
-		s.noSpace = d.noteNoSpace
+		s.noSpace, s.disk = d.noteNoSpace, d
 	}
 	return s, err
 }
@@ -635,6 +662,27 @@ func (d *DiskTier) fullFor() (time.Duration, bool) {
 func (d *DiskTier) Commit(_ context.Context, key string, s *Spool, meta Meta) (*Object, error) {
 	if s.done || s.key != key {
 		return nil, fmt.Errorf("disk tier: spool of %q cannot be committed as %q", Truncate(s.key), Truncate(key))
+	}
+	if data, mem := s.InMemory(); mem {
+		if s.disk != d {
+			return nil, errors.New("disk tier: spool is not the tier's own")
+		}
+		if got := s.Meta(meta.Expires); got.Size != meta.Size || got.Sum != meta.Sum {
+			return nil, fmt.Errorf("disk tier: %s does not match its meta", Truncate(key))
+		}
+		if small(meta) {
+			if err := d.putSmall(key, meta, data); err != nil {
+				return nil, err
+			}
+			s.done = true
+			return NewTierObject(meta, "disk", data), nil
+		}
+		if err := s.OnDisk(); err != nil {
+			if isNoSpace(err) {
+				d.noteNoSpace(s.n)
+			}
+			return nil, fmt.Errorf("disk tier: %w", err)
+		}
 	}
 	if filepath.Dir(s.f.Name()) != d.tmp {
 		return nil, errors.New("disk tier: spool is not the tier's own")
@@ -691,8 +739,46 @@ func (d *DiskTier) Commit(_ context.Context, key string, s *Spool, meta Meta) (*
 	return newFileObject(meta, "disk", f, s.off), nil
 }
 
-// Put stores a small object through a spool.
+// small reports whether an object of meta goes to the small store.
+func small(meta Meta) bool { return meta.Expires.IsZero() && meta.Size <= smallMax }
+
+// putSmall stores an immutable object of at most smallMax bytes in the
+// small store, and removes a file of the key (an earlier version's, or
+// the object's while it was mutable).
+func (d *DiskTier) putSmall(key string, meta Meta, data []byte) error {
+	held := d.small.has(key)
+	v := append(encodeHeader(key, meta), data...)
+	if err := d.small.put(key, v); err != nil {
+		return fmt.Errorf("disk tier: %w", err)
+	}
+	imm, mut, _ := d.paths(key)
+	held = d.removeFile(imm) == nil || held
+	d.removeFile(mut)
+	d.noteStored(meta.Size)
+	if !held && isHolding(key, meta) {
+		d.addHolding(key)
+	}
+	if d.maxBytes.Load() > 0 && d.nBytes.Load() > d.maxBytes.Load() {
+		select {
+		case d.kick <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// Put stores a small object: an immutable one in the small store, else
+// through a spool.
 func (d *DiskTier) Put(ctx context.Context, key string, meta Meta, data []byte) error {
+	if _, _, err := d.paths(key); err != nil {
+		return err
+	}
+	if int64(len(data)) == meta.Size && small(meta) {
+		if sha256.Sum256(data) != meta.Sum {
+			return fmt.Errorf("disk tier: %s does not match its meta", Truncate(key))
+		}
+		return d.putSmall(key, meta, data)
+	}
 	s, err := d.NewSpool(key)
 	if err != nil {
 		return err
@@ -717,6 +803,9 @@ func (d *DiskTier) Delete(_ context.Context, key string) error {
 		return err
 	}
 	var errs []error
+	if err := d.small.delete(key); err != nil {
+		errs = append(errs, err)
+	}
 	for _, p := range []string{imm, mut} {
 		if err := d.removeFile(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
@@ -728,9 +817,19 @@ func (d *DiskTier) Delete(_ context.Context, key string) error {
 	return nil
 }
 
+// Flush waits until the small objects put so far are written to the
+// small store's database (for tests and tools that read it from outside).
+func (d *DiskTier) Flush() { d.small.sync() }
+
 // Holds reports whether a file holds key's object (its content is not
 // read: a damaged file is found, and removed, when it is read).
 func (d *DiskTier) Holds(_ context.Context, key string) (bool, error) {
+	if _, _, err := d.paths(key); err != nil {
+		return false, nil
+	}
+	if d.small.has(key) {
+		return true, nil
+	}
 	_, ok := d.File(key)
 	return ok, nil
 }
@@ -781,6 +880,7 @@ func (d *DiskTier) Evict() {
 			}
 		}
 		if len(pool) == 0 {
+			d.evictSmall(target)
 			return
 		}
 		slices.SortFunc(pool, func(a, b candidate) int { return cmp.Compare(a.atime, b.atime) })
@@ -796,6 +896,26 @@ func (d *DiskTier) Evict() {
 			}
 			d.removeFile(c.path)
 		}
+	}
+}
+
+// evictSmall removes the oldest objects of the small store until the tier
+// is under target, once no file is left to remove.
+func (d *DiskTier) evictSmall(target int64) {
+	for round := 0; round < 1024 && d.nBytes.Load() > target; round++ {
+		entries := d.small.oldest(256)
+		if len(entries) == 0 {
+			return
+		}
+		over := d.nBytes.Load() - target
+		for _, e := range entries {
+			if over <= 0 {
+				break
+			}
+			d.small.delete(e.key)
+			over -= e.size
+		}
+		d.small.sync() // the occupancy follows the commit
 	}
 }
 

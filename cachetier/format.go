@@ -127,6 +127,12 @@ func EncodeValue(key string, m Meta, data []byte, fk *fleetkey.Key, kind string)
 // DecodeValue checks a value of kind read under key, its tag first, and
 // returns its meta and content.
 func DecodeValue(key string, val []byte, fk *fleetkey.Key, kind string) (Meta, []byte, error) {
+	return decodeValue(key, val, func(hdr []byte) error { return checkTag(hdr, key, fk, kind) })
+}
+
+// decodeValue checks a value read under key (header, key, then tag if
+// checkTag is given, size and SHA-256), and returns its meta and content.
+func decodeValue(key string, val []byte, checkTag func(hdr []byte) error) (Meta, []byte, error) {
 	meta, keyLen, err := decodeFixed(val)
 	if err != nil {
 		return Meta{}, nil, err
@@ -138,8 +144,10 @@ func DecodeValue(key string, val []byte, fk *fleetkey.Key, kind string) (Meta, [
 	if err := checkHeader(val[:hl], key); err != nil {
 		return Meta{}, nil, err
 	}
-	if err := checkTag(val[:hl], key, fk, kind); err != nil {
-		return Meta{}, nil, err
+	if checkTag != nil {
+		if err := checkTag(val[:hl]); err != nil {
+			return Meta{}, nil, err
+		}
 	}
 	data := val[hl:]
 	if int64(len(data)) != meta.Size {

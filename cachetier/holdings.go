@@ -113,6 +113,9 @@ func (d *DiskTier) holds(key string) bool {
 	if err != nil {
 		return false
 	}
+	if d.small.has(key) {
+		return true
+	}
 	fi, err := os.Lstat(imm)
 	return err == nil && fi.Mode().IsRegular()
 }
@@ -199,6 +202,9 @@ func (d *DiskTier) indexHoldings() {
 				d.addIndexed(key)
 			}
 		}
+	}
+	for _, key := range d.small.keys(func(key string) bool { return isHolding(key, Meta{}) }) {
+		d.addIndexed(key)
 	}
 	d.markHoldingsComplete()
 	d.holdMu.Lock()

@@ -1,6 +1,7 @@
 package cachetier
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -31,15 +32,24 @@ var ErrStorage = errors.New("cache storage failed")
 // needed without holding it in memory, and committed by renaming the file
 // into place. Room for the object's header is left at the start of the
 // file, so the file needs no rewriting to become the stored object.
+//
+// A disk tier's spool holds its first memSpool bytes in memory and makes
+// its file only when the body outgrows them: a small object (a .info, a
+// .mod) costs no temp file, and goes to the tier's small store.
 type Spool struct {
-	key  string
-	f    *os.File
-	off  int64 // where the content starts
-	h    hash.Hash
-	n    int64
-	sum  [32]byte
-	werr error
-	done bool // committed: the file is no longer the spool's
+	key string
+	f   *os.File // nil while the content is held in buf
+	buf []byte
+	// spill makes the file of a spool held in memory; nil for a spool
+	// made on its file.
+	spill func() (*os.File, error)
+	disk  *DiskTier // the tier whose spool it is, if a disk tier's
+	off   int64     // where the content starts
+	h     hash.Hash
+	n     int64
+	sum   [32]byte
+	werr  error
+	done  bool // committed: the file is no longer the spool's
 	// noSpace, if set, is told of a write that failed for want of space,
 	// with the bytes the spool held.
 	noSpace func(held int64)
@@ -60,6 +70,60 @@ func newSpool(f *os.File, key string) (*Spool, error) {
 	return s, nil
 }
 
+// memSpool is how much of a disk tier's spool is held in memory before
+// its file is made.
+const memSpool = smallMax
+
+// newMemSpool starts a spool in memory for an object of key; spill makes
+// its file when it needs one.
+func newMemSpool(key string, spill func() (*os.File, error)) (*Spool, error) {
+	if len(key) > maxKeyLen {
+		return nil, fmt.Errorf("key of %d bytes is too long", len(key))
+	}
+	return &Spool{key: key, spill: spill, off: headerLen(key), h: sha256.New()}, nil
+}
+
+// toFile moves a spool held in memory to its file.
+func (s *Spool) toFile() error {
+	if s.f != nil {
+		return nil
+	}
+	if s.done {
+		return errors.New("spool already committed")
+	}
+	f, err := s.spill()
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteAt(s.buf, s.off); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return err
+	}
+	if _, err := f.Seek(s.off+int64(len(s.buf)), io.SeekStart); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return err
+	}
+	s.f, s.buf = f, nil
+	return nil
+}
+
+// OnDisk makes sure the content is in the spool's file, for a checker
+// that reads it by name (Name). An error wraps ErrStorage.
+func (s *Spool) OnDisk() error {
+	if err := s.toFile(); err != nil {
+		return fmt.Errorf("%w: %v", ErrStorage, err)
+	}
+	return nil
+}
+
+// InMemory reports whether the spool holds its content in memory, and
+// the content if so (which the caller must not modify).
+func (s *Spool) InMemory() ([]byte, bool) {
+	return s.buf, s.f == nil
+}
+
 // NewSpoolFile takes over f, a new empty temp file, as the spool of an
 // object of key: for a Store whose spools live elsewhere than a disk
 // tier's (a bucket's spool directory).
@@ -69,12 +133,18 @@ func NewSpoolFile(f *os.File, key string) (*Spool, error) { return newSpool(f, k
 // tier of record cannot take one (full, read-only). Such a spool cannot be
 // committed; its object is served from it, uncached.
 func NewTempSpool(key string) (*Spool, error) {
-	sweepSystemTemp.Do(func() { SweepTemp(os.TempDir(), tempSpoolPrefix) })
-	f, err := CreateTemp(os.TempDir(), tempSpoolPrefix+"*")
+	f, err := createSystemTemp()
 	if err != nil {
 		return nil, err
 	}
 	return newSpool(f, key)
+}
+
+// createSystemTemp makes a spool's file in the system's temp directory,
+// sweeping it of dead processes' spools the first time.
+func createSystemTemp() (*os.File, error) {
+	sweepSystemTemp.Do(func() { SweepTemp(os.TempDir(), tempSpoolPrefix) })
+	return CreateTemp(os.TempDir(), tempSpoolPrefix+"*")
 }
 
 // tempSpoolPrefix names NewTempSpool's files in the system's temp
@@ -122,6 +192,21 @@ func SweepTemp(dir, prefix string) int {
 
 // Write appends to the file and the running hash.
 func (s *Spool) Write(p []byte) (int, error) {
+	if s.f == nil {
+		if len(s.buf)+len(p) <= memSpool {
+			s.buf = append(s.buf, p...)
+			s.h.Write(p)
+			s.n += int64(len(p))
+			return len(p), nil
+		}
+		if err := s.toFile(); err != nil {
+			s.werr = err
+			if s.noSpace != nil && isNoSpace(err) {
+				s.noSpace(s.n)
+			}
+			return 0, err
+		}
+	}
 	n, err := s.f.Write(p)
 	s.h.Write(p[:n])
 	s.n += int64(n)
@@ -165,24 +250,43 @@ func (s *Spool) Meta(expires time.Time) Meta {
 // Size is how many bytes were written.
 func (s *Spool) Size() int64 { return s.n }
 
-// Name is the temp file's path, for checkers that want a file name. The
+// Name is the temp file's path, for checkers that want a file name
+// (after OnDisk, for a spool that may be held in memory). The
 // content follows a header's room: archive/zip finds a classic zip's
 // contents wherever it starts in a file, but not a zip64 archive's, whose
 // end-of-directory locator holds an absolute offset (see ContentFile).
-func (s *Spool) Name() string { return s.f.Name() }
+func (s *Spool) Name() string {
+	if s.f == nil {
+		return ""
+	}
+	return s.f.Name()
+}
 
 // Reader reads the spooled content from its start.
-func (s *Spool) Reader() io.ReadSeeker { return io.NewSectionReader(s.f, s.off, s.n) }
+func (s *Spool) Reader() io.ReadSeeker {
+	if s.f == nil {
+		return bytes.NewReader(s.buf)
+	}
+	return io.NewSectionReader(s.f, s.off, s.n)
+}
 
 // ReaderAt reads the spooled content in place, offsets counted from its
 // start (as a zip64 archive's are).
-func (s *Spool) ReaderAt() io.ReaderAt { return io.NewSectionReader(s.f, s.off, s.n) }
+func (s *Spool) ReaderAt() io.ReaderAt {
+	if s.f == nil {
+		return bytes.NewReader(s.buf)
+	}
+	return io.NewSectionReader(s.f, s.off, s.n)
+}
 
 // ContentFile copies the content alone to a new temp file beside the
 // spool, for a checker that reads by file name and needs the content to
 // start the file; remove closes and removes it. It costs a copy: a
 // checker tries Name first.
 func (s *Spool) ContentFile() (name string, remove func(), err error) {
+	if err := s.OnDisk(); err != nil {
+		return "", nil, err
+	}
 	// Named after the spool, so that the sweep of its directory's
 	// crash-left temp files (by their prefix) covers it too.
 	f, err := CreateTemp(filepath.Dir(s.f.Name()), filepath.Base(s.f.Name())+"-content-*")
@@ -204,6 +308,10 @@ func (s *Spool) ContentFile() (name string, remove func(), err error) {
 // what could not be stored; the file is removed now and closed with the
 // object's last handle.
 func (s *Spool) Object(meta Meta, tier string) *Object {
+	if s.f == nil {
+		s.done = true
+		return NewTierObject(meta, tier, s.buf)
+	}
 	os.Remove(s.f.Name())
 	s.done = true
 	return newFileObject(meta, tier, s.f, s.off)
@@ -216,6 +324,10 @@ func (s *Spool) Close() error {
 		return nil
 	}
 	s.done = true
+	if s.f == nil {
+		s.buf = nil
+		return nil
+	}
 	s.f.Close()
 	return os.Remove(s.f.Name())
 }

@@ -70,7 +70,9 @@ func TestDiskRoundTripAndRestart(t *testing.T) {
 	data := []byte("v1.0.0\n")
 	exp := time.Now().Add(time.Hour).Truncate(time.Nanosecond)
 	put(t, d, "example.com/a/@v/list", data, exp)
-	put(t, d, "example.com/a/@v/v1.0.0.mod", []byte("module example.com/a\n"), time.Time{})
+	mod := []byte("module example.com/a\n")
+	put(t, d, "example.com/a/@v/v1.0.0.mod", mod, time.Time{})
+	d.Close()
 	d2 := openDisk(t, DiskConfig{Root: root}) // a new process: nothing remembered
 	o, err := d2.Get(t.Context(), "example.com/a/@v/list")
 	if err != nil {
@@ -83,9 +85,14 @@ func TestDiskRoundTripAndRestart(t *testing.T) {
 	if _, err := d2.Get(t.Context(), "example.com/b/@v/list"); !errors.Is(err, ErrMiss) {
 		t.Fatalf("missing key: %v", err)
 	}
+	if o, err := d2.Get(t.Context(), "example.com/a/@v/v1.0.0.mod"); err != nil || !bytes.Equal(readAll(t, o), mod) {
+		t.Fatalf("small object after a restart: %v", err)
+	}
 	waitCounted(t, d2)
-	if objects, bytes := d2.Usage(); objects != 2 || bytes != fanOut*blockSize+2*blockSize {
-		t.Errorf("counted %d objects, %d bytes; want 2 and the directories plus two blocks", objects, bytes)
+	// The list is a file (one block), the .mod an entry of the small store.
+	small := entrySize("example.com/a/@v/v1.0.0.mod", make([]byte, headerLen("example.com/a/@v/v1.0.0.mod")+int64(len(mod))))
+	if objects, bytes := d2.Usage(); objects != 2 || bytes != fanOut*blockSize+blockSize+small {
+		t.Errorf("counted %d objects, %d bytes; want 2 and the directories plus a block and %d", objects, bytes, small)
 	}
 }
 
@@ -144,10 +151,10 @@ func TestDiskDetectsDamageAndForeignFiles(t *testing.T) {
 	t.Parallel()
 	core, logs := observer.New(zapcore.ErrorLevel)
 	d := openDisk(t, DiskConfig{Logger: zap.New(core)})
-	data := bytes.Repeat([]byte("z"), 1000)
+	data := bytes.Repeat([]byte("z"), smallMax+1) // files, not the small store
 	key, other := "example.com/a/@v/v1.0.0.zip", "example.com/b/@v/v1.0.0.zip"
 	put(t, d, key, data, time.Time{})
-	put(t, d, other, []byte("other"), time.Time{})
+	put(t, d, other, bytes.Repeat([]byte("o"), smallMax+1), time.Time{})
 	o, err := d.Get(t.Context(), key) // checked once, remembered
 	if err != nil {
 		t.Fatal(err)
@@ -191,8 +198,8 @@ func TestDiskHashesEachFileOnce(t *testing.T) {
 	const n = 400 // the table grows from 16 to 2048 slots on the way
 	keys := make([]string, n)
 	for i := range keys {
-		keys[i] = fmt.Sprintf("example.com/m%d/@v/v1.0.0.mod", i)
-		put(t, d, keys[i], fmt.Appendf(nil, "module example.com/m%d\n", i), time.Time{})
+		keys[i] = fmt.Sprintf("example.com/m%d/@v/v1.0.0.zip", i)
+		put(t, d, keys[i], fmt.Appendf(bytes.Repeat([]byte{'z'}, smallMax), "%d", i), time.Time{}) // a file each
 	}
 	read := func() {
 		for _, k := range keys {
@@ -263,7 +270,7 @@ func TestDiskSweepsStaleMutableObjects(t *testing.T) {
 	put(t, d, "example.com/a/@v/v1.0.0.mod", []byte("module example.com/a\n"), time.Time{})
 	d.SweepStale()
 	for key, want := range map[string]bool{"example.com/a/@v/list": false, "example.com/b/@v/list": true, "example.com/c/@v/list": true, "example.com/a/@v/v1.0.0.mod": true} {
-		if _, ok := d.File(key); ok != want {
+		if ok, _ := d.Holds(t.Context(), key); ok != want {
 			t.Errorf("%s kept: %v; want %v", key, ok, want)
 		}
 	}
@@ -328,10 +335,11 @@ func TestTieredPromotes(t *testing.T) {
 func TestDiskEvictsLeastRecentlyRead(t *testing.T) {
 	t.Parallel()
 	root := t.TempDir()
-	data := bytes.Repeat([]byte("x"), 3000) // one block with its header
+	data := bytes.Repeat([]byte("x"), smallMax+1) // a file each
 	key := func(i int) string { return "example.com/m/@v/v1.0." + strconv.Itoa(i) + ".zip" }
+	size := used(headerLen(key(10)) + int64(len(data)))
 	// Room for 10 objects besides the directories; eviction leaves 9.
-	d := openDisk(t, DiskConfig{Root: root, MaxBytes: dirOverhead + 10*blockSize, Logger: zaptest.NewLogger(t)})
+	d := openDisk(t, DiskConfig{Root: root, MaxBytes: dirOverhead + 10*size, Logger: zaptest.NewLogger(t)})
 	waitCounted(t, d)
 	age := func(i int, ago time.Duration) {
 		f, _ := d.File(key(i))

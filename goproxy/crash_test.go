@@ -47,12 +47,19 @@ func startChild(t *testing.T, disk, upstream string, env ...string) (*exec.Cmd, 
 func TestKillDuringFetch(t *testing.T) {
 	t.Parallel()
 	testenv.Slow(t)
-	zip := modA.Zip(t)
-	up := testenv.NewUpstream(t, modA)
+	// Larger than a spool holds in memory: half of it is on disk.
+	big := testenv.Module{Path: "example.com/big", Version: "v1.0.0"}
+	zipFile := testenv.WriteBigZip(t, t.TempDir(), big, 256<<10)
+	zip, err := os.ReadFile(zipFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := testenv.NewUpstream(t)
+	up.AddBigZip(big, zipFile)
 	halfSent := make(chan struct{})
 	release := make(chan struct{})
 	var once sync.Once
-	up.Override(path(modA, "zip"), func(w http.ResponseWriter, r *http.Request) {
+	up.Override(path(big, "zip"), func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", strconv.Itoa(len(zip)))
 		w.Write(zip[:len(zip)/2])
 		w.(http.Flusher).Flush()
@@ -68,7 +75,7 @@ func TestKillDuringFetch(t *testing.T) {
 	disk := t.TempDir()
 	child, base := startChild(t, disk, up.URL)
 	go func() {
-		if resp, err := http.Get(base + "/" + path(modA, "zip")); err == nil {
+		if resp, err := http.Get(base + "/" + path(big, "zip")); err == nil {
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 		}
@@ -102,7 +109,7 @@ func TestKillDuringFetch(t *testing.T) {
 	}
 
 	_, base = startChild(t, disk, up.URL)
-	resp, err := http.Get(base + "/" + path(modA, "zip"))
+	resp, err := http.Get(base + "/" + path(big, "zip"))
 	if err != nil {
 		t.Fatal(err)
 	}

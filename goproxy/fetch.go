@@ -122,7 +122,11 @@ func (p *Proxy) checkSpooled(a artifact.Artifact, source string, spool *cachetie
 	}
 	var err error
 	if a.Kind == artifact.Zip {
-		err = artifact.CheckZip(a, spool.Name(), spool.ContentFile)
+		// The zip checker reads a file: a small zip held in memory is
+		// moved to its spool's file first.
+		if err = spool.OnDisk(); err == nil {
+			err = artifact.CheckZip(a, spool.Name(), spool.ContentFile)
+		}
 	} else {
 		err = artifact.CheckContent(a, small)
 	}

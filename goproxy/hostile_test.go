@@ -130,4 +130,8 @@ func TestHostileRequests(t *testing.T) {
 		t.Errorf("hostile requests reached upstream %d times: %v", n, up.Paths())
 	}
 	assertNoFiles(t, outside)
+	e.disk.Flush()
+	if objects, _ := e.disk.Usage(); objects != 0 {
+		t.Errorf("the disk tier holds %d objects", objects)
+	}
 }

@@ -293,11 +293,11 @@ func TestTieredDiskAboveS3(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if filepath.Dir(filepath.Dir(sp.Name())) != diskA.Root() {
-		t.Errorf("spool %s is not on the local disk %s", sp.Name(), diskA.Root())
-	}
 	if err := sp.Fill(bytes.NewReader(data), int64(len(data))); err != nil {
 		t.Fatal(err)
+	}
+	if filepath.Dir(filepath.Dir(sp.Name())) != diskA.Root() {
+		t.Errorf("spool %s is not on the local disk %s", sp.Name(), diskA.Root())
 	}
 	obj, err := a.Commit(ctx, key, sp, sp.Meta(time.Time{}))
 	if err != nil {

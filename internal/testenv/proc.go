@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // ProcStatusKiB reads a field in kB (VmHWM:, VmRSS:, RssAnon: ...) of
@@ -65,8 +68,12 @@ func Slow(t interface {
 
 // DiskTierFiles counts the objects of a disk tier rooted at root as the
 // tier counts them: its files under v2/, each in 4 KiB blocks, plus the
-// 256 fan-out directories of a block each.
-func DiskTierFiles(root string) (objects, bytes int64) {
+// 256 fan-out directories of a block each, and the entries of its small
+// store (v2-small.db), each its key, its value and 64 bytes. The small
+// store is read from a copy, the tier holding its lock: call it when the
+// tier has written what was put (DiskTier.Flush, or a stopped process).
+func DiskTierFiles(t testing.TB, root string) (objects, bytes int64) {
+	t.Helper()
 	bytes = 256 * 4096
 	filepath.WalkDir(filepath.Join(root, "v2"), func(p string, d fs.DirEntry, err error) error {
 		if err == nil && d.Type().IsRegular() {
@@ -74,6 +81,32 @@ func DiskTierFiles(root string) (objects, bytes int64) {
 				objects++
 				bytes += (info.Size() + 4095) / 4096 * 4096
 			}
+		}
+		return nil
+	})
+	data, err := os.ReadFile(filepath.Join(root, "v2-small.db"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return objects, bytes
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := filepath.Join(t.TempDir(), "small.db")
+	if err := os.WriteFile(cp, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(cp, 0o644, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		t.Fatalf("the disk tier's small store: %v", err)
+	}
+	defer db.Close()
+	db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket([]byte("objects")); b != nil {
+			b.ForEach(func(k, v []byte) error {
+				objects++
+				bytes += int64(len(k) + len(v) + 64)
+				return nil
+			})
 		}
 		return nil
 	})
