@@ -517,15 +517,15 @@ func unmarshalDirect(d *caddyfile.Dispenser, c *DirectConfig) error {
 	return nil
 }
 
-// unmarshalPrefetch reads `prefetch off|mod|zip [{ workers <n>; depth <n>;
+// unmarshalPrefetch reads `prefetch off|mod|selected|zip [{ workers <n>; depth <n>;
 // max_bytes <size>; fan_out <n>; requests_per_minute <n>; private }]`.
 func (h *Handler) unmarshalPrefetch(d *caddyfile.Dispenser) error {
 	if !d.NextArg() {
 		return d.ArgErr()
 	}
 	c := &PrefetchConfig{Mode: d.Val()}
-	if c.Mode != "off" && c.Mode != "mod" && c.Mode != "zip" {
-		return d.Errf("prefetch %q: want off, mod or zip", c.Mode)
+	if c.Mode != "off" && c.Mode != "mod" && c.Mode != "selected" && c.Mode != "zip" {
+		return d.Errf("prefetch %q: want off, mod, selected or zip", c.Mode)
 	}
 	if d.NextArg() {
 		return d.ArgErr()

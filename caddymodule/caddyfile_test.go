@@ -267,14 +267,16 @@ func TestBadCaddyfile(t *testing.T) {
 	}
 }
 
-// Prefetch of .mod files is on unless configured otherwise.
+// Prefetch of the .mod files the go command reads, and of the zips of
+// the versions clients select, is on unless configured otherwise.
 func TestPrefetchDefault(t *testing.T) {
 	for _, tt := range []struct {
 		h    Handler
 		want string
 	}{
-		{Handler{}, "mod"},
-		{Handler{Prefetch: &PrefetchConfig{Workers: 2}}, "mod"},
+		{Handler{}, "selected"},
+		{Handler{Prefetch: &PrefetchConfig{Workers: 2}}, "selected"},
+		{Handler{Prefetch: &PrefetchConfig{Mode: "mod"}}, "mod"},
 		{Handler{Prefetch: &PrefetchConfig{Mode: "off"}}, "off"},
 		{Handler{Prefetch: &PrefetchConfig{Mode: "zip"}}, "zip"},
 	} {

@@ -115,7 +115,7 @@ type Handler struct {
 	NoVerify []string `json:"no_verify,omitempty"`
 
 	// Prefetch fetches the requirements of each fetched .mod ahead of the
-	// go command. Default: mode "mod" with the default limits.
+	// go command. Default: mode "selected" with the default limits.
 	Prefetch *PrefetchConfig `json:"prefetch,omitempty"`
 
 	// Health answers GET /healthz (200 while the process serves) and
@@ -188,11 +188,14 @@ type runState struct {
 }
 
 // PrefetchConfig configures dependency-aware prefetch: when a .mod is
-// fetched, its requirements' .mod files (mode "mod"), or their .mod, .info
-// and .zip (mode "zip"), are fetched in the background, never delaying a
-// request, and never for private modules unless Private.
+// fetched, the .mod files of its requirements that the go command will
+// read are fetched in the background (mode "mod"); with them the .info
+// and .zip of the version each client asks first of a module, the one
+// its build selects (mode "selected"), or of every requirement too (mode
+// "zip"); never delaying a request, and never for private modules unless
+// Private.
 type PrefetchConfig struct {
-	// Mode is off, mod (the default) or zip.
+	// Mode is off, mod, selected (the default) or zip.
 	Mode string `json:"mode,omitempty"`
 	// Workers bounds the prefetches running at once. Default 8.
 	Workers int `json:"workers,omitempty"`
@@ -493,12 +496,12 @@ func (h *Handler) options() (goproxy.Options, error) {
 		}
 		o.Access = h.Access.options(audit)
 	}
-	o.Prefetch = goproxy.PrefetchOptions{Mode: "mod"}
+	o.Prefetch = goproxy.PrefetchOptions{Mode: "selected"}
 	if c := h.Prefetch; c != nil {
 		o.Prefetch = goproxy.PrefetchOptions{Mode: c.Mode, Workers: c.Workers, Depth: c.Depth, MaxBytes: c.MaxBytes,
 			FanOut: c.FanOut, RequestsPerMinute: c.RequestsPerMinute, Private: c.Private}
 		if o.Prefetch.Mode == "" {
-			o.Prefetch.Mode = "mod"
+			o.Prefetch.Mode = "selected"
 		}
 	}
 	for _, db := range h.SumDBs {

@@ -469,8 +469,8 @@ func (o Options) checkLimits() error {
 		return errors.New("goproxy: redirect_ttl is at most 7 days (the longest a pre-signed URL lives)")
 	}
 	switch pf := o.Prefetch; {
-	case pf.Mode != "" && pf.Mode != "off" && pf.Mode != "mod" && pf.Mode != "zip":
-		return fmt.Errorf("goproxy: prefetch mode %q: want off, mod or zip", pf.Mode)
+	case pf.Mode != "" && pf.Mode != "off" && pf.Mode != "mod" && pf.Mode != "selected" && pf.Mode != "zip":
+		return fmt.Errorf("goproxy: prefetch mode %q: want off, mod, selected or zip", pf.Mode)
 	case pf.Workers < 0 || pf.Depth < 0 || pf.MaxBytes < 0 || pf.FanOut < 0 || pf.RequestsPerMinute < 0:
 		return errors.New("goproxy: prefetch limits must not be negative")
 	}

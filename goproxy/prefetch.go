@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"go/version"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,15 +47,27 @@ const (
 	// prefetchUnusedFor is how long a prefetched artifact counts against
 	// MaxBytes while no client asked for it.
 	prefetchUnusedFor = 10 * time.Minute
+	// A client's session (mode "selected") ends after prefetchSessionIdle
+	// without a request; at most prefetchSessions are followed at once
+	// (the least recently active is dropped), each for up to
+	// prefetchSessionPaths module paths, and up to
+	// prefetchSessionArtifacts prefetches.
+	prefetchSessionIdle      = time.Minute
+	prefetchSessions         = 256
+	prefetchSessionPaths     = 1 << 16
+	prefetchSessionArtifacts = 1 << 14
 )
 
 // PrefetchOptions configure dependency-aware prefetch: when a .mod is
-// fetched, the .mod files of its requirements (and with Mode "zip", their
-// .info and .zip) are fetched in the background, through the same
-// collapse as client requests, so that the go command finds them cached
-// when it walks the module graph.
+// fetched, the .mod files of its requirements that the go command will
+// read (those below a module whose graph is not pruned) are fetched in the
+// background, through the same collapse as client requests, so that the
+// go command finds them cached when it walks the module graph. Mode
+// "selected" also fetches the .info and .zip of the version a client
+// asks first of each module (see clientAsked); mode "zip" those of every
+// requirement.
 type PrefetchOptions struct {
-	// Mode is "off" (the zero value), "mod" or "zip".
+	// Mode is "off" (the zero value), "mod", "selected" or "zip".
 	Mode string
 	// Workers bounds the prefetches running at once; DefaultPrefetchWorkers.
 	Workers int
@@ -147,7 +160,8 @@ type unusedPrefetch struct {
 // prefetcher runs the prefetches of a Proxy.
 type prefetcher struct {
 	p        *Proxy
-	zips     bool
+	zips     bool // of every requirement (mode "zip")
+	selected bool // of the versions clients select (mode "selected")
 	depth    int
 	maxBytes int64
 	fanOut   int
@@ -164,8 +178,9 @@ type prefetcher struct {
 	unused      map[string]unusedPrefetch // prefetched, not asked for yet
 	order       []unusedPrefetch          // unused, oldest first (some already used)
 	unusedBytes int64
-	reserved    int64                    // of MaxBytes, by the prefetches running
-	health      map[bool]*upstreamHealth // by whether the source is the private one
+	reserved    int64                       // of MaxBytes, by the prefetches running
+	health      map[bool]*upstreamHealth    // by whether the source is the private one
+	sessions    map[string]*prefetchSession // by client address (mode "selected")
 
 	fetched, used, skipped atomic.Int64
 }
@@ -185,7 +200,7 @@ func newPrefetcher(p *Proxy, o PrefetchOptions) (*prefetcher, error) {
 	perMinute := orDefault(o.RequestsPerMinute, DefaultPrefetchRequestsPerMinute)
 	ctx, cancel := context.WithCancel(context.Background())
 	pf := &prefetcher{
-		p: p, zips: o.Mode == "zip", depth: orDefault(o.Depth, DefaultPrefetchDepth),
+		p: p, zips: o.Mode == "zip", selected: o.Mode == "selected" || o.Mode == "zip", depth: orDefault(o.Depth, DefaultPrefetchDepth),
 		maxBytes: orDefault(o.MaxBytes, DefaultPrefetchMaxBytes), fanOut: orDefault(o.FanOut, DefaultPrefetchFanOut),
 		private: o.Private,
 		// A burst of a tenth of a minute's requests: a go.mod's
@@ -193,7 +208,8 @@ func newPrefetcher(p *Proxy, o PrefetchOptions) (*prefetcher, error) {
 		pace:  rate.NewLimiter(rate.Limit(float64(perMinute)/60), max(1, perMinute/10)),
 		queue: make(chan prefetchItem, prefetchQueue), ctx: ctx, cancel: cancel,
 		active: map[string]*prefetchState{}, unused: map[string]unusedPrefetch{},
-		health: map[bool]*upstreamHealth{false: {pause: prefetchPauseMin}, true: {pause: prefetchPauseMin}},
+		health:   map[bool]*upstreamHealth{false: {pause: prefetchPauseMin}, true: {pause: prefetchPauseMin}},
+		sessions: map[string]*prefetchSession{},
 	}
 	pf.idle = sync.NewCond(&pf.mu)
 	for range orDefault(o.Workers, DefaultPrefetchWorkers) {
@@ -258,6 +274,74 @@ func (pf *prefetcher) afterMod(a artifact.Artifact, data []byte) {
 			pf.enqueue(prefetchItem{a: ra, depth: depth + 1, tree: tree}) // unpruned below
 		}
 	}
+}
+
+// prefetchSession is what one client asked for lately. Under
+// prefetcher.mu.
+type prefetchSession struct {
+	paths map[string]bool // module paths whose .mod it asked for
+	tree  *prefetchTree   // the session's prefetches
+	last  time.Time       // its latest request
+}
+
+// clientAsked follows the .mod requests of a client (by its address): in
+// mode "selected", the .info and .zip of the first version it asks of
+// each module are prefetched. The go command asks first for the go.mod of
+// every requirement of the main module, which at go 1.17 or later lists
+// every module of the build list at the version selected; the versions
+// it asks later of the same modules are older ones, read for the graph
+// alone (their zips are never asked for). A session ends when the client
+// is idle for prefetchSessionIdle.
+func (pf *prefetcher) clientAsked(a artifact.Artifact, remoteAddr string) {
+	if pf == nil || !pf.selected || a.Kind != artifact.Mod || !a.Immutable() {
+		return
+	}
+	if !pf.private && pf.p.private(a.Module) || pf.p.mode(a.Module) != Sync {
+		return
+	}
+	client := remoteAddr
+	if host, _, err := net.SplitHostPort(remoteAddr); err == nil {
+		client = host
+	}
+	now := time.Now()
+	pf.mu.Lock()
+	s := pf.sessions[client]
+	if s == nil || now.Sub(s.last) > prefetchSessionIdle {
+		if s == nil && len(pf.sessions) >= prefetchSessions {
+			pf.dropIdlestSession()
+		}
+		s = &prefetchSession{paths: map[string]bool{}, tree: &prefetchTree{left: prefetchSessionArtifacts}}
+		pf.sessions[client] = s
+	}
+	s.last = now
+	first := !s.paths[a.Module] && len(s.paths) < prefetchSessionPaths
+	if first {
+		s.paths[a.Module] = true
+	}
+	tree := s.tree
+	pf.mu.Unlock()
+	if !first {
+		return
+	}
+	for _, k := range []artifact.Kind{artifact.Info, artifact.Zip} {
+		if za, err := artifact.New(k, a.Module, a.Version); err == nil {
+			// At the depth bound: a zip leads to no further prefetch.
+			pf.enqueue(prefetchItem{a: za, depth: pf.depth, tree: tree})
+		}
+	}
+}
+
+// dropIdlestSession forgets the session whose latest request is the
+// oldest. Under pf.mu.
+func (pf *prefetcher) dropIdlestSession() {
+	var idlest string
+	var at time.Time
+	for c, s := range pf.sessions {
+		if idlest == "" || s.last.Before(at) {
+			idlest, at = c, s.last
+		}
+	}
+	delete(pf.sessions, idlest)
 }
 
 func (pf *prefetcher) enqueue(it prefetchItem) {
@@ -521,8 +605,11 @@ func (pf *prefetcher) describe() string {
 		return "off"
 	}
 	mode := "mod"
-	if pf.zips {
+	switch {
+	case pf.zips:
 		mode = "zip"
+	case pf.selected:
+		mode = "selected"
 	}
 	s := fmt.Sprintf("%s (depth %d, %d per requested .mod, %.0f requests a minute, %s unused at most",
 		mode, pf.depth, pf.fanOut, float64(pf.pace.Limit())*60, humanBytes(pf.maxBytes))

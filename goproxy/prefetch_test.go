@@ -108,7 +108,8 @@ func TestPrefetchMod(t *testing.T) {
 }
 
 // In zip mode the requirements' .info and .zip come too, verified like any
-// fetch, within the budget of bytes no client asked for.
+// fetch, within the budget of bytes no client asked for, and those of the
+// version asked for (as in mode "selected").
 func TestPrefetchZipAndBudget(t *testing.T) {
 	t.Parallel()
 	mods := chain(3)
@@ -124,8 +125,9 @@ func TestPrefetchZipAndBudget(t *testing.T) {
 			}
 		}
 	}
-	if n := up.Requests(path(mods[0], "zip")); n != 0 {
-		t.Errorf("the requested module's own zip was prefetched")
+	// And, as in mode "selected", the zip of the version the client asked.
+	if n := up.Requests(path(mods[0], "zip")); n != 1 {
+		t.Errorf("the requested module's own zip: %d upstream requests; want 1, prefetched", n)
 	}
 	before := up.Total()
 	e.get(path(mods[2], "zip"), 200)
@@ -464,5 +466,65 @@ func TestPrefetchSkipsDeniedVersions(t *testing.T) {
 	}
 	if resp, body := e.do("GET", path(mods[1], "mod")); resp.StatusCode != 403 || !strings.Contains(string(body), "held back") {
 		t.Errorf("the denied version: %d %q", resp.StatusCode, body)
+	}
+}
+
+// In mode "selected" (the default), the .info and .zip of the version a
+// client asks first of each module are prefetched: the go command asks
+// first for the go.mod of every requirement of the main module (at go
+// 1.17 or later, the whole build list at its selected versions), and
+// later for older versions only to walk the graph. `go mod graph` reads
+// .mod files alone; once it has, the zips the build will download are
+// cached, that of the older version read for the graph is not fetched,
+// and `go mod download all` then costs no upstream request.
+func TestPrefetchSelectedVersions(t *testing.T) {
+	t.Parallel()
+	mod := func(path, version, goLine string, reqs ...string) testenv.Module {
+		m := testenv.Module{Path: path, Version: version, GoMod: "module " + path + "\n\ngo " + goLine + "\n"}
+		for _, r := range reqs {
+			m.GoMod += "\nrequire " + r + "\n"
+		}
+		return m
+	}
+	aOld := mod("example.com/a", "v1.0.0", "1.21")
+	graph := []testenv.Module{
+		aOld,
+		mod("example.com/a", "v1.2.0", "1.21"),
+		mod("example.com/b", "v1.1.0", "1.21"),
+		// Unpruned: the go command reads its requirements' go.mod files,
+		// a's older one among them.
+		mod("example.com/u", "v1.0.0", "1.16", "example.com/a v1.0.0", "example.com/b v1.1.0"),
+	}
+	main := "module example.com/main\n\ngo 1.21\n\nrequire (\n\texample.com/a v1.2.0\n\texample.com/b v1.1.0\n\texample.com/u v1.0.0\n)\n"
+	up := testenv.NewUpstream(t, graph...)
+	e := newEnv(t, up, options{prefetch: PrefetchOptions{Mode: "selected"}})
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte(main), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := append(testenv.GoEnv(t, e.srv.URL), "GOFLAGS=-mod=mod")
+	testenv.RunGo(t, dir, env, "mod", "graph")
+	e.proxy.prefetch.quiesce()
+	if n := up.Requests(path(aOld, "mod")); n != 1 {
+		t.Fatalf("the older version's go.mod was fetched %d times: not the graph this test models", n)
+	}
+	for _, m := range graph[1:] {
+		for _, k := range []string{"info", "zip"} {
+			if n := up.Requests(path(m, k)); n != 1 {
+				t.Errorf("%s fetched %d times after `go mod graph`; want 1, prefetched", path(m, k), n)
+			}
+		}
+	}
+	if n := up.Requests(path(aOld, "zip")); n != 0 {
+		t.Errorf("the zip of a version only read for the graph was prefetched")
+	}
+	before := up.Total()
+	testenv.RunGo(t, dir, env, "mod", "download", "all")
+	if n := up.Total() - before; n != 0 {
+		t.Errorf("`go mod download all` cost %d upstream requests after the prefetch: %v", n, up.Paths()[before:])
+	}
+	// The 6, and the go.mod files below the unpruned module not yet asked for.
+	if st := e.proxy.PrefetchStats(); st.Fetched < 6 || st.Used != st.Fetched {
+		t.Errorf("prefetch stats %+v; want the .info and .zip of the 3 selected versions fetched, and all used", st)
 	}
 }

@@ -286,6 +286,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	p.prefetch.clientAsked(a, r.RemoteAddr)
 	ans, err := p.Get(ctx, a)
 	cache = ans.CacheStatus
 	if ans.CacheStatus != "" {
