@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	kflate "github.com/klauspost/compress/flate"
 	"go.uber.org/zap"
 	"golang.org/x/mod/sumdb"
 	"golang.org/x/mod/sumdb/dirhash"
@@ -534,6 +535,10 @@ func HashZipReader(r io.ReaderAt, size int64) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// Inflating the files is most of the hash's cost: klauspost's
+	// decoder does it in about seven eighths of the time of the standard
+	// library's, with the same output.
+	z.RegisterDecompressor(zip.Deflate, inflate)
 	var files []string
 	zfiles := make(map[string]*zip.File)
 	for _, file := range z.File {
@@ -547,6 +552,39 @@ func HashZipReader(r io.ReaderAt, size int64) (string, error) {
 		}
 		return f.Open()
 	})
+}
+
+// inflaters are klauspost flate decoders that a zip file's reader closed,
+// to be reset for the next one (each holds a 32 KiB window and tables).
+var inflaters sync.Pool
+
+// inflate is a zip.Decompressor of klauspost's flate decoder, pooled.
+func inflate(r io.Reader) io.ReadCloser {
+	if fr, ok := inflaters.Get().(io.ReadCloser); ok {
+		if fr.(kflate.Resetter).Reset(r, nil) == nil {
+			return &pooledInflater{fr: fr}
+		}
+	}
+	return &pooledInflater{fr: kflate.NewReader(r)}
+}
+
+type pooledInflater struct{ fr io.ReadCloser }
+
+func (p *pooledInflater) Read(b []byte) (int, error) {
+	if p.fr == nil {
+		return 0, errors.New("read of a closed inflater")
+	}
+	return p.fr.Read(b)
+}
+
+func (p *pooledInflater) Close() error {
+	if p.fr == nil {
+		return nil
+	}
+	err := p.fr.Close()
+	inflaters.Put(p.fr)
+	p.fr = nil
+	return err
 }
 
 func (d *DB) verify(mod, vers, hash string) error {
