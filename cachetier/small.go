@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -41,6 +42,11 @@ const (
 	// smallOverhead is what an entry is counted for beyond its key and
 	// value (bbolt's element header and page slack).
 	smallOverhead = 64
+	// The database's mapped pages are dropped from the resident set
+	// (releaseMapped) after a commit at most every smallReleaseEvery, and
+	// after every smallReleaseReads reads.
+	smallReleaseEvery = time.Second
+	smallReleaseReads = 4096
 )
 
 var smallBucket = []byte("objects")
@@ -59,6 +65,9 @@ type smallStore struct {
 	closed       bool
 	kick         chan struct{}
 	done         chan struct{}
+
+	reads      atomic.Int64 // gets that read the database
+	releasedAt time.Time    // the last releaseMapped, by the writer
 }
 
 // openSmallStore opens the small store at path. What it holds, kept in
@@ -146,6 +155,9 @@ func (s *smallStore) get(key string) (v []byte, ok bool) {
 		}
 		return nil
 	})
+	if s.reads.Add(1)%smallReleaseReads == 0 {
+		releaseMapped(s.db)
+	}
 	return v, v != nil
 }
 
@@ -253,6 +265,10 @@ func (s *smallStore) commit() {
 	})
 	if err == nil {
 		s.account(dObjects, dBytes)
+		if time.Since(s.releasedAt) > smallReleaseEvery {
+			releaseMapped(s.db)
+			s.releasedAt = time.Now()
+		}
 	} else {
 		s.log.Error("disk tier: writing small objects failed; they will be fetched again", zap.Int("objects", len(batch)), zap.Error(err))
 		if isNoSpace(err) {
