@@ -404,7 +404,7 @@ func (g *graph) measure(b *testing.B, bin string, delay time.Duration) {
 		b.ReportMetric(r(c), fmt.Sprintf("cold/direct-%s-%s", verb, delay))
 		b.ReportMetric(r(z), fmt.Sprintf("coldzip/direct-%s-%s", verb, delay))
 	}
-	fmt.Printf("(cold: default configuration, prefetch mod; cold-zip: prefetch zip; ratios to direct)\n")
+	fmt.Printf("(cold: default configuration, prefetch selected; cold-zip: prefetch zip; ratios to direct)\n")
 	for i, op := range ops {
 		d, g, c := median(results[i].directCPU), median(results[i].coldGoCPU), median(results[i].coldCaddyCPU)
 		fmt.Printf("CPU time, %s: go command direct %.2fs; cold: go command %.2fs + bin/caddy %.2fs = %.2fx direct\n",
@@ -413,7 +413,7 @@ func (g *graph) measure(b *testing.B, bin string, delay time.Duration) {
 	fmt.Printf("upstream requests per artifact (cold): %.2f, at most %d for one\n", perArtifact, maxPerArtifact)
 	fmt.Printf("checksum-database requests per go mod download all: %d straight from the upstream, %d through a cold Piraeus\n",
 		median(sumdbDirect), median(sumdbCold))
-	for k, name := range []string{"prefetch mod", "prefetch zip"} {
+	for k, name := range []string{"prefetch selected (the default)", "prefetch zip"} {
 		if prefetched[k] > 0 {
 			fmt.Printf("%s: %.0f artifacts prefetched per cold run, %.0f%% of them asked for by the go command\n",
 				name, prefetched[k]/float64(2**graphReps), 100*used[k]/prefetched[k])

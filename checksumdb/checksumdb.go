@@ -5,6 +5,7 @@ package checksumdb
 
 import (
 	"archive/zip"
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -550,25 +551,37 @@ func HashZipReader(r io.ReaderAt, size int64) (string, error) {
 		if f == nil {
 			return nil, fmt.Errorf("file %q not found in zip", name)
 		}
-		return f.Open()
+		rc, err := f.Open()
+		return copyingReader{rc}, err
 	})
 }
 
 // inflaters are klauspost flate decoders that a zip file's reader closed,
-// to be reset for the next one (each holds a 32 KiB window and tables).
-var inflaters sync.Pool
+// to be reset for the next one (each holds a 32 KiB window and tables);
+// byteReaders the buffered readers they read from (without one the
+// decoder makes its own, for every file).
+var inflaters, byteReaders sync.Pool
 
 // inflate is a zip.Decompressor of klauspost's flate decoder, pooled.
 func inflate(r io.Reader) io.ReadCloser {
+	br, ok := byteReaders.Get().(*bufio.Reader)
+	if ok {
+		br.Reset(r)
+	} else {
+		br = bufio.NewReaderSize(r, 16<<10)
+	}
 	if fr, ok := inflaters.Get().(io.ReadCloser); ok {
-		if fr.(kflate.Resetter).Reset(r, nil) == nil {
-			return &pooledInflater{fr: fr}
+		if fr.(kflate.Resetter).Reset(br, nil) == nil {
+			return &pooledInflater{fr: fr, br: br}
 		}
 	}
-	return &pooledInflater{fr: kflate.NewReader(r)}
+	return &pooledInflater{fr: kflate.NewReader(br), br: br}
 }
 
-type pooledInflater struct{ fr io.ReadCloser }
+type pooledInflater struct {
+	fr io.ReadCloser
+	br *bufio.Reader
+}
 
 func (p *pooledInflater) Read(b []byte) (int, error) {
 	if p.fr == nil {
@@ -583,8 +596,24 @@ func (p *pooledInflater) Close() error {
 	}
 	err := p.fr.Close()
 	inflaters.Put(p.fr)
-	p.fr = nil
+	p.br.Reset(nil)
+	byteReaders.Put(p.br)
+	p.fr, p.br = nil, nil
 	return err
+}
+
+// copyBuffers are the buffers that copyingReader copies through.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
+// copyingReader is a zip file's reader whose WriteTo copies through a
+// pooled buffer: dirhash hashes each file with io.Copy, which would
+// allocate 32 KiB for each of a zip's files.
+type copyingReader struct{ io.ReadCloser }
+
+func (c copyingReader) WriteTo(w io.Writer) (int64, error) {
+	buf := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(buf)
+	return io.CopyBuffer(w, struct{ io.Reader }{c.ReadCloser}, *buf)
 }
 
 func (d *DB) verify(mod, vers, hash string) error {

@@ -286,7 +286,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	p.prefetch.clientAsked(a, r.RemoteAddr)
+	if !cacheOnly { // a client of the cache alone sends nothing upstream
+		p.prefetch.clientAsked(a, r.RemoteAddr)
+	}
 	ans, err := p.Get(ctx, a)
 	cache = ans.CacheStatus
 	if ans.CacheStatus != "" {
