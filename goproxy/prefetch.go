@@ -49,9 +49,9 @@ const (
 	prefetchUnusedFor = 10 * time.Minute
 	// A client's session (mode "selected") ends after prefetchSessionIdle
 	// without a request; at most prefetchSessions are followed at once
-	// (the least recently active is dropped), each for up to
-	// prefetchSessionPaths module paths, and up to
-	// prefetchSessionArtifacts prefetches.
+	// (the least recently active is dropped), holding at most
+	// prefetchSessionPaths module paths between them (a few MiB), and
+	// each may cause up to prefetchSessionArtifacts prefetches.
 	prefetchSessionIdle      = time.Minute
 	prefetchSessions         = 256
 	prefetchSessionPaths     = 1 << 16
@@ -181,6 +181,7 @@ type prefetcher struct {
 	reserved    int64                       // of MaxBytes, by the prefetches running
 	health      map[bool]*upstreamHealth    // by whether the source is the private one
 	sessions    map[string]*prefetchSession // by client address (mode "selected")
+	paths       int                         // the module paths the sessions hold
 
 	fetched, used, skipped atomic.Int64
 }
@@ -307,16 +308,22 @@ func (pf *prefetcher) clientAsked(a artifact.Artifact, remoteAddr string) {
 	pf.mu.Lock()
 	s := pf.sessions[client]
 	if s == nil || now.Sub(s.last) > prefetchSessionIdle {
-		if s == nil && len(pf.sessions) >= prefetchSessions {
-			pf.dropIdlestSession()
+		if s != nil {
+			pf.paths -= len(s.paths)
+		} else if len(pf.sessions) >= prefetchSessions {
+			pf.dropIdlestSession(client)
 		}
 		s = &prefetchSession{paths: map[string]bool{}, tree: &prefetchTree{left: prefetchSessionArtifacts}}
 		pf.sessions[client] = s
 	}
 	s.last = now
-	first := !s.paths[a.Module] && len(s.paths) < prefetchSessionPaths
+	for pf.paths >= prefetchSessionPaths && len(pf.sessions) > 1 {
+		pf.dropIdlestSession(client) // the others' paths make room
+	}
+	first := !s.paths[a.Module] && pf.paths < prefetchSessionPaths
 	if first {
 		s.paths[a.Module] = true
+		pf.paths++
 	}
 	tree := s.tree
 	pf.mu.Unlock()
@@ -331,17 +338,20 @@ func (pf *prefetcher) clientAsked(a artifact.Artifact, remoteAddr string) {
 	}
 }
 
-// dropIdlestSession forgets the session whose latest request is the
-// oldest. Under pf.mu.
-func (pf *prefetcher) dropIdlestSession() {
+// dropIdlestSession forgets the session, other than the client's, whose
+// latest request is the oldest. Under pf.mu.
+func (pf *prefetcher) dropIdlestSession(client string) {
 	var idlest string
 	var at time.Time
 	for c, s := range pf.sessions {
-		if idlest == "" || s.last.Before(at) {
+		if c != client && (idlest == "" || s.last.Before(at)) {
 			idlest, at = c, s.last
 		}
 	}
-	delete(pf.sessions, idlest)
+	if s := pf.sessions[idlest]; s != nil {
+		pf.paths -= len(s.paths)
+		delete(pf.sessions, idlest)
+	}
 }
 
 func (pf *prefetcher) enqueue(it prefetchItem) {

@@ -528,3 +528,30 @@ func TestPrefetchSelectedVersions(t *testing.T) {
 		t.Errorf("prefetch stats %+v; want the .info and .zip of the 3 selected versions fetched, and all used", st)
 	}
 }
+
+// What the selected-version prefetch remembers of its clients is bounded
+// however many clients and modules ask: at most prefetchSessions
+// sessions, prefetchSessionPaths module paths between them.
+func TestPrefetchSessionsBounded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, testenv.NewUpstream(t), options{prefetch: PrefetchOptions{Mode: "selected"}})
+	pf := e.proxy.prefetch
+	for c := range prefetchSessions + 44 {
+		for m := range 300 {
+			a := mustArtifact(t, testenv.EscapedPath(fmt.Sprintf("example.com/c%d/m%d", c, m), "v1.0.0", "mod"))
+			pf.clientAsked(a, fmt.Sprintf("10.0.%d.%d:40000", c/256, c%256))
+		}
+	}
+	pf.mu.Lock()
+	defer pf.mu.Unlock()
+	held := 0
+	for _, s := range pf.sessions {
+		held += len(s.paths)
+	}
+	if len(pf.sessions) > prefetchSessions || pf.paths > prefetchSessionPaths || held != pf.paths {
+		t.Errorf("%d sessions holding %d paths (counted %d); bounds %d and %d", len(pf.sessions), held, pf.paths, prefetchSessions, prefetchSessionPaths)
+	}
+	if held < prefetchSessionPaths/2 {
+		t.Errorf("the sessions hold %d paths: the bound is not what limits them", held)
+	}
+}
