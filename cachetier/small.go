@@ -49,6 +49,10 @@ const (
 	// left 17 and 14 MiB of them resident at the peak. Releasing costs a
 	// walk of the map's page tables, tens of microseconds.
 	smallReleaseReads = 64
+	// smallBatch bounds the entries one transaction writes: a transaction
+	// reads, through the map, every leaf page it changes, and a batch of
+	// thousands (a burst of prefetches) made the RSS peak 9 MiB higher.
+	smallBatch = 256
 )
 
 var smallBucket = []byte("objects")
@@ -222,10 +226,19 @@ func (s *smallStore) run() {
 	for range s.kick {
 		s.commit()
 	}
-	s.commit() // what was queued before the close
+	for s.pendingLeft() { // what was queued before the close
+		s.commit()
+	}
 }
 
-// commit writes what is pending in one transaction.
+func (s *smallStore) pendingLeft() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.pending) > 0
+}
+
+// commit writes what is pending, up to smallBatch entries, in one
+// transaction; what is left is written by the next one.
 func (s *smallStore) commit() {
 	s.mu.Lock()
 	batch := s.pending
@@ -233,7 +246,26 @@ func (s *smallStore) commit() {
 		s.mu.Unlock()
 		return
 	}
-	s.pending, s.writing, s.pendingBytes = map[string][]byte{}, batch, 0
+	if len(batch) <= smallBatch {
+		s.pending, s.pendingBytes = map[string][]byte{}, 0
+	} else {
+		batch = make(map[string][]byte, smallBatch)
+		for k, v := range s.pending {
+			if len(batch) == smallBatch {
+				break
+			}
+			batch[k] = v
+			delete(s.pending, k)
+			s.pendingBytes -= len(k) + len(v)
+		}
+		if !s.closed { // the rest next (after a close, run writes it all)
+			select {
+			case s.kick <- struct{}{}:
+			default:
+			}
+		}
+	}
+	s.writing = batch
 	s.mu.Unlock()
 	var dObjects, dBytes int64
 	err := s.db.Update(func(tx *bolt.Tx) error {
