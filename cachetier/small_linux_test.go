@@ -62,3 +62,24 @@ func TestDiskSmallStoreReleasesMappedPages(t *testing.T) {
 		t.Errorf("after the release %d KiB of the %d KiB the reads touched are still resident", left, touched)
 	}
 }
+
+// Opening a tier whose small store holds tens of MiB reads none of it
+// into the RSS (no walk of the database at open). Not parallel: the RSS
+// is the process's.
+func TestDiskSmallStoreOpensWithoutReadingIt(t *testing.T) {
+	root := t.TempDir()
+	d := openDisk(t, DiskConfig{Root: root})
+	tile := bytes.Repeat([]byte{2}, 8192)
+	for i := range 3000 { // 24 MiB
+		put(t, d, fmt.Sprintf("sumdb/sum.golang.org/tile/8/1/x%03d/%03d", i/1000, i%1000), tile, time.Time{})
+	}
+	d.Close()
+	base := rssFile(t)
+	d2 := openDisk(t, DiskConfig{Root: root})
+	if grew := rssFile(t) - base; grew > 4<<10 {
+		t.Errorf("opening the tier added %d KiB to the RSS", grew)
+	}
+	if objects, _ := d2.Usage(); objects != 3000 {
+		t.Errorf("%d objects after reopening; want 3000", objects)
+	}
+}
