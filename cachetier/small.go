@@ -72,7 +72,7 @@ type smallStore struct {
 	kick         chan struct{}
 	done         chan struct{}
 
-	reads atomic.Int64 // gets that read the database
+	reads atomic.Int64 // gets that found a value in the database
 }
 
 // openSmallStore opens the small store at path. What it holds, kept in
@@ -158,7 +158,9 @@ func (s *smallStore) get(key string) (v []byte, ok bool) {
 		}
 		return nil
 	})
-	if s.reads.Add(1)%smallReleaseReads == 0 {
+	// Only a read that found a value touched its pages (a lookup of a
+	// zip's key, on every disk hit of a zip, touches the few branch pages).
+	if v != nil && s.reads.Add(1)%smallReleaseReads == 0 {
 		releaseMapped(s.db)
 	}
 	return v, v != nil

@@ -264,7 +264,7 @@ func (pf *prefetcher) afterMod(a artifact.Artifact, data []byte) {
 		kinds = append(kinds, artifact.Info, artifact.Zip)
 	}
 	for _, r := range f.Require {
-		if !pf.private && pf.p.private(r.Mod.Path) || pf.p.mode(r.Mod.Path) != Sync {
+		if pf.leavesAlone(r.Mod.Path) {
 			continue
 		}
 		for _, k := range kinds {
@@ -297,7 +297,7 @@ func (pf *prefetcher) clientAsked(a artifact.Artifact, remoteAddr string) {
 	if pf == nil || !pf.selected || a.Kind != artifact.Mod || !a.Immutable() {
 		return
 	}
-	if !pf.private && pf.p.private(a.Module) || pf.p.mode(a.Module) != Sync {
+	if pf.leavesAlone(a.Module) {
 		return
 	}
 	client := remoteAddr
@@ -352,6 +352,12 @@ func (pf *prefetcher) dropIdlestSession(client string) {
 		pf.paths -= len(s.paths)
 		delete(pf.sessions, idlest)
 	}
+}
+
+// leavesAlone reports whether modules of path are never prefetched:
+// private ones (unless Private), and those in a mode other than sync.
+func (pf *prefetcher) leavesAlone(path string) bool {
+	return !pf.private && pf.p.private(path) || pf.p.mode(path) != Sync
 }
 
 func (pf *prefetcher) enqueue(it prefetchItem) {
