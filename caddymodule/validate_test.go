@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -168,7 +170,14 @@ func TestStartFailureFailsTheLoad(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "not a directory") {
 		t.Fatalf("loading a config whose disk tier cannot open = %v; want its error", err)
 	}
-	testenv.MustGet(t, base+"/"+testenv.EscapedPath(hello.Path, hello.Version, "info"))
+	url := base + "/" + testenv.EscapedPath(hello.Path, hello.Version, "info")
+	if _, _, err := testenv.Get(url); errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+		// The failed config's server, stopped by the rollback, closed a
+		// connection it had accepted but not read (seen once in CI): the
+		// request was never answered, and is sent again below.
+		t.Logf("first GET after the failed load: %v", err)
+	}
+	testenv.MustGet(t, url)
 }
 
 // redirect_large needs a tier of record that pre-signs URLs: over a disk

@@ -88,6 +88,7 @@ func main() {
 		rows = append(rows, r)
 	}
 	printTable(os.Stdout, rows)
+	printWaits(os.Stdout, rows)
 	for _, r := range rows {
 		if len(r.problems) > 0 {
 			os.Exit(1)
@@ -101,15 +102,16 @@ type row struct {
 	modules      int
 	refused      int // modules the source refuses (Error in go mod download)
 	identical    bool
-	times        [3]time.Duration // direct, cold, warm
-	upstream     [2]int64         // fixture requests during cold, warm
-	clientReqs   int64            // requests the cold client made of bin/caddy
-	prefetch     [2]int64         // prefetched during cold, and of those asked for
-	sumdb        [3]int64         // checksum-database requests: direct, cold, warm
-	peakRSS      int64            // KiB, bin/caddy
-	peakAnon     int64            // KiB, bin/caddy's anonymous memory, sampled
-	idle         [2]int64         // KiB: an idle Caddy's RSS and anonymous memory
-	cpuPerReq    time.Duration    // bin/caddy's CPU during the cold run per client request
+	times        [3]time.Duration       // direct, cold, warm
+	upstream     [2]int64               // fixture requests during cold, warm
+	clientReqs   int64                  // requests the cold client made of bin/caddy
+	prefetch     [2]int64               // prefetched during cold, and of those asked for
+	sumdb        [3]int64               // checksum-database requests: direct, cold, warm
+	peakRSS      int64                  // KiB, bin/caddy
+	peakAnon     int64                  // KiB, bin/caddy's anonymous memory, sampled
+	idle         [2]int64               // KiB: an idle Caddy's RSS and anonymous memory
+	cpuPerReq    time.Duration          // bin/caddy's CPU during the cold run per client request
+	waits        [3]map[string]kindWait // what go mod download waited on: direct, cold, warm
 	problems     []string
 }
 
@@ -119,6 +121,7 @@ type result struct {
 	listU    string
 	verified bool
 	took     time.Duration
+	waits    map[string]kindWait // of go mod download, by kind of request
 }
 
 // runGraph builds the fixture of one graph and runs the three clients.
@@ -208,6 +211,7 @@ func runGraph(dir, name, mv string, source *url.URL) (row, error) {
 
 	r.modules = len(direct.sums)
 	r.times = [3]time.Duration{direct.took, cold.took, warm.took}
+	r.waits = [3]map[string]kindWait{direct.waits, cold.waits, warm.waits}
 	for _, v := range direct.sums {
 		if strings.HasPrefix(v, "error: ") {
 			r.refused++
@@ -234,10 +238,16 @@ func client(dir, main, label, goproxy string) (result, error) {
 	gomod, err := os.ReadFile(filepath.Join(main, "go.mod"))
 	must(err)
 	must(os.WriteFile(filepath.Join(mainCopy, "go.mod"), gomod, 0o644))
+	// The go command goes through a recorder of what it waits on, which
+	// adds the same loopback hop to every run.
+	wr := newWaitRecorder(goproxy)
+	defer wr.close()
+	goproxy = wr.url
 	env := goEnv(filepath.Join(work, "modcache"), goproxy, work)
 	start := time.Now()
 	out, _ := goCmd(mainCopy, env, "mod", "download", "-json", "all")
 	res.took = time.Since(start)
+	res.waits = wr.snapshot()
 	// Messages name the proxy asked: the same for every run.
 	out = []byte(strings.NewReplacer(goproxy, "$GOPROXY", mainCopy, "$MAIN").Replace(string(out)))
 	dec := json.NewDecoder(bytes.NewReader(out))

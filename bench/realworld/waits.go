@@ -1,0 +1,150 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+)
+
+// waitKinds are the kinds of request the go command makes of a GOPROXY,
+// in the order they are printed.
+var waitKinds = []string{"mod", "info", "zip", "list/latest", "sumdb lookup", "sumdb tile", "sumdb other", "all"}
+
+// kindOf is the kind of a GOPROXY request path.
+func kindOf(p string) string {
+	switch {
+	case strings.HasPrefix(p, "/sumdb/") && strings.Contains(p, "/lookup/"):
+		return "sumdb lookup"
+	case strings.HasPrefix(p, "/sumdb/") && strings.Contains(p, "/tile/"):
+		return "sumdb tile"
+	case strings.HasPrefix(p, "/sumdb/"):
+		return "sumdb other"
+	case strings.HasSuffix(p, ".mod"):
+		return "mod"
+	case strings.HasSuffix(p, ".info"):
+		return "info"
+	case strings.HasSuffix(p, ".zip"):
+		return "zip"
+	}
+	return "list/latest"
+}
+
+// kindWait is what the go command waited on one kind of request: how many,
+// their latencies summed, and the wall time during which at least one was
+// in flight (what a faster answer of that kind could take off the run).
+type kindWait struct {
+	n        int
+	sum      time.Duration
+	busy     time.Duration
+	inFlight int
+	since    time.Time
+}
+
+// waitRecorder is a reverse proxy in front of the GOPROXY the go command
+// uses, timing every request by kind.
+type waitRecorder struct {
+	url   string
+	srv   *http.Server
+	mu    sync.Mutex
+	kinds map[string]*kindWait
+}
+
+func newWaitRecorder(target string) *waitRecorder {
+	u, err := url.Parse(target)
+	must(err)
+	rp := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(u) }}
+	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}
+	wr := &waitRecorder{kinds: map[string]*kindWait{}}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	must(err)
+	wr.url = "http://" + l.Addr().String()
+	wr.srv = &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		kind := kindOf(r.URL.Path)
+		start := wr.begin(kind)
+		rp.ServeHTTP(w, r)
+		wr.end(kind, start)
+	})}
+	go wr.srv.Serve(l)
+	return wr
+}
+
+func (wr *waitRecorder) begin(kind string) time.Time {
+	wr.mu.Lock()
+	defer wr.mu.Unlock()
+	now := time.Now()
+	for _, k := range []string{kind, "all"} {
+		kw := wr.kinds[k]
+		if kw == nil {
+			kw = &kindWait{}
+			wr.kinds[k] = kw
+		}
+		if kw.inFlight == 0 {
+			kw.since = now
+		}
+		kw.inFlight++
+	}
+	return now
+}
+
+func (wr *waitRecorder) end(kind string, start time.Time) {
+	wr.mu.Lock()
+	defer wr.mu.Unlock()
+	now := time.Now()
+	for _, k := range []string{kind, "all"} {
+		kw := wr.kinds[k]
+		kw.n++
+		kw.sum += now.Sub(start)
+		kw.inFlight--
+		if kw.inFlight == 0 {
+			kw.busy += now.Sub(kw.since)
+		}
+	}
+}
+
+// snapshot returns the waits so far (of requests that ended) and starts
+// counting afresh.
+func (wr *waitRecorder) snapshot() map[string]kindWait {
+	wr.mu.Lock()
+	defer wr.mu.Unlock()
+	out := map[string]kindWait{}
+	for k, kw := range wr.kinds {
+		out[k] = *kw
+		kw.n, kw.sum, kw.busy = 0, 0, 0
+	}
+	return out
+}
+
+func (wr *waitRecorder) close() { wr.srv.Close() }
+
+// printWaits prints, for each graph, what the go command's `go mod
+// download` waited on by kind of request, direct, cold and warm.
+func printWaits(w io.Writer, rows []row) {
+	for _, r := range rows {
+		if r.waits[0] == nil {
+			continue
+		}
+		fmt.Fprintf(w, "\n%s: what `go mod download` waited on (requests; latency summed; wall time with one in flight):\n", r.name)
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "kind\tdirect\tcold\twarm\t")
+		for _, k := range waitKinds {
+			if slices.IndexFunc(r.waits[:], func(m map[string]kindWait) bool { return m[k].n > 0 }) < 0 {
+				continue
+			}
+			fmt.Fprintf(tw, "%s\t", k)
+			for _, m := range r.waits {
+				kw := m[k]
+				fmt.Fprintf(tw, "%d; %.1fs; %.1fs\t", kw.n, kw.sum.Seconds(), kw.busy.Seconds())
+			}
+			fmt.Fprintln(tw)
+		}
+		tw.Flush()
+	}
+}
