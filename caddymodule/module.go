@@ -202,8 +202,8 @@ type PrefetchConfig struct {
 	// Depth bounds the requirement levels prefetched below a requested
 	// .mod. Default 10.
 	Depth int `json:"depth,omitempty"`
-	// MaxBytes bounds the prefetched bytes no client asked for yet.
-	// Default 256MiB.
+	// MaxBytes bounds the prefetched bytes no client asked for yet: how
+	// far the prefetch runs ahead of the clients. Default 1GiB.
 	MaxBytes int64 `json:"max_bytes,omitempty"`
 	// FanOut bounds the prefetches one requested .mod may cause, through
 	// all the levels below it. Default 1000.

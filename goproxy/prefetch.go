@@ -20,9 +20,13 @@ import (
 
 // Defaults of PrefetchOptions.
 const (
-	DefaultPrefetchWorkers  = 8
-	DefaultPrefetchDepth    = 10
-	DefaultPrefetchMaxBytes = 256 << 20
+	DefaultPrefetchWorkers = 8
+	DefaultPrefetchDepth   = 10
+	// DefaultPrefetchMaxBytes bounds the prefetched bytes no client asked
+	// for yet: how far the prefetch may run ahead of the clients. The
+	// zips of the versions a real graph selects come to a few hundred
+	// MiB (Caddy v2.11.9's: 386 MB).
+	DefaultPrefetchMaxBytes = 1 << 30
 	// DefaultPrefetchFanOut bounds the prefetches one requested .mod may
 	// cause, through all the levels below it.
 	DefaultPrefetchFanOut = 1000
@@ -45,8 +49,12 @@ const (
 	// beyond it, prefetches are dropped.
 	prefetchQueue = 4096
 	// prefetchUnusedFor is how long a prefetched artifact counts against
-	// MaxBytes while no client asked for it.
+	// MaxBytes while no client asked for it, and how long a prefetch may
+	// wait for room in MaxBytes (parked) before it is dropped.
 	prefetchUnusedFor = 10 * time.Minute
+	// prefetchParked bounds the prefetches waiting for room in MaxBytes;
+	// beyond it, they are dropped.
+	prefetchParked = 4096
 	// A client's session (mode "selected") ends after prefetchSessionIdle
 	// without a request; at most prefetchSessions are followed at once
 	// (the least recently active is dropped), holding at most
@@ -143,12 +151,21 @@ func unprunedBelow(f *modfile.File, unpruned bool) bool {
 	return unpruned || f.Go == nil || version.Compare("go"+f.Go.Version, "go1.17") < 0
 }
 
-// prefetchState is an artifact queued or being prefetched.
+// prefetchState is an artifact queued, parked or being prefetched.
 type prefetchState struct {
 	depth     int
 	tree      *prefetchTree
 	requested bool  // a client asked for it meanwhile
-	reserved  int64 // of MaxBytes, while it is fetched
+	reserved  int64 // of MaxBytes, while it is fetched (or queued, once unparked)
+}
+
+// parkedPrefetch is a prefetch waiting for room in MaxBytes, which the
+// clients make by asking for what was prefetched: the prefetch runs at
+// most MaxBytes ahead of them instead of stopping once it got that far.
+type parkedPrefetch struct {
+	it  prefetchItem
+	key string
+	at  time.Time
 }
 
 type unusedPrefetch struct {
@@ -182,6 +199,7 @@ type prefetcher struct {
 	health      map[bool]*upstreamHealth    // by whether the source is the private one
 	sessions    map[string]*prefetchSession // by client address (mode "selected")
 	paths       int                         // the module paths the sessions hold
+	parked      []parkedPrefetch            // waiting for room in MaxBytes, oldest first (in active too)
 
 	fetched, used, skipped atomic.Int64
 }
@@ -407,15 +425,15 @@ func (pf *prefetcher) prefetch(it prefetchItem) {
 	a, key := it.a, pf.p.key(it.a)
 	private := pf.p.private(a.Module)
 	var size int64
-	outcome, sent := "fetched", false
+	outcome, sent, parked := "fetched", false, false
 	defer func() {
+		if parked {
+			return // it stays in active, and runs when unparked
+		}
 		pf.mu.Lock()
 		st := pf.active[key] // there until this prefetch ends
 		delete(pf.active, key)
 		pf.reserved -= st.reserved
-		if len(pf.active) == 0 {
-			pf.idle.Broadcast()
-		}
 		switch outcome {
 		case "fetched":
 			pf.fetched.Add(1)
@@ -433,6 +451,7 @@ func (pf *prefetcher) prefetch(it prefetchItem) {
 			}
 			pf.skipped.Add(1)
 		}
+		pf.unpark(time.Now()) // what it reserved and did not keep is free again
 		pf.mu.Unlock()
 		if outcome != "closed" {
 			pf.p.obs.prefetched(a, outcome)
@@ -448,17 +467,28 @@ func (pf *prefetcher) prefetch(it prefetchItem) {
 		outcome = "denied" // a gate refuses it: not fetched ahead of anyone
 	case now.Before(h.until):
 		outcome = "upstream_failing"
+	case st.reserved > 0 || st.requested:
+		// Reserved when it was unparked, or asked for by a client: it
+		// counts against MaxBytes no more.
 	default:
 		est := prefetchEstimate(a.Kind)
 		pf.expireUnused(now)
-		if pf.unusedBytes+pf.reserved+est > pf.maxBytes {
-			outcome = "budget"
-		} else {
+		switch {
+		case pf.unusedBytes+pf.reserved+est <= pf.maxBytes:
 			st.reserved = est
 			pf.reserved += est
+		case est <= pf.maxBytes && len(pf.parked) < prefetchParked:
+			pf.parked = append(pf.parked, parkedPrefetch{it: it, key: key, at: now})
+			parked = true
+			pf.signalIdle()
+		default:
+			outcome = "budget"
 		}
 	}
 	pf.mu.Unlock()
+	if parked {
+		return
+	}
 	if outcome != "fetched" {
 		return
 	}
@@ -588,13 +618,57 @@ func (pf *prefetcher) requested(a artifact.Artifact, key string) {
 		pf.unusedBytes -= u.size
 		pf.used.Add(1)
 		pf.p.obs.prefetchUsed(a)
+		pf.unpark(time.Now())
 		return
 	}
 	if st, ok := pf.active[key]; ok {
 		// A client's fetch: it no longer counts against MaxBytes.
 		st.requested = true
-		pf.reserved -= st.reserved
-		st.reserved = 0
+		if st.reserved > 0 {
+			pf.reserved -= st.reserved
+			st.reserved = 0
+			pf.unpark(time.Now())
+		}
+	}
+}
+
+// unpark queues the parked prefetches, oldest first, while MaxBytes has
+// room for what each reserves (reserved now, so that those queued
+// together fit together); those parked longer than prefetchUnusedFor are
+// dropped, their client long gone. Under pf.mu.
+func (pf *prefetcher) unpark(now time.Time) {
+	pf.expireUnused(now)
+	for len(pf.parked) > 0 {
+		pp := pf.parked[0]
+		st := pf.active[pp.key]
+		if now.Sub(pp.at) > prefetchUnusedFor || pf.ctx.Err() != nil {
+			pf.parked = pf.parked[1:]
+			delete(pf.active, pp.key)
+			pp.it.tree.left++ // no upstream request was made
+			pf.skip(pp.it.a, "budget")
+			continue
+		}
+		est := prefetchEstimate(pp.it.a.Kind)
+		if pf.unusedBytes+pf.reserved+est > pf.maxBytes {
+			break
+		}
+		select {
+		case pf.queue <- pp.it:
+			pf.parked = pf.parked[1:]
+			st.reserved = est
+			pf.reserved += est
+		default:
+			return // the queue is full: the next prefetch to end unparks it
+		}
+	}
+	pf.signalIdle()
+}
+
+// signalIdle wakes quiesce when no prefetch is queued or running (parked
+// ones wait for clients, not for the prefetcher). Under pf.mu.
+func (pf *prefetcher) signalIdle() {
+	if len(pf.active) == len(pf.parked) {
+		pf.idle.Broadcast()
 	}
 }
 
@@ -636,13 +710,14 @@ func (pf *prefetcher) describe() string {
 }
 
 // quiesce waits until no prefetch is queued or running (for tests and
-// for warming: a prefetch started by what was fetched so far has ended).
+// for warming: a prefetch started by what was fetched so far has ended,
+// or waits, parked, for clients to make room in MaxBytes).
 func (pf *prefetcher) quiesce() {
 	if pf == nil {
 		return
 	}
 	pf.mu.Lock()
-	for len(pf.active) > 0 {
+	for len(pf.active) > len(pf.parked) {
 		pf.idle.Wait()
 	}
 	pf.mu.Unlock()

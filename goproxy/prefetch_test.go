@@ -135,20 +135,56 @@ func TestPrefetchZipAndBudget(t *testing.T) {
 		t.Error("a prefetched zip was fetched again")
 	}
 
-	// A budget that holds what one .mod reserves stops prefetching after
-	// the first artifact that no client asked for; one of a byte
-	// prefetches nothing.
-	for _, c := range []struct {
-		budget  int64
-		fetched int64
-	}{{prefetchEstimate(artifact.Mod), 1}, {1, 0}} {
-		up2 := testenv.NewUpstream(t, chain(4)...)
-		e2 := newEnv(t, up2, options{prefetch: PrefetchOptions{Mode: "mod", Workers: 1, MaxBytes: c.budget}})
-		e2.get(path(chain(4)[0], "mod"), 200)
-		e2.proxy.prefetch.quiesce()
-		if st := e2.proxy.PrefetchStats(); st.Fetched != c.fetched || st.Skipped == 0 {
-			t.Errorf("prefetch stats with a %d-byte budget: %+v; want %d fetched, the rest skipped", c.budget, st, c.fetched)
+	// A budget that holds what one .mod reserves lets one prefetch run
+	// ahead of the client: the next one waits, parked, until the client
+	// asks for what was prefetched, and then runs; a budget of a byte,
+	// which holds no prefetch, prefetches nothing.
+	c4 := chain(4)
+	up2 := testenv.NewUpstream(t, c4...)
+	e2 := newEnv(t, up2, options{prefetch: PrefetchOptions{Mode: "mod", Workers: 1, MaxBytes: prefetchEstimate(artifact.Mod)}})
+	pf := e2.proxy.prefetch
+	parked := func() []string {
+		pf.mu.Lock()
+		defer pf.mu.Unlock()
+		var keys []string
+		for _, pp := range pf.parked {
+			keys = append(keys, pp.it.a.Module)
 		}
+		return keys
+	}
+	e2.get(path(c4[0], "mod"), 200)
+	pf.quiesce()
+	if st, p := e2.proxy.PrefetchStats(), parked(); st.Fetched != 1 || st.Skipped != 0 || !slices.Equal(p, []string{c4[2].Path}) {
+		t.Errorf("with a budget of one .mod: %+v, parked %v; want m1 fetched, m2 parked", st, p)
+	}
+	if n := up2.Requests(path(c4[2], "mod")); n != 0 {
+		t.Errorf("a parked prefetch was sent upstream (%d requests)", n)
+	}
+	e2.get(path(c4[1], "mod"), 200) // the prefetched one: its bytes count no more
+	if n := up2.Requests(path(c4[1], "mod")); n != 1 {
+		t.Errorf("a prefetched .mod: %d upstream requests; want 1", n)
+	}
+	pf.quiesce()
+	if st, p := e2.proxy.PrefetchStats(), parked(); st.Fetched != 2 || st.Used != 1 || !slices.Equal(p, []string{c4[3].Path}) {
+		t.Errorf("after the client asked for the prefetched .mod: %+v, parked %v; want m2 fetched, m3 parked", st, p)
+	}
+	// A prefetch parked longer than an unused one counts is dropped: its
+	// client is long gone.
+	pf.mu.Lock()
+	pf.parked[0].at = pf.parked[0].at.Add(-prefetchUnusedFor - time.Second)
+	pf.unpark(time.Now())
+	left, active := len(pf.parked), len(pf.active)
+	pf.mu.Unlock()
+	if st := e2.proxy.PrefetchStats(); left != 0 || active != 0 || st.Skipped != 1 || up2.Requests(path(c4[3], "mod")) != 0 {
+		t.Errorf("a prefetch parked too long: %d parked, %d active, %+v; want it dropped unsent", left, active, st)
+	}
+
+	up3 := testenv.NewUpstream(t, chain(4)...)
+	e3 := newEnv(t, up3, options{prefetch: PrefetchOptions{Mode: "mod", Workers: 1, MaxBytes: 1}})
+	e3.get(path(chain(4)[0], "mod"), 200)
+	e3.proxy.prefetch.quiesce()
+	if st := e3.proxy.PrefetchStats(); st.Fetched != 0 || st.Skipped == 0 || len(e3.proxy.prefetch.parked) != 0 {
+		t.Errorf("prefetch stats with a 1-byte budget: %+v; want nothing fetched or parked, the rest skipped", st)
 	}
 }
 
