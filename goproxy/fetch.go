@@ -330,6 +330,17 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact, fl *flig
 	case <-ctx.Done():
 		return nil, "", &httperr.Error{Status: http.StatusGatewayTimeout, Msg: "timed out waiting for a free upstream fetch", Source: "proxy", Err: ctx.Err()}
 	}
+	db, _ := p.verifier(a)
+	verified := db != nil && a.Immutable() && (a.Kind == artifact.Mod || a.Kind == artifact.Zip)
+	if verified && a.Kind == artifact.Mod {
+		// A .mod is the first a go command asks of a module version, and
+		// it waits for the lookup that verifies it: the checksum database
+		// is asked while the upstream is, which takes a round trip to the
+		// database off every go.mod of a cold graph walk. A .mod the
+		// upstream does not have costs one lookup more (answered not
+		// found, and remembered).
+		db.Warm(a.Module, a.Version)
+	}
 	resp, err := p.fetchBudgeted(ctx, a)
 	if err != nil {
 		var fe *httperr.Error
@@ -343,10 +354,11 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact, fl *flig
 	if err := p.admitPrefetch(a, fl, resp.Size); err != nil {
 		return nil, source, &httperr.Error{Status: http.StatusServiceUnavailable, Msg: "prefetch dropped; retry", Source: "prefetch", Err: err}
 	}
-	if db, _ := p.verifier(a); db != nil && a.Immutable() && (a.Kind == artifact.Mod || a.Kind == artifact.Zip) {
+	if verified && a.Kind == artifact.Zip {
 		// The checksum database is asked while the body arrives, not
-		// after: a cold module costs one round trip less. Not before
-		// the upstream has answered: a miss costs one request, not two.
+		// after (the .mod's lookup has usually read the record already).
+		// Not before the upstream has answered: a zip the upstream does
+		// not have costs one request, not two.
 		db.Warm(a.Module, a.Version)
 	}
 	var expires time.Time

@@ -9,7 +9,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/piraeus-go/piraeus/internal/testenv"
 )
@@ -233,5 +235,48 @@ func TestSumDBGrowingTreeOffline(t *testing.T) {
 		if out, err := download(mods...); err != nil || strings.Contains(out, `"Error"`) {
 			t.Errorf("offline download of %v by a fresh go command: %v\n%s", mods, err, out)
 		}
+	}
+}
+
+// A .mod's lookup goes to the checksum database while the upstream is
+// asked, not once it has answered: the go command waits for the .mod of
+// every module of a cold graph walk, and the lookup that verifies it is a
+// round trip of its own. The upstream here answers the .mod only once the
+// lookup has arrived; the zip, asked for later, waits for no lookup.
+func TestModLookupAlongsideFetch(t *testing.T) {
+	t.Parallel()
+	m := testenv.Module{Path: "example.com/early", Version: "v1.0.0"}
+	up := testenv.NewUpstream(t, m)
+	db := testenv.NewSumDB(t, sumdbName, m)
+	looked := make(chan struct{})
+	var once sync.Once
+	up.Override("sumdb/"+sumdbName+"/lookup/example.com/early@v1.0.0", func(w http.ResponseWriter, r *http.Request) {
+		once.Do(func() { close(looked) })
+		status, body, err := testenv.Get(db.URL + "/lookup/example.com/early@v1.0.0")
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		w.WriteHeader(status)
+		w.Write(body)
+	})
+	up.Override(testenv.EscapedPath(m.Path, m.Version, "mod"), func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-looked:
+			w.Write(m.Mod())
+		case <-time.After(10 * time.Second):
+			http.Error(w, "the lookup did not arrive while the .mod was asked for", http.StatusGatewayTimeout)
+		case <-r.Context().Done():
+		}
+	})
+	e := newEnv(t, up, options{sumdb: db, sumdbProbe: true})
+	if _, body := e.get(path(m, "mod"), 200); !bytes.Equal(body, m.Mod()) {
+		t.Fatalf(".mod: %q", body)
+	}
+	if _, body := e.get(path(m, "zip"), 200); !bytes.Equal(body, m.Zip(t)) {
+		t.Fatal("zip differs")
+	}
+	if n := up.Requests("sumdb/" + sumdbName + "/lookup/example.com/early@v1.0.0"); n != 1 {
+		t.Errorf("%d lookups; want 1 for the .mod and the zip", n)
 	}
 }

@@ -188,6 +188,11 @@ func runGraph(dir, name, mv string, source *url.URL) (row, error) {
 	if err := caddy.heapProfile(*heapProfile, name); err != nil {
 		log.Printf("%s: heap profile: %v", name, err)
 	}
+	if m, err := caddy.prefetchMetrics(); err != nil {
+		log.Printf("%s: metrics: %v", name, err)
+	} else {
+		log.Printf("%s: prefetches of the cold run:\n%s", name, m)
+	}
 	r.upstream[0], r.sumdb[1] = fx.requests.Swap(0), fx.sumdb.Swap(0)
 	if st, err := caddy.status(); err != nil {
 		log.Printf("%s: status after the cold run: %v", name, err)
@@ -427,14 +432,12 @@ func startCaddy(dir, upstream string) (*caddyProc, error) {
 	}
 	// No cache block: the default tiers, memory and disk under Caddy's
 	// data directory (XDG_DATA_HOME, below dir).
-	admin, adminAddr := "off", ""
-	if *cpuProfile != "" || *heapProfile != "" {
-		al, err := net.Listen("tcp", "127.0.0.1:0")
-		must(err)
-		adminAddr = al.Addr().String()
-		al.Close()
-		admin = adminAddr
-	}
+	// The admin endpoint, on loopback, for the profiles and the metrics.
+	al, err := net.Listen("tcp", "127.0.0.1:0")
+	must(err)
+	adminAddr := al.Addr().String()
+	al.Close()
+	admin := adminAddr
 	cf := fmt.Sprintf("{\n\tadmin %s\n\tpersist_config off\n}\nhttp://127.0.0.1:%d {\n\tbind 127.0.0.1\n\tgoproxy %s {\n\t\tstatus /-/status\n%s\t}\n}\n",
 		admin, port, upstream, cache)
 	cfPath := filepath.Join(dir, "Caddyfile")
@@ -457,6 +460,24 @@ func startCaddy(dir, upstream string) (*caddyProc, error) {
 	}
 	c.stop()
 	return nil, errors.New("bin/caddy did not start; see caddy.log")
+}
+
+// prefetchMetrics returns the prefetch's counters from Caddy's metrics,
+// by kind and outcome.
+func (c *caddyProc) prefetchMetrics() (string, error) {
+	resp, err := http.Get("http://" + c.admin + "/metrics")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if line := sc.Text(); strings.HasPrefix(line, "goproxy_prefetch") {
+			b.WriteString("\t" + line + "\n")
+		}
+	}
+	return b.String(), sc.Err()
 }
 
 // sampleAnon keeps the peak of bin/caddy's anonymous memory (RssAnon) in

@@ -41,11 +41,12 @@ func kindOf(p string) string {
 // their latencies summed, and the wall time during which at least one was
 // in flight (what a faster answer of that kind could take off the run).
 type kindWait struct {
-	n        int
-	sum      time.Duration
-	busy     time.Duration
-	inFlight int
-	since    time.Time
+	n           int
+	sum         time.Duration
+	busy        time.Duration
+	first, last time.Duration // when the first one started and the last one ended, since the recorder's start
+	inFlight    int
+	since       time.Time
 }
 
 // waitRecorder is a reverse proxy in front of the GOPROXY the go command
@@ -54,6 +55,7 @@ type waitRecorder struct {
 	url   string
 	srv   *http.Server
 	mu    sync.Mutex
+	start time.Time
 	kinds map[string]*kindWait
 }
 
@@ -62,7 +64,7 @@ func newWaitRecorder(target string) *waitRecorder {
 	must(err)
 	rp := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(u) }}
 	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}
-	wr := &waitRecorder{kinds: map[string]*kindWait{}}
+	wr := &waitRecorder{kinds: map[string]*kindWait{}, start: time.Now()}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	must(err)
 	wr.url = "http://" + l.Addr().String()
@@ -83,7 +85,7 @@ func (wr *waitRecorder) begin(kind string) time.Time {
 	for _, k := range []string{kind, "all"} {
 		kw := wr.kinds[k]
 		if kw == nil {
-			kw = &kindWait{}
+			kw = &kindWait{first: now.Sub(wr.start)}
 			wr.kinds[k] = kw
 		}
 		if kw.inFlight == 0 {
@@ -102,6 +104,7 @@ func (wr *waitRecorder) end(kind string, start time.Time) {
 		kw := wr.kinds[k]
 		kw.n++
 		kw.sum += now.Sub(start)
+		kw.last = now.Sub(wr.start)
 		kw.inFlight--
 		if kw.inFlight == 0 {
 			kw.busy += now.Sub(kw.since)
@@ -131,7 +134,7 @@ func printWaits(w io.Writer, rows []row) {
 		if r.waits[0] == nil {
 			continue
 		}
-		fmt.Fprintf(w, "\n%s: what `go mod download` waited on (requests; latency summed; wall time with one in flight):\n", r.name)
+		fmt.Fprintf(w, "\n%s: what `go mod download` waited on (requests; latency summed; wall time with one in flight; first started-last ended, from the start):\n", r.name)
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "kind\tdirect\tcold\twarm\t")
 		for _, k := range waitKinds {
@@ -141,7 +144,7 @@ func printWaits(w io.Writer, rows []row) {
 			fmt.Fprintf(tw, "%s\t", k)
 			for _, m := range r.waits {
 				kw := m[k]
-				fmt.Fprintf(tw, "%d; %.1fs; %.1fs\t", kw.n, kw.sum.Seconds(), kw.busy.Seconds())
+				fmt.Fprintf(tw, "%d; %.1fs; %.1fs; %.0f-%.0fs\t", kw.n, kw.sum.Seconds(), kw.busy.Seconds(), kw.first.Seconds(), kw.last.Seconds())
 			}
 			fmt.Fprintln(tw)
 		}
