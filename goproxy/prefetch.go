@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/mod/modfile"
+	"golang.org/x/mod/semver"
 	"golang.org/x/time/rate"
 
 	"github.com/piraeus-go/piraeus/artifact"
@@ -102,6 +103,11 @@ type PrefetchOptions struct {
 type prefetchTree struct {
 	left     int // prefetches it may still queue
 	failures int
+	// inARow: failures counts those since the last prefetch that worked.
+	// A client's session (mode "selected") spends its tree on versions
+	// whose .mod the client got, across a whole graph, where a few
+	// missing zips are no sign of a hostile go.mod.
+	inARow bool
 }
 
 // spent reports whether the tree may queue or run no more prefetches.
@@ -298,21 +304,33 @@ func (pf *prefetcher) afterMod(a artifact.Artifact, data []byte) {
 // prefetchSession is what one client asked for lately. Under
 // prefetcher.mu.
 type prefetchSession struct {
-	paths map[string]bool // module paths whose .mod it asked for
-	tree  *prefetchTree   // the session's prefetches
-	last  time.Time       // its latest request
+	paths map[string]sessionPath // module paths whose .mod it asked for
+	tree  *prefetchTree          // the session's prefetches
+	last  time.Time              // its latest request
+	whole bool                   // it asked for a zip of a version it did not ask first: a download of the whole graph
 }
 
-// clientAsked follows the .mod requests of a client (by its address): in
-// mode "selected", the .info and .zip of the first version it asks of
-// each module are prefetched. The go command asks first for the go.mod of
-// every requirement of the main module, which at go 1.17 or later lists
-// every module of the build list at the version selected; the versions
-// it asks later of the same modules are older ones, read for the graph
-// alone (their zips are never asked for). A session ends when the client
-// is idle for prefetchSessionIdle.
+// sessionPath is what a session asked of one module path: the version
+// whose .mod it asked first, and the highest.
+type sessionPath struct{ first, max string }
+
+// clientAsked follows the .mod and .zip requests of a client (by its
+// address). In mode "selected", the .info and .zip of the first version
+// it asks of each module are prefetched. The go command asks first for
+// the go.mod of every requirement of the main module, which at go 1.17
+// or later lists every module that provides a package of the build at
+// the version selected; the versions it asks later of the same modules
+// are older ones, read for the graph alone (a build never asks their
+// zips). A download of the whole graph (`go mod download all`) also asks
+// the zips of modules the main go.mod does not list, at the versions MVS
+// selected: the highest whose go.mod the walk read (the go command reads
+// the go.mod of every version it selects). The first zip a client asks of
+// a version other than the first it asked of that module shows such a
+// download: then the .info and .zip of the highest version of every
+// module it asked are prefetched too. A session ends when the client is
+// idle for prefetchSessionIdle.
 func (pf *prefetcher) clientAsked(a artifact.Artifact, remoteAddr string) {
-	if pf == nil || !pf.selected || a.Kind != artifact.Mod || !a.Immutable() {
+	if pf == nil || !pf.selected || (a.Kind != artifact.Mod && a.Kind != artifact.Zip) || !a.Immutable() {
 		return
 	}
 	if pf.leavesAlone(a.Module) {
@@ -331,25 +349,51 @@ func (pf *prefetcher) clientAsked(a artifact.Artifact, remoteAddr string) {
 		} else if len(pf.sessions) >= prefetchSessions {
 			pf.dropIdlestSession(client)
 		}
-		s = &prefetchSession{paths: map[string]bool{}, tree: &prefetchTree{left: prefetchSessionArtifacts}}
+		s = &prefetchSession{paths: map[string]sessionPath{}, tree: &prefetchTree{left: prefetchSessionArtifacts, inARow: true}}
 		pf.sessions[client] = s
 	}
 	s.last = now
+	tree := s.tree
+	if a.Kind == artifact.Zip {
+		var whole []artifact.Artifact
+		if sp, ok := s.paths[a.Module]; ok && !s.whole && a.Version != sp.first {
+			s.whole = true
+			for path, sp := range s.paths {
+				if sp.max != sp.first && path != a.Module {
+					whole = append(whole, artifact.Artifact{Module: path, Version: sp.max})
+				}
+			}
+		}
+		pf.mu.Unlock()
+		for _, m := range whole {
+			pf.enqueueSelected(m.Module, m.Version, tree)
+		}
+		return
+	}
 	for pf.paths >= prefetchSessionPaths && len(pf.sessions) > 1 {
 		pf.dropIdlestSession(client) // the others' paths make room
 	}
-	first := !s.paths[a.Module] && pf.paths < prefetchSessionPaths
-	if first {
-		s.paths[a.Module] = true
+	sp, seen := s.paths[a.Module]
+	first := !seen && pf.paths < prefetchSessionPaths
+	switch {
+	case first:
+		s.paths[a.Module] = sessionPath{first: a.Version, max: a.Version}
 		pf.paths++
+	case seen && semver.Compare(a.Version, sp.max) > 0:
+		sp.max = a.Version
+		s.paths[a.Module] = sp
 	}
-	tree := s.tree
 	pf.mu.Unlock()
-	if !first {
-		return
+	if first {
+		pf.enqueueSelected(a.Module, a.Version, tree)
 	}
+}
+
+// enqueueSelected queues the .info and .zip of a version a client
+// selects.
+func (pf *prefetcher) enqueueSelected(mod, version string, tree *prefetchTree) {
 	for _, k := range []artifact.Kind{artifact.Info, artifact.Zip} {
-		if za, err := artifact.New(k, a.Module, a.Version); err == nil {
+		if za, err := artifact.New(k, mod, version); err == nil {
 			// At the depth bound: a zip leads to no further prefetch.
 			pf.enqueue(prefetchItem{a: za, depth: pf.depth, tree: tree})
 		}
@@ -515,6 +559,9 @@ func (pf *prefetcher) prefetch(it prefetchItem) {
 		return
 	}
 	pf.mu.Lock()
+	if it.tree.inARow {
+		it.tree.failures = 0
+	}
 	if h.failures = 0; h.pause > prefetchPauseMin && time.Now().After(h.until) {
 		h.pause = prefetchPauseMin
 	}

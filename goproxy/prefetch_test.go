@@ -565,6 +565,85 @@ func TestPrefetchSelectedVersions(t *testing.T) {
 	}
 }
 
+// A download of the whole graph asks the zips of modules the main go.mod
+// does not list, at the highest version whose go.mod the walk read (MVS's
+// choice): the first zip a client asks of a version other than the first
+// it asked of that module shows such a download, and the highest versions'
+// .info and .zip are prefetched then; a build, which asks only the zips
+// of the first versions, gets none of them.
+func TestPrefetchSelectedWholeGraph(t *testing.T) {
+	t.Parallel()
+	v := func(path, version string) testenv.Module {
+		return testenv.Module{Path: path, Version: version}
+	}
+	a, c1, c2, d1, d2 := v("example.com/a", "v1.2.0"), v("example.com/c", "v1.0.0"), v("example.com/c", "v1.1.0"),
+		v("example.com/d", "v1.0.0"), v("example.com/d", "v1.3.0")
+	up := testenv.NewUpstream(t, a, c1, c2, d1, d2)
+	// Modules whose go.mod the upstream has and whose zip it lacks (as a
+	// mirror holding only what the go command read has): more failed
+	// prefetches than a requested .mod's tree may have, which do not end
+	// the session's, as long as the failures are not all in a row.
+	var gone, ok []testenv.Module
+	for i := range prefetchTreeFailures / 4 {
+		m := v(fmt.Sprintf("example.com/ok%d", i), "v1.0.0")
+		up.Add(m)
+		ok = append(ok, m)
+	}
+	for i := range 4 * len(ok) {
+		m := v(fmt.Sprintf("example.com/gone%d", i), "v1.0.0")
+		up.Add(m)
+		for _, k := range []string{"info", "zip"} {
+			up.Override(path(m, k), func(w http.ResponseWriter, r *http.Request) { http.Error(w, "not found", http.StatusNotFound) })
+		}
+		gone = append(gone, m)
+	}
+	e := newEnv(t, up, options{prefetch: PrefetchOptions{Mode: "selected"}})
+	e.get(path(a, "mod"), 200)
+	for i, m := range gone {
+		e.get(path(m, "mod"), 200)
+		if i%4 == 3 { // a prefetch that works after every 8 that fail
+			e.proxy.prefetch.quiesce()
+			e.get(path(ok[i/4], "mod"), 200)
+			e.proxy.prefetch.quiesce()
+		}
+	}
+	if n := up.Requests(path(ok[len(ok)-1], "zip")); n != 1 {
+		t.Fatalf("after %d failed prefetches, with some that worked among them, the session's prefetch stopped (%d requests of the last zip)", 2*len(gone), n)
+	}
+	// The walk: a (listed by the main go.mod), then c and d at an older
+	// version first (an unpruned requirement's), then at a newer one.
+	for _, m := range []testenv.Module{c1, d1, c2, d2} {
+		e.get(path(m, "mod"), 200)
+	}
+	e.proxy.prefetch.quiesce()
+	// A build: the zips of the first versions, prefetched.
+	e.get(path(a, "zip"), 200)
+	e.proxy.prefetch.quiesce()
+	for _, m := range []testenv.Module{c2, d2} {
+		if n := up.Requests(path(m, "zip")); n != 0 {
+			t.Errorf("%s.zip fetched %d times before a download of the whole graph", m.Path+"@"+m.Version, n)
+		}
+	}
+	// The download of the whole graph: its first zip beyond the first
+	// versions brings the rest.
+	e.get(path(c2, "zip"), 200)
+	e.proxy.prefetch.quiesce()
+	for _, k := range []string{"info", "zip"} {
+		if n := up.Requests(path(d2, k)); n != 1 {
+			t.Errorf("%s.%s: %d upstream requests after the download began; want 1, prefetched", d2.Path+"@"+d2.Version, k, n)
+		}
+	}
+	before := up.Total()
+	e.get(path(d2, "zip"), 200)
+	e.get(path(d2, "info"), 200)
+	if up.Total() != before {
+		t.Error("a prefetched zip was fetched again")
+	}
+	if n := up.Requests(path(c2, "zip")); n != 1 {
+		t.Errorf("the zip the client asked for: %d upstream requests; want 1", n)
+	}
+}
+
 // What the selected-version prefetch remembers of its clients is bounded
 // however many clients and modules ask: at most prefetchSessions
 // sessions, prefetchSessionPaths module paths between them.
