@@ -43,6 +43,9 @@ type flight struct {
 	// prefetch: a prefetch started it and no client has joined it yet;
 	// under Proxy.mu.
 	prefetch bool
+	// early: the client that started it may have a .mod's lookup start
+	// with its upstream fetch (see earlyLookup); set at the start.
+	early bool
 }
 
 // leave ends one user's part in fl; the last one releases the object.
@@ -154,14 +157,28 @@ func (p *Proxy) checkSpooled(a artifact.Artifact, source string, spool *cachetie
 // collapse joins or starts the one fetch for a and returns a handle of
 // its own on the result. The fetch runs detached from every request.
 func (p *Proxy) collapse(ctx context.Context, a artifact.Artifact) (*cachetier.Object, error) {
-	return p.await(ctx, p.join(a, false))
+	fl := p.join(a, false, earlyLookupFrom(ctx))
+	return p.await(ctx, fl)
+}
+
+type earlyLookupKey struct{}
+
+// withEarlyLookup marks a client's request whose .mod miss may have its
+// checksum-database lookup start with the upstream fetch.
+func withEarlyLookup(ctx context.Context) context.Context {
+	return context.WithValue(ctx, earlyLookupKey{}, true)
+}
+
+func earlyLookupFrom(ctx context.Context) bool {
+	early, _ := ctx.Value(earlyLookupKey{}).(bool)
+	return early
 }
 
 // join returns the fetch of a in progress, starting it if there is none,
 // with the caller counted as one of its users: await must follow. A fetch
 // that a prefetch starts (byPrefetch) may be dropped (admitPrefetch) until
 // a client joins it.
-func (p *Proxy) join(a artifact.Artifact, byPrefetch bool) *flight {
+func (p *Proxy) join(a artifact.Artifact, byPrefetch, early bool) *flight {
 	key := p.key(a)
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -173,7 +190,7 @@ func (p *Proxy) join(a artifact.Artifact, byPrefetch bool) *flight {
 			Msg: "the proxy is shutting down; retry", Source: "proxy"}}
 		close(fl.done)
 	case !joined:
-		fl = &flight{done: make(chan struct{}), users: 1, prefetch: byPrefetch}
+		fl = &flight{done: make(chan struct{}), users: 1, prefetch: byPrefetch, early: early}
 		p.fetches[key] = fl
 		p.running++
 		go func() {
@@ -332,13 +349,12 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact, fl *flig
 	}
 	db, _ := p.verifier(a)
 	verified := db != nil && a.Immutable() && (a.Kind == artifact.Mod || a.Kind == artifact.Zip)
-	if verified && a.Kind == artifact.Mod {
+	if verified && a.Kind == artifact.Mod && fl != nil && fl.early {
 		// A .mod is the first a go command asks of a module version, and
-		// it waits for the lookup that verifies it: the checksum database
-		// is asked while the upstream is, which takes a round trip to the
-		// database off every go.mod of a cold graph walk. A .mod the
-		// upstream does not have costs one lookup more (answered not
-		// found, and remembered).
+		// it waits for the lookup that verifies it: for a client whose
+		// .mod requests are being found (see earlyLookup), the checksum
+		// database is asked while the upstream is, which takes a round
+		// trip to the database off every go.mod of a cold graph walk.
 		db.Warm(a.Module, a.Version)
 	}
 	resp, err := p.fetchBudgeted(ctx, a)
@@ -354,11 +370,10 @@ func (p *Proxy) fetchAndStore(ctx context.Context, a artifact.Artifact, fl *flig
 	if err := p.admitPrefetch(a, fl, resp.Size); err != nil {
 		return nil, source, &httperr.Error{Status: http.StatusServiceUnavailable, Msg: "prefetch dropped; retry", Source: "prefetch", Err: err}
 	}
-	if verified && a.Kind == artifact.Zip {
+	if verified && !(a.Kind == artifact.Mod && fl != nil && fl.early) {
 		// The checksum database is asked while the body arrives, not
-		// after (the .mod's lookup has usually read the record already).
-		// Not before the upstream has answered: a zip the upstream does
-		// not have costs one request, not two.
+		// after. Not before the upstream has answered: a miss of a
+		// module that does not exist costs one request, not two.
 		db.Warm(a.Module, a.Version)
 	}
 	var expires time.Time

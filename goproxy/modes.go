@@ -64,7 +64,7 @@ func (p *Proxy) redirect(a artifact.Artifact) string {
 	if p.cfg.RedirectBase == "" || p.private(a.Module) {
 		return ""
 	}
-	fl := p.join(a, false) // in progress before the client is sent away
+	fl := p.join(a, false, false) // in progress before the client is sent away
 	go func() {
 		obj, err := p.await(context.Background(), fl)
 		if err == nil {

@@ -308,6 +308,9 @@ type prefetchSession struct {
 	tree  *prefetchTree          // the session's prefetches
 	last  time.Time              // its latest request
 	whole bool                   // it asked for a zip of a version it did not ask first: a download of the whole graph
+	// Its .mod requests answered, and those not found since the last
+	// one that was (see earlyLookup).
+	modsFound, modsMissing int
 }
 
 // sessionPath is what a session asked of one module path: the version
@@ -336,10 +339,7 @@ func (pf *prefetcher) clientAsked(a artifact.Artifact, remoteAddr string) {
 	if pf.leavesAlone(a.Module) {
 		return
 	}
-	client := remoteAddr
-	if host, _, err := net.SplitHostPort(remoteAddr); err == nil {
-		client = host
-	}
+	client := clientOf(remoteAddr)
 	now := time.Now()
 	pf.mu.Lock()
 	s := pf.sessions[client]
@@ -386,6 +386,59 @@ func (pf *prefetcher) clientAsked(a artifact.Artifact, remoteAddr string) {
 	pf.mu.Unlock()
 	if first {
 		pf.enqueueSelected(a.Module, a.Version, tree)
+	}
+}
+
+// sessionOf returns the client's session, nil if it has none or it
+// ended. Under pf.mu.
+func (pf *prefetcher) sessionOf(remoteAddr string) *prefetchSession {
+	if s := pf.sessions[clientOf(remoteAddr)]; s != nil && time.Since(s.last) <= prefetchSessionIdle {
+		return s
+	}
+	return nil
+}
+
+// clientOf is the client a session follows: the request's address
+// without its port.
+func clientOf(remoteAddr string) string {
+	if host, _, err := net.SplitHostPort(remoteAddr); err == nil {
+		return host
+	}
+	return remoteAddr
+}
+
+// earlyLookup reports whether a .mod the client asks for, if it is a
+// miss, may have its checksum-database lookup start with its upstream
+// fetch rather than once the upstream has found it: the client's .mod
+// requests are being found (one was, and fewer than 16 since have not).
+// A miss of a module that does not exist then costs a lookup too, which a
+// client asking for modules that do not exist soon stops causing.
+func (pf *prefetcher) earlyLookup(remoteAddr string) bool {
+	if pf == nil || !pf.selected {
+		return false
+	}
+	pf.mu.Lock()
+	defer pf.mu.Unlock()
+	s := pf.sessionOf(remoteAddr)
+	return s != nil && s.modsFound > 0 && s.modsMissing < prefetchTreeFailures
+}
+
+// clientGot notes how a client's .mod request was answered, for
+// earlyLookup.
+func (pf *prefetcher) clientGot(a artifact.Artifact, remoteAddr string, err error) {
+	if pf == nil || !pf.selected || a.Kind != artifact.Mod || !a.Immutable() {
+		return
+	}
+	pf.mu.Lock()
+	defer pf.mu.Unlock()
+	s := pf.sessionOf(remoteAddr)
+	switch {
+	case s == nil:
+	case err == nil:
+		s.modsFound++
+		s.modsMissing = 0
+	case httperr.IsNotFound(err):
+		s.modsMissing++
 	}
 }
 
@@ -553,7 +606,7 @@ func (pf *prefetcher) prefetch(it prefetchItem) {
 		return
 	}
 	sent = true
-	obj, err := pf.p.await(pf.ctx, pf.p.join(a, true))
+	obj, err := pf.p.await(pf.ctx, pf.p.join(a, true, false))
 	if err != nil {
 		outcome = pf.failed(a, it.tree, private, err)
 		return

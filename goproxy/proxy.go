@@ -288,8 +288,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if !cacheOnly { // a client of the cache alone sends nothing upstream
 		p.prefetch.clientAsked(a, r.RemoteAddr)
+		if a.Kind == artifact.Mod && p.prefetch.earlyLookup(r.RemoteAddr) {
+			ctx = withEarlyLookup(ctx)
+		}
 	}
 	ans, err := p.Get(ctx, a)
+	if !cacheOnly {
+		p.prefetch.clientGot(a, r.RemoteAddr, err)
+	}
 	cache = ans.CacheStatus
 	if ans.CacheStatus != "" {
 		w.Header().Set("Cache-Status", ans.CacheStatus)

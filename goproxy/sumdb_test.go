@@ -239,15 +239,18 @@ func TestSumDBGrowingTreeOffline(t *testing.T) {
 }
 
 // A .mod's lookup goes to the checksum database while the upstream is
-// asked, not once it has answered: the go command waits for the .mod of
-// every module of a cold graph walk, and the lookup that verifies it is a
-// round trip of its own. The upstream here answers the .mod only once the
-// lookup has arrived; the zip, asked for later, waits for no lookup.
+// asked, not once it has answered, for a client whose .mod requests are
+// being found: the go command waits for the .mod of every module of a
+// cold graph walk, and the lookup that verifies it is a round trip of its
+// own. The upstream here answers the .mod only once the lookup has
+// arrived; the zip, asked for later, waits for no lookup. A client asking
+// for modules that do not exist causes at most 16 lookups.
 func TestModLookupAlongsideFetch(t *testing.T) {
 	t.Parallel()
 	m := testenv.Module{Path: "example.com/early", Version: "v1.0.0"}
-	up := testenv.NewUpstream(t, m)
-	db := testenv.NewSumDB(t, sumdbName, m)
+	first := testenv.Module{Path: "example.com/first", Version: "v1.0.0"}
+	up := testenv.NewUpstream(t, m, first)
+	db := testenv.NewSumDB(t, sumdbName, m, first)
 	looked := make(chan struct{})
 	var once sync.Once
 	up.Override("sumdb/"+sumdbName+"/lookup/example.com/early@v1.0.0", func(w http.ResponseWriter, r *http.Request) {
@@ -269,7 +272,8 @@ func TestModLookupAlongsideFetch(t *testing.T) {
 		case <-r.Context().Done():
 		}
 	})
-	e := newEnv(t, up, options{sumdb: db, sumdbProbe: true})
+	e := newEnv(t, up, options{sumdb: db, sumdbProbe: true, prefetch: PrefetchOptions{Mode: "selected"}})
+	e.get(path(first, "mod"), 200) // the client's first .mod: looked up once found
 	if _, body := e.get(path(m, "mod"), 200); !bytes.Equal(body, m.Mod()) {
 		t.Fatalf(".mod: %q", body)
 	}
@@ -278,5 +282,12 @@ func TestModLookupAlongsideFetch(t *testing.T) {
 	}
 	if n := up.Requests("sumdb/" + sumdbName + "/lookup/example.com/early@v1.0.0"); n != 1 {
 		t.Errorf("%d lookups; want 1 for the .mod and the zip", n)
+	}
+	before := db.Requests()
+	for i := range 3 * prefetchTreeFailures {
+		e.get(fmt.Sprintf("example.com/missing%d/@v/v1.0.0.mod", i), 404)
+	}
+	if n := db.Requests() - before; n > prefetchTreeFailures {
+		t.Errorf("%d .mod requests of modules that do not exist cost %d lookups; want at most %d", 3*prefetchTreeFailures, n, prefetchTreeFailures)
 	}
 }
