@@ -283,11 +283,19 @@ func TestModLookupAlongsideFetch(t *testing.T) {
 	if n := up.Requests("sumdb/" + sumdbName + "/lookup/example.com/early@v1.0.0"); n != 1 {
 		t.Errorf("%d lookups; want 1 for the .mod and the zip", n)
 	}
-	before := db.Requests()
-	for i := range 3 * prefetchTreeFailures {
+	// The client's session decides (the test's client is 127.0.0.1).
+	pf := e.proxy.prefetch
+	for i := range prefetchTreeFailures {
+		if !pf.earlyLookup("127.0.0.1:1") {
+			t.Fatalf("after %d .mod requests not found in a row, no early lookup; want one until %d", i, prefetchTreeFailures)
+		}
 		e.get(fmt.Sprintf("example.com/missing%d/@v/v1.0.0.mod", i), 404)
 	}
-	if n := db.Requests() - before; n > prefetchTreeFailures {
-		t.Errorf("%d .mod requests of modules that do not exist cost %d lookups; want at most %d", 3*prefetchTreeFailures, n, prefetchTreeFailures)
+	if pf.earlyLookup("127.0.0.1:1") {
+		t.Errorf("after %d .mod requests not found in a row, early lookups go on", prefetchTreeFailures)
+	}
+	e.get(path(m, "mod"), 200) // found again (a hit)
+	if !pf.earlyLookup("127.0.0.1:1") || pf.earlyLookup("127.0.0.2:1") {
+		t.Error("a client's found .mod does not give it early lookups again, or gives them to another client")
 	}
 }
