@@ -55,6 +55,7 @@ var (
 	cpuProfile  = flag.String("cpuprofile", "", "write CPU profiles of bin/caddy during each graph's cold and warm runs to this file (graph name, and .warm, appended)")
 	delay       = flag.Duration("delay", 0, "latency the fixture adds to each module request (as a distant upstream has), e.g. 50ms")
 	heapProfile = flag.String("heapprofile", "", "write a heap profile of bin/caddy after each graph's cold run to this file (graph name appended)")
+	again       = flag.Bool("again", false, "run the direct client once more after the warm one, to tell the machine's drift over the runs from the mirror's cost")
 )
 
 func main() {
@@ -213,6 +214,16 @@ func runGraph(dir, name, mv string, source *url.URL) (row, error) {
 	r.upstream[1], r.sumdb[2] = fx.requests.Swap(0), fx.sumdb.Swap(0)
 	r.peakRSS = testenv.ProcStatusKiB(caddy.cmd.Process.Pid, "VmHWM:")
 	stopSampling()
+	if *again {
+		d2, err := client(dir, main, "direct-again", fx.url)
+		if err != nil {
+			return r, err
+		}
+		z := d2.waits["zip"]
+		log.Printf("%s: direct again: %v (zips %d; %.1fs summed; %.0f-%.0fs); first direct run %v",
+			name, d2.took.Round(100*time.Millisecond), z.n, z.sum.Seconds(), z.first.Seconds(), z.last.Seconds(), direct.took.Round(100*time.Millisecond))
+		r.problems = append(r.problems, compare("direct again", direct, d2)...)
+	}
 
 	r.modules = len(direct.sums)
 	r.times = [3]time.Duration{direct.took, cold.took, warm.took}
