@@ -134,6 +134,17 @@ func TestDiskFullDuringBurst(t *testing.T) {
 		}
 		want[path(m, "zip")], want[path(m, "mod")], want[path(m, "info")] = data, m.Mod(), m.Info()
 	}
+	// One zip larger than the whole disk, asked for alone after each
+	// burst: the last write before a readiness check is one that cannot
+	// fit (in the burst, a zip that found no room may be followed by a
+	// larger one stored once failed spools freed their space).
+	big := testenv.Module{Path: "example.com/full/big", Version: "v1.0.0"}
+	bigZip := testenv.WriteBigZip(t, t.TempDir(), big, 3<<20)
+	up.AddBigZip(big, bigZip)
+	bigData, err := os.ReadFile(bigZip)
+	if err != nil {
+		t.Fatal(err)
+	}
 	e := newEnv(t, up, options{diskRoot: root})
 	burst := func() (ok, failed int) {
 		var wg sync.WaitGroup
@@ -186,7 +197,10 @@ func TestDiskFullDuringBurst(t *testing.T) {
 		t.Errorf("temp files left on the full disk: %d", len(entries))
 	}
 	checkDiskUsage(t, e, root)
-	err := e.proxy.Ready(t.Context())
+	if _, got := e.get(path(big, "zip"), 200); !bytes.Equal(got, bigData) {
+		t.Fatal("the zip larger than the disk, served uncached, differs")
+	}
+	err = e.proxy.Ready(t.Context())
 	if err == nil || !strings.Contains(err.Error(), "no space left") {
 		t.Errorf("readiness on a full disk: %v; want not ready, no space left", err)
 	}
@@ -204,6 +218,9 @@ func TestDiskFullDuringBurst(t *testing.T) {
 		if held, _ := e.disk.Holds(t.Context(), e.key(p)); !held {
 			t.Errorf("%s not stored once there was room", p)
 		}
+	}
+	if _, got := e.get(path(big, "zip"), 200); !bytes.Equal(got, bigData) {
+		t.Fatal("the zip larger than the disk was, once stored, differs")
 	}
 	if err := e.proxy.Ready(t.Context()); err != nil {
 		t.Errorf("not ready once there was room: %v", err)
