@@ -331,13 +331,14 @@ type sessionPath struct{ first, max string }
 // a version other than the first it asked of that module shows such a
 // download: then the .info and .zip of the highest version of every
 // module it asked are prefetched too. A session ends when the client is
-// idle for prefetchSessionIdle.
-func (pf *prefetcher) clientAsked(a artifact.Artifact, remoteAddr string) {
+// idle for prefetchSessionIdle. For a .mod, it reports whether a miss may
+// be looked up early (see earlyLookup).
+func (pf *prefetcher) clientAsked(a artifact.Artifact, remoteAddr string) (early bool) {
 	if pf == nil || !pf.selected || (a.Kind != artifact.Mod && a.Kind != artifact.Zip) || !a.Immutable() {
-		return
+		return false
 	}
 	if pf.leavesAlone(a.Module) {
-		return
+		return false
 	}
 	client := clientOf(remoteAddr)
 	now := time.Now()
@@ -368,7 +369,7 @@ func (pf *prefetcher) clientAsked(a artifact.Artifact, remoteAddr string) {
 		for _, m := range whole {
 			pf.enqueueSelected(m.Module, m.Version, tree)
 		}
-		return
+		return false
 	}
 	for pf.paths >= prefetchSessionPaths && len(pf.sessions) > 1 {
 		pf.dropIdlestSession(client) // the others' paths make room
@@ -383,10 +384,12 @@ func (pf *prefetcher) clientAsked(a artifact.Artifact, remoteAddr string) {
 		sp.max = a.Version
 		s.paths[a.Module] = sp
 	}
+	early = s.earlyLookup()
 	pf.mu.Unlock()
 	if first {
 		pf.enqueueSelected(a.Module, a.Version, tree)
 	}
+	return early
 }
 
 // sessionOf returns the client's session, nil if it has none or it
@@ -420,7 +423,13 @@ func (pf *prefetcher) earlyLookup(remoteAddr string) bool {
 	pf.mu.Lock()
 	defer pf.mu.Unlock()
 	s := pf.sessionOf(remoteAddr)
-	return s != nil && s.modsFound > 0 && s.modsMissing < prefetchTreeFailures
+	return s != nil && s.earlyLookup()
+}
+
+// earlyLookup is the session's part of prefetcher.earlyLookup. Under
+// prefetcher.mu.
+func (s *prefetchSession) earlyLookup() bool {
+	return s.modsFound > 0 && s.modsMissing < prefetchTreeFailures
 }
 
 // clientGot notes how a client's .mod request was answered, for

@@ -287,8 +287,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if !cacheOnly { // a client of the cache alone sends nothing upstream
-		p.prefetch.clientAsked(a, r.RemoteAddr)
-		if a.Kind == artifact.Mod && p.prefetch.earlyLookup(r.RemoteAddr) {
+		if early := p.prefetch.clientAsked(a, r.RemoteAddr); early {
 			ctx = withEarlyLookup(ctx)
 		}
 	}
