@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"go/version"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/piraeus-go/piraeus/artifact"
+	"github.com/piraeus-go/piraeus/cachetier"
 	"github.com/piraeus-go/piraeus/httperr"
 )
 
@@ -304,37 +307,64 @@ func (pf *prefetcher) afterMod(a artifact.Artifact, data []byte) {
 // prefetchSession is what one client asked for lately. Under
 // prefetcher.mu.
 type prefetchSession struct {
-	paths map[string]sessionPath // module paths whose .mod it asked for
+	paths map[string]sessionPath // module paths of its walk of the module graph
 	tree  *prefetchTree          // the session's prefetches
 	last  time.Time              // its latest request
 	whole bool                   // it asked for a zip of a version it did not ask first: a download of the whole graph
+	// listing: it asked for the .info of a module at the version its
+	// walk selects, other than the first it asked: the walk of the
+	// module graph is over, and the go command lists the build list (go
+	// mod download, go list -m -json all).
+	listing bool
 	// Its .mod requests answered, and those not found since the last
 	// one that was (see earlyLookup).
 	modsFound, modsMissing int
 }
 
-// sessionPath is what a session asked of one module path: the version
-// whose .mod it asked first, and the highest.
-type sessionPath struct{ first, max string }
+// sessionPath is what a session's walk of the module graph holds of one
+// module path: the version whose .mod it asked first and the highest
+// ("" when it asked none), and the highest version that the requirements
+// of the go.mod files it got name.
+type sessionPath struct{ first, max, req string }
 
-// clientAsked follows the .mod and .zip requests of a client (by its
-// address). In mode "selected", the .info and .zip of the first version
-// it asks of each module are prefetched. The go command asks first for
-// the go.mod of every requirement of the main module, which at go 1.17
-// or later lists every module that provides a package of the build at
-// the version selected; the versions it asks later of the same modules
-// are older ones, read for the graph alone (a build never asks their
-// zips). A download of the whole graph (`go mod download all`) also asks
-// the zips of modules the main go.mod does not list, at the versions MVS
-// selected: the highest whose go.mod the walk read (the go command reads
-// the go.mod of every version it selects). The first zip a client asks of
-// a version other than the first it asked of that module shows such a
-// download: then the .info and .zip of the highest version of every
-// module it asked are prefetched too. A session ends when the client is
-// idle for prefetchSessionIdle. For a .mod, it reports whether a miss may
+// selected is the version the go command's minimal version selection
+// picks for the path, as far as the walk so far shows: the highest
+// version the graph holds, that is, the highest of those it read the
+// go.mod of and those their requirements name (in a pruned module's go.mod
+// too, whose requirements' go.mod files it does not read).
+func (sp sessionPath) selected() string {
+	if semver.Compare(sp.req, sp.max) > 0 {
+		return sp.req
+	}
+	return sp.max
+}
+
+// clientAsked follows the .mod, .info and .zip requests of a client (by
+// its address). In mode "selected", the .info and .zip of the first
+// version it asks of each module are prefetched. The go command asks first
+// for the go.mod of every requirement of the main module, which at go 1.17
+// or later lists every module that provides a package of the build at the
+// version selected; the versions it asks later of the same modules are
+// older ones, read for the graph alone (a build never asks their zips).
+//
+// Once its walk of the module graph is over, a listing of the build list
+// (go mod download, go list -m -json all) asks the .info and .mod of every
+// module in it at the version minimal version selection picks: for the
+// modules the main go.mod does not list, a version whose go.mod the walk
+// did not read (a pruned module's requirement) or not first. The session
+// keeps what the go.mod files the client got require (see clientGot), so
+// it knows those versions too (sessionPath.selected); the first .info a
+// client asks of a module at its selected version, other than the first
+// it asked, shows such a listing, and the .info and .mod of every
+// module's selected version are prefetched then. A download of the whole
+// graph (go mod download all) also asks their zips: the first zip a
+// client asks of a version other than the first it asked of that module
+// shows it, and the .info and .zip of every module's selected version are
+// prefetched too. A session ends when the client is idle for
+// prefetchSessionIdle. For a .mod, clientAsked reports whether a miss may
 // be looked up early (see earlyLookup).
 func (pf *prefetcher) clientAsked(a artifact.Artifact, remoteAddr string) (early bool) {
-	if pf == nil || !pf.selected || (a.Kind != artifact.Mod && a.Kind != artifact.Zip) || !a.Immutable() {
+	if pf == nil || !pf.selected || (a.Kind != artifact.Mod && a.Kind != artifact.Zip && a.Kind != artifact.Info) || !a.Immutable() {
 		return false
 	}
 	if pf.leavesAlone(a.Module) {
@@ -355,19 +385,39 @@ func (pf *prefetcher) clientAsked(a artifact.Artifact, remoteAddr string) (early
 	}
 	s.last = now
 	tree := s.tree
-	if a.Kind == artifact.Zip {
-		var whole []artifact.Artifact
-		if sp, ok := s.paths[a.Module]; ok && !s.whole && a.Version != sp.first {
+	if a.Kind != artifact.Mod {
+		var kinds []artifact.Kind
+		sp, ok := s.paths[a.Module]
+		switch beyond := ok && a.Version != sp.first; {
+		case a.Kind == artifact.Zip && beyond && !s.whole:
 			s.whole = true
+			kinds = []artifact.Kind{artifact.Info, artifact.Zip}
+		case a.Kind == artifact.Info && beyond && a.Version == sp.selected() && !s.listing && s.modsFound > 0:
+			s.listing = true
+			kinds = []artifact.Kind{artifact.Info, artifact.Mod}
+		}
+		var list []artifact.Artifact
+		if kinds != nil {
 			for path, sp := range s.paths {
-				if sp.max != sp.first && path != a.Module {
-					whole = append(whole, artifact.Artifact{Module: path, Version: sp.max})
+				if v := sp.selected(); v != sp.first {
+					list = append(list, artifact.Artifact{Module: path, Version: v})
 				}
 			}
 		}
 		pf.mu.Unlock()
-		for _, m := range whole {
-			pf.enqueueSelected(m.Module, m.Version, tree)
+		// In the order of the module paths, as the go command lists
+		// the build list.
+		slices.SortFunc(list, func(x, y artifact.Artifact) int { return strings.Compare(x.Module, y.Module) })
+		for _, m := range list {
+			for _, k := range kinds {
+				if m.Module == a.Module && k == a.Kind {
+					continue // the client's own request
+				}
+				if ra, err := artifact.New(k, m.Module, m.Version); err == nil {
+					// At the depth bound: nothing is prefetched below.
+					pf.enqueue(prefetchItem{a: ra, depth: pf.depth, tree: tree})
+				}
+			}
 		}
 		return false
 	}
@@ -375,11 +425,14 @@ func (pf *prefetcher) clientAsked(a artifact.Artifact, remoteAddr string) (early
 		pf.dropIdlestSession(client) // the others' paths make room
 	}
 	sp, seen := s.paths[a.Module]
-	first := !seen && pf.paths < prefetchSessionPaths
+	first := sp.first == "" && (seen || pf.paths < prefetchSessionPaths)
 	switch {
 	case first:
-		s.paths[a.Module] = sessionPath{first: a.Version, max: a.Version}
-		pf.paths++
+		if !seen {
+			pf.paths++
+		}
+		sp.first, sp.max = a.Version, a.Version
+		s.paths[a.Module] = sp
 	case seen && semver.Compare(a.Version, sp.max) > 0:
 		sp.max = a.Version
 		s.paths[a.Module] = sp
@@ -433,13 +486,14 @@ func (s *prefetchSession) earlyLookup() bool {
 }
 
 // clientGot notes how a client's .mod request was answered, for
-// earlyLookup.
-func (pf *prefetcher) clientGot(a artifact.Artifact, remoteAddr string, err error) {
+// earlyLookup, and, while the client walks the module graph, what the
+// go.mod it got (obj, when err is nil) requires, for
+// sessionPath.selected.
+func (pf *prefetcher) clientGot(a artifact.Artifact, remoteAddr string, obj *cachetier.Object, err error) {
 	if pf == nil || !pf.selected || a.Kind != artifact.Mod || !a.Immutable() {
 		return
 	}
 	pf.mu.Lock()
-	defer pf.mu.Unlock()
 	s := pf.sessionOf(remoteAddr)
 	switch {
 	case s == nil:
@@ -448,6 +502,41 @@ func (pf *prefetcher) clientGot(a artifact.Artifact, remoteAddr string, err erro
 		s.modsMissing = 0
 	case httperr.IsNotFound(err):
 		s.modsMissing++
+	}
+	walking := s != nil && !s.listing && err == nil && obj != nil
+	pf.mu.Unlock()
+	if !walking {
+		return
+	}
+	data, err := obj.Content()
+	if err != nil {
+		return
+	}
+	f, err := modfile.ParseLax("go.mod", data, nil)
+	if err != nil {
+		return
+	}
+	pf.mu.Lock()
+	defer pf.mu.Unlock()
+	if pf.sessionOf(remoteAddr) != s || s.listing {
+		return
+	}
+	for _, r := range f.Require {
+		path, v := r.Mod.Path, r.Mod.Version
+		if semver.Canonical(v) != v || pf.leavesAlone(path) {
+			continue
+		}
+		sp, seen := s.paths[path]
+		switch {
+		case !seen && pf.paths >= prefetchSessionPaths:
+			continue
+		case !seen:
+			pf.paths++
+		case semver.Compare(v, sp.req) <= 0:
+			continue
+		}
+		sp.req = v
+		s.paths[path] = sp
 	}
 }
 

@@ -670,3 +670,145 @@ func TestPrefetchSessionsBounded(t *testing.T) {
 		t.Errorf("the sessions hold %d paths: the bound is not what limits them", held)
 	}
 }
+
+// listingGraph is a module graph whose build list holds modules the main
+// go.mod does not list, at versions whose go.mod the walk does not read:
+// a pruned module's requirements (b, c at the version r requires, u),
+// besides those below an unpruned one (d, e), which it reads.
+func listingGraph() (graph []testenv.Module, main string) {
+	mod := func(path, version, goLine string, reqs ...string) testenv.Module {
+		m := testenv.Module{Path: path, Version: version, GoMod: "module " + path + "\n\ngo " + goLine + "\n"}
+		for _, r := range reqs {
+			m.GoMod += "\nrequire " + r + "\n"
+		}
+		return m
+	}
+	graph = []testenv.Module{
+		mod("example.com/a", "v1.0.0", "1.21", "example.com/b v1.2.0", "example.com/c v1.0.0"),
+		mod("example.com/r", "v1.0.0", "1.21", "example.com/c v1.1.0", "example.com/u v1.0.0"),
+		mod("example.com/w", "v1.0.0", "1.16", "example.com/d v1.0.0"), // unpruned
+		mod("example.com/d", "v1.0.0", "1.21", "example.com/e v1.3.0"),
+		mod("example.com/e", "v1.3.0", "1.21"),
+		mod("example.com/b", "v1.1.0", "1.21"),
+		mod("example.com/b", "v1.2.0", "1.21"),
+		mod("example.com/c", "v1.0.0", "1.21"),
+		mod("example.com/c", "v1.1.0", "1.21"),
+		mod("example.com/u", "v1.0.0", "1.16", "example.com/b v1.1.0"),
+	}
+	main = "module example.com/main\n\ngo 1.21\n\nrequire (\n\texample.com/a v1.0.0\n\texample.com/r v1.0.0\n\texample.com/w v1.0.0\n)\n"
+	return graph, main
+}
+
+// What a session keeps of the go.mod files its client got gives the
+// versions minimal version selection picks, as the go command's own `go
+// list -m all` shows them, and its `go mod download` lists the build list
+// (its .info requests of versions the walk did not read first) once the
+// walk is over.
+func TestSessionSelectsAsTheGoCommand(t *testing.T) {
+	t.Parallel()
+	graph, main := listingGraph()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte(main), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	direct := testenv.NewUpstream(t, graph...)
+	want := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(testenv.RunGo(t, dir, append(testenv.GoEnv(t, direct.URL), "GOFLAGS=-mod=mod"), "list", "-m", "all")), "\n") {
+		if f := strings.Fields(line); len(f) == 2 {
+			want[f[0]] = f[1]
+		}
+	}
+	if len(want) != 8 || want["example.com/c"] != "v1.1.0" || want["example.com/u"] != "v1.0.0" {
+		t.Fatalf("the go command selects %v: not the graph this test models", want)
+	}
+	up := testenv.NewUpstream(t, graph...)
+	e := newEnv(t, up, options{prefetch: PrefetchOptions{Mode: "selected"}})
+	testenv.RunGo(t, dir, append(testenv.GoEnv(t, e.srv.URL), "GOFLAGS=-mod=mod"), "mod", "download", "-json", "all")
+	e.proxy.prefetch.quiesce()
+	pf := e.proxy.prefetch
+	pf.mu.Lock()
+	defer pf.mu.Unlock()
+	s := pf.sessions["127.0.0.1"]
+	if s == nil {
+		t.Fatal("no session of the go command's address")
+	}
+	if !s.listing {
+		t.Error("`go mod download` did not show as a listing of the build list")
+	}
+	for path, v := range want {
+		if got := s.paths[path].selected(); got != v {
+			t.Errorf("%s: the session selects %q; the go command %s", path, got, v)
+		}
+	}
+	for path, sp := range s.paths {
+		if _, ok := want[path]; !ok {
+			t.Errorf("%s (%+v) in the session, not in the build list", path, sp)
+		}
+	}
+}
+
+// Once a client's walk is over, its first .info request of a module at
+// the version the walk selects, other than the first it asked, brings the
+// .info and .mod of every module of the build list at its selected
+// version; zips wait for a download of the whole graph, and an .info of
+// another version (a query's) brings nothing.
+func TestPrefetchListingOfTheBuildList(t *testing.T) {
+	t.Parallel()
+	graph, _ := listingGraph()
+	v := func(path, version string) testenv.Module { return testenv.Module{Path: path, Version: version} }
+	b11, b12, c10, c11, u := v("example.com/b", "v1.1.0"), v("example.com/b", "v1.2.0"), v("example.com/c", "v1.0.0"),
+		v("example.com/c", "v1.1.0"), v("example.com/u", "v1.0.0")
+	// The walk of the graph's go.mod files, as the go command makes it:
+	// the main go.mod's requirements, and those below the unpruned w.
+	walk := func(e *env) {
+		for _, m := range []testenv.Module{v("example.com/a", "v1.0.0"), v("example.com/r", "v1.0.0"), v("example.com/w", "v1.0.0"),
+			v("example.com/d", "v1.0.0"), v("example.com/e", "v1.3.0")} {
+			e.get(path(m, "mod"), 200)
+		}
+		e.proxy.prefetch.quiesce()
+		e.get(path(graph[0], "info"), 200) // a root's, at the version asked first
+		e.proxy.prefetch.quiesce()
+	}
+	up := testenv.NewUpstream(t, graph...)
+	e := newEnv(t, up, options{prefetch: PrefetchOptions{Mode: "selected"}})
+	walk(e)
+	for _, m := range []testenv.Module{b12, c11, u} {
+		for _, k := range []string{"info", "mod"} {
+			if n := up.Requests(path(m, k)); n != 0 {
+				t.Fatalf("%s fetched %d times during the walk", path(m, k), n)
+			}
+		}
+	}
+	e.get(path(b12, "info"), 200)
+	e.proxy.prefetch.quiesce()
+	for _, p := range []string{path(b12, "mod"), path(c11, "info"), path(c11, "mod"), path(u, "info"), path(u, "mod")} {
+		if n := up.Requests(p); n != 1 {
+			t.Errorf("%s: %d upstream requests once the listing began; want 1, prefetched", p, n)
+		}
+	}
+	for _, p := range []string{path(b11, "mod"), path(c10, "info"), path(c10, "mod"), path(b12, "zip"), path(c11, "zip"), path(u, "zip")} {
+		if n := up.Requests(p); n != 0 {
+			t.Errorf("%s: %d upstream requests; want none (not selected, or a zip)", p, n)
+		}
+	}
+	before := up.Total()
+	for _, m := range []testenv.Module{b12, c11, u} {
+		e.get(path(m, "info"), 200)
+		e.get(path(m, "mod"), 200)
+	}
+	for _, p := range up.Paths()[before:] {
+		if !strings.HasSuffix(p, ".zip") { // a first-asked version's, prefetched
+			t.Errorf("the listing asked upstream for %s after the prefetch", p)
+		}
+	}
+
+	// An .info of a version the walk does not select brings nothing.
+	up2 := testenv.NewUpstream(t, graph...)
+	e2 := newEnv(t, up2, options{prefetch: PrefetchOptions{Mode: "selected"}})
+	walk(e2)
+	e2.get(path(b11, "info"), 200)
+	e2.proxy.prefetch.quiesce()
+	if n := up2.Requests(path(c11, "info")); n != 0 {
+		t.Errorf("an .info of a version not selected brought the build list's (%d requests of %s)", n, path(c11, "info"))
+	}
+}

@@ -293,7 +293,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ans, err := p.Get(ctx, a)
 	if !cacheOnly {
-		p.prefetch.clientGot(a, r.RemoteAddr, err)
+		p.prefetch.clientGot(a, r.RemoteAddr, ans.Object, err)
 	}
 	cache = ans.CacheStatus
 	if ans.CacheStatus != "" {

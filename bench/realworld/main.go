@@ -55,6 +55,7 @@ var (
 	cpuProfile  = flag.String("cpuprofile", "", "write CPU profiles of bin/caddy during each graph's cold and warm runs to this file (graph name, and .warm, appended)")
 	delay       = flag.Duration("delay", 0, "latency the fixture adds to each module request (as a distant upstream has), e.g. 50ms")
 	heapProfile = flag.String("heapprofile", "", "write a heap profile of bin/caddy after each graph's cold run to this file (graph name appended)")
+	traceFile   = flag.String("trace", "", "write every request of each client run's go mod download to this file (graph name and run appended): start, end, status, Cache-Status, path")
 	again       = flag.Bool("again", false, "run the direct client once more after the warm one, to tell the machine's drift over the runs from the mirror's cost")
 )
 
@@ -264,6 +265,11 @@ func client(dir, main, label, goproxy string) (result, error) {
 	out, _ := goCmd(mainCopy, env, "mod", "download", "-json", "all")
 	res.took = time.Since(start)
 	res.waits = wr.snapshot()
+	if *traceFile != "" {
+		if err := wr.writeTrace(*traceFile + "." + filepath.Base(dir) + "." + label); err != nil {
+			log.Printf("%s: trace: %v", label, err)
+		}
+	}
 	// Messages name the proxy asked: the same for every run.
 	out = []byte(strings.NewReplacer(goproxy, "$GOPROXY", mainCopy, "$MAIN").Replace(string(out)))
 	dec := json.NewDecoder(bytes.NewReader(out))

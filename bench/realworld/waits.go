@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -57,6 +58,16 @@ type waitRecorder struct {
 	mu    sync.Mutex
 	start time.Time
 	kinds map[string]*kindWait
+	trace []traced // every request, when tracing (-trace)
+}
+
+// traced is one request the go command made: when it started and ended,
+// since the recorder's start, what it asked for, and how it was answered.
+type traced struct {
+	start, end  time.Duration
+	path        string
+	status      int
+	cacheStatus string
 }
 
 func newWaitRecorder(target string) *waitRecorder {
@@ -71,8 +82,14 @@ func newWaitRecorder(target string) *waitRecorder {
 	wr.srv = &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		kind := kindOf(r.URL.Path)
 		start := wr.begin(kind)
-		rp.ServeHTTP(w, r)
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		rp.ServeHTTP(sw, r)
 		wr.end(kind, start)
+		if *traceFile != "" {
+			wr.mu.Lock()
+			wr.trace = append(wr.trace, traced{start: start.Sub(wr.start), end: time.Since(wr.start), path: r.URL.Path, status: sw.status, cacheStatus: w.Header().Get("Cache-Status")})
+			wr.mu.Unlock()
+		}
 	})}
 	go wr.srv.Serve(l)
 	return wr
@@ -126,6 +143,32 @@ func (wr *waitRecorder) snapshot() map[string]kindWait {
 }
 
 func (wr *waitRecorder) close() { wr.srv.Close() }
+
+// statusWriter notes the status a response was sent with.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (sw *statusWriter) WriteHeader(code int) {
+	sw.status = code
+	sw.ResponseWriter.WriteHeader(code)
+}
+
+// writeTrace writes the requests recorded so far to name, one a line in
+// the order they started: start and end (seconds from the recorder's
+// start), status, the mirror's Cache-Status, path.
+func (wr *waitRecorder) writeTrace(name string) error {
+	wr.mu.Lock()
+	tr := slices.Clone(wr.trace)
+	wr.mu.Unlock()
+	slices.SortFunc(tr, func(a, b traced) int { return int(a.start - b.start) })
+	var b strings.Builder
+	for _, t := range tr {
+		fmt.Fprintf(&b, "%.3f %.3f %d %q %s\n", t.start.Seconds(), t.end.Seconds(), t.status, t.cacheStatus, t.path)
+	}
+	return os.WriteFile(name, []byte(b.String()), 0o644)
+}
 
 // printWaits prints, for each graph, what the go command's `go mod
 // download` waited on by kind of request, direct, cold and warm.
