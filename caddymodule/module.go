@@ -197,7 +197,7 @@ type runState struct {
 type PrefetchConfig struct {
 	// Mode is off, mod, selected (the default) or zip.
 	Mode string `json:"mode,omitempty"`
-	// Workers bounds the prefetches running at once. Default 8.
+	// Workers bounds the prefetches running at once. Default 16.
 	Workers int `json:"workers,omitempty"`
 	// Depth bounds the requirement levels prefetched below a requested
 	// .mod. Default 10.
@@ -209,7 +209,7 @@ type PrefetchConfig struct {
 	// all the levels below it. Default 1000.
 	FanOut int `json:"fan_out,omitempty"`
 	// RequestsPerMinute bounds the prefetches sent upstream per minute,
-	// failed ones included. Default 6000.
+	// failed ones included. Default 12000.
 	RequestsPerMinute int `json:"requests_per_minute,omitempty"`
 	// Private allows prefetching private modules.
 	Private bool `json:"private,omitempty"`

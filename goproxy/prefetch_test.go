@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -811,4 +812,69 @@ func TestPrefetchListingOfTheBuildList(t *testing.T) {
 	if n := up2.Requests(path(c11, "info")); n != 0 {
 		t.Errorf("an .info of a version not selected brought the build list's (%d requests of %s)", n, path(c11, "info"))
 	}
+}
+
+// At most half the prefetch workers fetch zips: while a graph's zips are
+// slow to come, the .mod files a walk is about to ask for are still
+// prefetched.
+func TestPrefetchZipsLeaveWorkersForMods(t *testing.T) {
+	t.Parallel()
+	const workers = 4
+	up := testenv.NewUpstream(t)
+	release := make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	var inFlight, most atomic.Int32
+	var zips []testenv.Module
+	for i := range 3 * workers {
+		m := testenv.Module{Path: fmt.Sprintf("example.com/z%d", i), Version: "v1.0.0"}
+		up.Add(m)
+		up.Override(path(m, "zip"), func(w http.ResponseWriter, r *http.Request) {
+			n := inFlight.Add(1)
+			defer inFlight.Add(-1)
+			for old := most.Load(); n > old && !most.CompareAndSwap(old, n); old = most.Load() {
+			}
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+			http.Error(w, "gone", http.StatusNotFound)
+		})
+		zips = append(zips, m)
+	}
+	// An unpruned module's requirements: their go.mod files are
+	// prefetched when its own is asked for.
+	u := testenv.Module{Path: "example.com/u", Version: "v1.0.0", GoMod: "module example.com/u\n\ngo 1.16\n"}
+	var reqs []testenv.Module
+	for i := range workers {
+		m := testenv.Module{Path: fmt.Sprintf("example.com/m%d", i), Version: "v1.0.0"}
+		u.GoMod += "\nrequire " + m.Path + " " + m.Version + "\n"
+		reqs = append(reqs, m)
+	}
+	up.Add(u)
+	modsDone := make(chan struct{}, len(reqs))
+	for _, m := range reqs {
+		up.Add(m)
+		up.Override(path(m, "mod"), func(w http.ResponseWriter, r *http.Request) {
+			w.Write(m.Mod())
+			modsDone <- struct{}{}
+		})
+	}
+	e := newEnv(t, up, options{prefetch: PrefetchOptions{Mode: "selected", Workers: workers}})
+	for _, m := range zips {
+		e.get(path(m, "mod"), 200) // its .info and .zip are prefetched
+	}
+	e.get(path(u, "mod"), 200)
+	for range reqs {
+		select {
+		case <-modsDone:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("the go.mod files below u were not prefetched while zips were in flight (%d zips at once)", inFlight.Load())
+		}
+	}
+	if n := most.Load(); n > workers/2 {
+		t.Errorf("%d zips prefetched at once by %d workers; want at most %d", n, workers, workers/2)
+	}
+	once.Do(func() { close(release) })
+	e.proxy.prefetch.quiesce()
 }
