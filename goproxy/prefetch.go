@@ -196,7 +196,7 @@ type prefetcher struct {
 	maxBytes int64
 	fanOut   int
 	private  bool
-	pace     pacer // the upstream request rate
+	pace     pacer             // the upstream request rate
 	queue    chan prefetchItem // .info and .mod files
 	zipQueue chan prefetchItem // zips, which half the workers at most fetch
 	ctx      context.Context
