@@ -332,10 +332,10 @@ type prefetchSession struct {
 }
 
 // sessionPath is what a session's walk of the module graph holds of one
-// module path: the version whose .mod it asked first and the highest
-// ("" when it asked none), and the highest version that the requirements
-// of the go.mod files it got name.
-type sessionPath struct{ first, max, req string }
+// module path: the version whose .mod it asked first, the lowest and the
+// highest ("" when it asked none), and the highest version that the
+// requirements of the go.mod files it got name.
+type sessionPath struct{ first, min, max, req string }
 
 // selected is the version the go command's minimal version selection
 // picks for the path, as far as the walk so far shows: the highest
@@ -372,13 +372,18 @@ func (sp sessionPath) selected() string {
 // shows it, and the .info and .zip of every module's selected version are
 // prefetched too. A session ends when the client is idle for
 // prefetchSessionIdle. For a .mod, clientAsked reports whether a miss may
-// be looked up early (see earlyLookup).
-func (pf *prefetcher) clientAsked(a artifact.Artifact, remoteAddr string) (early bool) {
+// be looked up early (see earlyLookup), and whether what the go.mod
+// requires is to be read into the session (see clientGot): it is while the
+// client walks the graph, for the first version it asks of a module and
+// for any beyond the lowest and the highest it asked (those between are
+// older than one read already, and require no more of the graph), so that
+// a client asking for the same go.mod again and again costs no parse.
+func (pf *prefetcher) clientAsked(a artifact.Artifact, remoteAddr string) (early, read bool) {
 	if pf == nil || !pf.selected || (a.Kind != artifact.Mod && a.Kind != artifact.Zip && a.Kind != artifact.Info) || !a.Immutable() {
-		return false
+		return false, false
 	}
 	if pf.leavesAlone(a.Module) {
-		return false
+		return false, false
 	}
 	client := clientOf(remoteAddr)
 	now := time.Now()
@@ -429,7 +434,7 @@ func (pf *prefetcher) clientAsked(a artifact.Artifact, remoteAddr string) (early
 				}
 			}
 		}
-		return false
+		return false, false
 	}
 	for pf.paths >= prefetchSessionPaths && len(pf.sessions) > 1 {
 		pf.dropIdlestSession(client) // the others' paths make room
@@ -441,18 +446,24 @@ func (pf *prefetcher) clientAsked(a artifact.Artifact, remoteAddr string) (early
 		if !seen {
 			pf.paths++
 		}
-		sp.first, sp.max = a.Version, a.Version
+		sp.first, sp.min, sp.max = a.Version, a.Version, a.Version
 		s.paths[a.Module] = sp
+		read = true
 	case seen && semver.Compare(a.Version, sp.max) > 0:
 		sp.max = a.Version
 		s.paths[a.Module] = sp
+		read = true
+	case seen && semver.Compare(a.Version, sp.min) < 0:
+		sp.min = a.Version
+		s.paths[a.Module] = sp
+		read = true
 	}
-	early = s.earlyLookup()
+	early, read = s.earlyLookup(), read && !s.listing
 	pf.mu.Unlock()
 	if first {
 		pf.enqueueSelected(a.Module, a.Version, tree)
 	}
-	return early
+	return early, read
 }
 
 // sessionOf returns the client's session, nil if it has none or it
@@ -496,10 +507,9 @@ func (s *prefetchSession) earlyLookup() bool {
 }
 
 // clientGot notes how a client's .mod request was answered, for
-// earlyLookup, and, while the client walks the module graph, what the
-// go.mod it got (obj, when err is nil) requires, for
-// sessionPath.selected.
-func (pf *prefetcher) clientGot(a artifact.Artifact, remoteAddr string, obj *cachetier.Object, err error) {
+// earlyLookup, and, if read (clientAsked said so), what the go.mod it got
+// (obj, when err is nil) requires, for sessionPath.selected.
+func (pf *prefetcher) clientGot(a artifact.Artifact, remoteAddr string, read bool, obj *cachetier.Object, err error) {
 	if pf == nil || !pf.selected || a.Kind != artifact.Mod || !a.Immutable() {
 		return
 	}
@@ -513,7 +523,7 @@ func (pf *prefetcher) clientGot(a artifact.Artifact, remoteAddr string, obj *cac
 	case httperr.IsNotFound(err):
 		s.modsMissing++
 	}
-	walking := s != nil && !s.listing && err == nil && obj != nil
+	walking := read && s != nil && !s.listing && err == nil && obj != nil
 	pf.mu.Unlock()
 	if !walking {
 		return

@@ -878,3 +878,42 @@ func TestPrefetchZipsLeaveWorkersForMods(t *testing.T) {
 	once.Do(func() { close(release) })
 	e.proxy.prefetch.quiesce()
 }
+
+// A session reads what a go.mod requires once: for the first version a
+// client asks of a module and those beyond the lowest and highest it
+// asked, not when the same go.mod is asked for again (a hit costs no
+// parse), and not once the walk is over.
+func TestSessionReadsEachGoModOnce(t *testing.T) {
+	t.Parallel()
+	graph, _ := listingGraph()
+	e := newEnv(t, testenv.NewUpstream(t, graph...), options{prefetch: PrefetchOptions{Mode: "selected"}})
+	pf := e.proxy.prefetch
+	const client = "10.1.2.3:4000"
+	asks := []struct {
+		path string
+		read bool
+	}{
+		{testenv.EscapedPath("example.com/b", "v1.1.0", "mod"), true},
+		{testenv.EscapedPath("example.com/b", "v1.1.0", "mod"), false},
+		{testenv.EscapedPath("example.com/b", "v1.2.0", "mod"), true}, // beyond the highest
+		{testenv.EscapedPath("example.com/b", "v1.0.0", "mod"), true}, // below the lowest
+		{testenv.EscapedPath("example.com/b", "v1.1.0", "mod"), false},
+		{testenv.EscapedPath("example.com/b", "v1.2.0", "mod"), false},
+	}
+	for _, ask := range asks {
+		if _, read := pf.clientAsked(mustArtifact(t, ask.path), client); read != ask.read {
+			t.Errorf("%s: read %v; want %v", ask.path, read, ask.read)
+		}
+	}
+	pf.clientGot(mustArtifact(t, asks[0].path), client, false, nil, nil) // a .mod found: the walk works
+	pf.clientAsked(mustArtifact(t, testenv.EscapedPath("example.com/b", "v1.2.0", "info")), client)
+	pf.mu.Lock()
+	listing := pf.sessions["10.1.2.3"].listing
+	pf.mu.Unlock()
+	if !listing {
+		t.Fatal("the .info of the selected version did not start the listing")
+	}
+	if _, read := pf.clientAsked(mustArtifact(t, testenv.EscapedPath("example.com/c", "v1.0.0", "mod")), client); read {
+		t.Error("a go.mod asked for once the listing began was read into the walk")
+	}
+}

@@ -286,14 +286,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	// read: what the .mod requires is read into the client's prefetch
+	// session.
+	var read bool
 	if !cacheOnly { // a client of the cache alone sends nothing upstream
-		if early := p.prefetch.clientAsked(a, r.RemoteAddr); early {
+		var early bool
+		if early, read = p.prefetch.clientAsked(a, r.RemoteAddr); early {
 			ctx = withEarlyLookup(ctx)
 		}
 	}
 	ans, err := p.Get(ctx, a)
 	if !cacheOnly {
-		p.prefetch.clientGot(a, r.RemoteAddr, ans.Object, err)
+		p.prefetch.clientGot(a, r.RemoteAddr, read, ans.Object, err)
 	}
 	cache = ans.CacheStatus
 	if ans.CacheStatus != "" {
