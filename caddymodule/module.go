@@ -40,7 +40,7 @@ type Handler struct {
 	// TiersRaw are the cache tiers, fastest first and the tier of record
 	// (a disk or a bucket) last: guest modules of the namespace
 	// goproxy.tiers. A disk above a bucket is a local copy. Default:
-	// memory (16MiB) and disk (goproxy under Caddy's data directory).
+	// memory (8MiB) and disk (goproxy under Caddy's data directory).
 	TiersRaw []json.RawMessage `json:"tiers,omitempty" caddy:"namespace=goproxy.tiers inline_key=tier"`
 
 	// ListTTL is how long list and @latest answers stay fresh. Default 1m.

@@ -333,9 +333,11 @@ type prefetchSession struct {
 
 // sessionPath is what a session's walk of the module graph holds of one
 // module path: the version whose .mod it asked first, the lowest and the
-// highest ("" when it asked none), and the highest version that the
-// requirements of the go.mod files it got name.
-type sessionPath struct{ first, min, max, req string }
+// highest ("" when it asked none), the highest version that the
+// requirements of the go.mod files it got name, and the version of a .mod
+// it asked to be read whose answer was an error, so that the client asking
+// for it again has it read.
+type sessionPath struct{ first, min, max, req, unread string }
 
 // selected is the version the go command's minimal version selection
 // picks for the path, as far as the walk so far shows: the highest
@@ -376,8 +378,9 @@ func (sp sessionPath) selected() string {
 // requires is to be read into the session (see clientGot): it is while the
 // client walks the graph, for the first version it asks of a module and
 // for any beyond the lowest and the highest it asked (those between are
-// older than one read already, and require no more of the graph), so that
-// a client asking for the same go.mod again and again costs no parse.
+// older than one read already, and require no more of the graph), and for
+// one whose last answer was an error, so that a client asking for the same
+// go.mod again and again costs no parse.
 func (pf *prefetcher) clientAsked(a artifact.Artifact, remoteAddr string) (early, read bool) {
 	if pf == nil || !pf.selected || (a.Kind != artifact.Mod && a.Kind != artifact.Zip && a.Kind != artifact.Info) || !a.Immutable() {
 		return false, false
@@ -448,6 +451,8 @@ func (pf *prefetcher) clientAsked(a artifact.Artifact, remoteAddr string) (early
 		}
 		sp.first, sp.min, sp.max = a.Version, a.Version, a.Version
 		s.paths[a.Module] = sp
+		read = true
+	case seen && a.Version == sp.unread:
 		read = true
 	case seen && semver.Compare(a.Version, sp.max) > 0:
 		sp.max = a.Version
@@ -523,22 +528,38 @@ func (pf *prefetcher) clientGot(a artifact.Artifact, remoteAddr string, read boo
 	case httperr.IsNotFound(err):
 		s.modsMissing++
 	}
-	walking := read && s != nil && !s.listing && err == nil && obj != nil
+	walking := read && s != nil && !s.listing
 	pf.mu.Unlock()
 	if !walking {
 		return
 	}
-	data, err := obj.Content()
-	if err != nil {
-		return
+	var data []byte
+	if err == nil && obj != nil {
+		data, err = obj.Content()
+	} else if err == nil {
+		err = errors.New("no go.mod")
 	}
-	f, err := modfile.ParseLax("go.mod", data, nil)
-	if err != nil {
-		return
+	var f *modfile.File
+	if err == nil {
+		f, err = modfile.ParseLax("go.mod", data, nil)
+		if err != nil {
+			return // what it requires is unreadable, asked again or not
+		}
 	}
 	pf.mu.Lock()
 	defer pf.mu.Unlock()
 	if pf.sessionOf(remoteAddr) != s || s.listing {
+		return
+	}
+	if sp, seen := s.paths[a.Module]; seen && (err != nil || sp.unread == a.Version) {
+		// An answer that was no go.mod: read it when asked again.
+		sp.unread = ""
+		if err != nil {
+			sp.unread = a.Version
+		}
+		s.paths[a.Module] = sp
+	}
+	if err != nil {
 		return
 	}
 	for _, r := range f.Require {

@@ -883,6 +883,38 @@ func TestPrefetchZipsLeaveWorkersForMods(t *testing.T) {
 // client asks of a module and those beyond the lowest and highest it
 // asked, not when the same go.mod is asked for again (a hit costs no
 // parse), and not once the walk is over.
+// A go.mod the session was to read whose answer was an error (its
+// upstream failing) is read when the client asks for it again: what it
+// requires reaches the session's selection.
+func TestSessionReadsAGoModAgainAfterAnError(t *testing.T) {
+	t.Parallel()
+	graph, _ := listingGraph()
+	up := testenv.NewUpstream(t, graph...)
+	e := newEnv(t, up, options{prefetch: PrefetchOptions{Mode: "selected"}})
+	pf := e.proxy.prefetch
+	req := func(module string) string {
+		pf.mu.Lock()
+		defer pf.mu.Unlock()
+		for _, s := range pf.sessions {
+			return s.paths[module].req
+		}
+		return ""
+	}
+	a := path(graph[0], "mod") // example.com/a v1.0.0: requires b v1.2.0, c v1.0.0
+	up.SetFailure(http.StatusInternalServerError)
+	if resp, _ := e.do("GET", a); resp.StatusCode < 500 {
+		t.Fatalf("GET %s with the upstream failing: %d", a, resp.StatusCode)
+	}
+	if got := req("example.com/b"); got != "" {
+		t.Fatalf("a failed go.mod was read into the session: b requires %q", got)
+	}
+	up.SetFailure(0)
+	e.get(a, http.StatusOK)
+	if got, got2 := req("example.com/b"), req("example.com/c"); got != "v1.2.0" || got2 != "v1.0.0" {
+		t.Errorf("after the go.mod was asked again: b at %q, c at %q in the session; want v1.2.0, v1.0.0", got, got2)
+	}
+}
+
 func TestSessionReadsEachGoModOnce(t *testing.T) {
 	t.Parallel()
 	graph, _ := listingGraph()
