@@ -177,7 +177,7 @@ func earlyLookupFrom(ctx context.Context) bool {
 // join returns the fetch of a in progress, starting it if there is none,
 // with the caller counted as one of its users: await must follow. A fetch
 // that a prefetch starts (byPrefetch) may be dropped (admitPrefetch) until
-// a client joins it.
+// a client joins it. A prefetch joins no fetch in progress: it gets nil.
 func (p *Proxy) join(a artifact.Artifact, byPrefetch, early bool) *flight {
 	key := p.key(a)
 	p.mu.Lock()
@@ -206,11 +206,18 @@ func (p *Proxy) join(a artifact.Artifact, byPrefetch, early bool) *flight {
 			close(fl.done)
 			p.leave(fl)
 		}()
+	case byPrefetch:
+		// A client's fetch of it is running: the artifact comes without
+		// the prefetch, which is not counted as one.
+		return nil
 	default:
 		p.obs.waiter()
-		if !byPrefetch {
-			fl.prefetch = false // a client's now: never dropped
+		if fl.prefetch {
+			// A client joins a prefetch that started before the
+			// prefetcher heard of the client: the prefetch was useful.
+			p.prefetch.requested(a, key)
 		}
+		fl.prefetch = false // a client's now: never dropped
 	}
 	fl.users++
 	return fl

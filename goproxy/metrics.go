@@ -54,7 +54,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		servedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "served_bytes_total",
 			Help: "Response body bytes served, by artifact kind."}, []string{"kind"}),
 		prefetches: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "prefetches_total",
-			Help: "Artifacts considered for prefetch, by kind and outcome (fetched, cached, not_found, failed, budget, fan_out, upstream_failing, queue_full)."}, []string{"kind", "outcome"}),
+			Help: "Artifacts considered for prefetch, by kind and outcome (fetched, cached, not_found, failed, budget, fan_out, upstream_failing, queue_full, in_flight)."}, []string{"kind", "outcome"}),
 		prefetchHits: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "prefetch_used_total",
 			Help: "Prefetched artifacts that a client asked for later, by kind; divided by prefetches_total{outcome=\"fetched\"}, the prefetch's hit rate."}, []string{"kind"}),
 	}

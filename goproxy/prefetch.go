@@ -533,17 +533,14 @@ func (pf *prefetcher) clientGot(a artifact.Artifact, remoteAddr string, read boo
 	if !walking {
 		return
 	}
-	var data []byte
-	if err == nil && obj != nil {
-		data, err = obj.Content()
-	} else if err == nil {
-		err = errors.New("no go.mod")
-	}
-	var f *modfile.File
-	if err == nil {
-		f, err = modfile.ParseLax("go.mod", data, nil)
-		if err != nil {
-			return // what it requires is unreadable, asked again or not
+	got := err == nil && obj != nil // a go.mod, not an error
+	var reqs []*modfile.Require
+	if got {
+		data, err := obj.Content()
+		if got = err == nil; got {
+			if f, err := modfile.ParseLax("go.mod", data, nil); err == nil {
+				reqs = f.Require
+			}
 		}
 	}
 	pf.mu.Lock()
@@ -551,18 +548,15 @@ func (pf *prefetcher) clientGot(a artifact.Artifact, remoteAddr string, read boo
 	if pf.sessionOf(remoteAddr) != s || s.listing {
 		return
 	}
-	if sp, seen := s.paths[a.Module]; seen && (err != nil || sp.unread == a.Version) {
+	if sp, seen := s.paths[a.Module]; seen && (!got || sp.unread == a.Version) {
 		// An answer that was no go.mod: read it when asked again.
 		sp.unread = ""
-		if err != nil {
+		if !got {
 			sp.unread = a.Version
 		}
 		s.paths[a.Module] = sp
 	}
-	if err != nil {
-		return
-	}
-	for _, r := range f.Require {
+	for _, r := range reqs {
 		path, v := r.Mod.Path, r.Mod.Version
 		if semver.Canonical(v) != v || pf.leavesAlone(path) {
 			continue
@@ -669,8 +663,8 @@ func (pf *prefetcher) queueOf(a artifact.Artifact) chan prefetchItem {
 	return pf.queue
 }
 
-// prefetch fetches one artifact unless it is cached or known missing, its
-// tree's budget is spent, its upstream keeps failing, or the bytes left to
+// prefetch fetches one artifact unless it is cached or known missing, a
+// client's fetch of it is running, its tree's budget is spent, its upstream keeps failing, or the bytes left to
 // prefetch would not hold it. It waits for the request rate.
 func (pf *prefetcher) prefetch(it prefetchItem) {
 	a, key := it.a, pf.p.key(it.a)
@@ -759,8 +753,13 @@ func (pf *prefetcher) prefetch(it prefetchItem) {
 		outcome = "closed"
 		return
 	}
+	fl := pf.p.join(a, true, false)
+	if fl == nil {
+		outcome = "in_flight" // a client's fetch of it is running
+		return
+	}
 	sent = true
-	obj, err := pf.p.await(pf.ctx, pf.p.join(a, true, false))
+	obj, err := pf.p.await(pf.ctx, fl)
 	if err != nil {
 		outcome = pf.failed(a, it.tree, private, err)
 		return

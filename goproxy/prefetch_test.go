@@ -879,10 +879,6 @@ func TestPrefetchZipsLeaveWorkersForMods(t *testing.T) {
 	e.proxy.prefetch.quiesce()
 }
 
-// A session reads what a go.mod requires once: for the first version a
-// client asks of a module and those beyond the lowest and highest it
-// asked, not when the same go.mod is asked for again (a hit costs no
-// parse), and not once the walk is over.
 // A go.mod the session was to read whose answer was an error (its
 // upstream failing) is read when the client asks for it again: what it
 // requires reaches the session's selection.
@@ -915,6 +911,10 @@ func TestSessionReadsAGoModAgainAfterAnError(t *testing.T) {
 	}
 }
 
+// A session reads what a go.mod requires once: for the first version a
+// client asks of a module and those beyond the lowest and highest it
+// asked, not when the same go.mod is asked for again (a hit costs no
+// parse), and not once the walk is over.
 func TestSessionReadsEachGoModOnce(t *testing.T) {
 	t.Parallel()
 	graph, _ := listingGraph()
@@ -947,5 +947,80 @@ func TestSessionReadsEachGoModOnce(t *testing.T) {
 	}
 	if _, read := pf.clientAsked(mustArtifact(t, testenv.EscapedPath("example.com/c", "v1.0.0", "mod")), client); read {
 		t.Error("a go.mod asked for once the listing began was read into the walk")
+	}
+}
+
+// A prefetch and a client's fetch of the same artifact make one upstream
+// request, and the prefetch counts as one only when it made that request:
+// a prefetch of what a client is fetching is left to the client (not a
+// fetched prefetch no one used), and a client joining a prefetch's fetch
+// makes it a used one, even when the prefetcher had not heard of the
+// client before the prefetch began.
+func TestPrefetchAndAClientFetchCountOnce(t *testing.T) {
+	t.Parallel()
+	for _, clientFirst := range []bool{true, false} {
+		t.Run(fmt.Sprintf("clientFirst=%v", clientFirst), func(t *testing.T) {
+			t.Parallel()
+			m := requiring("example.com/held", nil)
+			up := testenv.NewUpstream(t, m)
+			started, release := make(chan struct{}), make(chan struct{})
+			up.Override(path(m, "mod"), func(w http.ResponseWriter, r *http.Request) {
+				close(started) // one request only: a second panics
+				<-release
+				w.Write(m.Mod())
+			})
+			e := newEnv(t, up, options{prefetch: PrefetchOptions{Mode: "mod"}})
+			a := mustArtifact(t, path(m, "mod"))
+			pf := e.proxy.prefetch
+			enqueue := func() { pf.enqueue(prefetchItem{a: a, depth: 1, tree: &prefetchTree{left: 10}}) }
+			client := make(chan error, 1)
+			if clientFirst {
+				go func() {
+					obj, err := e.proxy.collapse(t.Context(), a)
+					if err == nil {
+						obj.Close()
+					}
+					client <- err
+				}()
+				<-started
+				enqueue()
+				quiet := make(chan struct{})
+				go func() { pf.quiesce(); close(quiet) }()
+				select {
+				case <-quiet:
+				case <-time.After(30 * time.Second):
+					t.Error("the prefetch waits for the client's fetch")
+				}
+				close(release)
+				<-quiet
+			} else {
+				enqueue()
+				<-started
+				// The client's join, as when Get told the prefetcher of
+				// the request before the prefetch was queued.
+				fl := e.proxy.join(a, false, false)
+				close(release)
+				obj, err := e.proxy.await(t.Context(), fl)
+				if err == nil {
+					obj.Close()
+				}
+				client <- err
+				pf.quiesce()
+			}
+			if err := <-client; err != nil {
+				t.Fatal(err)
+			}
+			st := e.proxy.PrefetchStats()
+			want := PrefetchStats{Fetched: 1, Used: 1}
+			if clientFirst {
+				want = PrefetchStats{Skipped: 1}
+			}
+			if st != want {
+				t.Errorf("prefetch stats %+v; want %+v", st, want)
+			}
+			if n := up.Requests(path(m, "mod")); n != 1 {
+				t.Errorf("%d upstream requests; want 1", n)
+			}
+		})
 	}
 }
