@@ -1,19 +1,20 @@
 package artifact
 
 import (
-	"archive/zip"
 	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"golang.org/x/mod/modfile"
 	"golang.org/x/mod/module"
-	modzip "golang.org/x/mod/zip"
+
+	"github.com/piraeus-go/piraeus/internal/zipdir"
 )
 
 // The format of each kind of answer, as the go command reads it: an
@@ -73,27 +74,13 @@ func RequireModuleLine(data []byte) error {
 	return nil
 }
 
-// CheckZip checks a's module zip with x/mod/zip's CheckZip, reading the
-// file name, in which the zip may follow a header's room. archive/zip
-// reads a classic zip wherever it starts in a file, but not a zip64
-// archive (more than 65,535 files), whose locator holds an absolute
-// offset, and the room counts towards the size limit: then the check runs
-// again on contentFile's file, which holds the content alone (remove
-// removes it). An error of contentFile is returned as it is.
-func CheckZip(a Artifact, name string, contentFile func() (name string, remove func(), err error)) error {
-	cf, err := modzip.CheckZip(a.ModuleVersion(), name)
-	if errors.Is(err, zip.ErrFormat) || err == nil && cf.SizeError != nil {
-		content, remove, cerr := contentFile()
-		if cerr != nil {
-			return cerr
-		}
-		defer remove()
-		cf, err = modzip.CheckZip(a.ModuleVersion(), content)
-	}
-	if err == nil {
-		err = cf.Err()
-	}
-	if err != nil {
+// CheckZip checks a's module zip, the size bytes of r, by
+// x/mod/zip.CheckZip's rules (size limits, file names, collisions), read
+// in place a part of its directory at a time (internal/zipdir): the
+// largest real module zips have over 100,000 files, whose headers
+// archive/zip would hold at once.
+func CheckZip(a Artifact, r io.ReaderAt, size int64) error {
+	if err := zipdir.Check(a.ModuleVersion(), r, size); err != nil {
 		return fmt.Errorf("module zip rejected: %v", err)
 	}
 	return nil

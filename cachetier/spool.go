@@ -250,11 +250,9 @@ func (s *Spool) Meta(expires time.Time) Meta {
 // Size is how many bytes were written.
 func (s *Spool) Size() int64 { return s.n }
 
-// Name is the temp file's path, for checkers that want a file name
-// (after OnDisk, for a spool that may be held in memory). The
-// content follows a header's room: archive/zip finds a classic zip's
-// contents wherever it starts in a file, but not a zip64 archive's, whose
-// end-of-directory locator holds an absolute offset (see ContentFile).
+// Name is the temp file's path (after OnDisk, for a spool that may be
+// held in memory). The content follows a header's room: read it with
+// Reader or ReaderAt.
 func (s *Spool) Name() string {
 	if s.f == nil {
 		return ""
@@ -277,31 +275,6 @@ func (s *Spool) ReaderAt() io.ReaderAt {
 		return bytes.NewReader(s.buf)
 	}
 	return io.NewSectionReader(s.f, s.off, s.n)
-}
-
-// ContentFile copies the content alone to a new temp file beside the
-// spool, for a checker that reads by file name and needs the content to
-// start the file; remove closes and removes it. It costs a copy: a
-// checker tries Name first.
-func (s *Spool) ContentFile() (name string, remove func(), err error) {
-	if err := s.OnDisk(); err != nil {
-		return "", nil, err
-	}
-	// Named after the spool, so that the sweep of its directory's
-	// crash-left temp files (by their prefix) covers it too.
-	f, err := CreateTemp(filepath.Dir(s.f.Name()), filepath.Base(s.f.Name())+"-content-*")
-	if err != nil {
-		return "", nil, fmt.Errorf("%w: %v", ErrStorage, err)
-	}
-	remove = func() {
-		f.Close()
-		os.Remove(f.Name())
-	}
-	if _, err := io.Copy(f, io.NewSectionReader(s.f, s.off, s.n)); err != nil {
-		remove()
-		return "", nil, fmt.Errorf("%w: %v", ErrStorage, err)
-	}
-	return f.Name(), remove, nil
 }
 
 // Object turns the spool into an object read from its file, for serving

@@ -125,10 +125,11 @@ func (p *Proxy) checkSpooled(a artifact.Artifact, source string, spool *cachetie
 	}
 	var err error
 	if a.Kind == artifact.Zip {
-		// The zip checker reads a file: a small zip held in memory is
-		// moved to its spool's file first.
+		// A zip, however small, is a file of its own on disk (sent with
+		// sendfile, and never in the disk tier's small store): a spool
+		// held in memory goes to its file first.
 		if err = spool.OnDisk(); err == nil {
-			err = artifact.CheckZip(a, spool.Name(), spool.ContentFile)
+			err = artifact.CheckZip(a, spool.ReaderAt(), spool.Size())
 		}
 	} else {
 		err = artifact.CheckContent(a, small)

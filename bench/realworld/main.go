@@ -176,7 +176,7 @@ func runGraph(dir, name, mv string, source *url.URL) (row, error) {
 		return r, err
 	}
 	defer caddy.stop()
-	stopSampling := caddy.sampleAnon(&r.peakAnon)
+	stopSampling := caddy.sampleAnon(&r.peakAnon, *heapProfile, name)
 	defer stopSampling()
 	profiled := caddy.cpuProfile(*cpuProfile, name)
 	cpu0 := testenv.ProcCPU(caddy.cmd.Process.Pid)
@@ -506,16 +506,30 @@ func (c *caddyProc) prefetchMetrics() (string, error) {
 }
 
 // sampleAnon keeps the peak of bin/caddy's anonymous memory (RssAnon) in
-// *peak, sampled every 50 ms until the returned stop is called.
-func (c *caddyProc) sampleAnon(peak *int64) (stop func()) {
+// *peak, sampled every 50 ms until the returned stop is called. With a
+// heap profile file, it writes file.name.peak, a heap profile taken as
+// the anonymous memory reached a new peak (4 MiB or more above the one
+// profiled before, at most one a second): where the peak is.
+func (c *caddyProc) sampleAnon(peak *int64, file, name string) (stop func()) {
 	done, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(stopped)
 		t := time.NewTicker(50 * time.Millisecond)
 		defer t.Stop()
+		var profiled int64
+		var last time.Time
 		for {
 			if kib := testenv.ProcStatusKiB(c.cmd.Process.Pid, "RssAnon:"); kib > *peak {
 				*peak = kib
+				if file != "" && c.admin != "" && kib >= profiled+4096 && time.Since(last) >= time.Second {
+					last = time.Now()
+					if err := c.saveProfile("/debug/pprof/heap?debug=1", file+"."+name+".peak"); err != nil {
+						log.Printf("%s: heap profile at a peak: %v", name, err)
+					} else {
+						profiled = kib
+						log.Printf("%s: heap profile at %d MiB anonymous", name, kib/1024)
+					}
+				}
 			}
 			select {
 			case <-done:
