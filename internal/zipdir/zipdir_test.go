@@ -98,7 +98,7 @@ func TestSameAsXMod(t *testing.T) {
 		"good":                   files(pre+"go.mod", pre+"b/c.go", pre+"a.go", pre+"a/b.go", pre+"LICENSE"),
 		"good, with directories": files(pre, pre+"a/", pre+"a/b.go", pre+"a/", pre+"c/d/"),
 		"no prefix":              files(pre+"a.go", "example.com/other@v1.0.0/b.go"),
-		"not clean":              files(pre+"a/../b.go"),
+		"not clean":              files(pre + "a/../b.go"),
 		"bad file path":          files(pre + "a:b.go"),
 		"case collision":         files(pre+"a/B.go", pre+"a/b.go"),
 		"directory case":         files(pre+"A/x.go", pre+"b.go", pre+"a/y.go"),
