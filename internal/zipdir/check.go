@@ -87,7 +87,7 @@ type checker struct {
 	sizeErr error
 	invalid []modzip.FileError
 	more    int
-	arena   []byte
+	arena   arena
 	paths   []pathRef // the valid files and directories, and their parents
 	parent  []byte    // the last file's parent directory
 }
@@ -162,8 +162,11 @@ func (c *checker) file(zf *zip.File) {
 // addPath keeps a valid path, and its parent directories unless the last
 // path's parent was the same (then they are kept already).
 func (c *checker) addPath(name string, isDir bool) {
-	off := uint32(len(c.arena))
-	c.arena = append(c.arena, name...)
+	off, err := c.arena.add([]byte(name))
+	if err != nil {
+		c.bad(c.prefix+name, err)
+		return
+	}
 	c.paths = append(c.paths, pathRef{off: off, n: uint16(len(name)), dir: isDir})
 	parent := len(name) - len(path.Base(name)) - 1 // -1: no parent
 	if parent < 0 || string(c.parent) == name[:parent] {
@@ -178,7 +181,7 @@ func (c *checker) addPath(name string, isDir bool) {
 	c.paths = append(c.paths, pathRef{off: off, n: uint16(parent), dir: true})
 }
 
-func (c *checker) bytes(p pathRef) []byte { return c.arena[p.off : p.off+uint32(p.n)] }
+func (c *checker) bytes(p pathRef) []byte { return c.arena.get(p.off, p.n) }
 
 // collisions is CheckZip's collision check, on every path at once: paths
 // equal once case-folded (strToFold's folding) must be one directory's,

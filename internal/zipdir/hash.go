@@ -15,7 +15,7 @@ import (
 // it has it.
 type names struct {
 	prefix []byte
-	arena  []byte
+	arena  arena
 }
 
 // name is one of names: its bytes in the arena, less the prefix unless
@@ -39,17 +39,13 @@ func (ns *names) add(b []byte) (name, error) {
 	if !full {
 		b = b[len(ns.prefix):]
 	}
-	if uint64(len(ns.arena))+uint64(len(b)) > 1<<32-1 {
-		return name{}, errors.New("zip: file names too long in all")
-	}
-	nm := name{off: uint32(len(ns.arena)), n: uint16(len(b)), full: full}
-	ns.arena = append(ns.arena, b...)
-	return nm, nil
+	off, err := ns.arena.add(b)
+	return name{off: off, n: uint16(len(b)), full: full}, err
 }
 
 // parts returns nm's bytes as the prefix (or nothing) and the rest.
 func (ns *names) parts(nm name) (pre, rest []byte) {
-	rest = ns.arena[nm.off : nm.off+uint32(nm.n)]
+	rest = ns.arena.get(nm.off, nm.n)
 	if !nm.full {
 		pre = ns.prefix
 	}
@@ -59,7 +55,7 @@ func (ns *names) parts(nm name) (pre, rest []byte) {
 // compare orders names as their whole bytes would.
 func (ns *names) compare(a, b name) int {
 	if !a.full && !b.full {
-		return bytes.Compare(ns.arena[a.off:a.off+uint32(a.n)], ns.arena[b.off:b.off+uint32(b.n)])
+		return bytes.Compare(ns.arena.get(a.off, a.n), ns.arena.get(b.off, b.n))
 	}
 	a1, a2 := ns.parts(a)
 	b1, b2 := ns.parts(b)
@@ -107,7 +103,9 @@ func Hash1(r io.ReaderAt, size int64) (string, error) {
 		hdr, hlen uint32 // its header's offset after a.start, and length
 	}
 	var ns names
-	var entries []entry
+	// As many as the end record says, if the directory can hold them
+	// (each header is at least headerLen bytes).
+	entries := make([]entry, 0, min(a.records, uint64(a.size-a.start)/headerLen))
 	err = a.Walk(func(h Header) error {
 		nb := h.Name()
 		if bytes.IndexByte(nb, '\n') >= 0 {

@@ -330,3 +330,31 @@ func (p *pooledInflater) Close() error {
 
 // copyBuffers are the buffers files are hashed through.
 var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
+// arenaChunk is the size of an arena's chunks (a name, at most 65,535
+// bytes, is never split between two).
+const arenaChunk = 1 << 18
+
+// arena holds a zip's names in chunks, so that what grows with them is
+// at most a chunk's room, not a doubling slice's.
+type arena struct{ chunks [][]byte }
+
+// add copies b in and returns its address.
+func (a *arena) add(b []byte) (uint32, error) {
+	if n := len(a.chunks); n == 0 || len(a.chunks[n-1])+len(b) > arenaChunk {
+		if n >= 1<<32/arenaChunk {
+			return 0, errors.New("zip: file names too long in all")
+		}
+		a.chunks = append(a.chunks, make([]byte, 0, arenaChunk))
+	}
+	last := &a.chunks[len(a.chunks)-1]
+	addr := uint32(len(a.chunks)-1)*arenaChunk + uint32(len(*last))
+	*last = append(*last, b...)
+	return addr, nil
+}
+
+// get returns the n bytes at addr.
+func (a *arena) get(addr uint32, n uint16) []byte {
+	c, i := addr/arenaChunk, addr%arenaChunk
+	return a.chunks[c][i : i+uint32(n)]
+}
